@@ -1,0 +1,89 @@
+//! `executions`: one row per run of a proc.
+
+use sea_orm::entity::prelude::*;
+
+use crate::json::ArgValues;
+use crate::values::{ExecutionStatus, Trigger};
+
+/// One run of a proc. The id is a 64-bit integer because legacy clients parse it as a number.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "executions")]
+pub struct Model {
+    /// Execution id, increasing with creation order.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// The proc it ran; cleared if the proc is deleted later.
+    pub proc_id: Option<i64>,
+    /// The proc's name, kept for history after a proc is deleted.
+    pub proc_name: String,
+    /// User-supplied argument values (secrets are never stored here).
+    pub args: ArgValues,
+    /// Current state.
+    pub status: ExecutionStatus,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The schedule that fired it, if any.
+    pub schedule_id: Option<i64>,
+    /// Who started it.
+    pub user_email: Option<String>,
+    /// The image it ran (legacy `image_tag`).
+    pub image: Option<String>,
+    /// Kubernetes Job name or local process id.
+    pub executor_ref: Option<String>,
+    /// Process exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Why it failed, timed out or was cancelled.
+    pub reason: Option<String>,
+    /// When it was submitted.
+    pub created_at: DateTimeUtc,
+    /// When the process or pod started running.
+    pub started_at: Option<DateTimeUtc>,
+    /// When it reached a final state.
+    pub finished_at: Option<DateTimeUtc>,
+    /// Last change of any column.
+    pub updated_at: DateTimeUtc,
+}
+
+/// An execution refers to its proc and schedule and owns its log lines.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    /// The proc it ran.
+    #[sea_orm(
+        belongs_to = "super::proc::Entity",
+        from = "Column::ProcId",
+        to = "super::proc::Column::Id",
+        on_delete = "SetNull"
+    )]
+    Proc,
+    /// The schedule that fired it.
+    #[sea_orm(
+        belongs_to = "super::schedule::Entity",
+        from = "Column::ScheduleId",
+        to = "super::schedule::Column::Id",
+        on_delete = "SetNull"
+    )]
+    Schedule,
+    /// Its log lines.
+    #[sea_orm(has_many = "super::execution_log::Entity")]
+    ExecutionLog,
+}
+
+impl Related<super::proc::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Proc.def()
+    }
+}
+
+impl Related<super::schedule::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Schedule.def()
+    }
+}
+
+impl Related<super::execution_log::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::ExecutionLog.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,18 @@
+//! SeaORM entities for every Proctor table: one module per table, plain data, no logic.
+//!
+//! The migrations in `proctor-migration` create exactly these tables; the integration tests
+//! round-trip a row of every entity on Postgres and on SQLite so the two cannot drift apart.
+//! GraphQL types live in `proctor-schema` and are built from these models, never derived on them.
+
+pub mod api_token;
+pub mod audit_event;
+pub mod execution;
+pub mod execution_log;
+pub mod group_membership;
+pub mod json;
+pub mod proc;
+pub mod schedule;
+pub mod schedule_run;
+pub mod secret;
+pub mod user;
+pub mod values;

@@ -1,0 +1,51 @@
+//! Proctor's database migrations. One migration per file, each runs unchanged on Postgres 15
+//! and SQLite; `proctord migrate up|down|status` and `--auto-migrate` drive them.
+
+pub use sea_orm_migration::MigrationStatus;
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_create_procs;
+mod m20261121_000002_create_secrets;
+mod m20261121_000003_create_users;
+mod m20261121_000004_create_group_memberships;
+mod m20261121_000005_create_api_tokens;
+mod m20261121_000006_create_schedules;
+mod m20261121_000007_create_executions;
+mod m20261121_000008_create_execution_logs;
+mod m20261121_000009_create_schedule_runs;
+mod m20261121_000010_create_audit_events;
+
+/// Applies Proctor's migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261121_000001_create_procs::Migration),
+            Box::new(m20261121_000002_create_secrets::Migration),
+            Box::new(m20261121_000003_create_users::Migration),
+            Box::new(m20261121_000004_create_group_memberships::Migration),
+            Box::new(m20261121_000005_create_api_tokens::Migration),
+            Box::new(m20261121_000006_create_schedules::Migration),
+            Box::new(m20261121_000007_create_executions::Migration),
+            Box::new(m20261121_000008_create_execution_logs::Migration),
+            Box::new(m20261121_000009_create_schedule_runs::Migration),
+            Box::new(m20261121_000010_create_audit_events::Migration),
+        ]
+    }
+}
+
+/// The names of every table the migrations create, in creation order.
+pub const TABLES: &[&str] = &[
+    "procs",
+    "secrets",
+    "users",
+    "group_memberships",
+    "api_tokens",
+    "schedules",
+    "executions",
+    "execution_logs",
+    "schedule_runs",
+    "audit_events",
+];

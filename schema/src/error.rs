@@ -1,0 +1,156 @@
+//! The one error type of the API, with stable codes for GraphQL `extensions.code` and HTTP.
+
+use async_graphql::ErrorExtensions;
+
+/// Every error a resolver, REST handler or domain service returns to a caller.
+///
+/// The `code` of each variant is part of the API contract and never changes. Internal errors
+/// are logged once, when they are turned into a response, and reach the caller only as
+/// "internal error" so no database detail or secret can leak.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No valid credentials were presented.
+    #[error(
+        "authentication required: send Access-Token and Email-Id headers or an Authorization: Bearer token"
+    )]
+    Unauthenticated,
+    /// The caller is known but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The named object does not exist.
+    #[error("{kind} {key:?} not found")]
+    NotFound {
+        /// Kind of object, e.g. `proc`.
+        kind: &'static str,
+        /// What was looked up.
+        key: String,
+    },
+    /// An input value is invalid; `field` names it so the caller can fix it.
+    #[error("{field}: {message}")]
+    BadUserInput {
+        /// Path of the offending input, e.g. `input.args[0].name`.
+        field: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+    /// The request conflicts with the current state (e.g. deleting a running proc).
+    #[error("{0}")]
+    Conflict(String),
+    /// Anything unexpected: database failures, broken invariants.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// Shorthand for [`ApiError::BadUserInput`].
+    pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadUserInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The stable machine-readable code (GraphQL `extensions.code`, REST error bodies).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::NotFound { .. } => "NOT_FOUND",
+            Self::BadUserInput { .. } => "BAD_USER_INPUT",
+            Self::Conflict(_) => "CONFLICT",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The HTTP status the REST routes answer with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Unauthenticated => 401,
+            Self::Forbidden(_) => 403,
+            Self::NotFound { .. } => 404,
+            Self::BadUserInput { .. } => 400,
+            Self::Conflict(_) => 409,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// Logs an internal error with its whole cause chain; the single place that does so.
+    pub fn log_if_internal(&self) {
+        if let Self::Internal(source) = self {
+            tracing::error!(error.cause_chain = ?source, "internal error while serving a request");
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        Self::Internal(anyhow::Error::new(error).context("database operation failed"))
+    }
+}
+
+impl ErrorExtensions for ApiError {
+    fn extend(&self) -> async_graphql::Error {
+        self.log_if_internal();
+        async_graphql::Error::new(self.to_string()).extend_with(|_, extensions| {
+            extensions.set("code", self.code());
+            if let Self::BadUserInput { field, .. } = self {
+                extensions.set("field", field.as_str());
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_never_expose_their_source() {
+        let error = ApiError::Internal(anyhow::anyhow!("password=hunter2 rejected by db"));
+        let graphql = error.extend();
+        assert_eq!(graphql.message, "internal error");
+        let extensions = graphql.extensions.expect("extensions are set");
+        assert_eq!(
+            extensions.get("code"),
+            Some(&async_graphql::Value::from("INTERNAL"))
+        );
+    }
+
+    #[test]
+    fn bad_input_names_the_field_in_message_and_extensions() {
+        let graphql = ApiError::bad_input("input.name", "must be a DNS label").extend();
+        assert_eq!(graphql.message, "input.name: must be a DNS label");
+        let extensions = graphql.extensions.expect("extensions are set");
+        assert_eq!(
+            extensions.get("field"),
+            Some(&async_graphql::Value::from("input.name"))
+        );
+        assert_eq!(
+            extensions.get("code"),
+            Some(&async_graphql::Value::from("BAD_USER_INPUT"))
+        );
+    }
+
+    #[test]
+    fn codes_and_statuses_are_stable() {
+        let cases = [
+            (ApiError::Unauthenticated, "UNAUTHENTICATED", 401),
+            (ApiError::Forbidden("no".into()), "FORBIDDEN", 403),
+            (
+                ApiError::NotFound {
+                    kind: "proc",
+                    key: "x".into(),
+                },
+                "NOT_FOUND",
+                404,
+            ),
+            (ApiError::bad_input("f", "m"), "BAD_USER_INPUT", 400),
+            (ApiError::Conflict("busy".into()), "CONFLICT", 409),
+            (ApiError::Internal(anyhow::anyhow!("x")), "INTERNAL", 500),
+        ];
+        for (error, code, status) in cases {
+            assert_eq!(error.code(), code);
+            assert_eq!(error.http_status(), status);
+        }
+    }
+}

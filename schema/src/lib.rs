@@ -1,0 +1,50 @@
+//! Proctor's domain and GraphQL schema.
+//!
+//! Layout: one module per domain (today `system`; procs, secrets, executions, schedules and auth
+//! follow), each owning its GraphQL types, resolvers and the service functions that the REST
+//! shim and the scheduler share; `ports` holds the traits for everything that crosses a process
+//! boundary (executors, the event bus, notifiers, authenticators) with the in-memory
+//! implementations that need no infrastructure; `error` holds the one [`ApiError`].
+//!
+//! This crate never depends on `kube`, `fred` or an HTTP server, so it builds fast and is tested
+//! with in-memory parts; `proctor-server` supplies the adapters.
+
+pub mod error;
+pub mod ports;
+pub mod state;
+pub mod system;
+
+use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+
+pub use error::ApiError;
+pub use state::{AppState, SchemaLimits};
+
+/// The root query type: every domain's queries merged.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct QueryRoot(system::SystemQuery);
+
+/// The executable schema type served at `/graphql` and `/graphql/ws`.
+pub type ProctorSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+
+/// The schema without runtime data; enough to print the SDL.
+fn schema_builder() -> SchemaBuilder<QueryRoot, EmptyMutation, EmptySubscription> {
+    Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
+}
+
+/// Builds the schema served by `proctord`, with the configured depth and complexity limits and
+/// the application state every resolver reads.
+pub fn build_schema(state: AppState) -> ProctorSchema {
+    let limits = state.limits();
+    schema_builder()
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .data(state)
+        .finish()
+}
+
+/// The schema definition language text of the API; the committed `schema/schema.graphql` must
+/// equal it (a test checks), and the CLI's typed operations are generated from that file.
+pub fn sdl() -> String {
+    schema_builder().finish().sdl()
+}

@@ -1,0 +1,101 @@
+//! The authenticator port: who is calling.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::error::ApiError;
+
+/// What a caller presented: legacy headers, a bearer token, or a websocket
+/// `connection_init` payload carrying the same fields.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// `Email-Id` header.
+    pub email: Option<String>,
+    /// `Access-Token` header.
+    pub access_token: Option<String>,
+    /// `Authorization: Bearer` token.
+    pub bearer_token: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |token: &Option<String>| token.as_ref().map(|_| "***");
+        f.debug_struct("Credentials")
+            .field("email", &self.email)
+            .field("access_token", &redact(&self.access_token))
+            .field("bearer_token", &redact(&self.bearer_token))
+            .finish()
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Their e-mail, when known.
+    pub email: Option<String>,
+    /// Groups they belong to (procs authorise groups).
+    pub groups: Vec<String>,
+    /// Whether they may administer procs, secrets and tokens.
+    pub admin: bool,
+}
+
+/// Resolves credentials to a principal. Implementations: [`AuthDisabled`] here; the built-in
+/// (database tokens) and webhook authenticators with the auth work.
+#[async_trait]
+pub trait Authenticator: Send + Sync {
+    /// Whether callers must authenticate at all.
+    fn enabled(&self) -> bool;
+
+    /// Checks the credentials; [`ApiError::Unauthenticated`] when they are missing or wrong.
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Principal, ApiError>;
+}
+
+/// Auth off (the embedded default on loopback): everybody may do everything, and the e-mail a
+/// caller sends is kept for attribution only.
+pub struct AuthDisabled;
+
+#[async_trait]
+impl Authenticator for AuthDisabled {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Principal, ApiError> {
+        Ok(Principal {
+            email: credentials.email.clone(),
+            groups: Vec::new(),
+            admin: true,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_debug_never_prints_tokens() {
+        let credentials = Credentials {
+            email: Some("ada@example.com".into()),
+            access_token: Some("s3cr3t-token".into()),
+            bearer_token: Some("other-s3cr3t".into()),
+        };
+        let printed = format!("{credentials:?}");
+        assert!(printed.contains("ada@example.com"));
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+    }
+
+    #[tokio::test]
+    async fn auth_disabled_admits_everyone_and_keeps_the_email() {
+        let principal = AuthDisabled
+            .authenticate(&Credentials {
+                email: Some("ada@example.com".into()),
+                ..Credentials::default()
+            })
+            .await
+            .unwrap();
+        assert!(principal.admin);
+        assert_eq!(principal.email.as_deref(), Some("ada@example.com"));
+    }
+}

@@ -1,0 +1,8 @@
+//! The traits for everything that crosses a process boundary, and the in-memory
+//! implementations that need no infrastructure. Adapters for Redis, Kubernetes, local processes,
+//! SMTP and webhooks live in `proctor-server`.
+
+pub mod authenticator;
+pub mod event_bus;
+pub mod executor;
+pub mod notifier;

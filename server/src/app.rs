@@ -1,0 +1,178 @@
+//! Assembling and running a `proctord` server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use proctor_schema::ports::event_bus::{EventBus, InMemoryEventBus};
+use proctor_schema::system::{ServerInfo, StorageBackend};
+use proctor_schema::{AppState, build_schema};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+use crate::config::{
+    ConfigError, DATABASE_SETTING, DatabaseTarget, PORT_SETTING, REDIS_SETTING, Settings,
+    ensure_data_dir,
+};
+use crate::database;
+use crate::redis_bus::RedisEventBus;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong; the operator must change configuration (exit status 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Something failed at run time (exit status 1).
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+}
+
+/// A server that is bound and ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    router: axum::Router,
+    db: DatabaseConnection,
+    redis_bus: Option<Arc<RedisEventBus>>,
+    settings: Settings,
+}
+
+impl Server {
+    /// Opens (and migrates) the database, starts the event bus and binds the port. Nothing is
+    /// served until [`Server::run`].
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db = open_database(&settings).await?;
+
+        let (event_bus, redis_bus): (Arc<dyn EventBus>, _) = match &settings.redis {
+            Some(redis) => {
+                let bus = Arc::new(RedisEventBus::start(redis).map_err(|e| {
+                    ConfigError::new(REDIS_SETTING, format!("{}: {e}", redis.redacted()))
+                })?);
+                (bus.clone(), Some(bus))
+            }
+            None => (Arc::new(InMemoryEventBus::new()), None),
+        };
+        let server_info = ServerInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            storage: settings.database.backend(),
+            event_bus: event_bus.kind(),
+            executor: settings.executor,
+            auth_enabled: settings.auth_enabled,
+        };
+        let state = AppState::new(db.clone(), event_bus, server_info, settings.graphql_limits);
+        let schema = build_schema(state.clone());
+        let router = crate::routes::router(state, schema, settings.max_body_bytes);
+
+        let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
+            ConfigError::new(
+                PORT_SETTING,
+                format!("cannot listen on {}: {e}", settings.listen),
+            )
+        })?;
+        Ok(Self {
+            listener,
+            router,
+            db,
+            redis_bus,
+            settings,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish for the
+    /// configured grace period and closes the event bus and the database.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let address = self.local_addr();
+        let settings = &self.settings;
+        tracing::info!(
+            storage = %settings.database.redacted(),
+            event_bus = ?settings.event_bus_kind(),
+            executor = ?settings.executor,
+            auth_enabled = settings.auth_enabled,
+            "proctord {} listening on http://{address}",
+            env!("CARGO_PKG_VERSION"),
+        );
+
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            // The receiver only goes away when serving already ended.
+            let _ = signalled_tx.send(());
+        });
+        let grace = settings.shutdown_grace;
+        let deadline = async move {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = serve => served.context("HTTP server failed")?,
+            () = deadline => tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "grace period over; closing the remaining connections"
+            ),
+        }
+
+        if let Some(bus) = &self.redis_bus {
+            bus.shutdown().await;
+        }
+        self.db.close().await.context("closing the database pool")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Connects to the configured database and brings its schema up to date (always for SQLite,
+/// only with `--auto-migrate` for Postgres, where a shared database is migrated on purpose).
+pub async fn open_database(settings: &Settings) -> Result<DatabaseConnection, StartError> {
+    if let DatabaseTarget::Sqlite { path } = &settings.database {
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => std::path::Path::new("."),
+        };
+        ensure_data_dir(directory)?;
+    }
+    let db = database::connect(&settings.database, &settings.pool)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{DATABASE_SETTING}: cannot open {}: {e}",
+                settings.database.redacted()
+            )
+        })?;
+    let migrate = settings.database.backend() == StorageBackend::Sqlite || settings.auto_migrate;
+    if migrate {
+        database::migrate_up(&db)
+            .await
+            .with_context(|| format!("migrating {}", settings.database.redacted()))?;
+    } else {
+        let pending = database::pending_migrations(&db)
+            .await
+            .with_context(|| format!("reading migrations of {}", settings.database.redacted()))?;
+        if let Some(first) = pending.first() {
+            return Err(ConfigError::new(
+                DATABASE_SETTING,
+                format!(
+                    "the database is {} migration(s) behind (first: {first}); run `proctord \
+                     migrate up` or start with --auto-migrate",
+                    pending.len()
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(db)
+}

@@ -1,0 +1,924 @@
+//! Configuration: flags and `PROCTOR_*` environment variables, validated before anything binds.
+//!
+//! clap only collects raw strings here; [`Settings::from_options`] parses and checks them, so
+//! every mistake produces one line that names the setting (`PROCTOR_APP_PORT (--port): …`) and
+//! `proctord` exits with status 2. Legacy Proctor v2 variables are honoured where their meaning
+//! carries over (see the README's configuration table).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use proctor_schema::SchemaLimits;
+use proctor_schema::system::{EventBusKind, ExecutorKind, StorageBackend};
+use url::Url;
+
+/// `proctord`: the Proctor server.
+#[derive(Parser, Debug)]
+#[command(
+    name = "proctord",
+    version,
+    about = "Proctor automation orchestrator server"
+)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply, roll back or list database migrations.
+    Migrate {
+        /// Which migration action.
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Print the GraphQL schema (SDL) and exit.
+    Schema,
+}
+
+/// `proctord migrate …` actions.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Roll back the most recent migrations.
+    Down {
+        /// How many migrations to roll back.
+        #[arg(long, default_value_t = 1, conflicts_with = "all")]
+        steps: u32,
+        /// Roll back every migration (drops all Proctor tables and their data).
+        #[arg(long)]
+        all: bool,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+/// Raw settings as given on the command line or in the environment.
+#[derive(Args, Debug, Clone)]
+pub struct Options {
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, env = "PROCTOR_APP_PORT", default_value = "5001", global = true)]
+    pub port: String,
+    /// IP address to listen on; anything but loopback requires auth or --allow-unauthenticated.
+    #[arg(
+        long,
+        env = "PROCTOR_BIND_ADDRESS",
+        default_value = "127.0.0.1",
+        global = true
+    )]
+    pub bind_address: String,
+    /// Directory for the embedded database and key files.
+    #[arg(
+        long,
+        env = "PROCTOR_DATA_DIR",
+        default_value = "./.proctor",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// `postgres://user:password@host:port/db` or `sqlite://path`; the embedded SQLite file in
+    /// the data directory when unset.
+    #[arg(
+        long,
+        env = "PROCTOR_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: Option<String>,
+    /// `redis://[:password@]host:port[/db]` or `rediss://…`; the in-memory event bus (one
+    /// replica only) when unset.
+    #[arg(long, env = "PROCTOR_REDIS_URL", hide_env_values = true, global = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis pub/sub channel; replicas of one deployment must share it.
+    #[arg(
+        long,
+        env = "PROCTOR_REDIS_CHANNEL_PREFIX",
+        default_value = "proctor",
+        global = true
+    )]
+    pub redis_channel_prefix: String,
+    /// Where procs run: `local` processes or `kubernetes` Jobs.
+    #[arg(long, env = "PROCTOR_EXECUTOR", default_value = "local", global = true)]
+    pub executor: String,
+    /// Require callers to authenticate (`true`/`false`).
+    #[arg(
+        long,
+        env = "PROCTOR_AUTH_ENABLED",
+        default_value = "false",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        global = true
+    )]
+    pub auth_enabled: String,
+    /// Allow serving a non-loopback address with auth off.
+    #[arg(
+        long,
+        env = "PROCTOR_ALLOW_UNAUTHENTICATED",
+        default_value = "false",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        global = true
+    )]
+    pub allow_unauthenticated: String,
+    /// Apply pending Postgres migrations at start-up (SQLite always migrates itself).
+    #[arg(
+        long,
+        env = "PROCTOR_AUTO_MIGRATE",
+        default_value = "false",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        global = true
+    )]
+    pub auto_migrate: String,
+    /// Log line format on stderr: `text` or `json`.
+    #[arg(
+        long,
+        env = "PROCTOR_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: String,
+    /// Log filter, e.g. `info` or `proctor_server=debug,info`; `RUST_LOG` wins when set.
+    #[arg(long, env = "PROCTOR_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+    /// Deepest GraphQL selection nesting accepted.
+    #[arg(
+        long,
+        env = "PROCTOR_GRAPHQL_MAX_DEPTH",
+        default_value = "16",
+        global = true
+    )]
+    pub graphql_max_depth: String,
+    /// Highest GraphQL complexity score accepted.
+    #[arg(
+        long,
+        env = "PROCTOR_GRAPHQL_MAX_COMPLEXITY",
+        default_value = "2000",
+        global = true
+    )]
+    pub graphql_max_complexity: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(
+        long,
+        env = "PROCTOR_MAX_BODY_BYTES",
+        default_value = "1048576",
+        global = true
+    )]
+    pub max_body_bytes: String,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    #[arg(
+        long,
+        env = "PROCTOR_SHUTDOWN_GRACE_SECONDS",
+        default_value = "10",
+        global = true
+    )]
+    pub shutdown_grace_seconds: String,
+
+    /// Legacy: Postgres host, used when no database URL is given.
+    #[arg(
+        long,
+        env = "PROCTOR_POSTGRES_HOST",
+        global = true,
+        help_heading = "Legacy settings"
+    )]
+    pub postgres_host: Option<String>,
+    /// Legacy: Postgres port.
+    #[arg(
+        long,
+        env = "PROCTOR_POSTGRES_PORT",
+        global = true,
+        help_heading = "Legacy settings"
+    )]
+    pub postgres_port: Option<String>,
+    /// Legacy: Postgres user.
+    #[arg(
+        long,
+        env = "PROCTOR_POSTGRES_USER",
+        global = true,
+        help_heading = "Legacy settings"
+    )]
+    pub postgres_user: Option<String>,
+    /// Legacy: Postgres password.
+    #[arg(
+        long,
+        env = "PROCTOR_POSTGRES_PASSWORD",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Legacy settings"
+    )]
+    pub postgres_password: Option<String>,
+    /// Legacy: Postgres database name.
+    #[arg(
+        long,
+        env = "PROCTOR_POSTGRES_DATABASE",
+        global = true,
+        help_heading = "Legacy settings"
+    )]
+    pub postgres_database: Option<String>,
+    /// Postgres pool size (legacy name kept).
+    #[arg(
+        long,
+        env = "PROCTOR_POSTGRES_MAX_CONNECTIONS",
+        global = true,
+        help_heading = "Legacy settings"
+    )]
+    pub postgres_max_connections: Option<String>,
+    /// Minutes after which a pooled Postgres connection is replaced (legacy name kept).
+    #[arg(
+        long,
+        env = "PROCTOR_POSTGRES_CONNECTIONS_MAX_LIFETIME",
+        global = true,
+        help_heading = "Legacy settings"
+    )]
+    pub postgres_connections_max_lifetime: Option<String>,
+    /// Legacy: Redis host:port, used when no Redis URL is given.
+    #[arg(
+        long,
+        env = "PROCTOR_REDIS_ADDRESS",
+        global = true,
+        help_heading = "Legacy settings"
+    )]
+    pub redis_address: Option<String>,
+    /// Legacy: Redis password for the legacy Redis address.
+    #[arg(
+        long,
+        env = "PROCTOR_REDIS_PASSWORD",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Legacy settings"
+    )]
+    pub redis_password: Option<String>,
+}
+
+/// A setting that cannot be used, named so the operator knows what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    /// The setting, as `ENV_NAME (--flag)`.
+    pub setting: &'static str,
+    /// What is wrong with it and what is expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `setting`.
+    pub fn new(setting: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            setting,
+            message: message.into(),
+        }
+    }
+}
+
+/// Setting names as they appear in errors.
+mod names {
+    pub const PORT: &str = "PROCTOR_APP_PORT (--port)";
+    pub const BIND: &str = "PROCTOR_BIND_ADDRESS (--bind-address)";
+    pub const DATA_DIR: &str = "PROCTOR_DATA_DIR (--data-dir)";
+    pub const DATABASE_URL: &str = "PROCTOR_DATABASE_URL (--database-url)";
+    pub const REDIS_URL: &str = "PROCTOR_REDIS_URL (--redis-url)";
+    pub const REDIS_PREFIX: &str = "PROCTOR_REDIS_CHANNEL_PREFIX (--redis-channel-prefix)";
+    pub const EXECUTOR: &str = "PROCTOR_EXECUTOR (--executor)";
+    pub const AUTH_ENABLED: &str = "PROCTOR_AUTH_ENABLED (--auth-enabled)";
+    pub const ALLOW_UNAUTHENTICATED: &str =
+        "PROCTOR_ALLOW_UNAUTHENTICATED (--allow-unauthenticated)";
+    pub const AUTO_MIGRATE: &str = "PROCTOR_AUTO_MIGRATE (--auto-migrate)";
+    pub const LOG_FORMAT: &str = "PROCTOR_LOG_FORMAT (--log-format)";
+    pub const LOG_LEVEL: &str = "PROCTOR_LOG_LEVEL (--log-level)";
+    pub const MAX_DEPTH: &str = "PROCTOR_GRAPHQL_MAX_DEPTH (--graphql-max-depth)";
+    pub const MAX_COMPLEXITY: &str = "PROCTOR_GRAPHQL_MAX_COMPLEXITY (--graphql-max-complexity)";
+    pub const MAX_BODY: &str = "PROCTOR_MAX_BODY_BYTES (--max-body-bytes)";
+    pub const GRACE: &str = "PROCTOR_SHUTDOWN_GRACE_SECONDS (--shutdown-grace-seconds)";
+    pub const PG_HOST: &str = "PROCTOR_POSTGRES_HOST (--postgres-host)";
+    pub const PG_PORT: &str = "PROCTOR_POSTGRES_PORT (--postgres-port)";
+    pub const PG_MAX_CONNECTIONS: &str =
+        "PROCTOR_POSTGRES_MAX_CONNECTIONS (--postgres-max-connections)";
+    pub const PG_MAX_LIFETIME: &str =
+        "PROCTOR_POSTGRES_CONNECTIONS_MAX_LIFETIME (--postgres-connections-max-lifetime)";
+    pub const REDIS_ADDRESS: &str = "PROCTOR_REDIS_ADDRESS (--redis-address)";
+}
+
+/// Where the data lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// A SQLite file (the embedded default, or `sqlite://` URLs).
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A Postgres server.
+    Postgres {
+        /// Connection URL (may hold a password: never print it, use [`DatabaseTarget::redacted`]).
+        url: Url,
+    },
+}
+
+impl DatabaseTarget {
+    /// Which backend this is.
+    pub fn backend(&self) -> StorageBackend {
+        match self {
+            Self::Sqlite { .. } => StorageBackend::Sqlite,
+            Self::Postgres { .. } => StorageBackend::Postgres,
+        }
+    }
+
+    /// A description safe for logs: the password is replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite { path } => format!("sqlite {}", path.display()),
+            Self::Postgres { url } => redact_url(url),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Postgres pool tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections held at once.
+    pub max_connections: u32,
+    /// Age after which a connection is replaced.
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 20,
+            max_lifetime: None,
+        }
+    }
+}
+
+/// The Redis event bus.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// Connection URL (may hold a password: print [`RedisSettings::redacted`] instead).
+    pub url: Url,
+    /// Channel prefix shared by the replicas of one deployment.
+    pub channel_prefix: String,
+}
+
+impl RedisSettings {
+    /// A description safe for logs.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (prefix {})", self.redacted(), self.channel_prefix)
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Validated settings of a `proctord` process.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory for the embedded database and key files.
+    pub data_dir: PathBuf,
+    /// The database.
+    pub database: DatabaseTarget,
+    /// Postgres pool tuning.
+    pub pool: PoolSettings,
+    /// Redis, when replicas share events through it.
+    pub redis: Option<RedisSettings>,
+    /// Where procs run.
+    pub executor: ExecutorKind,
+    /// Whether callers must authenticate.
+    pub auth_enabled: bool,
+    /// Whether Postgres migrations run at start-up.
+    pub auto_migrate: bool,
+    /// GraphQL depth and complexity limits.
+    pub graphql_limits: SchemaLimits,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Time in-flight requests get after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter directives.
+    pub log_filter: String,
+}
+
+impl Settings {
+    /// The embedded default rooted at `data_dir`: SQLite, in-memory bus, local executor, auth
+    /// off, loopback on port 5001. Tests and embedders start here and change fields.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5001)),
+            database: DatabaseTarget::Sqlite {
+                path: data_dir.join("proctor.db"),
+            },
+            data_dir,
+            pool: PoolSettings::default(),
+            redis: None,
+            executor: ExecutorKind::Local,
+            auth_enabled: false,
+            auto_migrate: false,
+            graphql_limits: SchemaLimits::default(),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            log_format: LogFormat::Text,
+            log_filter: "info".to_owned(),
+        }
+    }
+
+    /// Validates raw options. Checks that need no I/O happen here; the data directory is
+    /// checked by [`ensure_data_dir`] when it is actually used.
+    pub fn from_options(options: &Options) -> Result<Self, ConfigError> {
+        let port: u16 = options.port.trim().parse().map_err(|_| {
+            ConfigError::new(
+                names::PORT,
+                format!("{:?} is not a port number (0-65535)", options.port),
+            )
+        })?;
+        let bind: IpAddr = options.bind_address.trim().parse().map_err(|_| {
+            ConfigError::new(
+                names::BIND,
+                format!(
+                    "{:?} is not an IP address (use e.g. 127.0.0.1, 0.0.0.0 or ::1)",
+                    options.bind_address
+                ),
+            )
+        })?;
+        let executor = match options.executor.trim().to_ascii_lowercase().as_str() {
+            "local" => ExecutorKind::Local,
+            "kubernetes" | "k8s" => ExecutorKind::Kubernetes,
+            other => {
+                return Err(ConfigError::new(
+                    names::EXECUTOR,
+                    format!("unknown executor {other:?} (expected \"local\" or \"kubernetes\")"),
+                ));
+            }
+        };
+        let log_format = match options.log_format.trim().to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    names::LOG_FORMAT,
+                    format!("unknown log format {other:?} (expected \"text\" or \"json\")"),
+                ));
+            }
+        };
+        let log_filter = options.log_level.trim().to_owned();
+        if log_filter.is_empty() {
+            return Err(ConfigError::new(names::LOG_LEVEL, "must not be empty"));
+        }
+        let auth_enabled = parse_bool(names::AUTH_ENABLED, &options.auth_enabled)?;
+        let allow_unauthenticated =
+            parse_bool(names::ALLOW_UNAUTHENTICATED, &options.allow_unauthenticated)?;
+        if !auth_enabled && !bind.is_loopback() && !allow_unauthenticated {
+            return Err(ConfigError::new(
+                names::BIND,
+                format!(
+                    "refusing to serve {bind} with authentication off; enable it with \
+                     PROCTOR_AUTH_ENABLED=true or accept the risk with --allow-unauthenticated"
+                ),
+            ));
+        }
+        let data_dir = options.data_dir.clone();
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new(names::DATA_DIR, "must not be empty"));
+        }
+        let database = database_target(options, &data_dir)?;
+        let pool = PoolSettings {
+            max_connections: match &options.postgres_max_connections {
+                Some(raw) => parse_positive(names::PG_MAX_CONNECTIONS, raw)?,
+                None => PoolSettings::default().max_connections,
+            },
+            max_lifetime: options
+                .postgres_connections_max_lifetime
+                .as_deref()
+                .map(|raw| parse_positive::<u64>(names::PG_MAX_LIFETIME, raw))
+                .transpose()?
+                .map(|minutes| Duration::from_secs(minutes * 60)),
+        };
+        let redis = redis_settings(options)?;
+        let graphql_limits = SchemaLimits {
+            max_depth: parse_positive(names::MAX_DEPTH, &options.graphql_max_depth)?,
+            max_complexity: parse_positive(names::MAX_COMPLEXITY, &options.graphql_max_complexity)?,
+        };
+        Ok(Self {
+            listen: SocketAddr::new(bind, port),
+            data_dir,
+            database,
+            pool,
+            redis,
+            executor,
+            auth_enabled,
+            auto_migrate: parse_bool(names::AUTO_MIGRATE, &options.auto_migrate)?,
+            graphql_limits,
+            max_body_bytes: parse_positive(names::MAX_BODY, &options.max_body_bytes)?,
+            shutdown_grace: Duration::from_secs(parse_positive(
+                names::GRACE,
+                &options.shutdown_grace_seconds,
+            )?),
+            log_format,
+            log_filter,
+        })
+    }
+
+    /// Which event bus these settings select.
+    pub fn event_bus_kind(&self) -> EventBusKind {
+        if self.redis.is_some() {
+            EventBusKind::Redis
+        } else {
+            EventBusKind::Memory
+        }
+    }
+}
+
+fn parse_bool(setting: &'static str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::new(
+            setting,
+            format!("{raw:?} is not a boolean (expected true or false)"),
+        )),
+    }
+}
+
+fn parse_positive<T>(setting: &'static str, raw: &str) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + Default,
+{
+    match raw.trim().parse::<T>() {
+        Ok(value) if value > T::default() => Ok(value),
+        _ => Err(ConfigError::new(
+            setting,
+            format!("{raw:?} is not a positive whole number"),
+        )),
+    }
+}
+
+fn database_target(options: &Options, data_dir: &Path) -> Result<DatabaseTarget, ConfigError> {
+    if let Some(raw) = options
+        .database_url
+        .as_deref()
+        .filter(|raw| !raw.is_empty())
+    {
+        return parse_database_url(raw);
+    }
+    if let Some(host) = options.postgres_host.as_deref().filter(|h| !h.is_empty()) {
+        return legacy_postgres_url(options, host).map(|url| DatabaseTarget::Postgres { url });
+    }
+    Ok(DatabaseTarget::Sqlite {
+        path: data_dir.join("proctor.db"),
+    })
+}
+
+fn parse_database_url(raw: &str) -> Result<DatabaseTarget, ConfigError> {
+    let error = |message: String| ConfigError::new(names::DATABASE_URL, message);
+    if let Some(rest) = raw.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return Err(error(
+                "an in-memory SQLite database would lose everything on restart; give a file \
+                 path such as sqlite://./proctor.db"
+                    .to_owned(),
+            ));
+        }
+        return Ok(DatabaseTarget::Sqlite {
+            path: PathBuf::from(path),
+        });
+    }
+    let url = Url::parse(raw).map_err(|e| {
+        error(format!(
+            "not a valid URL ({e}); expected postgres://user:password@host:port/database or \
+             sqlite://path"
+        ))
+    })?;
+    match url.scheme() {
+        "postgres" | "postgresql" if url.host_str().is_some_and(|h| !h.is_empty()) => {
+            Ok(DatabaseTarget::Postgres { url })
+        }
+        "postgres" | "postgresql" => Err(error(format!("{} has no host", redact_url(&url)))),
+        other => Err(error(format!(
+            "unsupported scheme {other:?} (expected postgres:// or sqlite://)"
+        ))),
+    }
+}
+
+fn legacy_postgres_url(options: &Options, host: &str) -> Result<Url, ConfigError> {
+    let mut url = Url::parse("postgres://localhost").expect("static URL parses");
+    url.set_host(Some(host))
+        .map_err(|e| ConfigError::new(names::PG_HOST, format!("{host:?}: {e}")))?;
+    if let Some(port) = options.postgres_port.as_deref().filter(|p| !p.is_empty()) {
+        let port: u16 = parse_positive(names::PG_PORT, port)?;
+        url.set_port(Some(port)).expect("postgres URLs take a port");
+    }
+    if let Some(user) = options.postgres_user.as_deref() {
+        url.set_username(user).expect("postgres URLs take a user");
+    }
+    if let Some(password) = options.postgres_password.as_deref() {
+        url.set_password(Some(password))
+            .expect("postgres URLs take a password");
+    }
+    if let Some(database) = options.postgres_database.as_deref() {
+        url.set_path(database);
+    }
+    Ok(url)
+}
+
+fn redis_settings(options: &Options) -> Result<Option<RedisSettings>, ConfigError> {
+    let prefix = options.redis_channel_prefix.trim();
+    if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+        return Err(ConfigError::new(
+            names::REDIS_PREFIX,
+            "must be a non-empty word without spaces",
+        ));
+    }
+    let url = if let Some(raw) = options.redis_url.as_deref().filter(|raw| !raw.is_empty()) {
+        let url = Url::parse(raw).map_err(|e| {
+            ConfigError::new(
+                names::REDIS_URL,
+                format!("not a valid URL ({e}); expected redis://host:port"),
+            )
+        })?;
+        match url.scheme() {
+            "redis" | "rediss" if url.host_str().is_some_and(|h| !h.is_empty()) => url,
+            "redis" | "rediss" => {
+                return Err(ConfigError::new(names::REDIS_URL, "the URL has no host"));
+            }
+            other => {
+                return Err(ConfigError::new(
+                    names::REDIS_URL,
+                    format!("unsupported scheme {other:?} (expected redis:// or rediss://)"),
+                ));
+            }
+        }
+    } else if let Some(address) = options.redis_address.as_deref().filter(|a| !a.is_empty()) {
+        let mut url = Url::parse(&format!("redis://{address}")).map_err(|e| {
+            ConfigError::new(
+                names::REDIS_ADDRESS,
+                format!("{address:?} is not host:port ({e})"),
+            )
+        })?;
+        if let Some(password) = options.redis_password.as_deref().filter(|p| !p.is_empty()) {
+            url.set_password(Some(password))
+                .expect("redis URLs take a password");
+        }
+        url
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(RedisSettings {
+        url,
+        channel_prefix: prefix.to_owned(),
+    }))
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        // Only fails for URLs that cannot have credentials, which then have no password.
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.to_string()
+}
+
+/// Creates the data directory (mode 0700) if needed and checks that it is writable.
+pub fn ensure_data_dir(path: &Path) -> Result<(), ConfigError> {
+    let fail = |what: &str, error: std::io::Error| {
+        ConfigError::new(
+            names::DATA_DIR,
+            format!("{what} {}: {error}", path.display()),
+        )
+    };
+    if !path.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(path).map_err(|e| fail("cannot create", e))?;
+    }
+    if !path.is_dir() {
+        return Err(ConfigError::new(
+            names::DATA_DIR,
+            format!("{} is not a directory", path.display()),
+        ));
+    }
+    let probe = path.join(".proctor-write-check");
+    std::fs::write(&probe, b"").map_err(|e| fail("cannot write to", e))?;
+    std::fs::remove_file(&probe).map_err(|e| fail("cannot write to", e))?;
+    Ok(())
+}
+
+/// The setting name for errors about the bound port (used when binding fails).
+pub const PORT_SETTING: &str = names::PORT;
+/// The setting name for errors about the database.
+pub const DATABASE_SETTING: &str = names::DATABASE_URL;
+/// The setting name for errors about Redis.
+pub const REDIS_SETTING: &str = names::REDIS_URL;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(args: &[&str]) -> Options {
+        let mut argv = vec!["proctord"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("arguments parse").options
+    }
+
+    fn settings(args: &[&str]) -> Result<Settings, ConfigError> {
+        Settings::from_options(&options(args))
+    }
+
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn nothing_configured_is_the_embedded_default() {
+        let settings = settings(&["--data-dir", "/tmp/p"]).unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:5001".parse().unwrap());
+        assert_eq!(
+            settings.database,
+            DatabaseTarget::Sqlite {
+                path: "/tmp/p/proctor.db".into()
+            }
+        );
+        assert_eq!(settings.event_bus_kind(), EventBusKind::Memory);
+        assert_eq!(settings.executor, ExecutorKind::Local);
+        assert!(!settings.auth_enabled);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_setting() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--port", "http"], "PROCTOR_APP_PORT"),
+            (&["--port", "70000"], "PROCTOR_APP_PORT"),
+            (&["--bind-address", "localhost"], "PROCTOR_BIND_ADDRESS"),
+            (&["--executor", "docker"], "PROCTOR_EXECUTOR"),
+            (&["--log-format", "xml"], "PROCTOR_LOG_FORMAT"),
+            (&["--auth-enabled=maybe"], "PROCTOR_AUTH_ENABLED"),
+            (&["--database-url", "mysql://h/db"], "PROCTOR_DATABASE_URL"),
+            (&["--database-url", "postgres://"], "PROCTOR_DATABASE_URL"),
+            (
+                &["--database-url", "sqlite::memory:"],
+                "PROCTOR_DATABASE_URL",
+            ),
+            (&["--redis-url", "http://h:1"], "PROCTOR_REDIS_URL"),
+            (&["--redis-url", "not a url"], "PROCTOR_REDIS_URL"),
+            (&["--graphql-max-depth", "0"], "PROCTOR_GRAPHQL_MAX_DEPTH"),
+            (
+                &["--postgres-host", "db", "--postgres-port", "x"],
+                "PROCTOR_POSTGRES_PORT",
+            ),
+        ];
+        for (args, setting) in cases {
+            let error = settings(args).expect_err(&format!("{args:?} must be rejected"));
+            assert!(
+                error.to_string().starts_with(setting),
+                "{args:?} gave {error}"
+            );
+            assert!(!error.to_string().contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn auth_off_on_a_public_address_needs_an_explicit_opt_in() {
+        let error = settings(&["--bind-address", "0.0.0.0"]).unwrap_err();
+        assert!(
+            error.to_string().contains("--allow-unauthenticated"),
+            "{error}"
+        );
+        assert!(settings(&["--bind-address", "0.0.0.0", "--allow-unauthenticated"]).is_ok());
+        assert!(settings(&["--bind-address", "0.0.0.0", "--auth-enabled"]).is_ok());
+        assert!(settings(&["--bind-address", "::1"]).is_ok());
+    }
+
+    #[test]
+    fn legacy_postgres_variables_compose_a_url_with_an_escaped_password() {
+        let settings = settings(&[
+            "--postgres-host",
+            "db.internal",
+            "--postgres-port",
+            "6543",
+            "--postgres-user",
+            "proctor",
+            "--postgres-password",
+            "p@ss/word",
+            "--postgres-database",
+            "proctord",
+            "--postgres-max-connections",
+            "7",
+            "--postgres-connections-max-lifetime",
+            "3",
+        ])
+        .unwrap();
+        let DatabaseTarget::Postgres { url } = &settings.database else {
+            panic!("expected Postgres, got {:?}", settings.database);
+        };
+        assert_eq!(url.host_str(), Some("db.internal"));
+        assert_eq!(url.port(), Some(6543));
+        assert_eq!(url.username(), "proctor");
+        assert_eq!(url.path(), "/proctord");
+        assert_eq!(url.password(), Some("p%40ss%2Fword"));
+        assert_eq!(settings.pool.max_connections, 7);
+        assert_eq!(settings.pool.max_lifetime, Some(Duration::from_secs(180)));
+        assert!(!settings.database.redacted().contains("p%40ss"));
+    }
+
+    #[test]
+    fn database_url_wins_over_legacy_variables() {
+        let settings = settings(&[
+            "--database-url",
+            "postgres://u@primary/db",
+            "--postgres-host",
+            "legacy",
+        ])
+        .unwrap();
+        assert_eq!(settings.database.redacted(), "postgres://u@primary/db");
+    }
+
+    #[test]
+    fn sqlite_urls_name_a_file() {
+        for (raw, path) in [
+            ("sqlite://./data/p.db", "./data/p.db"),
+            ("sqlite:///var/lib/p.db?mode=rwc", "/var/lib/p.db"),
+        ] {
+            let settings = settings(&["--database-url", raw]).unwrap();
+            assert_eq!(
+                settings.database,
+                DatabaseTarget::Sqlite { path: path.into() }
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_redis_address_and_password_become_a_url() {
+        let settings = settings(&[
+            "--redis-address",
+            "cache:6380",
+            "--redis-password",
+            "s3cret",
+        ])
+        .unwrap();
+        assert_eq!(settings.event_bus_kind(), EventBusKind::Redis);
+        let redis = settings.redis.expect("redis configured");
+        assert_eq!(redis.url.as_str(), "redis://:s3cret@cache:6380");
+        assert_eq!(redis.redacted(), "redis://:***@cache:6380");
+    }
+
+    #[test]
+    fn passwords_never_show_in_debug_output() {
+        let settings = settings(&[
+            "--database-url",
+            "postgres://u:hunter2@db/p",
+            "--redis-url",
+            "redis://:hunter3@cache:6379",
+        ])
+        .unwrap();
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("hunter3"), "{printed}");
+    }
+
+    #[test]
+    fn an_unwritable_data_dir_is_a_config_error() {
+        let file = std::env::temp_dir().join(format!("proctor-not-a-dir-{}", std::process::id()));
+        std::fs::write(&file, b"x").unwrap();
+        let error = ensure_data_dir(&file).unwrap_err();
+        std::fs::remove_file(&file).unwrap();
+        assert!(error.to_string().starts_with("PROCTOR_DATA_DIR"), "{error}");
+    }
+}

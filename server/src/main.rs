@@ -1,0 +1,5 @@
+//! The `proctord` binary.
+
+fn main() -> std::process::ExitCode {
+    proctor_server::cli::main()
+}

@@ -1,0 +1,223 @@
+//! The built `proctord` binary, end to end: the embedded default from an empty directory, and
+//! Postgres + Redis with readiness following Redis down and back up.
+
+use std::time::Duration;
+
+use proctor_tests::infra::{postgres_url, wait_until};
+use proctor_tests::{Proctord, RedisServer, TestDatabase, proctord_command};
+use serde_json::{Value, json};
+
+fn get(url: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::get(url).await.expect("GET");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    })
+}
+
+fn post_graphql(url: &str, query: &str) -> Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        reqwest::Client::new()
+            .post(url)
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .expect("POST /graphql")
+            .json()
+            .await
+            .expect("JSON")
+    })
+}
+
+#[test]
+fn the_embedded_default_serves_from_an_empty_directory_and_stops_on_sigterm() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = proctord_command(directory.path());
+    command.env("PROCTOR_APP_PORT", "0");
+    let server = Proctord::spawn(command);
+
+    assert_eq!(get(&server.url("/ping")), (200, "pong".to_owned()));
+    let info = post_graphql(
+        &server.url("/graphql"),
+        "{ serverInfo { version storage eventBus executor authEnabled } }",
+    );
+    assert_eq!(
+        info["data"]["serverInfo"],
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "storage": "SQLITE",
+            "eventBus": "MEMORY",
+            "executor": "LOCAL",
+            "authEnabled": false,
+        })
+    );
+    let (status, _) = get(&server.url("/readyz"));
+    assert_eq!(status, 200);
+    let database = directory.path().join(".proctor").join("proctor.db");
+    assert!(database.exists(), "the SQLite file is in ./.proctor");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(directory.path().join(".proctor"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "the data directory is private");
+    }
+
+    let stderr_before_stop = server.stderr();
+    assert!(
+        stderr_before_stop.contains("listening on http://127.0.0.1:"),
+        "{stderr_before_stop}"
+    );
+    let status = server.terminate();
+    assert!(status.success(), "a graceful stop exits 0, got {status:?}");
+}
+
+#[test]
+fn with_postgres_and_redis_readiness_follows_redis_without_a_restart() {
+    let Some(admin_url) = postgres_url() else {
+        return;
+    };
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let database = runtime.block_on(TestDatabase::postgres(&admin_url));
+    let directory = tempfile::tempdir().unwrap();
+
+    let configure = |command: &mut std::process::Command| {
+        command
+            .env("PROCTOR_DATABASE_URL", database.url())
+            .env("PROCTOR_REDIS_URL", redis.url())
+            .env("PROCTOR_APP_PORT", "0");
+    };
+
+    // Without migrations the server refuses to start and says how to fix it.
+    let mut unmigrated = proctord_command(directory.path());
+    configure(&mut unmigrated);
+    let refused = unmigrated.output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("PROCTOR_DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("proctord migrate up"), "{stderr}");
+
+    let mut migrate = proctord_command(directory.path());
+    configure(&mut migrate);
+    let migrated = migrate.args(["migrate", "up"]).output().unwrap();
+    assert!(
+        migrated.status.success(),
+        "migrate up failed: {}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+
+    let mut serve = proctord_command(directory.path());
+    configure(&mut serve);
+    let server = Proctord::spawn(serve);
+    let readyz = server.url("/readyz");
+    assert!(
+        wait_until(Duration::from_secs(10), || get(&readyz).0 == 200),
+        "ready with Postgres and Redis up: {:?}",
+        get(&readyz)
+    );
+    let info = post_graphql(
+        &server.url("/graphql"),
+        "{ serverInfo { storage eventBus } }",
+    );
+    assert_eq!(
+        info["data"]["serverInfo"],
+        json!({ "storage": "POSTGRES", "eventBus": "REDIS" })
+    );
+
+    redis.stop();
+    assert!(
+        wait_until(Duration::from_secs(10), || get(&readyz).0 == 503),
+        "not ready once Redis is gone"
+    );
+    let (_, body) = get(&readyz);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["down"], json!(["redis"]), "{body}");
+    assert_eq!(body["checks"]["database"], "ok", "{body}");
+    assert_eq!(
+        get(&server.url("/ping")),
+        (200, "pong".to_owned()),
+        "still serving"
+    );
+
+    redis.resume();
+    assert!(
+        wait_until(Duration::from_secs(15), || get(&readyz).0 == 200),
+        "ready again once Redis is back, without a restart: {:?}\n{}",
+        get(&readyz),
+        server.stderr()
+    );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn migrate_status_down_and_up_report_what_they_did() {
+    let directory = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let output = proctord_command(directory.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "proctord {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    let status = run(&["migrate", "status"]);
+    assert_eq!(
+        status.lines().count(),
+        proctor_migration::TABLES.len(),
+        "{status}"
+    );
+    assert!(
+        status.lines().all(|line| line.starts_with("pending")),
+        "{status}"
+    );
+
+    assert!(run(&["migrate", "up"]).contains("up to date"));
+    assert!(
+        run(&["migrate", "status"])
+            .lines()
+            .all(|line| line.starts_with("applied"))
+    );
+
+    assert!(run(&["migrate", "down", "--steps", "2"]).contains("rolled back 2 migration(s)"));
+    let status = run(&["migrate", "status"]);
+    assert_eq!(
+        status.lines().filter(|l| l.starts_with("pending")).count(),
+        2,
+        "{status}"
+    );
+
+    assert!(run(&["migrate", "down", "--all"]).contains("0 remain applied"));
+}
+
+#[test]
+fn schema_prints_the_committed_sdl() {
+    let directory = tempfile::tempdir().unwrap();
+    let output = proctord_command(directory.path())
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/schema.graphql"),
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), committed);
+}

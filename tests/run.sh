@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Runs Proctor's whole test suite against real Postgres and Redis.
+#
+# On a fresh Debian machine it installs what is missing (redis-server, PostgreSQL 15 from
+# Debian packages), starts a throwaway Postgres cluster and a Redis on free loopback ports,
+# runs `cargo nextest run --workspace` against them with CI=true (so no test can skip for lack
+# of infrastructure), stops both on every exit path, and exits with the suite's status.
+#
+# Extra arguments go to nextest, e.g. `./tests/run.sh -E 'test(readyz)'`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    log "need root (or sudo) to run: $*"
+    return 1
+  fi
+}
+
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+PGBIN=/usr/lib/postgresql/15/bin
+command -v redis-server >/dev/null 2>&1 || { log "installing redis-server"; apt_install redis-server; }
+[ -x "$PGBIN/initdb" ] || { log "installing postgresql-15"; apt_install postgresql-15; }
+cargo nextest --version >/dev/null 2>&1 || { log "installing cargo-nextest"; cargo install --locked cargo-nextest; }
+
+# A loopback port nobody listens on (bash's /dev/tcp fails to connect to a free port).
+free_port() {
+  local port
+  while :; do
+    port=$(( (RANDOM << 15 | RANDOM) % 20000 + 30000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+}
+
+wait_for_port() {
+  local port=$1 what=$2
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  log "$what did not start on port $port"
+  return 1
+}
+
+work=$(mktemp -d /tmp/proctor-tests-XXXXXX)
+pgdata="$work/pg"
+redis_pid=
+pg_started=
+
+# Postgres refuses to run as root: run it as the postgres user then.
+if [ "$(id -u)" = 0 ]; then
+  chown postgres:postgres "$work"
+  as_postgres() { runuser -u postgres -- "$@"; }
+else
+  as_postgres() { "$@"; }
+fi
+
+cleanup() {
+  local status=$?
+  if [ -n "$redis_pid" ]; then
+    kill "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+  fi
+  if [ -n "$pg_started" ]; then
+    as_postgres "$PGBIN/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+pg_port=$(free_port)
+log "starting PostgreSQL 15 on 127.0.0.1:$pg_port"
+as_postgres "$PGBIN/initdb" -D "$pgdata" -U postgres -A trust -E UTF8 --locale=C.UTF-8 -N >"$work/initdb.log"
+as_postgres "$PGBIN/pg_ctl" -D "$pgdata" -l "$work/postgres.log" -w -t 60 \
+  -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $work -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+  start >/dev/null
+pg_started=1
+
+redis_port=$(free_port)
+log "starting Redis on 127.0.0.1:$redis_port"
+mkdir -p "$work/redis"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work/redis" \
+  >"$work/redis.log" 2>&1 &
+redis_pid=$!
+wait_for_port "$redis_port" Redis
+
+export PROCTOR_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+export PROCTOR_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+export CI="${CI:-true}"
+
+log "running the test suite"
+set +e
+cargo nextest run --workspace --no-fail-fast "$@"
+status=$?
+set -e
+exit "$status"

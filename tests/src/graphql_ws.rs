@@ -1,0 +1,138 @@
+//! A minimal GraphQL-over-websocket client for tests, speaking both `graphql-transport-ws`
+//! (the modern protocol) and the legacy `graphql-ws` (subscriptions-transport-ws).
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for any one message before failing.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The websocket subprotocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// `graphql-transport-ws`: subscribe / next / complete.
+    TransportWs,
+    /// `graphql-ws` (legacy): start / data / complete.
+    LegacyWs,
+}
+
+impl Protocol {
+    fn header(self) -> &'static str {
+        match self {
+            Self::TransportWs => "graphql-transport-ws",
+            Self::LegacyWs => "graphql-ws",
+        }
+    }
+}
+
+/// A connected, acknowledged GraphQL websocket.
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    protocol: Protocol,
+}
+
+impl WsClient {
+    /// Connects, sends `connection_init` with `payload` and waits for `connection_ack`.
+    ///
+    /// # Panics
+    /// On any protocol failure; this is a test helper.
+    pub async fn connect(url: &str, protocol: Protocol, payload: Value) -> Self {
+        let mut request = url.into_client_request().expect("websocket URL");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(protocol.header()),
+        );
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket handshake");
+        assert_eq!(
+            response
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|value| value.to_str().ok()),
+            Some(protocol.header()),
+            "the server must select the requested subprotocol"
+        );
+        let mut client = Self { socket, protocol };
+        client
+            .send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        let ack = client.next_message().await;
+        assert_eq!(
+            ack["type"], "connection_ack",
+            "unexpected reply to connection_init: {ack}"
+        );
+        client
+    }
+
+    async fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::text(message.to_string()))
+            .await
+            .expect("send a websocket message");
+    }
+
+    /// Starts operation `id`.
+    pub async fn start(&mut self, id: &str, query: &str, variables: Value) {
+        let kind = match self.protocol {
+            Protocol::TransportWs => "subscribe",
+            Protocol::LegacyWs => "start",
+        };
+        self.send(json!({
+            "id": id,
+            "type": kind,
+            "payload": { "query": query, "variables": variables },
+        }))
+        .await;
+    }
+
+    /// The next protocol message, answering pings and skipping keep-alives.
+    ///
+    /// # Panics
+    /// When nothing arrives within 10 s or the socket closes.
+    pub async fn next_message(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(MESSAGE_TIMEOUT, self.socket.next())
+                .await
+                .expect("a websocket message within the timeout")
+                .expect("the websocket is still open")
+                .expect("a readable websocket frame");
+            let Message::Text(text) = frame else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(&text).expect("protocol messages are JSON");
+            match message["type"].as_str() {
+                Some("ping") => self.send(json!({ "type": "pong" })).await,
+                Some("ka" | "pong") => {}
+                _ => return message,
+            }
+        }
+    }
+
+    /// Runs `query` as operation `id` and returns every payload it produced, in order, up to
+    /// its `complete`. Errors are returned as payloads of the form `{"errors": …}`.
+    pub async fn run(&mut self, id: &str, query: &str, variables: Value) -> Vec<Value> {
+        self.start(id, query, variables).await;
+        let mut payloads = Vec::new();
+        loop {
+            let message = self.next_message().await;
+            assert_eq!(
+                message["id"], id,
+                "message for another operation: {message}"
+            );
+            match message["type"].as_str() {
+                Some("next" | "data") => payloads.push(message["payload"].clone()),
+                Some("error") => payloads.push(json!({ "errors": message["payload"] })),
+                Some("complete") => return payloads,
+                _ => panic!("unexpected message: {message}"),
+            }
+        }
+    }
+}

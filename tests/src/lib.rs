@@ -1,0 +1,21 @@
+//! The harness for Proctor's integration and end-to-end tests.
+//!
+//! - [`infra`]: finds the real Postgres and Redis the tests use (`PROCTOR_TEST_DATABASE_URL`,
+//!   `PROCTOR_TEST_REDIS_URL`); under `CI=true` a missing one fails the test instead of skipping.
+//! - [`TestDatabase`]: a fresh Postgres database (or SQLite file) per test.
+//! - [`TestApp`]: the real server, in-process, on `127.0.0.1:0`.
+//! - [`RedisServer`]: a `redis-server` process a test may stop and start again.
+//! - [`Proctord`]: the built `proctord` binary run as a child process.
+//!
+//! `./tests/run.sh` provides Postgres and Redis and runs the whole suite.
+
+pub mod graphql_ws;
+pub mod infra;
+mod process;
+mod test_app;
+mod test_database;
+
+pub use infra::{RedisServer, free_port, init_tracing, workspace_binary};
+pub use process::{Proctord, proctord_command};
+pub use test_app::{Backend, Bus, TestApp, TestAppBuilder};
+pub use test_database::TestDatabase;

@@ -1,0 +1,196 @@
+//! The real server, started in-process for one test.
+
+use std::net::SocketAddr;
+
+use proctor_server::config::RedisSettings;
+use proctor_server::{Server, Settings};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::infra::{init_tracing, postgres_url, redis_url, unique_suffix};
+use crate::test_database::TestDatabase;
+
+/// Which database a [`TestApp`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Postgres when `PROCTOR_TEST_DATABASE_URL` is set, SQLite otherwise (a failure under CI).
+    Default,
+    /// A SQLite file, whatever the environment says.
+    Sqlite,
+    /// Postgres; the test is skipped outside CI when none is configured.
+    Postgres,
+}
+
+/// Which event bus a [`TestApp`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bus {
+    /// Redis when `PROCTOR_TEST_REDIS_URL` is set, in-memory otherwise (a failure under CI).
+    Default,
+    /// The in-memory bus.
+    Memory,
+    /// Redis; the test is skipped outside CI when none is configured.
+    Redis,
+}
+
+/// A change a test makes to the settings before the server starts.
+type SettingsChange = Box<dyn FnOnce(&mut Settings) + Send>;
+
+/// Chooses how a [`TestApp`] is assembled.
+pub struct TestAppBuilder {
+    backend: Backend,
+    bus: Bus,
+    adjust: Vec<SettingsChange>,
+}
+
+impl TestAppBuilder {
+    /// Use this database backend.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Use this event bus.
+    pub fn bus(mut self, bus: Bus) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// Change settings before the server starts.
+    pub fn with_settings(mut self, adjust: impl FnOnce(&mut Settings) + Send + 'static) -> Self {
+        self.adjust.push(Box::new(adjust));
+        self
+    }
+
+    /// Starts the server, or returns `None` when the test must be skipped (only outside CI,
+    /// when an explicitly requested Postgres or Redis is not configured).
+    pub async fn try_spawn(self) -> Option<TestApp> {
+        init_tracing();
+        let database = match self.backend {
+            Backend::Sqlite => TestDatabase::sqlite(),
+            Backend::Default => match postgres_url() {
+                Some(url) => TestDatabase::postgres(&url).await,
+                None => TestDatabase::sqlite(),
+            },
+            Backend::Postgres => TestDatabase::postgres(&postgres_url()?).await,
+        };
+        let redis = match self.bus {
+            Bus::Memory => None,
+            Bus::Default => redis_url(),
+            Bus::Redis => Some(redis_url()?),
+        };
+        let data_dir = tempfile::tempdir().expect("temporary data directory");
+        let mut settings = Settings::embedded(data_dir.path());
+        settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.database = database.target().clone();
+        settings.auto_migrate = true;
+        settings.redis = redis.map(|url| RedisSettings {
+            url: url.parse().expect("PROCTOR_TEST_REDIS_URL is a URL"),
+            // Tests share one Redis; a prefix per app keeps their events apart.
+            channel_prefix: format!("proctor_test_{}", unique_suffix()),
+        });
+        for adjust in self.adjust {
+            adjust(&mut settings);
+        }
+
+        let server = Server::build(settings.clone())
+            .await
+            .unwrap_or_else(|e| panic!("test server failed to start: {e}"));
+        let address = server.local_addr();
+        let (shutdown, shutdown_received) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            // A dropped sender (the TestApp went away) also means stop.
+            let _ = shutdown_received.await;
+        }));
+        Some(TestApp {
+            address,
+            settings,
+            http: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            task: Some(task),
+            _data_dir: data_dir,
+            _database: database,
+        })
+    }
+
+    /// Starts the server; see [`TestAppBuilder::try_spawn`].
+    ///
+    /// # Panics
+    /// When the requested infrastructure is missing (use `try_spawn` to skip instead).
+    pub async fn spawn(self) -> TestApp {
+        self.try_spawn()
+            .await
+            .expect("the infrastructure this test needs is not configured")
+    }
+}
+
+/// A running in-process server on `127.0.0.1:<ephemeral port>` with its own database.
+pub struct TestApp {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// The settings it was started with.
+    pub settings: Settings,
+    /// A plain HTTP client.
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _data_dir: tempfile::TempDir,
+    _database: TestDatabase,
+}
+
+impl TestApp {
+    /// A builder with the default backend and bus (see [`Backend::Default`], [`Bus::Default`]).
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            backend: Backend::Default,
+            bus: Bus::Default,
+            adjust: Vec::new(),
+        }
+    }
+
+    /// Starts a server with the default backend and bus.
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// `ws://127.0.0.1:<port>/graphql/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/graphql/ws", self.address)
+    }
+
+    /// Posts a GraphQL operation and returns the whole JSON response (`data` and `errors`).
+    ///
+    /// # Panics
+    /// When the server does not answer with JSON.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("POST /graphql")
+            .json()
+            .await
+            .expect("GraphQL answers JSON")
+    }
+
+    /// Stops the server gracefully and returns how serving ended.
+    ///
+    /// # Panics
+    /// When the server task panicked.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let task = self
+            .task
+            .take()
+            .expect("the server task is present until stopped");
+        task.await.expect("the server task does not panic")
+    }
+}
