@@ -39,9 +39,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens (and migrates) the database, starts the event bus and binds the port. Nothing is
-    /// served until [`Server::run`].
+    /// Binds the port, opens (and migrates) the database and starts the event bus. The port is
+    /// bound first so a conflict is reported before the database is touched; connections wait
+    /// in the backlog until [`Server::run`] serves them.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        if let DatabaseTarget::Sqlite { path } = &settings.database {
+            ensure_data_dir(sqlite_directory(path))?;
+        }
+        let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
+            ConfigError::new(
+                PORT_SETTING,
+                format!("cannot listen on {}: {e}", settings.listen),
+            )
+        })?;
         let db = open_database(&settings).await?;
 
         let (event_bus, redis_bus): (Arc<dyn EventBus>, _) = match &settings.redis {
@@ -63,13 +73,6 @@ impl Server {
         let state = AppState::new(db.clone(), event_bus, server_info, settings.graphql_limits);
         let schema = build_schema(state.clone());
         let router = crate::routes::router(state, schema, settings.max_body_bytes);
-
-        let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
-            ConfigError::new(
-                PORT_SETTING,
-                format!("cannot listen on {}: {e}", settings.listen),
-            )
-        })?;
         Ok(Self {
             listener,
             router,
@@ -139,11 +142,7 @@ impl Server {
 /// only with `--auto-migrate` for Postgres, where a shared database is migrated on purpose).
 pub async fn open_database(settings: &Settings) -> Result<DatabaseConnection, StartError> {
     if let DatabaseTarget::Sqlite { path } = &settings.database {
-        let directory = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => std::path::Path::new("."),
-        };
-        ensure_data_dir(directory)?;
+        ensure_data_dir(sqlite_directory(path))?;
     }
     let db = database::connect(&settings.database, &settings.pool)
         .await
@@ -155,9 +154,17 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseConnection, St
         })?;
     let migrate = settings.database.backend() == StorageBackend::Sqlite || settings.auto_migrate;
     if migrate {
-        database::migrate_up(&db)
+        let applied = database::migrate_up(&db)
             .await
             .with_context(|| format!("migrating {}", settings.database.redacted()))?;
+        if !applied.is_empty() {
+            tracing::info!(
+                migrations = ?applied,
+                "applied {} migration(s) to {}",
+                applied.len(),
+                settings.database.redacted()
+            );
+        }
     } else {
         let pending = database::pending_migrations(&db)
             .await
@@ -175,4 +182,12 @@ pub async fn open_database(settings: &Settings) -> Result<DatabaseConnection, St
         }
     }
     Ok(db)
+}
+
+/// The directory holding a SQLite file (the current directory for a bare file name).
+pub(crate) fn sqlite_directory(path: &std::path::Path) -> &std::path::Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    }
 }

@@ -3,10 +3,13 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 
-use crate::app::{Server, StartError, open_database};
-use crate::config::{Cli, Command, DatabaseTarget, MigrateAction, Settings, ensure_data_dir};
+use crate::app::{Server, StartError, sqlite_directory};
+use crate::config::{
+    Cli, Command, DATABASE_SETTING, DatabaseTarget, MigrateAction, Settings, ensure_data_dir,
+};
 use crate::database;
 
 /// Exit status for configuration errors, matching clap's usage errors.
@@ -93,53 +96,42 @@ async fn shutdown_signal() {
 }
 
 async fn migrate(settings: Settings, action: MigrateAction) -> Result<(), StartError> {
-    if let DatabaseTarget::Sqlite { .. } = settings.database {
-        ensure_data_dir(&settings.data_dir)?;
+    if let DatabaseTarget::Sqlite { path } = &settings.database {
+        ensure_data_dir(sqlite_directory(path))?;
     }
-    // `up` goes through the same path as `serve --auto-migrate`; the others only read or
-    // roll back, so they connect without migrating first.
-    let connect_only = Settings {
-        auto_migrate: false,
-        ..settings.clone()
-    };
-    let db = match action {
-        MigrateAction::Up => {
-            open_database(&Settings {
-                auto_migrate: true,
-                ..settings.clone()
-            })
-            .await?
-        }
-        _ => database::connect(&connect_only.database, &connect_only.pool)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot open {}: {e}", connect_only.database.redacted())
-            })?,
-    };
-    let before = database::migration_states(&db)
+    let target = settings.database.redacted();
+    let db = database::connect(&settings.database, &settings.pool)
         .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(|e| anyhow::anyhow!("{DATABASE_SETTING}: cannot open {target}: {e}"))?;
     match action {
         MigrateAction::Up => {
-            println!("database {} is up to date", settings.database.redacted());
+            let applied = database::migrate_up(&db)
+                .await
+                .with_context(|| format!("migrating {target}"))?;
+            for name in &applied {
+                println!("applied  {name}");
+            }
+            println!(
+                "applied {} migration(s); {target} is up to date",
+                applied.len()
+            );
         }
         MigrateAction::Down { steps, all } => {
-            let applied = before.iter().filter(|m| m.applied).count();
-            let steps = if all { None } else { Some(steps) };
-            database::migrate_down(&db, steps)
+            let applied_before = applied_count(&db).await?;
+            database::migrate_down(&db, if all { None } else { Some(steps) })
                 .await
-                .map_err(anyhow::Error::from)?;
-            let after = database::migration_states(&db)
-                .await
-                .map_err(anyhow::Error::from)?;
-            let remaining = after.iter().filter(|m| m.applied).count();
+                .with_context(|| format!("rolling back {target}"))?;
+            let remaining = applied_count(&db).await?;
             println!(
                 "rolled back {} migration(s); {remaining} remain applied",
-                applied - remaining
+                applied_before - remaining
             );
         }
         MigrateAction::Status => {
-            for migration in &before {
+            let states = database::migration_states(&db)
+                .await
+                .with_context(|| format!("reading migrations of {target}"))?;
+            for migration in &states {
                 let state = if migration.applied {
                     "applied"
                 } else {
@@ -149,6 +141,15 @@ async fn migrate(settings: Settings, action: MigrateAction) -> Result<(), StartE
             }
         }
     }
-    db.close().await.map_err(anyhow::Error::from)?;
+    db.close().await.context("closing the database")?;
     Ok(())
+}
+
+async fn applied_count(db: &sea_orm::DatabaseConnection) -> anyhow::Result<usize> {
+    Ok(database::migration_states(db)
+        .await
+        .context("reading migration states")?
+        .iter()
+        .filter(|migration| migration.applied)
+        .count())
 }

@@ -152,7 +152,13 @@ pub struct Options {
     )]
     pub log_format: String,
     /// Log filter, e.g. `info` or `proctor_server=debug,info`; `RUST_LOG` wins when set.
-    #[arg(long, env = "PROCTOR_LOG_LEVEL", default_value = "info", global = true)]
+    /// The migration library's per-step lines are quieted by default: proctord logs a summary.
+    #[arg(
+        long,
+        env = "PROCTOR_LOG_LEVEL",
+        default_value = "info,sea_orm_migration=warn",
+        global = true
+    )]
     pub log_level: String,
     /// Deepest GraphQL selection nesting accepted.
     #[arg(

@@ -54,10 +54,16 @@ pub async fn connect(
     Database::connect(options).await
 }
 
-/// Applies every pending migration. On Postgres a transaction-scoped advisory lock is held
-/// meanwhile, so replicas that start together migrate one after another instead of racing.
-pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
-    with_migration_lock(db, || Migrator::up(db, None)).await
+/// Applies every pending migration and returns their names. On Postgres a transaction-scoped
+/// advisory lock is held meanwhile, so replicas that start together migrate one after another
+/// instead of racing.
+pub async fn migrate_up(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
+    with_migration_lock(db, || async {
+        let pending = pending_migrations(db).await?;
+        Migrator::up(db, None).await?;
+        Ok(pending)
+    })
+    .await
 }
 
 /// Rolls back `steps` migrations (all of them when `None`), under the same lock as
@@ -66,10 +72,10 @@ pub async fn migrate_down(db: &DatabaseConnection, steps: Option<u32>) -> Result
     with_migration_lock(db, || Migrator::down(db, steps)).await
 }
 
-async fn with_migration_lock<F, Fut>(db: &DatabaseConnection, migrate: F) -> Result<(), DbErr>
+async fn with_migration_lock<F, Fut, T>(db: &DatabaseConnection, migrate: F) -> Result<T, DbErr>
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<(), DbErr>>,
+    Fut: Future<Output = Result<T, DbErr>>,
 {
     if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
         return migrate().await;

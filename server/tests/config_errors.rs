@@ -4,7 +4,10 @@ use std::net::TcpListener;
 use std::process::Command;
 
 fn proctord(envs: &[(&str, &str)]) -> (Option<i32>, String) {
-    let directory = tempfile::tempdir().unwrap();
+    proctord_in(&tempfile::tempdir().unwrap(), envs)
+}
+
+fn proctord_in(directory: &tempfile::TempDir, envs: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_proctord"));
     command.current_dir(directory.path());
     for (name, _) in std::env::vars_os() {
@@ -61,12 +64,17 @@ fn an_unusable_data_dir_exits_2() {
 fn a_port_in_use_exits_2() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let (code, stderr) = proctord(&[("PROCTOR_APP_PORT", &port)]);
+    let directory = tempfile::tempdir().unwrap();
+    let (code, stderr) = proctord_in(&directory, &[("PROCTOR_APP_PORT", &port)]);
     assert_eq!(code, Some(2), "{stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("PROCTOR_APP_PORT"), "{stderr}");
-    assert!(errors[0].contains(&port), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("PROCTOR_APP_PORT"), "{stderr}");
+    assert!(lines[0].contains(&port), "{stderr}");
+    assert!(
+        !directory.path().join(".proctor/proctor.db").exists(),
+        "the database is not touched when the port is taken"
+    );
 }
 
 #[test]

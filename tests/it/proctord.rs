@@ -189,7 +189,15 @@ fn migrate_status_down_and_up_report_what_they_did() {
         "{status}"
     );
 
-    assert!(run(&["migrate", "up"]).contains("up to date"));
+    let up = run(&["migrate", "up"]);
+    assert!(
+        up.contains(&format!(
+            "applied {} migration(s)",
+            proctor_migration::TABLES.len()
+        )),
+        "{up}"
+    );
+    assert!(run(&["migrate", "up"]).contains("applied 0 migration(s)"));
     assert!(
         run(&["migrate", "status"])
             .lines()
