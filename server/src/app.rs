@@ -140,10 +140,8 @@ impl Server {
 
 /// Connects to the configured database and brings its schema up to date (always for SQLite,
 /// only with `--auto-migrate` for Postgres, where a shared database is migrated on purpose).
-pub async fn open_database(settings: &Settings) -> Result<DatabaseConnection, StartError> {
-    if let DatabaseTarget::Sqlite { path } = &settings.database {
-        ensure_data_dir(sqlite_directory(path))?;
-    }
+/// The caller has checked the SQLite file's directory already.
+async fn open_database(settings: &Settings) -> Result<DatabaseConnection, StartError> {
     let db = database::connect(&settings.database, &settings.pool)
         .await
         .map_err(|e| {
