@@ -50,6 +50,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // reqwest is built without a rustls provider of its own (the workspace keeps aws-lc-rs
+    // out); ring is installed process-wide before any client exists. An error only means one
+    // is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -13,6 +13,8 @@ pub struct Model {
     pub proc_id: i64,
     /// Environment variable name.
     pub key: String,
+    /// Id of the key that encrypted it (see `proctord secrets rotate-key`).
+    pub key_id: String,
     /// Nonce followed by ciphertext; never leaves the server.
     pub ciphertext: Vec<u8>,
     /// When it was first set.
@@ -28,6 +30,7 @@ impl std::fmt::Debug for Model {
             .field("id", &self.id)
             .field("proc_id", &self.proc_id)
             .field("key", &self.key)
+            .field("key_id", &self.key_id)
             .field("ciphertext", &"<redacted>")
             .finish()
     }

@@ -12,8 +12,6 @@ pub struct Model {
     /// Unique e-mail address; what the legacy `Email-Id` header carries.
     #[sea_orm(unique)]
     pub email: String,
-    /// Whether the user may administer procs, secrets and tokens.
-    pub admin: bool,
     /// Creation time.
     pub created_at: DateTimeUtc,
     /// Last update time.

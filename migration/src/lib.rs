@@ -14,6 +14,8 @@ mod m20261121_000007_create_executions;
 mod m20261121_000008_create_execution_logs;
 mod m20261121_000009_create_schedule_runs;
 mod m20261121_000010_create_audit_events;
+mod m20261122_000011_add_secret_key_ids;
+mod m20261122_000012_drop_user_admin;
 
 /// Applies Proctor's migrations in order.
 pub struct Migrator;
@@ -32,6 +34,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000008_create_execution_logs::Migration),
             Box::new(m20261121_000009_create_schedule_runs::Migration),
             Box::new(m20261121_000010_create_audit_events::Migration),
+            Box::new(m20261122_000011_add_secret_key_ids::Migration),
+            Box::new(m20261122_000012_drop_user_admin::Migration),
         ]
     }
 }

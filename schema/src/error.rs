@@ -9,11 +9,9 @@ use async_graphql::ErrorExtensions;
 /// "internal error" so no database detail or secret can leak.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// No valid credentials were presented.
-    #[error(
-        "authentication required: send Access-Token and Email-Id headers or an Authorization: Bearer token"
-    )]
-    Unauthenticated,
+    /// No valid credentials were presented; the message says what was wrong.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The caller is known but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
@@ -42,6 +40,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Missing credentials: what to send.
+    pub fn credentials_required() -> Self {
+        Self::Unauthenticated(
+            "authentication required: send Access-Token and Email-Id headers, or Authorization: \
+             Bearer <token>"
+                .to_owned(),
+        )
+    }
+
     /// Shorthand for [`ApiError::BadUserInput`].
     pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::BadUserInput {
@@ -53,7 +60,7 @@ impl ApiError {
     /// The stable machine-readable code (GraphQL `extensions.code`, REST error bodies).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound { .. } => "NOT_FOUND",
             Self::BadUserInput { .. } => "BAD_USER_INPUT",
@@ -65,7 +72,7 @@ impl ApiError {
     /// The HTTP status the REST routes answer with.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::Unauthenticated => 401,
+            Self::Unauthenticated(_) => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound { .. } => 404,
             Self::BadUserInput { .. } => 400,
@@ -97,6 +104,19 @@ impl ErrorExtensions for ApiError {
                 extensions.set("field", field.as_str());
             }
         })
+    }
+}
+
+/// Turns a domain result into a GraphQL result that carries the stable error code; resolvers
+/// end in `.gql()`.
+pub trait ApiResultExt<T> {
+    /// The GraphQL form of this result.
+    fn gql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> ApiResultExt<T> for Result<T, ApiError> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(|error| error.extend())
     }
 }
 
@@ -134,7 +154,11 @@ mod tests {
     #[test]
     fn codes_and_statuses_are_stable() {
         let cases = [
-            (ApiError::Unauthenticated, "UNAUTHENTICATED", 401),
+            (
+                ApiError::Unauthenticated("who?".into()),
+                "UNAUTHENTICATED",
+                401,
+            ),
             (ApiError::Forbidden("no".into()), "FORBIDDEN", 403),
             (
                 ApiError::NotFound {

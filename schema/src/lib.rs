@@ -1,7 +1,7 @@
 //! Proctor's domain and GraphQL schema.
 //!
-//! Layout: one module per domain (today `system`; procs, secrets, executions, schedules and auth
-//! follow), each owning its GraphQL types, resolvers and the service functions that the REST
+//! Layout: one module per domain (`system`, `auth`, `procs`, `secrets`; executions and
+//! schedules follow), each owning its GraphQL types, resolvers and the service functions that the REST
 //! shim and the scheduler share; `ports` holds the traits for everything that crosses a process
 //! boundary (executors, the event bus, notifiers, authenticators) with the in-memory
 //! implementations that need no infrastructure; `error` holds the one [`ApiError`].
@@ -9,27 +9,44 @@
 //! This crate never depends on `kube`, `fred` or an HTTP server, so it builds fast and is tested
 //! with in-memory parts; `proctor-server` supplies the adapters.
 
+pub mod auth;
 pub mod error;
+pub mod pagination;
 pub mod ports;
+pub mod procs;
+pub mod secrets;
 pub mod state;
 pub mod system;
 
-use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
 
-pub use error::ApiError;
-pub use state::{AppState, SchemaLimits};
+pub use error::{ApiError, ApiResultExt};
+pub use state::{AppParts, AppState, SchemaLimits};
 
 /// The root query type: every domain's queries merged.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(system::SystemQuery);
+pub struct QueryRoot(system::SystemQuery, auth::AuthQuery, procs::ProcsQuery);
+
+/// The root mutation type: every domain's mutations merged.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(
+    procs::ProcsMutation,
+    secrets::SecretsMutation,
+    auth::AuthMutation,
+);
 
 /// The executable schema type served at `/graphql` and `/graphql/ws`.
-pub type ProctorSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+pub type ProctorSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// The schema without runtime data; enough to print the SDL.
-fn schema_builder() -> SchemaBuilder<QueryRoot, EmptyMutation, EmptySubscription> {
-    Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
+fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
 }
 
 /// Builds the schema served by `proctord`, with the configured depth and complexity limits and

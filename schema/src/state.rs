@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
+use crate::ports::authenticator::Authenticator;
 use crate::ports::event_bus::EventBus;
+use crate::secrets::keyring::Keyring;
 use crate::system::ServerInfo;
 
 /// Limits applied to every GraphQL operation, so one query cannot monopolise the server.
@@ -26,48 +28,69 @@ impl Default for SchemaLimits {
     }
 }
 
-/// Shared, cheaply clonable state: the database, the event bus and what the server is.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
+/// Everything `proctord` (or a test) assembles at start-up.
+pub struct AppParts {
+    /// The database pool (Postgres or SQLite).
+    pub db: DatabaseConnection,
+    /// Fans execution and schedule events out (in memory or Redis).
+    pub event_bus: Arc<dyn EventBus>,
+    /// Decides who is calling.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Encrypts and decrypts secret values.
+    pub keyring: Arc<Keyring>,
+    /// Members of all these groups are administrators.
+    pub admin_groups: Vec<String>,
+    /// Static facts reported by `serverInfo`.
+    pub server_info: ServerInfo,
+    /// GraphQL operation limits.
+    pub limits: SchemaLimits,
 }
 
-struct Inner {
-    db: DatabaseConnection,
-    event_bus: Arc<dyn EventBus>,
-    server_info: ServerInfo,
-    limits: SchemaLimits,
+/// Shared, cheaply clonable state.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<AppParts>,
 }
 
 impl AppState {
-    /// Bundles the parts `proctord` (or a test) assembled at start-up.
-    pub fn new(
-        db: DatabaseConnection,
-        event_bus: Arc<dyn EventBus>,
-        server_info: ServerInfo,
-        limits: SchemaLimits,
-    ) -> Self {
+    /// Bundles the parts.
+    pub fn new(parts: AppParts) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                db,
-                event_bus,
-                server_info,
-                limits,
-            }),
+            inner: Arc::new(parts),
         }
     }
 
-    /// The database connection pool (Postgres or SQLite).
+    /// The database connection pool.
     pub fn db(&self) -> &DatabaseConnection {
         &self.inner.db
     }
 
-    /// The event bus that fans execution and schedule events out (in memory or Redis).
+    /// The event bus.
     pub fn event_bus(&self) -> &Arc<dyn EventBus> {
         &self.inner.event_bus
     }
 
-    /// Static facts about this server, as `serverInfo` reports them.
+    /// The authenticator.
+    pub fn authenticator(&self) -> &Arc<dyn Authenticator> {
+        &self.inner.authenticator
+    }
+
+    /// Whether callers must authenticate.
+    pub fn auth_enabled(&self) -> bool {
+        self.inner.authenticator.enabled()
+    }
+
+    /// The secret keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.inner.keyring
+    }
+
+    /// The groups that make a caller an administrator (all are required).
+    pub fn admin_groups(&self) -> &[String] {
+        &self.inner.admin_groups
+    }
+
+    /// Static facts about this server.
     pub fn server_info(&self) -> &ServerInfo {
         &self.inner.server_info
     }

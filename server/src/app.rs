@@ -5,18 +5,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use proctor_schema::auth::tokens::BuiltinAuthenticator;
+use proctor_schema::ports::authenticator::{AuthDisabled, Authenticator};
 use proctor_schema::ports::event_bus::{EventBus, InMemoryEventBus};
+use proctor_schema::secrets::keyring::Keyring;
 use proctor_schema::system::{ServerInfo, StorageBackend};
-use proctor_schema::{AppState, build_schema};
+use proctor_schema::{AppParts, AppState, ProctorSchema, build_schema};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 use crate::config::{
-    ConfigError, DATABASE_SETTING, DatabaseTarget, PORT_SETTING, REDIS_SETTING, Settings,
-    ensure_data_dir,
+    AuthMode, ConfigError, DATABASE_SETTING, DatabaseTarget, PORT_SETTING, REDIS_SETTING,
+    SecretKeys, Settings, ensure_data_dir,
 };
 use crate::database;
 use crate::redis_bus::RedisEventBus;
+use crate::webhook_auth::WebhookAuthenticator;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,8 @@ pub enum StartError {
 pub struct Server {
     listener: TcpListener,
     router: axum::Router,
+    state: AppState,
+    schema: ProctorSchema,
     db: DatabaseConnection,
     redis_bus: Option<Arc<RedisEventBus>>,
     settings: Settings,
@@ -43,9 +49,11 @@ impl Server {
     /// bound first so a conflict is reported before the database is touched; connections wait
     /// in the backlog until [`Server::run`] serves them.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        crate::install_crypto_provider();
         if let DatabaseTarget::Sqlite { path } = &settings.database {
             ensure_data_dir(sqlite_directory(path))?;
         }
+        let keyring = open_keyring(&settings)?;
         let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
             ConfigError::new(
                 PORT_SETTING,
@@ -53,6 +61,18 @@ impl Server {
             )
         })?;
         let db = open_database(&settings).await?;
+        let authenticator: Arc<dyn Authenticator> = match &settings.auth {
+            AuthMode::Off => Arc::new(AuthDisabled),
+            AuthMode::Builtin => Arc::new(BuiltinAuthenticator::new(db.clone())),
+            AuthMode::Webhook {
+                url,
+                cache_ttl,
+                timeout,
+            } => Arc::new(
+                WebhookAuthenticator::new(url.clone(), *cache_ttl, *timeout)
+                    .context("building the identity service client")?,
+            ),
+        };
 
         let (event_bus, redis_bus): (Arc<dyn EventBus>, _) = match &settings.redis {
             Some(redis) => {
@@ -68,18 +88,38 @@ impl Server {
             storage: settings.database.backend(),
             event_bus: event_bus.kind(),
             executor: settings.executor,
-            auth_enabled: settings.auth_enabled,
+            auth_enabled: settings.auth_enabled(),
         };
-        let state = AppState::new(db.clone(), event_bus, server_info, settings.graphql_limits);
+        let state = AppState::new(AppParts {
+            db: db.clone(),
+            event_bus,
+            authenticator,
+            keyring,
+            admin_groups: settings.admin_groups.clone(),
+            server_info,
+            limits: settings.graphql_limits,
+        });
         let schema = build_schema(state.clone());
-        let router = crate::routes::router(state, schema, settings.max_body_bytes);
+        let router = crate::routes::router(state.clone(), schema.clone(), settings.max_body_bytes);
         Ok(Self {
             listener,
             router,
+            state,
+            schema,
             db,
             redis_bus,
             settings,
         })
+    }
+
+    /// The application state (for embedders and in-process tests).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The GraphQL schema as served (for in-process tests).
+    pub fn schema(&self) -> &ProctorSchema {
+        &self.schema
     }
 
     /// The address actually bound (useful with port 0).
@@ -101,7 +141,7 @@ impl Server {
             storage = %settings.database.redacted(),
             event_bus = ?settings.event_bus_kind(),
             executor = ?settings.executor,
-            auth_enabled = settings.auth_enabled,
+            auth = ?settings.auth,
             "proctord {} listening on http://{address}",
             env!("CARGO_PKG_VERSION"),
         );
@@ -141,7 +181,7 @@ impl Server {
 /// Connects to the configured database and brings its schema up to date (always for SQLite,
 /// only with `--auto-migrate` for Postgres, where a shared database is migrated on purpose).
 /// The caller has checked the SQLite file's directory already.
-async fn open_database(settings: &Settings) -> Result<DatabaseConnection, StartError> {
+pub(crate) async fn open_database(settings: &Settings) -> Result<DatabaseConnection, StartError> {
     let db = database::connect(&settings.database, &settings.pool)
         .await
         .map_err(|e| {
@@ -180,6 +220,27 @@ async fn open_database(settings: &Settings) -> Result<DatabaseConnection, StartE
         }
     }
     Ok(db)
+}
+
+/// The secret keyring: configured keys, or the key file in the data directory (created with a
+/// fresh key on first start).
+pub(crate) fn open_keyring(settings: &Settings) -> Result<Arc<Keyring>, ConfigError> {
+    match &settings.secret_keys {
+        SecretKeys::Configured(keyring) => Ok(Arc::clone(keyring)),
+        SecretKeys::File(path) => {
+            ensure_data_dir(&settings.data_dir)?;
+            if settings.database.backend() == StorageBackend::Postgres {
+                tracing::warn!(
+                    key_file = %path.display(),
+                    "secrets are encrypted with a key file; every replica needs the same key, \
+                     so set PROCTOR_SECRET_KEY when running more than one"
+                );
+            }
+            Keyring::from_file(path)
+                .map(Arc::new)
+                .map_err(|e| ConfigError::new("PROCTOR_DATA_DIR (--data-dir)", e.to_string()))
+        }
+    }
 }
 
 /// The directory holding a SQLite file (the current directory for a bare file name).

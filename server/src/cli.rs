@@ -6,17 +6,22 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 
-use crate::app::{Server, StartError, sqlite_directory};
+use crate::app::{Server, StartError, open_database, open_keyring, sqlite_directory};
 use crate::config::{
-    Cli, Command, DATABASE_SETTING, DatabaseTarget, MigrateAction, Settings, ensure_data_dir,
+    Cli, Command, DATABASE_SETTING, DatabaseTarget, MigrateAction, SecretsAction, Settings,
+    UsersAction, ensure_data_dir,
 };
 use crate::database;
+use proctor_schema::auth::Caller;
+use proctor_schema::auth::tokens::{self, TokenRequest};
+use proctor_schema::secrets;
 
 /// Exit status for configuration errors, matching clap's usage errors.
 const EXIT_CONFIG: u8 = 2;
 
 /// Runs `proctord` with the process arguments and environment.
 pub fn main() -> ExitCode {
+    crate::install_crypto_provider();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
     if command == Command::Schema {
@@ -45,6 +50,17 @@ pub fn main() -> ExitCode {
         match command {
             Command::Serve => serve(settings).await,
             Command::Migrate { action } => migrate(settings, action).await,
+            Command::Users {
+                action:
+                    UsersAction::Add {
+                        email,
+                        groups,
+                        admin,
+                    },
+            } => add_user(settings, email, groups, admin).await,
+            Command::Secrets {
+                action: SecretsAction::RotateKey,
+            } => rotate_key(settings).await,
             Command::Schema => unreachable!("handled before the runtime starts"),
         }
     });
@@ -95,10 +111,16 @@ async fn shutdown_signal() {
     }
 }
 
-async fn migrate(settings: Settings, action: MigrateAction) -> Result<(), StartError> {
+/// Checks the SQLite file's directory, as `serve` does before it opens the database.
+fn check_sqlite_directory(settings: &Settings) -> Result<(), StartError> {
     if let DatabaseTarget::Sqlite { path } = &settings.database {
         ensure_data_dir(sqlite_directory(path))?;
     }
+    Ok(())
+}
+
+async fn migrate(settings: Settings, action: MigrateAction) -> Result<(), StartError> {
+    check_sqlite_directory(&settings)?;
     let target = settings.database.redacted();
     let db = database::connect(&settings.database, &settings.pool)
         .await
@@ -152,4 +174,73 @@ async fn applied_count(db: &sea_orm::DatabaseConnection) -> anyhow::Result<usize
         .iter()
         .filter(|migration| migration.applied)
         .count())
+}
+
+/// `proctord users add`: creates or updates the user and prints a new token as the last line,
+/// so scripts can take it with `tail -n 1`.
+async fn add_user(
+    settings: Settings,
+    email: String,
+    groups: Vec<String>,
+    admin: bool,
+) -> Result<(), StartError> {
+    check_sqlite_directory(&settings)?;
+    let db = open_database(&settings).await?;
+    let actor = Caller::system("proctord users add");
+    let token = tokens::issue_token(
+        &db,
+        &actor,
+        &settings.admin_groups,
+        TokenRequest {
+            email: email.clone(),
+            groups: (!groups.is_empty()).then_some(groups),
+            admin: admin.then_some(true),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let user_groups = tokens::groups_of_email(&db, &email)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "user {}: groups {}",
+        email.trim().to_lowercase(),
+        if user_groups.is_empty() {
+            "(none)".to_owned()
+        } else {
+            user_groups.join(", ")
+        }
+    );
+    if !settings.auth_enabled() {
+        println!("note: authentication is off; start proctord with PROCTOR_AUTH_ENABLED=true");
+    }
+    println!("API token (shown once, store it now):");
+    println!("{token}");
+    db.close().await.context("closing the database")?;
+    Ok(())
+}
+
+/// `proctord secrets rotate-key`: with the key file, makes a new key first; then re-encrypts
+/// every stored secret that is not under the current key.
+async fn rotate_key(settings: Settings) -> Result<(), StartError> {
+    check_sqlite_directory(&settings)?;
+    let keyring = open_keyring(&settings)?;
+    let db = open_database(&settings).await?;
+    if keyring.is_file_based() {
+        let new_id = keyring.rotate_file_key().context("rotating the key file")?;
+        println!("new key {new_id} written to the key file (older keys kept for decryption)");
+    }
+    let actor = Caller::system("proctord secrets rotate-key");
+    let rewritten = secrets::service::reencrypt_all(&db, &keyring, &actor)
+        .await
+        .map_err(|e| match e {
+            proctor_schema::ApiError::Internal(cause) => anyhow::anyhow!("{cause:#}"),
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    println!(
+        "re-encrypted {rewritten} secret value(s) with key {}",
+        keyring.current_key_id()
+    );
+    db.close().await.context("closing the database")?;
+    Ok(())
 }

@@ -8,10 +8,12 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use proctor_schema::SchemaLimits;
+use proctor_schema::secrets::keyring::Keyring;
 use proctor_schema::system::{EventBusKind, ExecutorKind, StorageBackend};
 use url::Url;
 
@@ -44,6 +46,44 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL) and exit.
     Schema,
+    /// Manage users of built-in authentication.
+    Users {
+        /// Which user action.
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+    /// Manage the encryption of secret values.
+    Secrets {
+        /// Which secrets action.
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
+}
+
+/// `proctord users …` actions.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum UsersAction {
+    /// Create (or update) a user and print a new API token as the last line.
+    Add {
+        /// The user's e-mail address.
+        #[arg(long)]
+        email: String,
+        /// A group to put the user in (repeat for several); replaces their groups.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Make the user an administrator (adds the admin groups).
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// `proctord secrets …` actions.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum SecretsAction {
+    /// Re-encrypt every stored secret with the current key. With the key file, a new key is
+    /// generated first; with a configured key, configure the new key and move the old one to
+    /// the previous keys before running this.
+    RotateKey,
 }
 
 /// `proctord migrate …` actions.
@@ -143,6 +183,51 @@ pub struct Options {
         global = true
     )]
     pub auto_migrate: String,
+    /// AES-256 key for secret values, base64 (prefer the environment variable: command lines
+    /// are visible to other users); a key file in the data directory when unset.
+    #[arg(
+        long,
+        env = "PROCTOR_SECRET_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secret_key: Option<String>,
+    /// Earlier secret keys, comma-separated, still accepted for decryption after a rotation.
+    #[arg(
+        long,
+        env = "PROCTOR_SECRET_PREVIOUS_KEYS",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secret_previous_keys: Option<String>,
+    /// Groups whose members are administrators, comma-separated (all are required).
+    #[arg(
+        long,
+        env = "PROCTOR_AUTH_REQUIRED_ADMIN_GROUP",
+        default_value = "proctor.admin",
+        global = true
+    )]
+    pub admin_group: String,
+    /// Identity service to check credentials with (POST {email, token}); built-in users and
+    /// tokens when unset. Needs auth enabled.
+    #[arg(long, env = "PROCTOR_AUTH_WEBHOOK_URL", global = true)]
+    pub auth_webhook_url: Option<String>,
+    /// Seconds an identity service answer is reused.
+    #[arg(
+        long,
+        env = "PROCTOR_AUTH_WEBHOOK_CACHE_SECONDS",
+        default_value = "30",
+        global = true
+    )]
+    pub auth_webhook_cache_seconds: String,
+    /// Seconds to wait for the identity service.
+    #[arg(
+        long,
+        env = "PROCTOR_AUTH_WEBHOOK_TIMEOUT_SECONDS",
+        default_value = "5",
+        global = true
+    )]
+    pub auth_webhook_timeout_seconds: String,
     /// Log line format on stderr: `text` or `json`.
     #[arg(
         long,
@@ -315,6 +400,14 @@ mod names {
     pub const PG_MAX_LIFETIME: &str =
         "PROCTOR_POSTGRES_CONNECTIONS_MAX_LIFETIME (--postgres-connections-max-lifetime)";
     pub const REDIS_ADDRESS: &str = "PROCTOR_REDIS_ADDRESS (--redis-address)";
+    pub const SECRET_KEY: &str = "PROCTOR_SECRET_KEY (--secret-key)";
+    pub const PREVIOUS_KEYS: &str = "PROCTOR_SECRET_PREVIOUS_KEYS (--secret-previous-keys)";
+    pub const ADMIN_GROUP: &str = "PROCTOR_AUTH_REQUIRED_ADMIN_GROUP (--admin-group)";
+    pub const WEBHOOK_URL: &str = "PROCTOR_AUTH_WEBHOOK_URL (--auth-webhook-url)";
+    pub const WEBHOOK_CACHE: &str =
+        "PROCTOR_AUTH_WEBHOOK_CACHE_SECONDS (--auth-webhook-cache-seconds)";
+    pub const WEBHOOK_TIMEOUT: &str =
+        "PROCTOR_AUTH_WEBHOOK_TIMEOUT_SECONDS (--auth-webhook-timeout-seconds)";
 }
 
 /// Where the data lives.
@@ -396,6 +489,33 @@ impl fmt::Debug for RedisSettings {
     }
 }
 
+/// Where secret keys come from.
+#[derive(Clone, Debug)]
+pub enum SecretKeys {
+    /// `PROCTOR_SECRET_KEY` (and previous keys), already validated.
+    Configured(Arc<Keyring>),
+    /// The key file, created on first use.
+    File(PathBuf),
+}
+
+/// How callers are authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Everyone may do everything (loopback only unless explicitly allowed).
+    Off,
+    /// Users, groups and hashed tokens in the database.
+    Builtin,
+    /// An external identity service.
+    Webhook {
+        /// Where to POST `{email, token}`.
+        url: Url,
+        /// How long an answer is reused.
+        cache_ttl: Duration,
+        /// How long to wait for an answer.
+        timeout: Duration,
+    },
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -420,8 +540,12 @@ pub struct Settings {
     pub redis: Option<RedisSettings>,
     /// Where procs run.
     pub executor: ExecutorKind,
-    /// Whether callers must authenticate.
-    pub auth_enabled: bool,
+    /// How callers are authenticated.
+    pub auth: AuthMode,
+    /// Members of all these groups are administrators.
+    pub admin_groups: Vec<String>,
+    /// Where the secret encryption keys come from.
+    pub secret_keys: SecretKeys,
     /// Whether Postgres migrations run at start-up.
     pub auto_migrate: bool,
     /// GraphQL depth and complexity limits.
@@ -441,6 +565,7 @@ impl Settings {
     /// off, loopback on port 5001. Tests and embedders start here and change fields.
     pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
+        let secret_key_file = data_dir.join(SECRET_KEY_FILE);
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5001)),
             database: DatabaseTarget::Sqlite {
@@ -450,7 +575,9 @@ impl Settings {
             pool: PoolSettings::default(),
             redis: None,
             executor: ExecutorKind::Local,
-            auth_enabled: false,
+            auth: AuthMode::Off,
+            admin_groups: vec!["proctor.admin".to_owned()],
+            secret_keys: SecretKeys::File(secret_key_file),
             auto_migrate: false,
             graphql_limits: SchemaLimits::default(),
             max_body_bytes: 1024 * 1024,
@@ -532,6 +659,21 @@ impl Settings {
                 .map(|minutes| Duration::from_secs(minutes * 60)),
         };
         let redis = redis_settings(options)?;
+        let auth = auth_mode(options, auth_enabled)?;
+        let admin_groups: Vec<String> = options
+            .admin_group
+            .split(',')
+            .map(str::trim)
+            .filter(|group| !group.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if admin_groups.is_empty() {
+            return Err(ConfigError::new(
+                names::ADMIN_GROUP,
+                "name at least one group",
+            ));
+        }
+        let secret_keys = secret_keys(options, &data_dir)?;
         let graphql_limits = SchemaLimits {
             max_depth: parse_positive(names::MAX_DEPTH, &options.graphql_max_depth)?,
             max_complexity: parse_positive(names::MAX_COMPLEXITY, &options.graphql_max_complexity)?,
@@ -543,7 +685,9 @@ impl Settings {
             pool,
             redis,
             executor,
-            auth_enabled,
+            auth,
+            admin_groups,
+            secret_keys,
             auto_migrate: parse_bool(names::AUTO_MIGRATE, &options.auto_migrate)?,
             graphql_limits,
             max_body_bytes: parse_positive(names::MAX_BODY, &options.max_body_bytes)?,
@@ -556,6 +700,11 @@ impl Settings {
         })
     }
 
+    /// Whether callers must authenticate.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth != AuthMode::Off
+    }
+
     /// Which event bus these settings select.
     pub fn event_bus_kind(&self) -> EventBusKind {
         if self.redis.is_some() {
@@ -564,6 +713,75 @@ impl Settings {
             EventBusKind::Memory
         }
     }
+}
+
+/// Name of the key file in the data directory (embedded default).
+pub const SECRET_KEY_FILE: &str = "secret.key";
+
+fn secret_keys(options: &Options, data_dir: &Path) -> Result<SecretKeys, ConfigError> {
+    let previous: Vec<String> = options
+        .secret_previous_keys
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(str::to_owned)
+        .collect();
+    match options.secret_key.as_deref().map(str::trim) {
+        Some(key) if !key.is_empty() => {
+            for (index, old) in previous.iter().enumerate() {
+                Keyring::from_config(old, &[]).map_err(|e| {
+                    ConfigError::new(names::PREVIOUS_KEYS, format!("key {}: {e}", index + 1))
+                })?;
+            }
+            let keyring = Keyring::from_config(key, &previous)
+                .map_err(|e| ConfigError::new(names::SECRET_KEY, e.to_string()))?;
+            Ok(SecretKeys::Configured(Arc::new(keyring)))
+        }
+        _ if !previous.is_empty() => Err(ConfigError::new(
+            names::PREVIOUS_KEYS,
+            "previous keys need a current key in PROCTOR_SECRET_KEY",
+        )),
+        _ => Ok(SecretKeys::File(data_dir.join(SECRET_KEY_FILE))),
+    }
+}
+
+fn auth_mode(options: &Options, enabled: bool) -> Result<AuthMode, ConfigError> {
+    let Some(raw) = options
+        .auth_webhook_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(if enabled {
+            AuthMode::Builtin
+        } else {
+            AuthMode::Off
+        });
+    };
+    if !enabled {
+        return Err(ConfigError::new(
+            names::WEBHOOK_URL,
+            "is set but authentication is off; set PROCTOR_AUTH_ENABLED=true as well",
+        ));
+    }
+    let url = Url::parse(raw)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+        .ok_or_else(|| {
+            ConfigError::new(names::WEBHOOK_URL, "must be an http:// or https:// URL")
+        })?;
+    Ok(AuthMode::Webhook {
+        url,
+        cache_ttl: Duration::from_secs(parse_positive(
+            names::WEBHOOK_CACHE,
+            &options.auth_webhook_cache_seconds,
+        )?),
+        timeout: Duration::from_secs(parse_positive(
+            names::WEBHOOK_TIMEOUT,
+            &options.auth_webhook_timeout_seconds,
+        )?),
+    })
 }
 
 fn parse_bool(setting: &'static str, raw: &str) -> Result<bool, ConfigError> {
@@ -784,7 +1002,11 @@ mod tests {
         );
         assert_eq!(settings.event_bus_kind(), EventBusKind::Memory);
         assert_eq!(settings.executor, ExecutorKind::Local);
-        assert!(!settings.auth_enabled);
+        assert_eq!(settings.auth, AuthMode::Off);
+        assert_eq!(settings.admin_groups, vec!["proctor.admin".to_owned()]);
+        assert!(
+            matches!(&settings.secret_keys, SecretKeys::File(path) if path == Path::new("/tmp/p/secret.key"))
+        );
     }
 
     #[test]
@@ -818,6 +1040,41 @@ mod tests {
             );
             assert!(!error.to_string().contains('\n'), "one line: {error}");
         }
+    }
+
+    #[test]
+    fn auth_modes_and_admin_groups() {
+        assert_eq!(
+            settings(&["--auth-enabled"]).unwrap().auth,
+            AuthMode::Builtin
+        );
+        let webhook = settings(&[
+            "--auth-enabled",
+            "--auth-webhook-url",
+            "https://id.example.com/check",
+            "--auth-webhook-cache-seconds",
+            "7",
+        ])
+        .unwrap();
+        assert!(matches!(
+            webhook.auth,
+            AuthMode::Webhook { cache_ttl, .. } if cache_ttl == Duration::from_secs(7)
+        ));
+        let groups = settings(&["--admin-group", "ops, security"])
+            .unwrap()
+            .admin_groups;
+        assert_eq!(groups, vec!["ops".to_owned(), "security".to_owned()]);
+    }
+
+    #[test]
+    fn configured_secret_keys_are_checked_and_never_printed() {
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+        let settings = settings(&["--secret-key", key]).unwrap();
+        assert!(matches!(settings.secret_keys, SecretKeys::Configured(_)));
+        assert!(!format!("{settings:?}").contains(key));
+        let error =
+            Settings::from_options(&options(&["--secret-key", "bm90IDMyIGJ5dGVz"])).unwrap_err();
+        assert!(!error.to_string().contains("bm90IDMyIGJ5dGVz"), "{error}");
     }
 
     #[test]

@@ -8,10 +8,20 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+mod credentials;
 pub mod database;
 pub mod redis_bus;
 mod routes;
 mod telemetry;
+pub mod webhook_auth;
 
 pub use app::{Server, StartError};
 pub use config::Settings;
+
+/// Installs ring as rustls' process-wide crypto provider. reqwest is built without a provider
+/// of its own (so aws-lc-rs never enters the build next to ring), which makes this mandatory
+/// before any HTTPS client exists; calling it again is harmless.
+pub fn install_crypto_provider() {
+    // An error only means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -2,20 +2,39 @@
 
 use std::time::Duration;
 
-use async_graphql_axum::{GraphQL, GraphQLSubscription};
+use async_graphql::Data;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::parser::types::OperationType;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
-use axum::routing::{any, get, post_service};
+use axum::extract::{FromRef, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{any, get};
+use proctor_schema::auth::RequestAuth;
 use proctor_schema::system::EventBusKind;
 use proctor_schema::{AppState, ProctorSchema};
 use serde_json::{Map, Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::credentials;
+
 /// How long each readiness probe may take before its dependency counts as down.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+struct HttpState {
+    app: AppState,
+    schema: ProctorSchema,
+}
+
+impl FromRef<HttpState> for AppState {
+    fn from_ref(state: &HttpState) -> Self {
+        state.app.clone()
+    }
+}
 
 /// Every route `proctord` serves.
 pub fn router(state: AppState, schema: ProctorSchema, max_body_bytes: usize) -> Router {
@@ -24,14 +43,89 @@ pub fn router(state: AppState, schema: ProctorSchema, max_body_bytes: usize) -> 
         .route("/ping", any(|| async { "pong" }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route(
-            "/graphql",
-            post_service(GraphQL::new(schema.clone())).get_service(GraphQL::new(schema.clone())),
-        )
-        .route_service("/graphql/ws", GraphQLSubscription::new(schema))
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(HttpState { app: state, schema })
+}
+
+/// Runs one GraphQL request with the caller's header credentials attached.
+async fn execute(
+    http: &HttpState,
+    headers: &HeaderMap,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    let request = request
+        .into_inner()
+        .data(RequestAuth::new(credentials::from_headers(headers)));
+    http.schema.execute(request).await.into()
+}
+
+async fn graphql_post(
+    State(http): State<HttpState>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    execute(&http, &headers, request).await
+}
+
+/// GET serves queries only: a mutation in a URL would end up in proxy and access logs (with
+/// any secret it carries) and could be triggered by a link.
+async fn graphql_get(
+    State(http): State<HttpState>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Response {
+    if contains_mutation(&request.0.query) {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            Json(json!({ "errors": [{
+                "message": "mutations must be sent with POST",
+                "extensions": { "code": "BAD_USER_INPUT" }
+            }] })),
+        )
+            .into_response();
+    }
+    execute(&http, &headers, request).await.into_response()
+}
+
+fn contains_mutation(query: &str) -> bool {
+    async_graphql::parser::parse_query(query).is_ok_and(|document| {
+        document
+            .operations
+            .iter()
+            .any(|(_, operation)| operation.node.ty == OperationType::Mutation)
+    })
+}
+
+/// GraphQL over websockets (graphql-transport-ws and the legacy graphql-ws). Credentials come
+/// from the `connection_init` payload or the upgrade request's headers. Wrong credentials end
+/// the connection during `connection_init`; missing ones leave only public fields usable.
+async fn graphql_ws(
+    State(http): State<HttpState>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let from_headers = credentials::from_headers(&headers);
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let state = http.app.clone();
+            GraphQLWebSocket::new(socket, http.schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let auth = RequestAuth::new(credentials::from_payload(&payload, from_headers));
+                    auth.resolve(&state)
+                        .await
+                        .map_err(|error| async_graphql::Error::new(error.to_string()))?;
+                    let mut data = Data::default();
+                    data.insert(auth);
+                    Ok(data)
+                })
+                .serve()
+        })
 }
 
 /// 200 when the database and (if configured) Redis answer; 503 naming what is down otherwise.

@@ -59,6 +59,13 @@ pub fn init_tracing() {
     });
 }
 
+/// An HTTP client for tests. reqwest needs rustls' process-wide provider installed first (see
+/// `proctor_server::install_crypto_provider`), so tests build clients only through this.
+pub fn http_client() -> reqwest::Client {
+    proctor_server::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

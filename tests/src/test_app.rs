@@ -105,7 +105,7 @@ impl TestAppBuilder {
         Some(TestApp {
             address,
             settings,
-            http: reqwest::Client::new(),
+            http: crate::infra::http_client(),
             shutdown: Some(shutdown),
             task: Some(task),
             _data_dir: data_dir,

@@ -29,26 +29,36 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// An authenticated caller.
+impl Credentials {
+    /// Whether any token was presented (an e-mail alone proves nothing).
+    pub fn has_token(&self) -> bool {
+        self.access_token.is_some() || self.bearer_token.is_some()
+    }
+}
+
+/// An authenticated caller, as an authenticator vouches for it. Whether the caller is an
+/// administrator is decided by the domain from the groups (see `PROCTOR_AUTH_REQUIRED_ADMIN_GROUP`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     /// Their e-mail, when known.
     pub email: Option<String>,
+    /// Display name, when the identity service provides one.
+    pub name: Option<String>,
     /// Groups they belong to (procs authorise groups).
     pub groups: Vec<String>,
-    /// Whether they may administer procs, secrets and tokens.
-    pub admin: bool,
 }
 
-/// Resolves credentials to a principal. Implementations: [`AuthDisabled`] here; the built-in
-/// (database tokens) and webhook authenticators with the auth work.
+/// Resolves credentials to a principal. Implementations: [`AuthDisabled`]; the built-in
+/// authenticator (tokens in the database) in `auth::tokens`; the webhook authenticator (an
+/// external identity service) in `proctor-server`.
 #[async_trait]
 pub trait Authenticator: Send + Sync {
     /// Whether callers must authenticate at all.
     fn enabled(&self) -> bool;
 
-    /// Checks the credentials; [`ApiError::Unauthenticated`] when they are missing or wrong.
-    async fn authenticate(&self, credentials: &Credentials) -> Result<Principal, ApiError>;
+    /// `Ok(None)` when no token was presented, the principal when the credentials are valid,
+    /// [`ApiError::Unauthenticated`] when they are not.
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Principal>, ApiError>;
 }
 
 /// Auth off (the embedded default on loopback): everybody may do everything, and the e-mail a
@@ -61,12 +71,12 @@ impl Authenticator for AuthDisabled {
         false
     }
 
-    async fn authenticate(&self, credentials: &Credentials) -> Result<Principal, ApiError> {
-        Ok(Principal {
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Principal>, ApiError> {
+        Ok(Some(Principal {
             email: credentials.email.clone(),
+            name: None,
             groups: Vec::new(),
-            admin: true,
-        })
+        }))
     }
 }
 
@@ -94,8 +104,9 @@ mod tests {
                 ..Credentials::default()
             })
             .await
-            .unwrap();
-        assert!(principal.admin);
+            .unwrap()
+            .expect("everyone is admitted");
         assert_eq!(principal.email.as_deref(), Some("ada@example.com"));
+        assert!(!AuthDisabled.enabled());
     }
 }

@@ -1,0 +1,649 @@
+//! The definition of a proc, in every shape it travels in.
+//!
+//! [`ProcDefinition`] is at once the GraphQL `ProcInput`, the YAML proc file the CLI applies and
+//! exports, and (through [`LegacyMetadata`]) the JSON the Proctor v2 REST routes speak. Every
+//! path validates it with [`ProcDefinition::validate`], so a proc is checked the same way
+//! whichever door it came through.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use async_graphql::{Enum, InputObject};
+use proctor_entity::json::{ArgSpec, ArgType as StoredArgType, SecretSpec};
+use proctor_entity::proc;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// Variables every run receives from Proctor itself; a proc cannot declare them.
+pub const CONTEXT_VARIABLES: &[&str] = &[
+    "EXECUTION_ID",
+    "JOB_NAME",
+    "EXECUTION_NAME",
+    "USER_EMAIL",
+    "IMAGE_TAG",
+];
+
+/// Longest run deadline a proc may ask for: one week.
+pub const MAX_TIMEOUT_SECONDS: i32 = 7 * 24 * 60 * 60;
+/// Most retries a proc may ask for.
+pub const MAX_RETRIES: i32 = 10;
+
+static DNS_LABEL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$").expect("valid regex"));
+static ENV_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$").expect("valid regex"));
+
+/// The type of an argument value.
+#[derive(Enum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgType {
+    /// Any text, optionally matching a pattern.
+    #[default]
+    #[serde(alias = "STRING")]
+    String,
+    /// A whole number (64-bit).
+    #[serde(alias = "INT")]
+    Int,
+    /// `true` or `false`.
+    #[serde(alias = "BOOL")]
+    Bool,
+    /// One of the listed values.
+    #[serde(alias = "ENUM")]
+    Enum,
+}
+
+impl From<ArgType> for StoredArgType {
+    fn from(value: ArgType) -> Self {
+        match value {
+            ArgType::String => Self::String,
+            ArgType::Int => Self::Int,
+            ArgType::Bool => Self::Bool,
+            ArgType::Enum => Self::Enum,
+        }
+    }
+}
+
+impl From<StoredArgType> for ArgType {
+    fn from(value: StoredArgType) -> Self {
+        match value {
+            StoredArgType::String => Self::String,
+            StoredArgType::Int => Self::Int,
+            StoredArgType::Bool => Self::Bool,
+            StoredArgType::Enum => Self::Enum,
+        }
+    }
+}
+
+/// One argument a proc takes.
+#[derive(InputObject, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[graphql(name = "ArgSpecInput")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArgDefinition {
+    /// Environment variable name the value is passed as.
+    pub name: String,
+    /// What the argument means, for people filling it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Value type (default STRING).
+    #[graphql(name = "type")]
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub arg_type: Option<ArgType>,
+    /// Whether a run must supply it (a default satisfies it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+    /// Value used when a run does not supply one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Regular expression a STRING value must match in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// The allowed values of an ENUM argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+/// One secret a proc needs; its value is set separately and never read back.
+#[derive(InputObject, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[graphql(name = "SecretSpecInput")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretDefinition {
+    /// Environment variable name the secret is passed as.
+    pub name: String,
+    /// What the secret is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A proc as users write it: GraphQL `ProcInput` and the YAML proc file.
+#[derive(InputObject, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[graphql(name = "ProcInput")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProcDefinition {
+    /// Unique name: a DNS label (lowercase letters, digits, `-`; at most 63 characters).
+    pub name: String,
+    /// What the proc does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Container image (Kubernetes executor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// argv to run (local executor) or the container command (Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Arguments, in the order users see them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<ArgDefinition>>,
+    /// Secrets the proc needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<SecretDefinition>>,
+    /// Groups whose members may run it (a caller must be in all); empty: any user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_groups: Option<Vec<String>>,
+    /// Who wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Who else worked on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contributors: Option<String>,
+    /// Owning organisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// Deadline of a run in seconds (server default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
+    /// Retries after a failed attempt (server default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i32>,
+}
+
+/// A definition that passed validation, in the shape it is stored in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidProc {
+    /// The name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Image.
+    pub image: Option<String>,
+    /// Command argv.
+    pub command: Option<Vec<String>>,
+    /// Arguments.
+    pub args: Vec<ArgSpec>,
+    /// Secrets.
+    pub secrets: Vec<SecretSpec>,
+    /// Authorized groups, without duplicates.
+    pub authorized_groups: Vec<String>,
+    /// Author.
+    pub author: Option<String>,
+    /// Contributors.
+    pub contributors: Option<String>,
+    /// Organisation.
+    pub organization: Option<String>,
+    /// Deadline.
+    pub timeout_seconds: Option<i32>,
+    /// Retries.
+    pub retries: Option<i32>,
+}
+
+/// Collects field errors so a user sees which field is wrong.
+struct Checker<'a> {
+    prefix: &'a str,
+}
+
+impl Checker<'_> {
+    fn error(&self, field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::bad_input(format!("{}{field}", self.prefix), message)
+    }
+
+    fn text(
+        &self,
+        field: &str,
+        value: &Option<String>,
+        max: usize,
+    ) -> Result<Option<String>, ApiError> {
+        match value {
+            Some(text) if text.chars().count() > max => {
+                Err(self.error(field, format!("must be at most {max} characters")))
+            }
+            Some(text) if text.trim().is_empty() => Ok(None),
+            other => Ok(other.clone()),
+        }
+    }
+
+    fn env_name(&self, field: &str, name: &str) -> Result<(), ApiError> {
+        if !ENV_NAME.is_match(name) {
+            return Err(self.error(
+                field,
+                format!(
+                    "{name:?} is not a valid environment variable name (letters, digits and _, \
+                     not starting with a digit)"
+                ),
+            ));
+        }
+        if CONTEXT_VARIABLES.contains(&name) {
+            return Err(self.error(
+                field,
+                format!("{name} is set by Proctor for every run and cannot be declared"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ProcDefinition {
+    /// Checks every field; the error names the first wrong field under `prefix` (e.g.
+    /// `input.` for GraphQL, the file name for YAML).
+    pub fn validate(&self, prefix: &str) -> Result<ValidProc, ApiError> {
+        let check = Checker { prefix };
+        if !DNS_LABEL.is_match(&self.name) {
+            return Err(check.error(
+                "name",
+                format!(
+                    "{:?} is not a valid proc name: use lowercase letters, digits and '-', start \
+                     and end with a letter or digit, at most 63 characters",
+                    self.name
+                ),
+            ));
+        }
+        let image = match self.image.as_deref().map(str::trim) {
+            Some("") | None => None,
+            Some(image) if image.contains(char::is_whitespace) || image.len() > 512 => {
+                return Err(check.error("image", "must be an image reference without spaces"));
+            }
+            Some(image) => Some(image.to_owned()),
+        };
+        let command = match &self.command {
+            Some(argv) if argv.is_empty() => None,
+            Some(argv) => {
+                if argv[0].trim().is_empty() {
+                    return Err(check.error("command[0]", "the program must not be empty"));
+                }
+                if let Some(index) = argv.iter().position(|part| part.contains('\0')) {
+                    return Err(check.error(&format!("command[{index}]"), "must not contain NUL"));
+                }
+                Some(argv.clone())
+            }
+            None => None,
+        };
+        if image.is_none() && command.is_none() {
+            return Err(check.error(
+                "command",
+                "set command (what the local executor runs) or image (for Kubernetes), or both",
+            ));
+        }
+
+        let secrets = self.secrets.clone().unwrap_or_default();
+        let mut secret_names = HashSet::new();
+        let mut valid_secrets = Vec::with_capacity(secrets.len());
+        for (index, secret) in secrets.iter().enumerate() {
+            let field = format!("secrets[{index}].name");
+            check.env_name(&field, &secret.name)?;
+            if !secret_names.insert(secret.name.as_str()) {
+                return Err(check.error(&field, format!("{} is declared twice", secret.name)));
+            }
+            valid_secrets.push(SecretSpec {
+                name: secret.name.clone(),
+                description: check.text(
+                    &format!("secrets[{index}].description"),
+                    &secret.description,
+                    4096,
+                )?,
+            });
+        }
+
+        let args = self.args.clone().unwrap_or_default();
+        let mut arg_names = HashSet::new();
+        let mut valid_args = Vec::with_capacity(args.len());
+        for (index, arg) in args.iter().enumerate() {
+            let at = |field: &str| format!("args[{index}].{field}");
+            check.env_name(&at("name"), &arg.name)?;
+            if !arg_names.insert(arg.name.as_str()) {
+                return Err(check.error(&at("name"), format!("{} is declared twice", arg.name)));
+            }
+            if secret_names.contains(arg.name.as_str()) {
+                return Err(check.error(
+                    &at("name"),
+                    format!("{} is also declared as a secret", arg.name),
+                ));
+            }
+            let arg_type = arg.arg_type.unwrap_or_default();
+            let values = arg.values.clone().unwrap_or_default();
+            match arg_type {
+                ArgType::Enum if values.is_empty() => {
+                    return Err(
+                        check.error(&at("values"), "an ENUM argument needs its allowed values")
+                    );
+                }
+                ArgType::Enum => {
+                    let mut seen = HashSet::new();
+                    for value in &values {
+                        if value.is_empty() || !seen.insert(value) {
+                            return Err(check.error(
+                                &at("values"),
+                                "values must be non-empty and different from each other",
+                            ));
+                        }
+                    }
+                }
+                _ if !values.is_empty() => {
+                    return Err(check.error(&at("values"), "only ENUM arguments take values"));
+                }
+                _ => {}
+            }
+            let pattern = match (&arg.pattern, arg_type) {
+                (None, _) => None,
+                (Some(pattern), ArgType::String) => {
+                    anchored(pattern).map_err(|e| {
+                        check.error(
+                            &at("pattern"),
+                            format!("is not a valid regular expression: {e}"),
+                        )
+                    })?;
+                    Some(pattern.clone())
+                }
+                (Some(_), _) => {
+                    return Err(check.error(&at("pattern"), "only STRING arguments take a pattern"));
+                }
+            };
+            let spec = ArgSpec {
+                name: arg.name.clone(),
+                description: check.text(&at("description"), &arg.description, 4096)?,
+                arg_type: arg_type.into(),
+                required: arg.required.unwrap_or(false),
+                default: arg.default.clone(),
+                pattern,
+                values,
+            };
+            if let Some(default) = &spec.default {
+                check_value(&spec, default).map_err(|rule| {
+                    check.error(&at("default"), format!("the default {default:?} {rule}"))
+                })?;
+            }
+            valid_args.push(spec);
+        }
+
+        let mut authorized_groups = Vec::new();
+        for (index, group) in self.authorized_groups.iter().flatten().enumerate() {
+            let group = group.trim();
+            if group.is_empty() || group.contains(char::is_whitespace) || group.len() > 255 {
+                return Err(check.error(
+                    &format!("authorizedGroups[{index}]"),
+                    "group names are non-empty, without spaces, at most 255 characters",
+                ));
+            }
+            if !authorized_groups.iter().any(|known| known == group) {
+                authorized_groups.push(group.to_owned());
+            }
+        }
+        if let Some(timeout) = self.timeout_seconds
+            && !(1..=MAX_TIMEOUT_SECONDS).contains(&timeout)
+        {
+            return Err(check.error(
+                "timeoutSeconds",
+                format!("must be between 1 and {MAX_TIMEOUT_SECONDS} (a week)"),
+            ));
+        }
+        if let Some(retries) = self.retries
+            && !(0..=MAX_RETRIES).contains(&retries)
+        {
+            return Err(check.error("retries", format!("must be between 0 and {MAX_RETRIES}")));
+        }
+
+        Ok(ValidProc {
+            name: self.name.clone(),
+            description: check.text("description", &self.description, 4096)?,
+            image,
+            command,
+            args: valid_args,
+            secrets: valid_secrets,
+            authorized_groups,
+            author: check.text("author", &self.author, 255)?,
+            contributors: check.text("contributors", &self.contributors, 255)?,
+            organization: check.text("organization", &self.organization, 255)?,
+            timeout_seconds: self.timeout_seconds,
+            retries: self.retries,
+        })
+    }
+
+    /// The definition of a stored proc (for export and editing).
+    pub fn from_model(model: &proc::Model) -> Self {
+        let non_empty = |list: Vec<String>| (!list.is_empty()).then_some(list);
+        Self {
+            name: model.name.clone(),
+            description: model.description.clone(),
+            image: model.image.clone(),
+            command: model.command.as_ref().map(|argv| argv.0.clone()),
+            args: (!model.args.0.is_empty()).then(|| {
+                model
+                    .args
+                    .0
+                    .iter()
+                    .map(|arg| ArgDefinition {
+                        name: arg.name.clone(),
+                        description: arg.description.clone(),
+                        arg_type: Some(arg.arg_type.into()),
+                        required: arg.required.then_some(true),
+                        default: arg.default.clone(),
+                        pattern: arg.pattern.clone(),
+                        values: non_empty(arg.values.clone()),
+                    })
+                    .collect()
+            }),
+            secrets: (!model.secret_specs.0.is_empty()).then(|| {
+                model
+                    .secret_specs
+                    .0
+                    .iter()
+                    .map(|secret| SecretDefinition {
+                        name: secret.name.clone(),
+                        description: secret.description.clone(),
+                    })
+                    .collect()
+            }),
+            authorized_groups: non_empty(model.authorized_groups.0.clone()),
+            author: model.author.clone(),
+            contributors: model.contributors.clone(),
+            organization: model.organization.clone(),
+            timeout_seconds: model.timeout_seconds,
+            retries: model.retries,
+        }
+    }
+
+    /// Parses a YAML proc file; errors name the file, line and column.
+    pub fn from_yaml(source_name: &str, yaml: &str) -> Result<Self, ApiError> {
+        serde_yaml_ng::from_str(yaml).map_err(|e| {
+            let location = e
+                .location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default();
+            ApiError::bad_input(
+                format!("{source_name}{location}"),
+                strip_location(&e.to_string()),
+            )
+        })
+    }
+
+    /// The YAML proc file for this definition.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("a proc definition always serialises")
+    }
+}
+
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The pattern as a regex that must match the whole value.
+pub(crate) fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{pattern})$"))
+}
+
+/// Checks one value against its argument's rules; the error is the broken rule, phrased to
+/// follow the value ("must be an integer").
+pub(crate) fn check_value(spec: &ArgSpec, value: &str) -> Result<(), String> {
+    match spec.arg_type {
+        StoredArgType::Int => value
+            .parse::<i64>()
+            .map(drop)
+            .map_err(|_| "must be a whole number (INT)".to_owned()),
+        StoredArgType::Bool => match value {
+            "true" | "false" => Ok(()),
+            _ => Err("must be true or false (BOOL)".to_owned()),
+        },
+        StoredArgType::Enum => {
+            if spec.values.iter().any(|allowed| allowed == value) {
+                Ok(())
+            } else {
+                Err(format!("must be one of {} (ENUM)", spec.values.join(", ")))
+            }
+        }
+        StoredArgType::String => match &spec.pattern {
+            Some(pattern) => match anchored(pattern) {
+                Ok(regex) if regex.is_match(value) => Ok(()),
+                Ok(_) => Err(format!("must match the pattern {pattern}")),
+                Err(_) => Err(format!(
+                    "cannot be checked: the pattern {pattern} is invalid"
+                )),
+            },
+            None => Ok(()),
+        },
+    }
+}
+
+/// The proc metadata JSON of the Proctor v2 REST routes (`GET`/`POST /metadata`), with the
+/// keys in the order the Go server wrote them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyMetadata {
+    /// Proc name.
+    #[serde(default)]
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Image.
+    #[serde(default)]
+    pub image_name: String,
+    /// Declared secrets and args (documentation only in v2).
+    #[serde(default)]
+    pub env_vars: LegacyEnvVars,
+    /// Authorized groups (`null` when none).
+    #[serde(default)]
+    pub authorized_groups: Option<Vec<String>>,
+    /// Author.
+    #[serde(default)]
+    pub author: String,
+    /// Contributors.
+    #[serde(default)]
+    pub contributors: String,
+    /// Organisation.
+    #[serde(default)]
+    pub organization: String,
+}
+
+/// `env_vars` of [`LegacyMetadata`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyEnvVars {
+    /// Declared secrets.
+    #[serde(default)]
+    pub secrets: Option<Vec<LegacyVariable>>,
+    /// Declared args.
+    #[serde(default)]
+    pub args: Option<Vec<LegacyVariable>>,
+}
+
+/// A name with a description, as v2 declared args and secrets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyVariable {
+    /// Variable name.
+    #[serde(default)]
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+}
+
+impl LegacyMetadata {
+    /// The definition this metadata describes. v2 args were untyped and optional, so they
+    /// become optional STRING arguments; v2 had no command, so the proc needs an image.
+    pub fn to_definition(&self) -> ProcDefinition {
+        let non_empty = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+        ProcDefinition {
+            name: self.name.clone(),
+            description: non_empty(&self.description),
+            image: non_empty(&self.image_name),
+            command: None,
+            args: self.env_vars.args.as_ref().map(|args| {
+                args.iter()
+                    .map(|arg| ArgDefinition {
+                        name: arg.name.clone(),
+                        description: non_empty(&arg.description),
+                        ..ArgDefinition::default()
+                    })
+                    .collect()
+            }),
+            secrets: self.env_vars.secrets.as_ref().map(|secrets| {
+                secrets
+                    .iter()
+                    .map(|secret| SecretDefinition {
+                        name: secret.name.clone(),
+                        description: non_empty(&secret.description),
+                    })
+                    .collect()
+            }),
+            authorized_groups: self.authorized_groups.clone(),
+            author: non_empty(&self.author),
+            contributors: non_empty(&self.contributors),
+            organization: non_empty(&self.organization),
+            timeout_seconds: None,
+            retries: None,
+        }
+    }
+
+    /// The v2 view of a stored proc (types, rules, command and limits have no v2 field).
+    pub fn from_model(model: &proc::Model) -> Self {
+        let variables = |pairs: Vec<(String, Option<String>)>| {
+            (!pairs.is_empty()).then(|| {
+                pairs
+                    .into_iter()
+                    .map(|(name, description)| LegacyVariable {
+                        name,
+                        description: description.unwrap_or_default(),
+                    })
+                    .collect()
+            })
+        };
+        Self {
+            name: model.name.clone(),
+            description: model.description.clone().unwrap_or_default(),
+            image_name: model.image.clone().unwrap_or_default(),
+            env_vars: LegacyEnvVars {
+                secrets: variables(
+                    model
+                        .secret_specs
+                        .0
+                        .iter()
+                        .map(|s| (s.name.clone(), s.description.clone()))
+                        .collect(),
+                ),
+                args: variables(
+                    model
+                        .args
+                        .0
+                        .iter()
+                        .map(|a| (a.name.clone(), a.description.clone()))
+                        .collect(),
+                ),
+            },
+            authorized_groups: (!model.authorized_groups.0.is_empty())
+                .then(|| model.authorized_groups.0.clone()),
+            author: model.author.clone().unwrap_or_default(),
+            contributors: model.contributors.clone().unwrap_or_default(),
+            organization: model.organization.clone().unwrap_or_default(),
+        }
+    }
+}

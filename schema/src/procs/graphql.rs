@@ -1,0 +1,219 @@
+//! Proc queries, mutations and types.
+
+use async_graphql::{Context, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::definition::{ArgType, ProcDefinition};
+use super::service::{self, ProcQuery, ProcView};
+use crate::auth::{app_state, caller};
+use crate::error::{ApiError, ApiResultExt};
+use crate::secrets::SecretInfo;
+
+/// A proc as a caller sees it: everything but secret values. Callers only ever see procs they
+/// may run (administrators may run all).
+pub struct Proc {
+    view: ProcView,
+}
+
+impl From<ProcView> for Proc {
+    fn from(view: ProcView) -> Self {
+        Self { view }
+    }
+}
+
+/// One argument of a proc.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(name = "ArgSpec")]
+pub struct ArgSpecView {
+    /// Environment variable name.
+    pub name: String,
+    /// What it means.
+    pub description: Option<String>,
+    /// Value type.
+    #[graphql(name = "type")]
+    pub arg_type: ArgType,
+    /// Whether a run must supply it (unless it has a default).
+    pub required: bool,
+    /// Value used when none is supplied.
+    pub default: Option<String>,
+    /// Regular expression a STRING value must match in full.
+    pub pattern: Option<String>,
+    /// Allowed values of an ENUM argument.
+    pub values: Vec<String>,
+}
+
+#[Object]
+impl Proc {
+    /// Unique name.
+    async fn name(&self) -> &str {
+        &self.view.model.name
+    }
+    /// What it does.
+    async fn description(&self) -> Option<&str> {
+        self.view.model.description.as_deref()
+    }
+    /// Container image.
+    async fn image(&self) -> Option<&str> {
+        self.view.model.image.as_deref()
+    }
+    /// argv the local executor runs.
+    async fn command(&self) -> Option<&[String]> {
+        self.view
+            .model
+            .command
+            .as_ref()
+            .map(|argv| argv.0.as_slice())
+    }
+    /// Arguments, in declaration order.
+    async fn args(&self) -> Vec<ArgSpecView> {
+        self.view
+            .model
+            .args
+            .0
+            .iter()
+            .map(|arg| ArgSpecView {
+                name: arg.name.clone(),
+                description: arg.description.clone(),
+                arg_type: arg.arg_type.into(),
+                required: arg.required,
+                default: arg.default.clone(),
+                pattern: arg.pattern.clone(),
+                values: arg.values.clone(),
+            })
+            .collect()
+    }
+    /// Declared secrets: names, descriptions and whether each is set. Never values.
+    async fn secrets(&self) -> &[SecretInfo] {
+        &self.view.secrets
+    }
+    /// Groups whose members may run it (all of them are required); empty: any user.
+    async fn authorized_groups(&self) -> &[String] {
+        &self.view.model.authorized_groups.0
+    }
+    /// Who wrote it.
+    async fn author(&self) -> Option<&str> {
+        self.view.model.author.as_deref()
+    }
+    /// Who else worked on it.
+    async fn contributors(&self) -> Option<&str> {
+        self.view.model.contributors.as_deref()
+    }
+    /// Owning organisation.
+    async fn organization(&self) -> Option<&str> {
+        self.view.model.organization.as_deref()
+    }
+    /// Run deadline in seconds (the server default applies when null).
+    async fn timeout_seconds(&self) -> Option<i32> {
+        self.view.model.timeout_seconds
+    }
+    /// Retries after a failed attempt (the server default applies when null).
+    async fn retries(&self) -> Option<i32> {
+        self.view.model.retries
+    }
+    /// Incremented by every update.
+    async fn version(&self) -> i32 {
+        self.view.model.version
+    }
+    /// Creation time.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.view.model.created_at
+    }
+    /// Last update time.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.view.model.updated_at
+    }
+    /// The proc as a YAML proc file (what `proctor procs export` writes and `applyProcFile`
+    /// reads).
+    async fn yaml(&self) -> String {
+        ProcDefinition::from_model(&self.view.model).to_yaml()
+    }
+}
+
+/// Narrows the `procs` list.
+#[derive(InputObject, Clone, Debug, Default)]
+pub struct ProcFilter {
+    /// Case-insensitive text in the name or description.
+    pub search: Option<String>,
+    /// Only procs that list this authorized group.
+    pub group: Option<String>,
+}
+
+/// Proc queries.
+#[derive(Default)]
+pub struct ProcsQuery;
+
+#[Object]
+impl ProcsQuery {
+    /// The procs the caller may run (administrators see all), by name.
+    async fn procs(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ProcFilter>,
+    ) -> async_graphql::Result<Vec<Proc>> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let filter = filter.unwrap_or_default();
+        let query = ProcQuery {
+            search: filter.search,
+            group: filter.group,
+        };
+        let views = service::list_procs(state, &caller, &query).await.gql()?;
+        Ok(views.into_iter().map(Proc::from).collect())
+    }
+
+    /// One proc by name; null when there is none, `FORBIDDEN` when the caller may not run it.
+    async fn proc(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Option<Proc>> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        match service::get_proc(state, &caller, &name).await {
+            Ok(view) => Ok(Some(Proc::from(view))),
+            Err(ApiError::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other).gql(),
+        }
+    }
+}
+
+/// Proc mutations (administrators only).
+#[derive(Default)]
+pub struct ProcsMutation;
+
+#[Object]
+impl ProcsMutation {
+    /// Creates a proc or replaces its definition; an update bumps `version`.
+    async fn upsert_proc(
+        &self,
+        ctx: &Context<'_>,
+        input: ProcDefinition,
+    ) -> async_graphql::Result<Proc> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let view = service::upsert_proc(state, &caller, &input, "input.")
+            .await
+            .gql()?;
+        Ok(Proc::from(view))
+    }
+
+    /// Creates or replaces a proc from the text of a YAML proc file; errors name the line.
+    async fn apply_proc_file(
+        &self,
+        ctx: &Context<'_>,
+        content: String,
+    ) -> async_graphql::Result<Proc> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let definition = ProcDefinition::from_yaml("content", &content).gql()?;
+        let view = service::upsert_proc(state, &caller, &definition, "content: ")
+            .await
+            .gql()?;
+        Ok(Proc::from(view))
+    }
+
+    /// Deletes a proc with its secrets and schedules (`CONFLICT` while one of its executions
+    /// runs). Its execution history stays.
+    async fn delete_proc(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<bool> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        service::delete_proc(state, &caller, &name).await.gql()?;
+        Ok(true)
+    }
+}

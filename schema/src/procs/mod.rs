@@ -1,0 +1,11 @@
+//! Procs: the automations users share. A proc is typed (its arguments carry types and rules),
+//! declares its secrets, and names the groups allowed to run it.
+
+pub mod args;
+pub mod definition;
+mod graphql;
+pub mod service;
+
+pub use args::validate_args;
+pub use definition::{LegacyMetadata, ProcDefinition};
+pub use graphql::{Proc, ProcsMutation, ProcsQuery};

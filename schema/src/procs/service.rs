@@ -1,0 +1,223 @@
+//! Creating, updating, listing, reading and deleting procs. Shared by the GraphQL resolvers and
+//! the REST shim.
+
+use chrono::Utc;
+use proctor_entity::json::{ArgSpecs, SecretSpecs, StringList};
+use proctor_entity::values::ExecutionStatus;
+use proctor_entity::{execution, proc, secret};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, NotSet,
+    PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+};
+use serde_json::json;
+
+use super::definition::{ProcDefinition, ValidProc};
+use crate::auth::{Caller, audit};
+use crate::error::ApiError;
+use crate::secrets::service::{SecretInfo, secret_infos};
+use crate::state::AppState;
+
+/// A proc with the descriptions of its secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcView {
+    /// The stored proc.
+    pub model: proc::Model,
+    /// Its declared secrets and whether each is set.
+    pub secrets: Vec<SecretInfo>,
+}
+
+/// Narrows `procs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcQuery {
+    /// Case-insensitive text found in the name or description.
+    pub search: Option<String>,
+    /// Only procs that list this group.
+    pub group: Option<String>,
+}
+
+/// The proc named `name`, or `NOT_FOUND`.
+pub async fn find_proc<C: ConnectionTrait>(db: &C, name: &str) -> Result<proc::Model, ApiError> {
+    proc::Entity::find()
+        .filter(proc::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "proc",
+            key: name.to_owned(),
+        })
+}
+
+async fn with_secrets<C: ConnectionTrait>(
+    db: &C,
+    procs: Vec<proc::Model>,
+) -> Result<Vec<ProcView>, ApiError> {
+    let mut infos = secret_infos(db, &procs).await?;
+    Ok(procs
+        .into_iter()
+        .map(|model| ProcView {
+            secrets: infos.remove(&model.id).unwrap_or_default(),
+            model,
+        })
+        .collect())
+}
+
+/// The proc `name` if the caller may run it; `NOT_FOUND` or `FORBIDDEN` otherwise.
+pub async fn get_proc(state: &AppState, caller: &Caller, name: &str) -> Result<ProcView, ApiError> {
+    let proc = find_proc(state.db(), name).await?;
+    caller.require_may_run(&proc)?;
+    Ok(with_secrets(state.db(), vec![proc]).await?.remove(0))
+}
+
+/// The procs the caller may run (administrators: all), by name. Filtering happens here rather
+/// than in SQL because groups are a JSON list, stored differently by Postgres and SQLite, and
+/// proc catalogues are small.
+pub async fn list_procs(
+    state: &AppState,
+    caller: &Caller,
+    query: &ProcQuery,
+) -> Result<Vec<ProcView>, ApiError> {
+    let search = query.search.as_deref().map(str::to_lowercase);
+    let procs: Vec<proc::Model> = proc::Entity::find()
+        .order_by_asc(proc::Column::Name)
+        .all(state.db())
+        .await?
+        .into_iter()
+        .filter(|proc| caller.may_run(proc))
+        .filter(|proc| {
+            query
+                .group
+                .as_ref()
+                .is_none_or(|group| proc.authorized_groups.0.contains(group))
+        })
+        .filter(|proc| {
+            search.as_ref().is_none_or(|needle| {
+                proc.name.contains(needle.as_str())
+                    || proc
+                        .description
+                        .as_deref()
+                        .is_some_and(|d| d.to_lowercase().contains(needle.as_str()))
+            })
+        })
+        .collect();
+    with_secrets(state.db(), procs).await
+}
+
+/// Creates the proc or replaces its definition (administrators only). An update bumps the
+/// version; values of secrets the new definition no longer declares are deleted.
+/// `field_prefix` names where the definition came from in errors (`input.`, a file name).
+pub async fn upsert_proc(
+    state: &AppState,
+    caller: &Caller,
+    definition: &ProcDefinition,
+    field_prefix: &str,
+) -> Result<ProcView, ApiError> {
+    caller.require_admin(state, "create or change procs")?;
+    let valid = definition.validate(field_prefix)?;
+    let now = Utc::now();
+    let txn = state.db().begin().await?;
+    let existing = proc::Entity::find()
+        .filter(proc::Column::Name.eq(valid.name.as_str()))
+        .one(&txn)
+        .await?;
+    let (model, action, removed_secrets) = match existing {
+        None => {
+            let mut model = active_model(&valid);
+            model.id = NotSet;
+            model.version = Set(1);
+            model.created_at = Set(now);
+            model.updated_at = Set(now);
+            (model.insert(&txn).await?, "proc.create", Vec::new())
+        }
+        Some(current) => {
+            let declared: Vec<&str> = valid.secrets.iter().map(|s| s.name.as_str()).collect();
+            let removed: Vec<String> = current
+                .secret_specs
+                .0
+                .iter()
+                .map(|spec| spec.name.clone())
+                .filter(|name| !declared.contains(&name.as_str()))
+                .collect();
+            if !removed.is_empty() {
+                secret::Entity::delete_many()
+                    .filter(secret::Column::ProcId.eq(current.id))
+                    .filter(secret::Column::Key.is_in(removed.clone()))
+                    .exec(&txn)
+                    .await?;
+            }
+            let mut model = active_model(&valid);
+            model.id = Set(current.id);
+            model.version = Set(current.version + 1);
+            model.created_at = Set(current.created_at);
+            model.updated_at = Set(now);
+            (model.update(&txn).await?, "proc.update", removed)
+        }
+    };
+    audit::record(
+        &txn,
+        caller,
+        action,
+        "proc",
+        &model.name,
+        Some(json!({ "version": model.version, "removedSecrets": removed_secrets })),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(with_secrets(state.db(), vec![model]).await?.remove(0))
+}
+
+fn active_model(valid: &ValidProc) -> proc::ActiveModel {
+    proc::ActiveModel {
+        id: NotSet,
+        name: Set(valid.name.clone()),
+        description: Set(valid.description.clone()),
+        image: Set(valid.image.clone()),
+        command: Set(valid.command.clone().map(StringList)),
+        args: Set(ArgSpecs(valid.args.clone())),
+        secret_specs: Set(SecretSpecs(valid.secrets.clone())),
+        authorized_groups: Set(StringList(valid.authorized_groups.clone())),
+        author: Set(valid.author.clone()),
+        contributors: Set(valid.contributors.clone()),
+        organization: Set(valid.organization.clone()),
+        timeout_seconds: Set(valid.timeout_seconds),
+        retries: Set(valid.retries),
+        version: NotSet,
+        created_at: NotSet,
+        updated_at: NotSet,
+    }
+}
+
+/// Deletes the proc, its secrets and schedules (administrators only). Refused with `CONFLICT`
+/// while one of its executions has not finished; finished executions keep their history.
+pub async fn delete_proc(state: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
+    caller.require_admin(state, "delete procs")?;
+    let txn = state.db().begin().await?;
+    let proc = find_proc(&txn, name).await?;
+    let unfinished = execution::Entity::find()
+        .filter(execution::Column::ProcId.eq(proc.id))
+        .filter(execution::Column::Status.is_in([
+            ExecutionStatus::Pending,
+            ExecutionStatus::Starting,
+            ExecutionStatus::Running,
+        ]))
+        .count(&txn)
+        .await?;
+    if unfinished > 0 {
+        return Err(ApiError::Conflict(format!(
+            "proc {name:?} has {unfinished} execution(s) that have not finished; cancel them or \
+             wait, then delete it"
+        )));
+    }
+    let version = proc.version;
+    proc.into_active_model().delete(&txn).await?;
+    audit::record(
+        &txn,
+        caller,
+        "proc.delete",
+        "proc",
+        name,
+        Some(json!({ "version": version })),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}

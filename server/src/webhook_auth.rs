@@ -1,0 +1,153 @@
+//! Authentication by an external identity service (`PROCTOR_AUTH_WEBHOOK_URL`), the role the Go
+//! Proctor's Gate plugin played.
+//!
+//! Proctor POSTs `{"email": …, "token": …}` and expects `{"active": bool, "name": …,
+//! "groups": […]}`. An HTTP 401, 403 or 404 counts as "not active". Answers are reused for the
+//! cache lifetime (30 s by default), keyed by a hash of e-mail and token, so the service sees
+//! one request per caller per period however busy the caller is. Failures to reach the service
+//! are not cached.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use proctor_schema::ApiError;
+use proctor_schema::auth::tokens::hash_token;
+use proctor_schema::ports::authenticator::{Authenticator, Credentials, Principal};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Cache entries beyond which expired ones are swept.
+const CACHE_SWEEP_THRESHOLD: usize = 10_000;
+
+#[derive(Serialize)]
+struct IdentityRequest<'a> {
+    email: Option<&'a str>,
+    token: &'a str,
+}
+
+#[derive(Deserialize)]
+struct IdentityResponse {
+    active: bool,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Clone)]
+enum Answer {
+    Active(Principal),
+    Inactive,
+}
+
+/// Checks credentials with an identity service; see the module docs.
+pub struct WebhookAuthenticator {
+    client: reqwest::Client,
+    url: Url,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, Answer)>>,
+}
+
+impl WebhookAuthenticator {
+    /// An authenticator asking `url`, waiting at most `timeout`, reusing answers for `ttl`.
+    pub fn new(url: Url, ttl: Duration, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            client: reqwest::Client::builder().timeout(timeout).build()?,
+            url,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn cached(&self, key: &str) -> Option<Answer> {
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache
+            .get(key)
+            .filter(|(stored, _)| stored.elapsed() < self.ttl)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    fn remember(&self, key: String, answer: Answer) {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= CACHE_SWEEP_THRESHOLD {
+            let ttl = self.ttl;
+            cache.retain(|_, (stored, _)| stored.elapsed() < ttl);
+        }
+        cache.insert(key, (Instant::now(), answer));
+    }
+
+    async fn ask(&self, email: Option<&str>, token: &str) -> Result<Answer, ApiError> {
+        let unavailable = |message: String| {
+            ApiError::Internal(anyhow::anyhow!(
+                "identity service {} failed: {message}",
+                self.url
+            ))
+        };
+        let response = self
+            .client
+            .post(self.url.clone())
+            .json(&IdentityRequest { email, token })
+            .send()
+            .await
+            .map_err(|e| unavailable(e.without_url().to_string()))?;
+        match response.status().as_u16() {
+            200..=299 => {}
+            401 | 403 | 404 => return Ok(Answer::Inactive),
+            status => return Err(unavailable(format!("HTTP {status}"))),
+        }
+        let identity: IdentityResponse = response
+            .json()
+            .await
+            .map_err(|e| unavailable(format!("unexpected answer: {}", e.without_url())))?;
+        Ok(if identity.active {
+            Answer::Active(Principal {
+                email: email.map(str::to_owned),
+                name: identity.name,
+                groups: identity.groups,
+            })
+        } else {
+            Answer::Inactive
+        })
+    }
+}
+
+#[async_trait]
+impl Authenticator for WebhookAuthenticator {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Principal>, ApiError> {
+        let Some(token) = credentials
+            .bearer_token
+            .as_deref()
+            .or(credentials.access_token.as_deref())
+        else {
+            return Ok(None);
+        };
+        let email = credentials.email.as_deref().map(str::trim);
+        let key = hash_token(&format!("{}\0{token}", email.unwrap_or_default()));
+        let answer = match self.cached(&key) {
+            Some(answer) => answer,
+            None => {
+                let answer = self.ask(email, token).await?;
+                self.remember(key, answer.clone());
+                answer
+            }
+        };
+        match answer {
+            Answer::Active(principal) => Ok(Some(principal)),
+            Answer::Inactive => Err(ApiError::Unauthenticated(
+                "the identity service did not accept these credentials".to_owned(),
+            )),
+        }
+    }
+}
