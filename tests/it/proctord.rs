@@ -75,6 +75,13 @@ fn the_embedded_default_serves_from_an_empty_directory_and_stops_on_sigterm() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700, "the data directory is private");
+        let key_file = directory.path().join(".proctor").join("secret.key");
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the generated secret key file is private"
+        );
     }
 
     let stderr_before_stop = server.stderr();

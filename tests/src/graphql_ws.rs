@@ -42,8 +42,24 @@ impl WsClient {
     /// Connects, sends `connection_init` with `payload` and waits for `connection_ack`.
     ///
     /// # Panics
-    /// On any protocol failure; this is a test helper.
+    /// On any protocol failure, including a refused `connection_init`; this is a test helper.
     pub async fn connect(url: &str, protocol: Protocol, payload: Value) -> Self {
+        match Self::try_connect(url, protocol, payload).await {
+            Ok(client) => client,
+            Err(refusal) => panic!("connection_init was refused: {refusal}"),
+        }
+    }
+
+    /// Like [`WsClient::connect`], but returns what the server answered instead of
+    /// `connection_ack` (an error message or a close frame) as `Err`.
+    ///
+    /// # Panics
+    /// When the handshake itself fails.
+    pub async fn try_connect(
+        url: &str,
+        protocol: Protocol,
+        payload: Value,
+    ) -> Result<Self, String> {
         let mut request = url.into_client_request().expect("websocket URL");
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
@@ -64,12 +80,21 @@ impl WsClient {
         client
             .send(json!({ "type": "connection_init", "payload": payload }))
             .await;
-        let ack = client.next_message().await;
-        assert_eq!(
-            ack["type"], "connection_ack",
-            "unexpected reply to connection_init: {ack}"
-        );
-        client
+        let reply = tokio::time::timeout(MESSAGE_TIMEOUT, client.socket.next())
+            .await
+            .map_err(|_| "no reply to connection_init".to_owned())?;
+        match reply {
+            Some(Ok(Message::Text(text))) => {
+                let message: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                if message["type"] == "connection_ack" {
+                    Ok(client)
+                } else {
+                    Err(message.to_string())
+                }
+            }
+            Some(Ok(Message::Close(frame))) => Err(format!("closed: {frame:?}")),
+            other => Err(format!("unexpected reply: {other:?}")),
+        }
     }
 
     async fn send(&mut self, message: Value) {

@@ -2,6 +2,10 @@
 
 use std::net::SocketAddr;
 
+use proctor_schema::auth::tokens::{self, TokenRequest};
+use proctor_schema::auth::{Caller, RequestAuth};
+use proctor_schema::ports::authenticator::Credentials;
+use proctor_schema::{AppState, ProctorSchema};
 use proctor_server::config::RedisSettings;
 use proctor_server::{Server, Settings};
 use serde_json::{Value, json};
@@ -97,6 +101,8 @@ impl TestAppBuilder {
             .await
             .unwrap_or_else(|e| panic!("test server failed to start: {e}"));
         let address = server.local_addr();
+        let state = server.state().clone();
+        let schema = server.schema().clone();
         let (shutdown, shutdown_received) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             // A dropped sender (the TestApp went away) also means stop.
@@ -105,6 +111,8 @@ impl TestAppBuilder {
         Some(TestApp {
             address,
             settings,
+            state,
+            schema,
             http: crate::infra::http_client(),
             shutdown: Some(shutdown),
             task: Some(task),
@@ -130,6 +138,10 @@ pub struct TestApp {
     pub address: SocketAddr,
     /// The settings it was started with.
     pub settings: Settings,
+    /// The application state (database, keyring, …) for direct checks.
+    pub state: AppState,
+    /// The schema, for in-process execution without HTTP.
+    pub schema: ProctorSchema,
     /// A plain HTTP client.
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -177,6 +189,65 @@ impl TestApp {
             .json()
             .await
             .expect("GraphQL answers JSON")
+    }
+
+    /// Posts a GraphQL operation with `Authorization: Bearer <token>`.
+    pub async fn graphql_as(&self, token: &str, query: &str, variables: Value) -> Value {
+        self.graphql_with(
+            &[("Authorization", &format!("Bearer {token}"))],
+            query,
+            variables,
+        )
+        .await
+    }
+
+    /// Posts a GraphQL operation with the given extra headers.
+    pub async fn graphql_with(
+        &self,
+        headers: &[(&str, &str)],
+        query: &str,
+        variables: Value,
+    ) -> Value {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+            .send()
+            .await
+            .expect("POST /graphql")
+            .json()
+            .await
+            .expect("GraphQL answers JSON")
+    }
+
+    /// Runs a GraphQL operation in-process (no HTTP) with `credentials` and returns the
+    /// response as JSON.
+    pub async fn execute(&self, credentials: Credentials, query: &str, variables: Value) -> Value {
+        let request = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables))
+            .data(RequestAuth::new(credentials));
+        serde_json::to_value(self.schema.execute(request).await).expect("responses serialise")
+    }
+
+    /// Issues an API token directly through the domain service (as `proctord users add`
+    /// would), for tests that need users.
+    pub async fn issue_token(&self, email: &str, groups: &[&str], admin: bool) -> String {
+        tokens::issue_token(
+            self.state.db(),
+            &Caller::system("test"),
+            self.state.admin_groups(),
+            TokenRequest {
+                email: email.to_owned(),
+                groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
+                admin: Some(admin),
+            },
+        )
+        .await
+        .expect("issue a token")
     }
 
     /// Stops the server gracefully and returns how serving ended.

@@ -647,3 +647,111 @@ impl LegacyMetadata {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use proctor_entity::json::{ArgSpecs, SecretSpecs, StringList};
+
+    use super::*;
+
+    fn stored(valid: &ValidProc) -> proc::Model {
+        proc::Model {
+            id: 7,
+            name: valid.name.clone(),
+            description: valid.description.clone(),
+            image: valid.image.clone(),
+            command: valid.command.clone().map(StringList),
+            args: ArgSpecs(valid.args.clone()),
+            secret_specs: SecretSpecs(valid.secrets.clone()),
+            authorized_groups: StringList(valid.authorized_groups.clone()),
+            author: valid.author.clone(),
+            contributors: valid.contributors.clone(),
+            organization: valid.organization.clone(),
+            timeout_seconds: valid.timeout_seconds,
+            retries: valid.retries,
+            version: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    const LEGACY: &str = r#"{"name":"echo-worker","description":"This procs will echo your name","image_name":"walbertusd/echo-worker","env_vars":{"secrets":[{"name":"SECRET_NAME","description":"My other secret name"}],"args":[{"name":"NAME","description":"Name to be echoed"}]},"authorized_groups":["my-group"],"author":"Dembo","contributors":"Dembo","organization":"GoJek"}"#;
+
+    #[test]
+    fn legacy_metadata_maps_to_the_model_and_back_byte_for_byte() {
+        let metadata: LegacyMetadata = serde_json::from_str(LEGACY).unwrap();
+        let definition = metadata.to_definition();
+        assert_eq!(definition.image.as_deref(), Some("walbertusd/echo-worker"));
+        let valid = definition.validate("").unwrap();
+        assert_eq!(valid.args[0].arg_type, StoredArgType::String);
+        assert!(!valid.args[0].required, "v2 args were optional");
+        let back = LegacyMetadata::from_model(&stored(&valid));
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            LEGACY,
+            "same keys, same order"
+        );
+    }
+
+    #[test]
+    fn legacy_metadata_with_missing_fields_gets_v2_zero_values() {
+        let metadata: LegacyMetadata =
+            serde_json::from_str(r#"{"name":"x","image_name":"img","extra":1}"#).unwrap();
+        let back =
+            LegacyMetadata::from_model(&stored(&metadata.to_definition().validate("").unwrap()));
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::json!({
+                "name": "x", "description": "", "image_name": "img",
+                "env_vars": { "secrets": null, "args": null },
+                "authorized_groups": null, "author": "", "contributors": "", "organization": ""
+            })
+        );
+    }
+
+    #[test]
+    fn a_yaml_file_round_trips_through_the_model() {
+        let yaml = "\
+name: report
+description: Mails the weekly report
+command:
+- python3
+- report.py
+args:
+- name: WEEK
+  type: int
+  required: true
+- name: FORMAT
+  type: enum
+  default: pdf
+  values:
+  - pdf
+  - html
+secrets:
+- name: SMTP_PASSWORD
+  description: mail server
+authorizedGroups:
+- reporting
+timeoutSeconds: 300
+retries: 2
+";
+        let definition = ProcDefinition::from_yaml("report.yaml", yaml).unwrap();
+        let model = stored(&definition.validate("report.yaml: ").unwrap());
+        let exported = ProcDefinition::from_model(&model);
+        assert_eq!(exported, definition);
+        assert_eq!(exported.to_yaml(), yaml);
+    }
+
+    #[test]
+    fn yaml_errors_name_the_file_line_and_column() {
+        let error =
+            ProcDefinition::from_yaml("p.yaml", "name: x\ncommand: [true]\nretries: many\n")
+                .unwrap_err();
+        let ApiError::BadUserInput { field, message } = error else {
+            panic!("expected BAD_USER_INPUT");
+        };
+        assert_eq!(field, "p.yaml:3:10");
+        assert!(message.contains("retries"), "{message}");
+    }
+}

@@ -3,6 +3,9 @@
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use proctor_entity::json::ArgValue;
+
+use super::args::validate_args;
 use super::definition::{ArgType, ProcDefinition};
 use super::service::{self, ProcQuery, ProcView};
 use crate::auth::{app_state, caller};
@@ -129,6 +132,44 @@ impl Proc {
     }
 }
 
+/// One argument value given for a run.
+#[derive(InputObject, Clone, Debug)]
+pub struct ArgInput {
+    /// Argument name.
+    pub name: String,
+    /// Value (converted and checked by the argument's type and rules).
+    pub value: String,
+}
+
+/// One argument value of a run, after defaults were applied.
+#[derive(SimpleObject, Clone, Debug, PartialEq, Eq)]
+pub struct Arg {
+    /// Argument name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+}
+
+impl From<ArgValue> for Arg {
+    fn from(value: ArgValue) -> Self {
+        Self {
+            name: value.name,
+            value: value.value,
+        }
+    }
+}
+
+/// Converts GraphQL argument inputs to stored argument values.
+pub fn arg_values(args: Option<Vec<ArgInput>>) -> Vec<ArgValue> {
+    args.unwrap_or_default()
+        .into_iter()
+        .map(|arg| ArgValue {
+            name: arg.name,
+            value: arg.value,
+        })
+        .collect()
+}
+
 /// Narrows the `procs` list.
 #[derive(InputObject, Clone, Debug, Default)]
 pub struct ProcFilter {
@@ -159,6 +200,21 @@ impl ProcsQuery {
         };
         let views = service::list_procs(state, &caller, &query).await.gql()?;
         Ok(views.into_iter().map(Proc::from).collect())
+    }
+
+    /// Checks argument values for a run of `proc` without running it, and returns what the
+    /// run would get (defaults filled in). `BAD_USER_INPUT` names the argument and the rule.
+    async fn validate_args(
+        &self,
+        ctx: &Context<'_>,
+        proc: String,
+        args: Option<Vec<ArgInput>>,
+    ) -> async_graphql::Result<Vec<Arg>> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let view = service::get_proc(state, &caller, &proc).await.gql()?;
+        let resolved = validate_args(&view.model, &arg_values(args)).gql()?;
+        Ok(resolved.into_iter().map(Arg::from).collect())
     }
 
     /// One proc by name; null when there is none, `FORBIDDEN` when the caller may not run it.

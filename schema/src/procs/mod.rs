@@ -8,4 +8,4 @@ pub mod service;
 
 pub use args::validate_args;
 pub use definition::{LegacyMetadata, ProcDefinition};
-pub use graphql::{Proc, ProcsMutation, ProcsQuery};
+pub use graphql::{Arg, ArgInput, Proc, ProcsMutation, ProcsQuery, arg_values};

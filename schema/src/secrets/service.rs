@@ -220,6 +220,15 @@ pub async fn delete_secret(
     Ok(deleted > 0)
 }
 
+/// The value of one stored secret. Never log it.
+pub fn decrypt(keyring: &Keyring, row: &secret::Model) -> Result<String, ApiError> {
+    let plaintext = keyring
+        .open(&context(row.proc_id, &row.key), &sealed(row))
+        .map_err(key_error)?;
+    String::from_utf8(plaintext)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("secret {} is not UTF-8", row.key)))
+}
+
 /// The decrypted values of `proc`'s secrets, for the environment of a run. Never log them.
 pub async fn secret_values(
     state: &AppState,
@@ -230,16 +239,7 @@ pub async fn secret_values(
         .all(state.db())
         .await?;
     rows.iter()
-        .map(|row| {
-            let plaintext = state
-                .keyring()
-                .open(&context(proc.id, &row.key), &sealed(row))
-                .map_err(key_error)?;
-            let value = String::from_utf8(plaintext).map_err(|_| {
-                ApiError::Internal(anyhow::anyhow!("secret {} is not UTF-8", row.key))
-            })?;
-            Ok((row.key.clone(), value))
-        })
+        .map(|row| Ok((row.key.clone(), decrypt(state.keyring(), row)?)))
         .collect()
 }
 
@@ -258,9 +258,10 @@ pub async fn reencrypt_all(
         .await?;
     let now = Utc::now();
     for row in &rows {
-        let context = context(row.proc_id, &row.key);
-        let plaintext = keyring.open(&context, &sealed(row)).map_err(key_error)?;
-        let resealed = keyring.seal(&context, &plaintext).map_err(key_error)?;
+        let value = decrypt(keyring, row)?;
+        let resealed = keyring
+            .seal(&context(row.proc_id, &row.key), value.as_bytes())
+            .map_err(key_error)?;
         let mut updated = row.clone().into_active_model();
         updated.key_id = Set(resealed.key_id);
         updated.ciphertext = Set(resealed.ciphertext);
