@@ -126,11 +126,7 @@ impl Authenticator for WebhookAuthenticator {
     }
 
     async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Principal>, ApiError> {
-        let Some(token) = credentials
-            .bearer_token
-            .as_deref()
-            .or(credentials.access_token.as_deref())
-        else {
+        let Some(token) = credentials.token() else {
             return Ok(None);
         };
         let email = credentials.email.as_deref().map(str::trim);

@@ -266,11 +266,7 @@ impl Authenticator for BuiltinAuthenticator {
     }
 
     async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Principal>, ApiError> {
-        let Some(token) = credentials
-            .bearer_token
-            .as_deref()
-            .or(credentials.access_token.as_deref())
-        else {
+        let Some(token) = credentials.token() else {
             return Ok(None);
         };
         let invalid = || ApiError::Unauthenticated("invalid or revoked token".to_owned());

@@ -30,9 +30,12 @@ impl fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Whether any token was presented (an e-mail alone proves nothing).
-    pub fn has_token(&self) -> bool {
-        self.access_token.is_some() || self.bearer_token.is_some()
+    /// The token presented, if any: the bearer token, else the legacy access token. An e-mail
+    /// alone proves nothing.
+    pub fn token(&self) -> Option<&str> {
+        self.bearer_token
+            .as_deref()
+            .or(self.access_token.as_deref())
     }
 }
 
