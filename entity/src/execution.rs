@@ -1,12 +1,14 @@
 //! `executions`: one row per run of a proc.
 
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::json::ArgValues;
 use crate::values::{ExecutionStatus, Trigger};
 
 /// One run of a proc. The id is a 64-bit integer because legacy clients parse it as a number.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+/// Serialisable because status events carry the whole row to subscribers on every replica.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "executions")]
 pub struct Model {
     /// Execution id, increasing with creation order.

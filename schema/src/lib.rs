@@ -1,6 +1,6 @@
 //! Proctor's domain and GraphQL schema.
 //!
-//! Layout: one module per domain (`system`, `auth`, `procs`, `secrets`; executions and
+//! Layout: one module per domain (`system`, `auth`, `procs`, `secrets`, `executions`;
 //! schedules follow), each owning its GraphQL types, resolvers and the service functions that the REST
 //! shim and the scheduler share; `ports` holds the traits for everything that crosses a process
 //! boundary (executors, the event bus, notifiers, authenticators) with the in-memory
@@ -11,6 +11,8 @@
 
 pub mod auth;
 pub mod error;
+pub mod executions;
+pub mod metrics;
 pub mod pagination;
 pub mod ports;
 pub mod procs;
@@ -18,7 +20,7 @@ pub mod secrets;
 pub mod state;
 pub mod system;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
 pub use error::{ApiError, ApiResultExt};
 pub use state::{AppParts, AppState, SchemaLimits};
@@ -26,7 +28,12 @@ pub use state::{AppParts, AppState, SchemaLimits};
 /// The root query type: every domain's queries merged.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(system::SystemQuery, auth::AuthQuery, procs::ProcsQuery);
+pub struct QueryRoot(
+    system::SystemQuery,
+    auth::AuthQuery,
+    procs::ProcsQuery,
+    executions::ExecutionsQuery,
+);
 
 /// The root mutation type: every domain's mutations merged.
 #[derive(MergedObject, Default)]
@@ -35,17 +42,23 @@ pub struct MutationRoot(
     procs::ProcsMutation,
     secrets::SecretsMutation,
     auth::AuthMutation,
+    executions::ExecutionsMutation,
 );
 
+/// The root subscription type: every domain's subscriptions merged.
+#[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
+pub struct SubscriptionRoot(executions::ExecutionsSubscription);
+
 /// The executable schema type served at `/graphql` and `/graphql/ws`.
-pub type ProctorSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type ProctorSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// The schema without runtime data; enough to print the SDL.
-fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot::default(),
     )
 }
 

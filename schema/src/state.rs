@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
+use crate::executions::runner::Runner;
+use crate::metrics::Metrics;
 use crate::ports::authenticator::Authenticator;
 use crate::ports::event_bus::EventBus;
 use crate::secrets::keyring::Keyring;
@@ -40,6 +42,10 @@ pub struct AppParts {
     pub keyring: Arc<Keyring>,
     /// Members of all these groups are administrators.
     pub admin_groups: Vec<String>,
+    /// Supervises runs through the configured executor.
+    pub runner: Arc<Runner>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
     /// Static facts reported by `serverInfo`.
     pub server_info: ServerInfo,
     /// GraphQL operation limits.
@@ -88,6 +94,16 @@ impl AppState {
     /// The groups that make a caller an administrator (all are required).
     pub fn admin_groups(&self) -> &[String] {
         &self.inner.admin_groups
+    }
+
+    /// The run supervisor.
+    pub fn runner(&self) -> &Arc<Runner> {
+        &self.inner.runner
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Static facts about this server.

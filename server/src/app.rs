@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use proctor_schema::auth::tokens::BuiltinAuthenticator;
+use proctor_schema::executions;
+use proctor_schema::executions::runner::Runner;
+use proctor_schema::metrics::Metrics;
 use proctor_schema::ports::authenticator::{AuthDisabled, Authenticator};
 use proctor_schema::ports::event_bus::{EventBus, InMemoryEventBus};
 use proctor_schema::secrets::keyring::Keyring;
-use proctor_schema::system::{ServerInfo, StorageBackend};
+use proctor_schema::system::{ExecutorKind, ServerInfo, StorageBackend};
 use proctor_schema::{AppParts, AppState, ProctorSchema, build_schema};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -19,6 +22,7 @@ use crate::config::{
     SecretKeys, Settings, ensure_data_dir,
 };
 use crate::database;
+use crate::local_executor::LocalExecutor;
 use crate::redis_bus::RedisEventBus;
 use crate::webhook_auth::WebhookAuthenticator;
 
@@ -54,13 +58,20 @@ impl Server {
             ensure_data_dir(sqlite_directory(path))?;
         }
         let keyring = open_keyring(&settings)?;
+        if settings.executor == ExecutorKind::Kubernetes {
+            return Err(ConfigError::new(
+                "PROCTOR_EXECUTOR (--executor)",
+                "the Kubernetes executor is not part of this build yet; use \"local\"",
+            )
+            .into());
+        }
         let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
             ConfigError::new(
                 PORT_SETTING,
                 format!("cannot listen on {}: {e}", settings.listen),
             )
         })?;
-        let db = open_database(&settings).await?;
+        let (db, fresh) = open_database(&settings).await?;
         let authenticator: Arc<dyn Authenticator> = match &settings.auth {
             AuthMode::Off => Arc::new(AuthDisabled),
             AuthMode::Builtin => Arc::new(BuiltinAuthenticator::new(db.clone())),
@@ -90,15 +101,40 @@ impl Server {
             executor: settings.executor,
             auth_enabled: settings.auth_enabled(),
         };
+        let runner = Runner::new(
+            Arc::new(LocalExecutor::new(settings.cancel_grace)),
+            settings.runs,
+        );
         let state = AppState::new(AppParts {
             db: db.clone(),
             event_bus,
             authenticator,
             keyring,
             admin_groups: settings.admin_groups.clone(),
+            runner: Arc::clone(&runner),
+            metrics: Arc::new(Metrics::new()),
             server_info,
             limits: settings.graphql_limits,
         });
+        let lost = executions::service::mark_unfinished_lost(&state)
+            .await
+            .map_err(|e| anyhow::anyhow!("ending the runs of a previous server: {e}"))?;
+        if lost > 0 {
+            tracing::warn!(
+                executions = lost,
+                "marked executions of a previous server as LOST"
+            );
+        }
+        tokio::spawn(runner.serve_cancel_requests(state.clone()));
+        if fresh
+            && settings.register_examples
+            && settings.database.backend() == StorageBackend::Sqlite
+        {
+            proctor_schema::procs::examples::register_examples(&state)
+                .await
+                .map_err(|e| anyhow::anyhow!("registering the example procs: {e}"))?;
+            tracing::info!("registered the example procs say-hello, countdown and secret-demo");
+        }
         let schema = build_schema(state.clone());
         let router = crate::routes::router(state.clone(), schema.clone(), settings.max_body_bytes);
         Ok(Self {
@@ -180,8 +216,11 @@ impl Server {
 
 /// Connects to the configured database and brings its schema up to date (always for SQLite,
 /// only with `--auto-migrate` for Postgres, where a shared database is migrated on purpose).
-/// The caller has checked the SQLite file's directory already.
-pub(crate) async fn open_database(settings: &Settings) -> Result<DatabaseConnection, StartError> {
+/// The caller has checked the SQLite file's directory already. Also says whether the database
+/// was empty (every migration was just applied).
+pub(crate) async fn open_database(
+    settings: &Settings,
+) -> Result<(DatabaseConnection, bool), StartError> {
     let db = database::connect(&settings.database, &settings.pool)
         .await
         .map_err(|e| {
@@ -191,10 +230,12 @@ pub(crate) async fn open_database(settings: &Settings) -> Result<DatabaseConnect
             )
         })?;
     let migrate = settings.database.backend() == StorageBackend::Sqlite || settings.auto_migrate;
+    let mut fresh = false;
     if migrate {
         let applied = database::migrate_up(&db)
             .await
             .with_context(|| format!("migrating {}", settings.database.redacted()))?;
+        fresh = applied.len() == database::migration_count();
         if !applied.is_empty() {
             tracing::info!(
                 migrations = ?applied,
@@ -219,7 +260,7 @@ pub(crate) async fn open_database(settings: &Settings) -> Result<DatabaseConnect
             .into());
         }
     }
-    Ok(db)
+    Ok((db, fresh))
 }
 
 /// The secret keyring: configured keys, or the key file in the data directory (created with a

@@ -185,7 +185,7 @@ async fn add_user(
     admin: bool,
 ) -> Result<(), StartError> {
     check_sqlite_directory(&settings)?;
-    let db = open_database(&settings).await?;
+    let (db, _) = open_database(&settings).await?;
     let actor = Caller::system("proctord users add");
     let token = tokens::issue_token(
         &db,
@@ -225,7 +225,7 @@ async fn add_user(
 async fn rotate_key(settings: Settings) -> Result<(), StartError> {
     check_sqlite_directory(&settings)?;
     let keyring = open_keyring(&settings)?;
-    let db = open_database(&settings).await?;
+    let (db, _) = open_database(&settings).await?;
     if keyring.is_file_based() {
         let new_id = keyring.rotate_file_key().context("rotating the key file")?;
         println!("new key {new_id} written to the key file (older keys kept for decryption)");

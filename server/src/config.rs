@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use proctor_schema::SchemaLimits;
+use proctor_schema::executions::runner::RunSettings;
 use proctor_schema::secrets::keyring::Keyring;
 use proctor_schema::system::{EventBusKind, ExecutorKind, StorageBackend};
 use url::Url;
@@ -228,6 +229,49 @@ pub struct Options {
         global = true
     )]
     pub auth_webhook_timeout_seconds: String,
+    /// Register the example procs on the first start of an empty SQLite database.
+    #[arg(
+        long,
+        env = "PROCTOR_REGISTER_EXAMPLES",
+        default_value = "true",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        global = true
+    )]
+    pub register_examples: String,
+    /// Runs at once; the rest wait as PENDING.
+    #[arg(
+        long,
+        env = "PROCTOR_MAX_PARALLEL_RUNS",
+        default_value = "16",
+        global = true
+    )]
+    pub max_parallel_runs: String,
+    /// Deadline in seconds of runs whose proc sets no timeoutSeconds.
+    #[arg(
+        long,
+        env = "PROCTOR_DEFAULT_TIMEOUT_SECONDS",
+        default_value = "3600",
+        global = true
+    )]
+    pub default_timeout_seconds: String,
+    /// Seconds between SIGTERM and SIGKILL when a local run is cancelled or times out.
+    #[arg(
+        long,
+        env = "PROCTOR_CANCEL_GRACE_SECONDS",
+        default_value = "10",
+        global = true
+    )]
+    pub cancel_grace_seconds: String,
+    /// Log lines kept per execution; later output is replaced by one marker line.
+    #[arg(
+        long,
+        env = "PROCTOR_LOG_MAX_LINES",
+        default_value = "200000",
+        global = true
+    )]
+    pub log_max_lines: String,
     /// Log line format on stderr: `text` or `json`.
     #[arg(
         long,
@@ -400,6 +444,11 @@ mod names {
     pub const PG_MAX_LIFETIME: &str =
         "PROCTOR_POSTGRES_CONNECTIONS_MAX_LIFETIME (--postgres-connections-max-lifetime)";
     pub const REDIS_ADDRESS: &str = "PROCTOR_REDIS_ADDRESS (--redis-address)";
+    pub const EXAMPLES: &str = "PROCTOR_REGISTER_EXAMPLES (--register-examples)";
+    pub const MAX_PARALLEL: &str = "PROCTOR_MAX_PARALLEL_RUNS (--max-parallel-runs)";
+    pub const DEFAULT_TIMEOUT: &str = "PROCTOR_DEFAULT_TIMEOUT_SECONDS (--default-timeout-seconds)";
+    pub const CANCEL_GRACE: &str = "PROCTOR_CANCEL_GRACE_SECONDS (--cancel-grace-seconds)";
+    pub const LOG_MAX_LINES: &str = "PROCTOR_LOG_MAX_LINES (--log-max-lines)";
     pub const SECRET_KEY: &str = "PROCTOR_SECRET_KEY (--secret-key)";
     pub const PREVIOUS_KEYS: &str = "PROCTOR_SECRET_PREVIOUS_KEYS (--secret-previous-keys)";
     pub const ADMIN_GROUP: &str = "PROCTOR_AUTH_REQUIRED_ADMIN_GROUP (--admin-group)";
@@ -546,6 +595,13 @@ pub struct Settings {
     pub admin_groups: Vec<String>,
     /// Where the secret encryption keys come from.
     pub secret_keys: SecretKeys,
+    /// Whether the example procs are registered on the first start of an empty SQLite
+    /// database.
+    pub register_examples: bool,
+    /// How runs are supervised (parallelism, default timeout, log cap).
+    pub runs: RunSettings,
+    /// Time a cancelled or timed-out local run gets between SIGTERM and SIGKILL.
+    pub cancel_grace: Duration,
     /// Whether Postgres migrations run at start-up.
     pub auto_migrate: bool,
     /// GraphQL depth and complexity limits.
@@ -578,6 +634,9 @@ impl Settings {
             auth: AuthMode::Off,
             admin_groups: vec!["proctor.admin".to_owned()],
             secret_keys: SecretKeys::File(secret_key_file),
+            register_examples: true,
+            runs: RunSettings::default(),
+            cancel_grace: Duration::from_secs(10),
             auto_migrate: false,
             graphql_limits: SchemaLimits::default(),
             max_body_bytes: 1024 * 1024,
@@ -688,6 +747,20 @@ impl Settings {
             auth,
             admin_groups,
             secret_keys,
+            register_examples: parse_bool(names::EXAMPLES, &options.register_examples)?,
+            runs: RunSettings {
+                max_parallel: parse_positive(names::MAX_PARALLEL, &options.max_parallel_runs)?,
+                default_timeout: Duration::from_secs(parse_positive(
+                    names::DEFAULT_TIMEOUT,
+                    &options.default_timeout_seconds,
+                )?),
+                log_max_lines: parse_positive(names::LOG_MAX_LINES, &options.log_max_lines)?,
+                ..RunSettings::default()
+            },
+            cancel_grace: Duration::from_secs(parse_positive(
+                names::CANCEL_GRACE,
+                &options.cancel_grace_seconds,
+            )?),
             auto_migrate: parse_bool(names::AUTO_MIGRATE, &options.auto_migrate)?,
             graphql_limits,
             max_body_bytes: parse_positive(names::MAX_BODY, &options.max_body_bytes)?,
@@ -1027,6 +1100,16 @@ mod tests {
             (&["--redis-url", "http://h:1"], "PROCTOR_REDIS_URL"),
             (&["--redis-url", "not a url"], "PROCTOR_REDIS_URL"),
             (&["--graphql-max-depth", "0"], "PROCTOR_GRAPHQL_MAX_DEPTH"),
+            (&["--max-parallel-runs", "0"], "PROCTOR_MAX_PARALLEL_RUNS"),
+            (
+                &["--default-timeout-seconds", "soon"],
+                "PROCTOR_DEFAULT_TIMEOUT_SECONDS",
+            ),
+            (
+                &["--cancel-grace-seconds=-1"],
+                "PROCTOR_CANCEL_GRACE_SECONDS",
+            ),
+            (&["--log-max-lines", "0"], "PROCTOR_LOG_MAX_LINES"),
             (
                 &["--postgres-host", "db", "--postgres-port", "x"],
                 "PROCTOR_POSTGRES_PORT",

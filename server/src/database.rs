@@ -111,6 +111,11 @@ pub async fn migration_states(db: &DatabaseConnection) -> Result<Vec<MigrationSt
         .collect())
 }
 
+/// How many migrations there are.
+pub fn migration_count() -> usize {
+    Migrator::migrations().len()
+}
+
 /// Names of the migrations not yet applied.
 pub async fn pending_migrations(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
     Ok(Migrator::get_pending_migrations(db)

@@ -43,6 +43,7 @@ pub fn router(state: AppState, schema: ProctorSchema, max_body_bytes: usize) -> 
         .route("/ping", any(|| async { "pong" }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
@@ -126,6 +127,17 @@ async fn graphql_ws(
                 })
                 .serve()
         })
+}
+
+/// Prometheus metrics in the text exposition format.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics().render(),
+    )
 }
 
 /// 200 when the database and (if configured) Redis answer; 503 naming what is down otherwise.

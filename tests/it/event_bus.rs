@@ -33,10 +33,26 @@ async fn wait_ready(bus: &RedisEventBus) {
 }
 
 fn running(execution_id: i64) -> Event {
+    let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
     Event::ExecutionStatus {
-        execution_id,
-        proc_name: "echo".into(),
-        status: ExecutionStatus::Running,
+        execution: Box::new(proctor_entity::execution::Model {
+            id: execution_id,
+            proc_id: None,
+            proc_name: "echo".into(),
+            args: proctor_entity::json::ArgValues::default(),
+            status: ExecutionStatus::Running,
+            trigger: proctor_entity::values::Trigger::Manual,
+            schedule_id: None,
+            user_email: None,
+            image: None,
+            executor_ref: Some("42".into()),
+            exit_code: None,
+            reason: None,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+            updated_at: now,
+        }),
     }
 }
 

@@ -372,7 +372,9 @@ on_both_backends!(
 fn the_rotate_key_command_rotates_the_key_file_and_every_row() {
     let directory = tempfile::tempdir().unwrap();
     let mut serve = proctord_command(directory.path());
-    serve.env("PROCTOR_APP_PORT", "0");
+    serve
+        .env("PROCTOR_APP_PORT", "0")
+        .env("PROCTOR_REGISTER_EXAMPLES", "false");
     let server = Proctord::spawn(serve);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -88,6 +88,8 @@ impl TestAppBuilder {
         settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.database = database.target().clone();
         settings.auto_migrate = true;
+        // Tests start from an empty catalogue; the examples have a test of their own.
+        settings.register_examples = false;
         settings.redis = redis.map(|url| RedisSettings {
             url: url.parse().expect("PROCTOR_TEST_REDIS_URL is a URL"),
             // Tests share one Redis; a prefix per app keeps their events apart.

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
-use proctor_entity::values::{ExecutionStatus, LogStream};
+use proctor_entity::execution;
+use proctor_entity::values::LogStream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -37,14 +38,10 @@ pub struct LogRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    /// An execution changed state.
+    /// An execution changed state; the row as committed, so subscribers need no query.
     ExecutionStatus {
-        /// The execution.
-        execution_id: i64,
-        /// Its proc, so per-proc listeners can filter without a query.
-        proc_name: String,
-        /// The new state.
-        status: ExecutionStatus,
+        /// The execution after the transition.
+        execution: Box<execution::Model>,
     },
     /// An execution produced output lines (a batch, in order).
     ExecutionLogs {
@@ -58,6 +55,11 @@ pub enum Event {
         /// The schedule.
         schedule_id: i64,
     },
+    /// Somebody asked to cancel an execution; whichever replica runs it acts.
+    CancelRequested {
+        /// The execution.
+        execution_id: i64,
+    },
 }
 
 /// What a subscriber listens to.
@@ -69,17 +71,20 @@ pub enum Topic {
     AllExecutions,
     /// Changes to any schedule (the scheduler loop listens here).
     Schedules,
+    /// Requests between replicas (cancellation).
+    Control,
 }
 
 impl Event {
     /// The topics this event is delivered on.
     pub fn topics(&self) -> Vec<Topic> {
         match self {
-            Self::ExecutionStatus { execution_id, .. } => {
-                vec![Topic::Execution(*execution_id), Topic::AllExecutions]
+            Self::ExecutionStatus { execution } => {
+                vec![Topic::Execution(execution.id), Topic::AllExecutions]
             }
             Self::ExecutionLogs { execution_id, .. } => vec![Topic::Execution(*execution_id)],
             Self::ScheduleChanged { .. } => vec![Topic::Schedules],
+            Self::CancelRequested { .. } => vec![Topic::Control],
         }
     }
 }
@@ -262,11 +267,31 @@ impl EventBus for InMemoryEventBus {
 mod tests {
     use super::*;
 
-    fn status(execution_id: i64, status: ExecutionStatus) -> Event {
+    use proctor_entity::json::ArgValues;
+    use proctor_entity::values::{ExecutionStatus, Trigger};
+
+    /// A status event for `execution_id` in `status`.
+    pub(crate) fn status(execution_id: i64, status: ExecutionStatus) -> Event {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         Event::ExecutionStatus {
-            execution_id,
-            proc_name: "echo".into(),
-            status,
+            execution: Box::new(execution::Model {
+                id: execution_id,
+                proc_id: Some(1),
+                proc_name: "echo".into(),
+                args: ArgValues::default(),
+                status,
+                trigger: Trigger::Manual,
+                schedule_id: None,
+                user_email: None,
+                image: None,
+                executor_ref: None,
+                exit_code: None,
+                reason: None,
+                created_at: now,
+                started_at: None,
+                finished_at: None,
+                updated_at: now,
+            }),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod definition;
+pub mod examples;
 mod graphql;
 pub mod service;
 

@@ -1,0 +1,452 @@
+//! Execution queries, mutations, subscriptions and types.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, Subscription};
+use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt};
+use proctor_entity::values::{self, ExecutionStatus as Status};
+use proctor_entity::{execution, execution_log, proc};
+use sea_orm::EntityTrait;
+
+use super::service::{self, ExecuteRequest, ExecutionQuery, may_read, parse_id};
+use super::stream::{follow_logs, follow_status};
+use crate::auth::{Caller, app_state, caller};
+use crate::error::{ApiError, ApiResultExt};
+use crate::pagination::{PageRequest, connection};
+use crate::ports::event_bus::{Delivery, Event, Topic};
+use crate::procs::{Arg, ArgInput, Proc, arg_values};
+use crate::state::AppState;
+
+/// Where an execution is in its life cycle.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[graphql(remote = "values::ExecutionStatus")]
+pub enum ExecutionStatus {
+    /// Stored; waiting for a free slot or the executor.
+    Pending,
+    /// The executor is creating the process or Job.
+    Starting,
+    /// Running.
+    Running,
+    /// Exited with code 0.
+    Succeeded,
+    /// Exited non-zero or failed in the executor.
+    Failed,
+    /// Killed at its deadline.
+    TimedOut,
+    /// Cancelled.
+    Cancelled,
+    /// The executor could not start it.
+    CreationFailed,
+    /// The executor lost track of it.
+    Lost,
+}
+
+/// The stable name of a status (GraphQL, metrics, messages).
+pub fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Pending => "PENDING",
+        Status::Starting => "STARTING",
+        Status::Running => "RUNNING",
+        Status::Succeeded => "SUCCEEDED",
+        Status::Failed => "FAILED",
+        Status::TimedOut => "TIMED_OUT",
+        Status::Cancelled => "CANCELLED",
+        Status::CreationFailed => "CREATION_FAILED",
+        Status::Lost => "LOST",
+    }
+}
+
+/// What started an execution.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[graphql(remote = "values::Trigger")]
+pub enum Trigger {
+    /// A person, through GraphQL or the CLI.
+    Manual,
+    /// A schedule.
+    Schedule,
+    /// A legacy REST client or script.
+    Api,
+}
+
+/// Which stream a line came from.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[graphql(remote = "values::LogStream")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// Lines Proctor adds (truncation notice, retry markers).
+    System,
+}
+
+/// One output line.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct LogLine {
+    /// Position in the execution's output, from 1 without gaps; resume after it with `afterSeq`.
+    pub seq: i64,
+    /// Which stream.
+    pub stream: LogStream,
+    /// The text, secret values masked as `***`.
+    pub line: String,
+    /// When it was read.
+    pub timestamp: DateTime<Utc>,
+}
+
+impl From<execution_log::Model> for LogLine {
+    fn from(model: execution_log::Model) -> Self {
+        Self {
+            seq: model.seq,
+            stream: model.stream.into(),
+            line: model.line,
+            timestamp: model.logged_at,
+        }
+    }
+}
+
+/// Largest `first` for `Execution.logs`.
+const MAX_LOG_PAGE: i32 = 10_000;
+
+/// One run of a proc.
+pub struct Execution(pub execution::Model);
+
+#[Object]
+impl Execution {
+    /// Execution id (a 64-bit number).
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// The proc it ran.
+    async fn proc_name(&self) -> &str {
+        &self.0.proc_name
+    }
+    /// The proc, if it still exists and the caller may see it.
+    async fn proc(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Proc>> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let Some(proc_id) = self.0.proc_id else {
+            return Ok(None);
+        };
+        match proc::Entity::find_by_id(proc_id).one(state.db()).await {
+            Ok(Some(model)) if caller.may_run(&model) => {
+                let view = crate::procs::service::get_proc(state, &caller, &model.name)
+                    .await
+                    .gql()?;
+                Ok(Some(Proc::from(view)))
+            }
+            Ok(_) => Ok(None),
+            Err(error) => Err(ApiError::from(error)).gql(),
+        }
+    }
+    /// Current state.
+    async fn status(&self) -> ExecutionStatus {
+        self.0.status.into()
+    }
+    /// The argument values it ran with (defaults included; never secrets).
+    async fn args(&self) -> Vec<Arg> {
+        self.0.args.0.iter().cloned().map(Arg::from).collect()
+    }
+    /// What started it.
+    async fn trigger(&self) -> Trigger {
+        self.0.trigger.into()
+    }
+    /// Who started it.
+    async fn user(&self) -> Option<&str> {
+        self.0.user_email.as_deref()
+    }
+    /// Exit code, once it exited.
+    async fn exit_code(&self) -> Option<i32> {
+        self.0.exit_code
+    }
+    /// Why it failed, timed out, was cancelled or lost.
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    /// The schedule that fired it.
+    async fn schedule_id(&self) -> Option<ID> {
+        self.0.schedule_id.map(|id| ID(id.to_string()))
+    }
+    /// The image it ran (Kubernetes).
+    async fn image(&self) -> Option<&str> {
+        self.0.image.as_deref()
+    }
+    /// Process id (local) or Job name (Kubernetes).
+    async fn executor_ref(&self) -> Option<&str> {
+        self.0.executor_ref.as_deref()
+    }
+    /// When it was submitted.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When it started running.
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+    /// When it ended.
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at
+    }
+    /// Stored output after `afterSeq` (default 0), at most `first` lines (default 1000,
+    /// at most 10000).
+    async fn logs(
+        &self,
+        ctx: &Context<'_>,
+        after_seq: Option<i64>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<LogLine>> {
+        let state = app_state(ctx).gql()?;
+        let first = match first {
+            None => 1_000,
+            Some(n) if (0..=MAX_LOG_PAGE).contains(&n) => n as u64,
+            Some(_) => {
+                return Err(ApiError::bad_input(
+                    "first",
+                    format!("must be between 0 and {MAX_LOG_PAGE}"),
+                ))
+                .gql();
+            }
+        };
+        let lines = service::stored_logs(state, self.0.id, after_seq.unwrap_or(0), first)
+            .await
+            .gql()?;
+        Ok(lines.into_iter().map(LogLine::from).collect())
+    }
+}
+
+/// Narrows the executions list.
+#[derive(InputObject, Clone, Debug, Default)]
+pub struct ExecutionFilter {
+    /// Only this proc.
+    pub proc: Option<String>,
+    /// Only executions in these states.
+    pub status: Option<Vec<ExecutionStatus>>,
+    /// Only executions started by this e-mail.
+    pub user: Option<String>,
+    /// Only this trigger.
+    pub trigger: Option<Trigger>,
+    /// Created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before this time.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Execution queries.
+#[derive(Default)]
+pub struct ExecutionsQuery;
+
+#[Object]
+impl ExecutionsQuery {
+    /// One execution; null when there is none, `FORBIDDEN` when the caller may not see it.
+    async fn execution(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Execution>> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let id = parse_id("id", &id).gql()?;
+        match service::get_execution(state, &caller, id).await {
+            Ok(model) => Ok(Some(Execution(model))),
+            Err(ApiError::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other).gql(),
+        }
+    }
+
+    /// The executions the caller may see, newest first.
+    async fn executions(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<ExecutionFilter>,
+    ) -> async_graphql::Result<Connection<String, Execution>> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let page = PageRequest::new(first, after).gql()?;
+        let filter = filter.unwrap_or_default();
+        let query = ExecutionQuery {
+            proc: filter.proc,
+            status: filter
+                .status
+                .map(|statuses| statuses.into_iter().map(Into::into).collect()),
+            user: filter.user,
+            trigger: filter.trigger.map(Into::into),
+            created_after: filter.created_after,
+            created_before: filter.created_before,
+        };
+        let rows = service::list_executions(state, &caller, &query, page)
+            .await
+            .gql()?;
+        Ok(connection(
+            page,
+            rows.into_iter()
+                .map(|row| (row.id, Execution(row)))
+                .collect(),
+        ))
+    }
+}
+
+/// Execution mutations.
+#[derive(Default)]
+pub struct ExecutionsMutation;
+
+#[Object]
+impl ExecutionsMutation {
+    /// Runs a proc: checks the arguments, stores the execution as PENDING and returns at once.
+    /// Follow it with the `executionStatus` and `executionLogs` subscriptions.
+    async fn execute(
+        &self,
+        ctx: &Context<'_>,
+        proc: String,
+        args: Option<Vec<ArgInput>>,
+    ) -> async_graphql::Result<Execution> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let request = ExecuteRequest {
+            proc,
+            args: arg_values(args),
+            trigger: values::Trigger::Manual,
+            schedule_id: None,
+        };
+        service::execute(state, &caller, request)
+            .await
+            .map(Execution)
+            .gql()
+    }
+
+    /// Stops an execution in any unfinished state and returns it once it has stopped (or after
+    /// a short wait); `CONFLICT` when it already ended.
+    async fn cancel_execution(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Execution> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let id = parse_id("id", &id).gql()?;
+        service::cancel_execution(state, &caller, id)
+            .await
+            .map(Execution)
+            .gql()
+    }
+}
+
+/// Live execution updates.
+#[derive(Default)]
+pub struct ExecutionsSubscription;
+
+#[Subscription]
+impl ExecutionsSubscription {
+    /// Every output line of execution `id` after `afterSeq` (default 0), exactly once and in
+    /// order, whether subscribed before, during or after the run; completes when it has ended.
+    async fn execution_logs(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        after_seq: Option<i64>,
+    ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<LogLine>>> {
+        let state = app_state(ctx).gql()?.clone();
+        let caller = caller(ctx).await.gql()?;
+        let id = parse_id("id", &id).gql()?;
+        service::get_execution(&state, &caller, id).await.gql()?;
+        let lines = follow_logs(state, id, after_seq.unwrap_or(0)).await.gql()?;
+        Ok(lines.map(|line| line.map(LogLine::from).gql()).boxed())
+    }
+
+    /// The state of execution `id` now, then each transition; completes at the final state.
+    async fn execution_status(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<Execution>>> {
+        let state = app_state(ctx).gql()?.clone();
+        let caller = caller(ctx).await.gql()?;
+        let id = parse_id("id", &id).gql()?;
+        service::get_execution(&state, &caller, id).await.gql()?;
+        let rows = follow_status(state, id).await.gql()?;
+        Ok(rows.map(|row| row.map(Execution).gql()).boxed())
+    }
+
+    /// Every state change of every execution the caller may see (of `proc`, when given).
+    async fn execution_events(
+        &self,
+        ctx: &Context<'_>,
+        proc: Option<String>,
+    ) -> async_graphql::Result<BoxStream<'static, Execution>> {
+        let state = app_state(ctx).gql()?.clone();
+        let caller = caller(ctx).await.gql()?;
+        let deliveries = state.event_bus().subscribe(Topic::AllExecutions);
+        let counted = state.metrics().subscription("executionEvents");
+        let visibility = Visibility::new(state, caller);
+        Ok(futures::stream::unfold(
+            (deliveries, visibility, proc, counted),
+            |(mut deliveries, mut visibility, proc, counted)| async move {
+                loop {
+                    let Delivery::Event(Event::ExecutionStatus { execution }) =
+                        deliveries.next().await?
+                    else {
+                        continue;
+                    };
+                    if proc
+                        .as_ref()
+                        .is_some_and(|proc| *proc != execution.proc_name)
+                    {
+                        continue;
+                    }
+                    if visibility.allows(&execution).await {
+                        return Some((
+                            Execution(*execution),
+                            (deliveries, visibility, proc, counted),
+                        ));
+                    }
+                }
+            },
+        )
+        .boxed())
+    }
+}
+
+/// How long a subscription trusts what it learned about a proc's groups.
+const VISIBILITY_TTL: Duration = Duration::from_secs(30);
+
+/// Which executions a subscriber may see, remembering proc access for a while.
+struct Visibility {
+    state: AppState,
+    caller: Caller,
+    procs: HashMap<i64, (Instant, Option<proc::Model>)>,
+}
+
+impl Visibility {
+    fn new(state: AppState, caller: Caller) -> Self {
+        Self {
+            state,
+            caller,
+            procs: HashMap::new(),
+        }
+    }
+
+    async fn allows(&mut self, execution: &execution::Model) -> bool {
+        if self.caller.admin {
+            return true;
+        }
+        let proc = match execution.proc_id {
+            None => None,
+            Some(proc_id) => match self.procs.get(&proc_id) {
+                Some((read_at, proc)) if read_at.elapsed() < VISIBILITY_TTL => proc.clone(),
+                _ => {
+                    let proc = proc::Entity::find_by_id(proc_id)
+                        .one(self.state.db())
+                        .await
+                        .ok()
+                        .flatten();
+                    self.procs.insert(proc_id, (Instant::now(), proc.clone()));
+                    proc
+                }
+            },
+        };
+        may_read(&self.caller, execution, proc.as_ref())
+    }
+}

@@ -1,0 +1,269 @@
+//! Following an execution live: its log lines (every line exactly once, in order) and its
+//! state (the current one, then each transition).
+//!
+//! The algorithm, for logs:
+//! 1. subscribe to the execution's topic on the event bus **before** reading anything, so no
+//!    line published from now on can be missed;
+//! 2. read the state, then the stored lines after `afterSeq`, and deliver them; if the state
+//!    read was final, those are all the lines (the runner stores the final state only after
+//!    the last line), and the stream completes;
+//! 3. otherwise deliver live batches: lines at or below the last delivered `seq` are
+//!    duplicates of what the database already gave and are skipped; a line beyond the next
+//!    `seq` means something was lost on the way (a slow subscriber, a Redis outage), so the
+//!    gap is filled from the database (lines are stored before they are published);
+//! 4. a final state, a "missed events" notice or the periodic safety check re-reads the
+//!    database; a final state there ends the stream after the last stored line.
+//!
+//! The safety check covers the one thing the bus cannot signal: an event lost while Redis was
+//! away and nothing published since.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, StreamExt};
+use proctor_entity::values::ExecutionStatus;
+use proctor_entity::{execution, execution_log};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use tokio::time::Interval;
+
+use crate::error::ApiError;
+use crate::metrics::SubscriptionGuard;
+use crate::ports::event_bus::{Delivery, DeliveryStream, Event, Topic};
+use crate::state::AppState;
+
+/// Lines read from the database at a time while catching up.
+const PAGE: u64 = 1_000;
+/// How often a quiet subscription checks the database on its own.
+const SAFETY_CHECK: Duration = Duration::from_secs(5);
+
+/// How far along an execution is; transitions only go up.
+pub fn rank(status: ExecutionStatus) -> u8 {
+    match status {
+        ExecutionStatus::Pending => 0,
+        ExecutionStatus::Starting => 1,
+        ExecutionStatus::Running => 2,
+        _ => 3,
+    }
+}
+
+fn safety_check() -> Interval {
+    // The first check is one period away: the follower has just read the database.
+    let mut interval =
+        tokio::time::interval_at(tokio::time::Instant::now() + SAFETY_CHECK, SAFETY_CHECK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+async fn load(state: &AppState, id: i64) -> Result<execution::Model, ApiError> {
+    execution::Entity::find_by_id(id)
+        .one(state.db())
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "execution",
+            key: id.to_string(),
+        })
+}
+
+/// Delivers an execution's log lines after `after_seq`; see the module docs.
+struct LogFollower {
+    state: AppState,
+    id: i64,
+    last: i64,
+    deliveries: DeliveryStream,
+    pending: VecDeque<execution_log::Model>,
+    /// The database may hold more lines after `last` than were read (a full page was read).
+    behind: bool,
+    /// The execution reached a final state: deliver what is left, then complete.
+    ending: bool,
+    check: Interval,
+    _counted: SubscriptionGuard,
+}
+
+impl LogFollower {
+    /// Reads the next page of stored lines after `last`.
+    async fn read_page(&mut self) -> Result<(), ApiError> {
+        let page = execution_log::Entity::find()
+            .filter(execution_log::Column::ExecutionId.eq(self.id))
+            .filter(execution_log::Column::Seq.gt(self.last))
+            .order_by_asc(execution_log::Column::Seq)
+            .limit(PAGE)
+            .all(self.state.db())
+            .await?;
+        self.behind = page.len() as u64 == PAGE;
+        if let Some(newest) = page.last() {
+            self.last = newest.seq;
+        }
+        self.pending.extend(page);
+        Ok(())
+    }
+
+    /// Re-reads the state: a final one means the stream ends after the stored lines.
+    async fn check_state(&mut self) -> Result<(), ApiError> {
+        if load(&self.state, self.id).await?.status.is_final() {
+            self.ending = true;
+        }
+        // Whatever happened, the database now has at least everything published so far.
+        self.read_page().await
+    }
+
+    fn accept(&mut self, lines: Vec<crate::ports::event_bus::LogRecord>) -> bool {
+        for record in lines {
+            if record.seq <= self.last {
+                continue; // Already delivered from the database.
+            }
+            if record.seq != self.last + 1 {
+                return false; // A gap: something was lost on the way.
+            }
+            self.last = record.seq;
+            self.pending.push_back(execution_log::Model {
+                execution_id: self.id,
+                seq: record.seq,
+                stream: record.stream,
+                line: record.line,
+                logged_at: record.logged_at,
+            });
+        }
+        true
+    }
+
+    async fn next(&mut self) -> Option<Result<execution_log::Model, ApiError>> {
+        loop {
+            if let Some(line) = self.pending.pop_front() {
+                return Some(Ok(line));
+            }
+            if self.behind || self.ending {
+                if let Err(error) = self.read_page().await {
+                    return Some(Err(error));
+                }
+                if self.pending.is_empty() && self.ending {
+                    return None;
+                }
+                continue;
+            }
+            let outcome = tokio::select! {
+                delivery = self.deliveries.next() => match delivery {
+                    Some(Delivery::Event(Event::ExecutionLogs { lines, .. })) => {
+                        if self.accept(lines) { Ok(()) } else { self.read_page().await }
+                    }
+                    Some(Delivery::Event(Event::ExecutionStatus { execution })) => {
+                        if execution.status.is_final() {
+                            self.ending = true;
+                        }
+                        Ok(())
+                    }
+                    Some(Delivery::Event(_)) => Ok(()),
+                    Some(Delivery::Missed(_)) => self.check_state().await,
+                    // The bus closed (the server is stopping): end; the client resumes with afterSeq.
+                    None => return None,
+                },
+                _ = self.check.tick() => self.check_state().await,
+            };
+            if let Err(error) = outcome {
+                return Some(Err(error));
+            }
+        }
+    }
+}
+
+/// The log lines of execution `id` after `after_seq`, live until the execution ends.
+pub async fn follow_logs(
+    state: AppState,
+    id: i64,
+    after_seq: i64,
+) -> Result<BoxStream<'static, Result<execution_log::Model, ApiError>>, ApiError> {
+    let deliveries = state.event_bus().subscribe(Topic::Execution(id));
+    let mut follower = LogFollower {
+        id,
+        last: after_seq.max(0),
+        deliveries,
+        pending: VecDeque::new(),
+        behind: false,
+        ending: false,
+        check: safety_check(),
+        _counted: state.metrics().subscription("executionLogs"),
+        state,
+    };
+    follower.check_state().await?;
+    Ok(
+        futures::stream::unfold(follower, |mut follower| async move {
+            follower.next().await.map(|item| (item, follower))
+        })
+        .boxed(),
+    )
+}
+
+/// Delivers an execution's state, then each later one.
+struct StatusFollower {
+    state: AppState,
+    id: i64,
+    last_rank: Option<u8>,
+    deliveries: DeliveryStream,
+    pending: VecDeque<execution::Model>,
+    done: bool,
+    check: Interval,
+    _counted: SubscriptionGuard,
+}
+
+impl StatusFollower {
+    fn offer(&mut self, row: execution::Model) {
+        let rank = rank(row.status);
+        if self.last_rank.is_some_and(|last| rank <= last) {
+            return;
+        }
+        self.last_rank = Some(rank);
+        self.pending.push_back(row);
+    }
+
+    async fn next(&mut self) -> Option<Result<execution::Model, ApiError>> {
+        loop {
+            if let Some(row) = self.pending.pop_front() {
+                self.done = row.status.is_final();
+                return Some(Ok(row));
+            }
+            if self.done {
+                return None;
+            }
+            tokio::select! {
+                delivery = self.deliveries.next() => match delivery {
+                    Some(Delivery::Event(Event::ExecutionStatus { execution })) => self.offer(*execution),
+                    Some(Delivery::Event(_)) => {}
+                    Some(Delivery::Missed(_)) => match load(&self.state, self.id).await {
+                        Ok(row) => self.offer(row),
+                        Err(error) => return Some(Err(error)),
+                    },
+                    None => return None,
+                },
+                _ = self.check.tick() => match load(&self.state, self.id).await {
+                    Ok(row) => self.offer(row),
+                    Err(error) => return Some(Err(error)),
+                },
+            }
+        }
+    }
+}
+
+/// The current state of execution `id`, then each transition; ends at the final state.
+pub async fn follow_status(
+    state: AppState,
+    id: i64,
+) -> Result<BoxStream<'static, Result<execution::Model, ApiError>>, ApiError> {
+    let deliveries = state.event_bus().subscribe(Topic::Execution(id));
+    let current = load(&state, id).await?;
+    let mut follower = StatusFollower {
+        id,
+        last_rank: None,
+        deliveries,
+        pending: VecDeque::new(),
+        done: false,
+        check: safety_check(),
+        _counted: state.metrics().subscription("executionStatus"),
+        state,
+    };
+    follower.offer(current);
+    Ok(
+        futures::stream::unfold(follower, |mut follower| async move {
+            follower.next().await.map(|item| (item, follower))
+        })
+        .boxed(),
+    )
+}

@@ -1,0 +1,315 @@
+//! The local-process executor: runs a proc's `command` on this machine.
+//!
+//! - The process gets a clean environment: the run's variables plus `PATH`, `HOME`, `LANG`,
+//!   `LC_ALL`, `TZ` and `TMPDIR` from `proctord`, never `proctord`'s own settings (database
+//!   URLs, keys).
+//! - It runs in its own process group, so a timeout or a cancel reaches everything it started:
+//!   SIGTERM to the group, SIGKILL after the grace period. When the main process ends, anything
+//!   left in its group is killed too, as a container's end would.
+//! - stdout and stderr are read line by line; a line without a newline for 1 MiB is emitted in
+//!   pieces (on a character boundary) so memory stays bounded.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use proctor_entity::values::LogStream;
+use proctor_schema::ports::executor::{Executor, ExecutorError, RunEvent, RunEvents, RunSpec};
+use proctor_schema::system::ExecutorKind;
+use rustix::process::{Pid, Signal, kill_process_group};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+
+/// Longest piece of a line read at once.
+const MAX_CHUNK: usize = 1024 * 1024;
+/// Events buffered between the process and the runner; a slow runner slows the process down
+/// (its pipe fills) rather than growing memory.
+const EVENT_BUFFER: usize = 1024;
+/// How long output is drained after the process group was killed.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Variables passed through from `proctord`'s own environment.
+const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+/// `PATH` when `proctord` has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Runs procs as local processes; see the module docs.
+pub struct LocalExecutor {
+    grace: Duration,
+    runs: Arc<Mutex<HashMap<i64, watch::Sender<bool>>>>,
+}
+
+impl LocalExecutor {
+    /// An executor giving cancelled and timed-out runs `grace` between SIGTERM and SIGKILL.
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            runs: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Local
+    }
+
+    async fn start(&self, spec: RunSpec) -> Result<RunEvents, ExecutorError> {
+        let argv = spec
+            .command
+            .as_deref()
+            .filter(|argv| !argv.is_empty())
+            .ok_or_else(|| {
+                ExecutorError::Start(
+                    "the proc has no command, and the local executor runs commands (set \
+                     `command`, or use the Kubernetes executor for image-only procs)"
+                        .to_owned(),
+                )
+            })?;
+        let mut command = Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        for name in INHERITED {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            } else if *name == "PATH" {
+                command.env(name, DEFAULT_PATH);
+            }
+        }
+        for (name, value) in &spec.env {
+            command.env(name, value.expose());
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| ExecutorError::Start(format!("cannot start {:?}: {e}", argv[0])))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| ExecutorError::Start("the process ended before it started".into()))?;
+
+        let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+        let (cancel, cancelled) = watch::channel(false);
+        lock(&self.runs).insert(spec.execution_id, cancel);
+        // The channel has room: the runner sees Started before any output.
+        let _ = events.try_send(RunEvent::Started {
+            executor_ref: pid.to_string(),
+        });
+        let runs = Arc::clone(&self.runs);
+        let grace = self.grace;
+        tokio::spawn(async move {
+            supervise(child, pid, spec.timeout, grace, cancelled, events).await;
+            lock(&runs).remove(&spec.execution_id);
+        });
+        Ok(
+            futures::stream::unfold(receiver, |mut receiver| async move {
+                receiver.recv().await.map(|event| (event, receiver))
+            })
+            .boxed(),
+        )
+    }
+
+    async fn cancel(&self, execution_id: i64, _executor_ref: &str) -> Result<(), ExecutorError> {
+        match lock(&self.runs).get(&execution_id) {
+            Some(cancel) => {
+                cancel.send_replace(true);
+                Ok(())
+            }
+            None => Err(ExecutorError::NotFound(format!(
+                "execution {execution_id} is not running here"
+            ))),
+        }
+    }
+
+    async fn reattach(
+        &self,
+        execution_id: i64,
+        _executor_ref: &str,
+    ) -> Result<RunEvents, ExecutorError> {
+        Err(ExecutorError::NotFound(format!(
+            "execution {execution_id}: local processes cannot be re-attached after a restart"
+        )))
+    }
+}
+
+/// Why a run is ending.
+enum Ending {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TimedOut,
+    Cancelled,
+}
+
+async fn supervise(
+    mut child: Child,
+    pid: u32,
+    timeout: Duration,
+    grace: Duration,
+    mut cancelled: watch::Receiver<bool>,
+    events: mpsc::Sender<RunEvent>,
+) {
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|out| tokio::spawn(read_lines(out, LogStream::Stdout, events.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|err| tokio::spawn(read_lines(err, LogStream::Stderr, events.clone()))),
+    ];
+    let ending = tokio::select! {
+        status = child.wait() => Ending::Exited(status),
+        () = tokio::time::sleep(timeout) => Ending::TimedOut,
+        _ = cancelled.wait_for(|cancel| *cancel) => Ending::Cancelled,
+    };
+    if !matches!(ending, Ending::Exited(_)) {
+        signal_group(pid, Signal::TERM);
+        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            signal_group(pid, Signal::KILL);
+            let _ = child.wait().await;
+        }
+    }
+    // Whatever the main process left behind in its group ends with it.
+    signal_group(pid, Signal::KILL);
+    for reader in readers.into_iter().flatten() {
+        let abort = reader.abort_handle();
+        if tokio::time::timeout(DRAIN_LIMIT, reader).await.is_err() {
+            abort.abort();
+        }
+    }
+    let last = match ending {
+        Ending::TimedOut => RunEvent::TimedOut,
+        Ending::Cancelled => RunEvent::Cancelled,
+        Ending::Exited(Ok(status)) => match status.code() {
+            Some(code) => RunEvent::Exited { code },
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                RunEvent::Failed {
+                    reason: format!("killed by signal {}", status.signal().unwrap_or_default()),
+                }
+            }
+        },
+        Ending::Exited(Err(error)) => RunEvent::Lost {
+            reason: format!("cannot wait for the process: {error}"),
+        },
+    };
+    let _ = events.send(last).await;
+}
+
+/// Sends `signal` to the process group `pid` leads; a group that is already gone is fine.
+fn signal_group(pid: u32, signal: Signal) {
+    if let Some(group) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process_group(group, signal);
+    }
+}
+
+/// Sends every line of `source` as a log event.
+async fn read_lines(
+    source: impl AsyncRead + Unpin,
+    stream: LogStream,
+    events: mpsc::Sender<RunEvent>,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, source);
+    let mut line: Vec<u8> = Vec::new();
+    // A read error ends the stream like EOF: the process's exit decides the outcome.
+    while let Ok(available) = reader.fill_buf().await {
+        if available.is_empty() {
+            break;
+        }
+        let (taken, complete) = match available.iter().position(|byte| *byte == b'\n') {
+            Some(newline) => {
+                line.extend_from_slice(&available[..newline]);
+                (newline + 1, true)
+            }
+            None => {
+                line.extend_from_slice(available);
+                (available.len(), false)
+            }
+        };
+        reader.consume(taken);
+        if complete {
+            if !send(&events, stream, std::mem::take(&mut line)).await {
+                return;
+            }
+        } else if line.len() >= MAX_CHUNK {
+            let cut = char_boundary(&line, MAX_CHUNK);
+            let rest = line.split_off(cut);
+            if !send(&events, stream, std::mem::replace(&mut line, rest)).await {
+                return;
+            }
+        }
+    }
+    if !line.is_empty() {
+        send(&events, stream, line).await;
+    }
+}
+
+/// A cut at or before `limit` that does not split a UTF-8 sequence.
+fn char_boundary(bytes: &[u8], limit: usize) -> usize {
+    let mut cut = limit.min(bytes.len());
+    // Continuation bytes are 0b10xxxxxx; step back at most three of them.
+    for _ in 0..3 {
+        if cut > 0 && cut < bytes.len() && (bytes[cut] & 0b1100_0000) == 0b1000_0000 {
+            cut -= 1;
+        } else {
+            break;
+        }
+    }
+    if cut == 0 {
+        limit.min(bytes.len())
+    } else {
+        cut
+    }
+}
+
+async fn send(events: &mpsc::Sender<RunEvent>, stream: LogStream, mut bytes: Vec<u8>) -> bool {
+    if bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    let line = String::from_utf8(bytes)
+        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
+    events.send(RunEvent::Log { stream, line }).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_never_split_a_character() {
+        let text = "aé€".as_bytes(); // 1 + 2 + 3 bytes
+        assert_eq!(char_boundary(text, 2), 1, "inside é");
+        assert_eq!(char_boundary(text, 4), 3, "inside €");
+        assert_eq!(char_boundary(text, 3), 3, "on a boundary");
+        assert_eq!(char_boundary(text, 10), 6);
+    }
+
+    #[tokio::test]
+    async fn long_lines_arrive_in_bounded_pieces_and_nothing_is_lost() {
+        let text = format!("{}\nshort\r\ntail", "x".repeat(MAX_CHUNK * 2 + 10));
+        let (events, mut received) = mpsc::channel(16);
+        read_lines(text.as_bytes(), LogStream::Stdout, events).await;
+        let mut lines = Vec::new();
+        while let Ok(RunEvent::Log { line, .. }) = received.try_recv() {
+            lines.push(line);
+        }
+        assert_eq!(lines.len(), 5, "two full pieces, the rest, then two lines");
+        assert!(lines.iter().all(|line| line.len() <= MAX_CHUNK));
+        assert_eq!(lines[..3].concat().len(), MAX_CHUNK * 2 + 10);
+        assert_eq!(&lines[3..], ["short", "tail"]);
+    }
+}
