@@ -4,12 +4,12 @@
 use proctor_schema::ports::authenticator::Credentials;
 use proctor_server::config::AuthMode;
 use proctor_tests::graphql_ws::{Protocol, WsClient};
-use proctor_tests::{Backend, TestApp};
+use proctor_tests::{Stack, TestApp};
 use serde_json::{Value, json};
 
-async fn spawn(backend: Backend) -> Option<TestApp> {
+async fn spawn(stack: Stack) -> Option<TestApp> {
     TestApp::builder()
-        .backend(backend)
+        .stack(stack)
         .with_settings(|settings| settings.auth = AuthMode::Builtin)
         .try_spawn()
         .await
@@ -43,8 +43,8 @@ async fn seeded(app: &TestApp) -> String {
     admin
 }
 
-async fn credentials_are_required_and_checked(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn credentials_are_required_and_checked(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let token = app.issue_token("ada@example.com", &["ops"], false).await;
@@ -109,8 +109,8 @@ async fn credentials_are_required_and_checked(backend: Backend) {
     assert_eq!(in_process["data"], expected);
 }
 
-async fn only_admins_manage(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn only_admins_manage(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let admin = seeded(&app).await;
@@ -161,8 +161,8 @@ async fn only_admins_manage(backend: Backend) {
     }
 }
 
-async fn proc_groups_gate_what_a_user_sees_and_reads(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn proc_groups_gate_what_a_user_sees_and_reads(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let admin = seeded(&app).await;
@@ -205,8 +205,8 @@ async fn proc_groups_gate_what_a_user_sees_and_reads(backend: Backend) {
     assert_eq!(allowed["data"]["proc"]["name"], "ops-only");
 }
 
-async fn tokens_are_issued_changed_and_revoked(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn tokens_are_issued_changed_and_revoked(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let admin = app.issue_token("root@example.com", &[], true).await;
@@ -275,8 +275,8 @@ async fn tokens_are_issued_changed_and_revoked(backend: Backend) {
     assert_eq!(code(&unknown), "NOT_FOUND");
 }
 
-async fn websockets_authenticate_with_the_connection_init_payload(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn websockets_authenticate_with_the_connection_init_payload(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let token = app.issue_token("ada@example.com", &["ops"], false).await;
@@ -325,8 +325,8 @@ async fn websockets_authenticate_with_the_connection_init_payload(backend: Backe
     );
 }
 
-async fn every_mutation_is_audited(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn every_mutation_is_audited(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let admin = seeded(&app).await;
@@ -406,7 +406,7 @@ async fn every_mutation_is_audited(backend: Backend) {
     assert_eq!(code(&bad_cursor), "BAD_USER_INPUT");
 }
 
-on_both_backends!(
+on_both_stacks!(
     credentials_are_required_and_checked,
     only_admins_manage,
     proc_groups_gate_what_a_user_sees_and_reads,

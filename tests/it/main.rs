@@ -4,19 +4,19 @@
 //! `PROCTOR_TEST_REDIS_URL` are set (`./tests/run.sh` sets both), and fail rather than skip
 //! under `CI=true` when they are not.
 
-/// Turns each `async fn scenario(backend: Backend)` into two tests, `scenario::sqlite` and
-/// `scenario::postgres`, so behaviour is checked on both storage backends.
-macro_rules! on_both_backends {
+/// Turns each `async fn scenario(stack: Stack)` into two tests: `scenario::embedded` (SQLite
+/// and the in-memory bus) and `scenario::production` (Postgres and Redis).
+macro_rules! on_both_stacks {
     ($($scenario:ident),* $(,)?) => {$(
         mod $scenario {
             #[tokio::test]
-            async fn sqlite() {
-                super::$scenario(proctor_tests::Backend::Sqlite).await;
+            async fn embedded() {
+                super::$scenario(proctor_tests::Stack::Embedded).await;
             }
 
             #[tokio::test]
-            async fn postgres() {
-                super::$scenario(proctor_tests::Backend::Postgres).await;
+            async fn production() {
+                super::$scenario(proctor_tests::Stack::Production).await;
             }
         }
     )*};
@@ -25,6 +25,7 @@ macro_rules! on_both_backends {
 mod auth;
 mod cli;
 mod event_bus;
+mod executions;
 mod graphql;
 mod health;
 mod migrations;

@@ -4,7 +4,7 @@ use chrono::Utc;
 use proctor_entity::execution;
 use proctor_entity::json::ArgValues;
 use proctor_entity::values::{ExecutionStatus, Trigger};
-use proctor_tests::{Backend, TestApp};
+use proctor_tests::{Stack, TestApp};
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, NotSet, Set};
 use serde_json::{Value, json};
 
@@ -31,8 +31,8 @@ fn deploy() -> Value {
     })
 }
 
-async fn spawn(backend: Backend) -> Option<TestApp> {
-    TestApp::builder().backend(backend).try_spawn().await
+async fn spawn(stack: Stack) -> Option<TestApp> {
+    TestApp::builder().stack(stack).try_spawn().await
 }
 
 fn data(response: &Value) -> &Value {
@@ -46,8 +46,8 @@ fn error_code(response: &Value) -> &str {
         .unwrap_or_else(|| panic!("expected an error: {response}"))
 }
 
-async fn creates_updates_lists_and_reads_procs(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn creates_updates_lists_and_reads_procs(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let created = app.graphql(UPSERT, json!({ "input": deploy() })).await;
@@ -123,8 +123,8 @@ async fn creates_updates_lists_and_reads_procs(backend: Backend) {
     assert_eq!(data(&none)["proc"], Value::Null);
 }
 
-async fn invalid_definitions_are_refused_naming_the_field(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn invalid_definitions_are_refused_naming_the_field(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let base = json!({ "name": "ok", "command": ["true"] });
@@ -199,8 +199,8 @@ async fn invalid_definitions_are_refused_naming_the_field(backend: Backend) {
     );
 }
 
-async fn delete_is_refused_while_an_execution_runs(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn delete_is_refused_while_an_execution_runs(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let created = app.graphql(UPSERT, json!({ "input": deploy() })).await;
@@ -261,8 +261,8 @@ async fn delete_is_refused_while_an_execution_runs(backend: Backend) {
     assert_eq!(error_code(&unknown), "NOT_FOUND", "{unknown}");
 }
 
-async fn yaml_files_round_trip_and_errors_name_the_line(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn yaml_files_round_trip_and_errors_name_the_line(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let yaml = "\
@@ -314,8 +314,8 @@ timeoutSeconds: 120
     );
 }
 
-async fn dropping_a_secret_declaration_deletes_its_value(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn dropping_a_secret_declaration_deletes_its_value(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     app.graphql(UPSERT, json!({ "input": deploy() })).await;
@@ -343,8 +343,8 @@ async fn dropping_a_secret_declaration_deletes_its_value(backend: Backend) {
     );
 }
 
-async fn arguments_are_checked_by_type_and_rule(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn arguments_are_checked_by_type_and_rule(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     app.graphql(UPSERT, json!({ "input": deploy() })).await;
@@ -403,8 +403,8 @@ async fn arguments_are_checked_by_type_and_rule(backend: Backend) {
     }
 }
 
-async fn with_auth_off_everyone_is_an_administrator(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+async fn with_auth_off_everyone_is_an_administrator(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
         return;
     };
     let me = app
@@ -420,7 +420,7 @@ async fn with_auth_off_everyone_is_an_administrator(backend: Backend) {
     );
 }
 
-on_both_backends!(
+on_both_stacks!(
     arguments_are_checked_by_type_and_rule,
     with_auth_off_everyone_is_an_administrator,
     creates_updates_lists_and_reads_procs,

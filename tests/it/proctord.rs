@@ -235,3 +235,117 @@ fn schema_prints_the_committed_sdl() {
     .unwrap();
     assert_eq!(String::from_utf8(output.stdout).unwrap(), committed);
 }
+
+/// Runs `proc` on a `proctord` child and returns its final execution and its log lines.
+async fn run_to_end(base: &str, proc: &str, args: Value) -> (Value, Vec<String>) {
+    let started = graphql(
+        base,
+        "mutation($p: String!, $a: [ArgInput!]) { execute(proc: $p, args: $a) { id } }",
+        json!({ "p": proc, "a": args }),
+    )
+    .await;
+    let id = started["data"]["execute"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    let ws = format!("{}/graphql/ws", base.replacen("http", "ws", 1));
+    let mut client = proctor_tests::graphql_ws::WsClient::connect(
+        &ws,
+        proctor_tests::graphql_ws::Protocol::TransportWs,
+        json!({}),
+    )
+    .await;
+    let lines = client
+        .run(
+            "l",
+            "subscription($id: ID!) { executionLogs(id: $id) { line } }",
+            json!({ "id": id }),
+        )
+        .await
+        .into_iter()
+        .map(|p| {
+            p["data"]["executionLogs"]["line"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let state = graphql(
+        base,
+        "query($id: ID!) { execution(id: $id) { id status reason executorRef } }",
+        json!({ "id": id }),
+    )
+    .await;
+    (state["data"]["execution"].clone(), lines)
+}
+
+async fn graphql(base: &str, query: &str, variables: Value) -> Value {
+    proctor_tests::http_client()
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("POST /graphql")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+#[test]
+fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost() {
+    let directory = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut command = proctord_command(directory.path());
+        command.env("PROCTOR_APP_PORT", "0");
+        Proctord::spawn(command)
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = start();
+    let base = server.url("");
+    let orphan_group = runtime.block_on(async {
+        let (hello, lines) = run_to_end(&base, "say-hello", json!([{ "name": "NAME", "value": "Ada" }])).await;
+        assert_eq!(hello["status"], "SUCCEEDED");
+        assert_eq!(lines, ["Hello, Ada!"]);
+        let (_, lines) = run_to_end(&base, "countdown", json!([{ "name": "SECONDS", "value": "2" }])).await;
+        assert_eq!(lines, ["2", "1", "liftoff"]);
+        let (_, lines) = run_to_end(&base, "secret-demo", json!([])).await;
+        assert_eq!(lines[0], "Calling the demo API with token ***");
+
+        let started = graphql(
+            &base,
+            "mutation { execute(proc: \"countdown\", args: [{ name: \"SECONDS\", value: \"60\" }]) { id } }",
+            json!({}),
+        )
+        .await;
+        let id = started["data"]["execute"]["id"].as_str().unwrap().to_owned();
+        loop {
+            let state = graphql(&base, "query($id: ID!) { execution(id: $id) { status executorRef } }", json!({ "id": id })).await;
+            if state["data"]["execution"]["status"] == "RUNNING" {
+                return (id, state["data"]["execution"]["executorRef"].as_str().unwrap().to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    drop(server); // SIGKILL: a crash, not a shutdown.
+
+    let restarted = start();
+    let (id, group) = orphan_group;
+    let state = runtime.block_on(graphql(
+        &restarted.url(""),
+        "query($id: ID!) { execution(id: $id) { status reason } }",
+        json!({ "id": id }),
+    ));
+    // The crashed server's process group outlived it; end it before asserting.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .status();
+    assert_eq!(state["data"]["execution"]["status"], "LOST", "{state}");
+    assert!(
+        state["data"]["execution"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("proctord stopped while this execution was RUNNING"),
+        "{state}"
+    );
+    assert!(restarted.terminate().success());
+}

@@ -13,7 +13,7 @@ use proctor_schema::procs::service::find_proc;
 use proctor_schema::secrets::keyring::Keyring;
 use proctor_schema::secrets::service::{decrypt, reencrypt_all, secret_values};
 use proctor_server::config::SecretKeys;
-use proctor_tests::{Backend, Proctord, TestApp, proctord_command};
+use proctor_tests::{Proctord, Stack, TestApp, proctord_command};
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
@@ -23,8 +23,8 @@ const SECRET: &str = "s3cr3t-Zq8vX2-never-print-me";
 const SET: &str = "mutation($p: String!, $s: [SecretValueInput!]!) {
     setSecrets(proc: $p, secrets: $s) { key description isSet updatedAt } }";
 
-async fn with_proc(backend: Backend) -> Option<TestApp> {
-    let app = TestApp::builder().backend(backend).try_spawn().await?;
+async fn with_proc(stack: Stack) -> Option<TestApp> {
+    let app = TestApp::builder().stack(stack).try_spawn().await?;
     let created = app
         .graphql(
             "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }",
@@ -41,8 +41,8 @@ async fn with_proc(backend: Backend) -> Option<TestApp> {
     Some(app)
 }
 
-async fn values_are_encrypted_at_rest_and_write_only(backend: Backend) {
-    let Some(app) = with_proc(backend).await else {
+async fn values_are_encrypted_at_rest_and_write_only(stack: Stack) {
+    let Some(app) = with_proc(stack).await else {
         return;
     };
     let set = app
@@ -224,7 +224,7 @@ fn strings(value: &Value, found: &mut Vec<String>) {
     }
 }
 
-async fn no_value_is_reachable_from_query_or_in_the_log(backend: Backend) {
+async fn no_value_is_reachable_from_query_or_in_the_log(stack: Stack) {
     let capture = Capture::default();
     // Process-wide, because the SQLite driver logs from threads of its own. nextest runs each
     // test in its own process, so nothing else has installed a subscriber yet.
@@ -235,7 +235,7 @@ async fn no_value_is_reachable_from_query_or_in_the_log(backend: Backend) {
         .try_init()
         .expect("this test captures the whole process's log: run it with cargo nextest");
 
-    let Some(app) = with_proc(backend).await else {
+    let Some(app) = with_proc(stack).await else {
         return;
     };
     let set = app
@@ -296,12 +296,12 @@ async fn no_value_is_reachable_from_query_or_in_the_log(backend: Backend) {
     assert!(!log.contains(SECRET), "a secret value is in the log");
 }
 
-async fn rotation_reencrypts_every_row(backend: Backend) {
+async fn rotation_reencrypts_every_row(stack: Stack) {
     let key = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
     let old_key = key(1);
     let old = Arc::new(Keyring::from_config(&old_key, &[]).unwrap());
     let Some(app) = TestApp::builder()
-        .backend(backend)
+        .stack(stack)
         .with_settings(move |settings| settings.secret_keys = SecretKeys::Configured(old))
         .try_spawn()
         .await
@@ -362,7 +362,7 @@ async fn rotation_reencrypts_every_row(backend: Backend) {
     );
 }
 
-on_both_backends!(
+on_both_stacks!(
     values_are_encrypted_at_rest_and_write_only,
     no_value_is_reachable_from_query_or_in_the_log,
     rotation_reencrypts_every_row,

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use proctor_server::config::AuthMode;
-use proctor_tests::{Backend, TestApp};
+use proctor_tests::{Stack, TestApp};
 use serde_json::{Value, json};
 
 /// The identity service: knows one active token, one inactive token, and can be made to fail.
@@ -55,11 +55,11 @@ async fn start_identity_service(identity: Identity) -> String {
     format!("http://{address}/check")
 }
 
-async fn the_identity_service_decides_and_is_asked_once_per_cache_period(backend: Backend) {
+async fn the_identity_service_decides_and_is_asked_once_per_cache_period(stack: Stack) {
     let identity = Identity::default();
     let url = start_identity_service(identity.clone()).await;
     let Some(app) = TestApp::builder()
-        .backend(backend)
+        .stack(stack)
         .with_settings(move |settings| {
             settings.auth = AuthMode::Webhook {
                 url: url.parse().unwrap(),
@@ -147,4 +147,4 @@ async fn the_identity_service_decides_and_is_asked_once_per_cache_period(backend
     assert_eq!(recovered["errors"], Value::Null, "{recovered}");
 }
 
-on_both_backends!(the_identity_service_decides_and_is_asked_once_per_cache_period);
+on_both_stacks!(the_identity_service_decides_and_is_asked_once_per_cache_period);

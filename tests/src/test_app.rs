@@ -40,6 +40,15 @@ pub enum Bus {
 /// A change a test makes to the settings before the server starts.
 type SettingsChange = Box<dyn FnOnce(&mut Settings) + Send>;
 
+/// A whole storage-and-events stack, as the issues ask behaviour to hold on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stack {
+    /// SQLite and the in-memory event bus (the embedded default).
+    Embedded,
+    /// Postgres and Redis (production); skipped outside CI when either is not configured.
+    Production,
+}
+
 /// Chooses how a [`TestApp`] is assembled.
 pub struct TestAppBuilder {
     backend: Backend,
@@ -52,6 +61,14 @@ impl TestAppBuilder {
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
         self
+    }
+
+    /// Use this storage-and-events stack.
+    pub fn stack(self, stack: Stack) -> Self {
+        match stack {
+            Stack::Embedded => self.backend(Backend::Sqlite).bus(Bus::Memory),
+            Stack::Production => self.backend(Backend::Postgres).bus(Bus::Redis),
+        }
     }
 
     /// Use this event bus.
