@@ -23,22 +23,13 @@ fn get(url: &str) -> (u16, String) {
     })
 }
 
-fn post_graphql(url: &str, query: &str) -> Value {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Posts a GraphQL query from a synchronous test.
+fn post_graphql(base: &str, query: &str) -> Value {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    runtime.block_on(async {
-        proctor_tests::http_client()
-            .post(url)
-            .json(&json!({ "query": query }))
-            .send()
-            .await
-            .expect("POST /graphql")
-            .json()
-            .await
-            .expect("JSON")
-    })
+        .unwrap()
+        .block_on(graphql(base, query, json!({})))
 }
 
 #[test]
@@ -50,7 +41,7 @@ fn the_embedded_default_serves_from_an_empty_directory_and_stops_on_sigterm() {
 
     assert_eq!(get(&server.url("/ping")), (200, "pong".to_owned()));
     let info = post_graphql(
-        &server.url("/graphql"),
+        &server.url(""),
         "{ serverInfo { version storage eventBus executor authEnabled } }",
     );
     assert_eq!(
@@ -139,10 +130,7 @@ fn with_postgres_and_redis_readiness_follows_redis_without_a_restart() {
         "ready with Postgres and Redis up: {:?}",
         get(&readyz)
     );
-    let info = post_graphql(
-        &server.url("/graphql"),
-        "{ serverInfo { storage eventBus } }",
-    );
+    let info = post_graphql(&server.url(""), "{ serverInfo { storage eventBus } }");
     assert_eq!(
         info["data"]["serverInfo"],
         json!({ "storage": "POSTGRES", "eventBus": "REDIS" })
