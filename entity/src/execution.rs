@@ -44,6 +44,14 @@ pub struct Model {
     pub finished_at: Option<DateTimeUtc>,
     /// Last change of any column.
     pub updated_at: DateTimeUtc,
+    /// The replica supervising it; only the owner writes its state and output.
+    pub owner: Option<String>,
+    /// Until when the owner's claim holds; afterwards another replica may take over.
+    pub lease_expires_at: Option<DateTimeUtc>,
+    /// Which output source (e.g. pod) the stored lines have reached.
+    pub log_source: Option<String>,
+    /// How many raw lines of `log_source` are stored; a re-attached run skips them.
+    pub log_offset: i64,
 }
 
 /// An execution refers to its proc and schedule and owns its log lines.

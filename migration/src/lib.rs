@@ -16,6 +16,7 @@ mod m20261121_000009_create_schedule_runs;
 mod m20261121_000010_create_audit_events;
 mod m20261122_000011_add_secret_key_ids;
 mod m20261122_000012_drop_user_admin;
+mod m20261122_000013_add_execution_leases;
 
 /// Applies Proctor's migrations in order.
 pub struct Migrator;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000010_create_audit_events::Migration),
             Box::new(m20261122_000011_add_secret_key_ids::Migration),
             Box::new(m20261122_000012_drop_user_admin::Migration),
+            Box::new(m20261122_000013_add_execution_leases::Migration),
         ]
     }
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use proctor_schema::auth::tokens::BuiltinAuthenticator;
-use proctor_schema::executions;
 use proctor_schema::executions::runner::Runner;
 use proctor_schema::metrics::Metrics;
 use proctor_schema::ports::authenticator::{AuthDisabled, Authenticator};
 use proctor_schema::ports::event_bus::{EventBus, InMemoryEventBus};
+use proctor_schema::ports::executor::Executor;
 use proctor_schema::secrets::keyring::Keyring;
 use proctor_schema::system::{ExecutorKind, ServerInfo, StorageBackend};
 use proctor_schema::{AppParts, AppState, ProctorSchema, build_schema};
@@ -18,10 +18,11 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 use crate::config::{
-    AuthMode, ConfigError, DATABASE_SETTING, DatabaseTarget, PORT_SETTING, REDIS_SETTING,
-    SecretKeys, Settings, ensure_data_dir,
+    AuthMode, ConfigError, DATABASE_SETTING, DatabaseTarget, KUBE_CONFIG_SETTING, PORT_SETTING,
+    REDIS_SETTING, SecretKeys, Settings, ensure_data_dir,
 };
 use crate::database;
+use crate::kube_executor::KubernetesExecutor;
 use crate::local_executor::LocalExecutor;
 use crate::redis_bus::RedisEventBus;
 use crate::webhook_auth::WebhookAuthenticator;
@@ -58,13 +59,17 @@ impl Server {
             ensure_data_dir(sqlite_directory(path))?;
         }
         let keyring = open_keyring(&settings)?;
-        if settings.executor == ExecutorKind::Kubernetes {
-            return Err(ConfigError::new(
-                "PROCTOR_EXECUTOR (--executor)",
-                "the Kubernetes executor is not part of this build yet; use \"local\"",
-            )
-            .into());
-        }
+        let executor: Arc<dyn Executor> = match settings.executor {
+            ExecutorKind::Local => Arc::new(LocalExecutor::new(
+                settings.cancel_grace,
+                settings.default_timeout,
+            )),
+            ExecutorKind::Kubernetes => Arc::new(
+                KubernetesExecutor::connect(settings.kube.clone())
+                    .await
+                    .map_err(|e| ConfigError::new(KUBE_CONFIG_SETTING, e.to_string()))?,
+            ),
+        };
         let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
             ConfigError::new(
                 PORT_SETTING,
@@ -101,10 +106,7 @@ impl Server {
             executor: settings.executor,
             auth_enabled: settings.auth_enabled(),
         };
-        let runner = Runner::new(
-            Arc::new(LocalExecutor::new(settings.cancel_grace)),
-            settings.runs,
-        );
+        let runner = Runner::new(executor, settings.runs, settings.replica_id.clone());
         let state = AppState::new(AppParts {
             db: db.clone(),
             event_bus,
@@ -116,15 +118,9 @@ impl Server {
             server_info,
             limits: settings.graphql_limits,
         });
-        let lost = executions::service::mark_unfinished_lost(&state)
-            .await
-            .map_err(|e| anyhow::anyhow!("ending the runs of a previous server: {e}"))?;
-        if lost > 0 {
-            tracing::warn!(
-                executions = lost,
-                "marked executions of a previous server as LOST"
-            );
-        }
+        // With the in-memory bus this is the only replica: everything unfinished is ours at once.
+        let single_replica = settings.redis.is_none();
+        tokio::spawn(Arc::clone(&runner).maintain_leases(state.clone(), single_replica));
         tokio::spawn(runner.serve_cancel_requests(state.clone()));
         if fresh
             && settings.register_examples

@@ -229,6 +229,96 @@ pub struct Options {
         global = true
     )]
     pub auth_webhook_timeout_seconds: String,
+    /// This replica's id in execution leases (default: host name and a random suffix).
+    /// A fixed id lets a restarted replica resume its own executions at once.
+    #[arg(long, env = "PROCTOR_REPLICA_ID", global = true)]
+    pub replica_id: Option<String>,
+    /// Seconds a replica's claim on an execution lasts without renewal; another replica takes
+    /// over after that.
+    #[arg(
+        long,
+        env = "PROCTOR_LEASE_SECONDS",
+        default_value = "15",
+        global = true
+    )]
+    pub lease_seconds: String,
+    /// Kubernetes access: empty for in-cluster, `out-of-cluster` for the default kubeconfig,
+    /// or the path of a kubeconfig file.
+    #[arg(
+        long,
+        env = "PROCTOR_KUBE_CONFIG",
+        global = true,
+        help_heading = "Kubernetes"
+    )]
+    pub kube_config: Option<String>,
+    /// Kubeconfig context (the current one when unset).
+    #[arg(
+        long,
+        env = "PROCTOR_KUBE_CONTEXT",
+        global = true,
+        help_heading = "Kubernetes"
+    )]
+    pub kube_context: Option<String>,
+    /// Namespace of the Jobs.
+    #[arg(
+        long,
+        env = "PROCTOR_DEFAULT_NAMESPACE",
+        default_value = "default",
+        global = true,
+        help_heading = "Kubernetes"
+    )]
+    pub kube_namespace: String,
+    /// Annotations for Jobs and their pods, as a JSON object of strings.
+    #[arg(
+        long,
+        env = "PROCTOR_JOB_POD_ANNOTATIONS",
+        global = true,
+        help_heading = "Kubernetes"
+    )]
+    pub job_pod_annotations: Option<String>,
+    /// Service account the pods run as.
+    #[arg(
+        long,
+        env = "PROCTOR_KUBE_SERVICE_ACCOUNT_NAME",
+        global = true,
+        help_heading = "Kubernetes"
+    )]
+    pub kube_service_account: Option<String>,
+    /// activeDeadlineSeconds of Jobs whose proc sets no timeout (default: the default timeout).
+    #[arg(
+        long,
+        env = "PROCTOR_KUBE_JOB_ACTIVE_DEADLINE_SECONDS",
+        global = true,
+        help_heading = "Kubernetes"
+    )]
+    pub kube_active_deadline_seconds: Option<String>,
+    /// backoffLimit of Jobs whose proc sets no retries.
+    #[arg(
+        long,
+        env = "PROCTOR_KUBE_JOB_RETRIES",
+        default_value = "0",
+        global = true,
+        help_heading = "Kubernetes"
+    )]
+    pub kube_job_retries: String,
+    /// ttlSecondsAfterFinished of Jobs: how long finished Jobs stay in the cluster.
+    #[arg(
+        long,
+        env = "PROCTOR_KUBE_JOB_TTL_SECONDS",
+        default_value = "86400",
+        global = true,
+        help_heading = "Kubernetes"
+    )]
+    pub kube_job_ttl_seconds: String,
+    /// Seconds an image may fail to pull before the run fails.
+    #[arg(
+        long,
+        env = "PROCTOR_KUBE_IMAGE_PULL_GRACE_SECONDS",
+        default_value = "120",
+        global = true,
+        help_heading = "Kubernetes"
+    )]
+    pub kube_image_pull_grace_seconds: String,
     /// Register the example procs on the first start of an empty SQLite database.
     #[arg(
         long,
@@ -444,6 +534,17 @@ mod names {
     pub const PG_MAX_LIFETIME: &str =
         "PROCTOR_POSTGRES_CONNECTIONS_MAX_LIFETIME (--postgres-connections-max-lifetime)";
     pub const REDIS_ADDRESS: &str = "PROCTOR_REDIS_ADDRESS (--redis-address)";
+    pub const REPLICA_ID: &str = "PROCTOR_REPLICA_ID (--replica-id)";
+    pub const LEASE: &str = "PROCTOR_LEASE_SECONDS (--lease-seconds)";
+    pub const KUBE_CONFIG: &str = "PROCTOR_KUBE_CONFIG (--kube-config)";
+    pub const KUBE_NAMESPACE: &str = "PROCTOR_DEFAULT_NAMESPACE (--kube-namespace)";
+    pub const ANNOTATIONS: &str = "PROCTOR_JOB_POD_ANNOTATIONS (--job-pod-annotations)";
+    pub const KUBE_DEADLINE: &str =
+        "PROCTOR_KUBE_JOB_ACTIVE_DEADLINE_SECONDS (--kube-active-deadline-seconds)";
+    pub const KUBE_RETRIES: &str = "PROCTOR_KUBE_JOB_RETRIES (--kube-job-retries)";
+    pub const KUBE_TTL: &str = "PROCTOR_KUBE_JOB_TTL_SECONDS (--kube-job-ttl-seconds)";
+    pub const KUBE_PULL_GRACE: &str =
+        "PROCTOR_KUBE_IMAGE_PULL_GRACE_SECONDS (--kube-image-pull-grace-seconds)";
     pub const EXAMPLES: &str = "PROCTOR_REGISTER_EXAMPLES (--register-examples)";
     pub const MAX_PARALLEL: &str = "PROCTOR_MAX_PARALLEL_RUNS (--max-parallel-runs)";
     pub const DEFAULT_TIMEOUT: &str = "PROCTOR_DEFAULT_TIMEOUT_SECONDS (--default-timeout-seconds)";
@@ -565,6 +666,40 @@ pub enum AuthMode {
     },
 }
 
+/// How `proctord` reaches the Kubernetes API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KubeAccess {
+    /// The service account of the pod it runs in.
+    InCluster,
+    /// The default kubeconfig (`$KUBECONFIG` or `~/.kube/config`).
+    OutOfCluster,
+    /// This kubeconfig file.
+    Kubeconfig(PathBuf),
+}
+
+/// The Kubernetes executor's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeSettings {
+    /// Cluster access.
+    pub access: KubeAccess,
+    /// Kubeconfig context.
+    pub context: Option<String>,
+    /// Namespace of the Jobs.
+    pub namespace: String,
+    /// Annotations on Jobs and pods.
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// Service account of the pods.
+    pub service_account: Option<String>,
+    /// Deadline of Jobs whose proc sets no timeout.
+    pub active_deadline: Duration,
+    /// backoffLimit of Jobs whose proc sets no retries.
+    pub retries: u32,
+    /// How long finished Jobs stay.
+    pub ttl_after_finished: Duration,
+    /// How long an image may fail to pull before the run fails.
+    pub image_pull_grace: Duration,
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -598,8 +733,14 @@ pub struct Settings {
     /// Whether the example procs are registered on the first start of an empty SQLite
     /// database.
     pub register_examples: bool,
-    /// How runs are supervised (parallelism, default timeout, log cap).
+    /// How runs are supervised (parallelism, log cap, lease length).
     pub runs: RunSettings,
+    /// Deadline of local runs whose proc sets no timeout.
+    pub default_timeout: Duration,
+    /// This replica's id in execution leases.
+    pub replica_id: String,
+    /// The Kubernetes executor's settings (used with `executor = kubernetes`).
+    pub kube: KubeSettings,
     /// Time a cancelled or timed-out local run gets between SIGTERM and SIGKILL.
     pub cancel_grace: Duration,
     /// Whether Postgres migrations run at start-up.
@@ -636,6 +777,19 @@ impl Settings {
             secret_keys: SecretKeys::File(secret_key_file),
             register_examples: true,
             runs: RunSettings::default(),
+            default_timeout: Duration::from_secs(3600),
+            replica_id: default_replica_id(),
+            kube: KubeSettings {
+                access: KubeAccess::InCluster,
+                context: None,
+                namespace: "default".to_owned(),
+                annotations: std::collections::BTreeMap::new(),
+                service_account: None,
+                active_deadline: Duration::from_secs(3600),
+                retries: 0,
+                ttl_after_finished: Duration::from_secs(86_400),
+                image_pull_grace: Duration::from_secs(120),
+            },
             cancel_grace: Duration::from_secs(10),
             auto_migrate: false,
             graphql_limits: SchemaLimits::default(),
@@ -733,6 +887,10 @@ impl Settings {
             ));
         }
         let secret_keys = secret_keys(options, &data_dir)?;
+        let default_timeout = Duration::from_secs(parse_positive(
+            names::DEFAULT_TIMEOUT,
+            &options.default_timeout_seconds,
+        )?);
         let graphql_limits = SchemaLimits {
             max_depth: parse_positive(names::MAX_DEPTH, &options.graphql_max_depth)?,
             max_complexity: parse_positive(names::MAX_COMPLEXITY, &options.graphql_max_complexity)?,
@@ -750,13 +908,13 @@ impl Settings {
             register_examples: parse_bool(names::EXAMPLES, &options.register_examples)?,
             runs: RunSettings {
                 max_parallel: parse_positive(names::MAX_PARALLEL, &options.max_parallel_runs)?,
-                default_timeout: Duration::from_secs(parse_positive(
-                    names::DEFAULT_TIMEOUT,
-                    &options.default_timeout_seconds,
-                )?),
                 log_max_lines: parse_positive(names::LOG_MAX_LINES, &options.log_max_lines)?,
+                lease: Duration::from_secs(parse_positive(names::LEASE, &options.lease_seconds)?),
                 ..RunSettings::default()
             },
+            default_timeout,
+            replica_id: replica_id(options)?,
+            kube: kube_settings(options, default_timeout)?,
             cancel_grace: Duration::from_secs(parse_positive(
                 names::CANCEL_GRACE,
                 &options.cancel_grace_seconds,
@@ -853,6 +1011,105 @@ fn auth_mode(options: &Options, enabled: bool) -> Result<AuthMode, ConfigError> 
         timeout: Duration::from_secs(parse_positive(
             names::WEBHOOK_TIMEOUT,
             &options.auth_webhook_timeout_seconds,
+        )?),
+    })
+}
+
+/// The host name with a random suffix: unique per process, recognisable per machine.
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "proctord".to_owned());
+    let mut suffix = [0_u8; 3];
+    // Without randomness the process id still separates replicas on one host.
+    let suffix = match getrandom::fill(&mut suffix) {
+        Ok(()) => hex::encode(suffix),
+        Err(_) => std::process::id().to_string(),
+    };
+    format!("{host}-{suffix}")
+}
+
+fn replica_id(options: &Options) -> Result<String, ConfigError> {
+    match options.replica_id.as_deref().map(str::trim) {
+        None | Some("") => Ok(default_replica_id()),
+        Some(id) if id.len() <= 255 && !id.contains(char::is_whitespace) => Ok(id.to_owned()),
+        Some(_) => Err(ConfigError::new(
+            names::REPLICA_ID,
+            "must be at most 255 characters without spaces",
+        )),
+    }
+}
+
+fn kube_settings(
+    options: &Options,
+    default_timeout: Duration,
+) -> Result<KubeSettings, ConfigError> {
+    let access = match options.kube_config.as_deref().map(str::trim) {
+        None | Some("") => KubeAccess::InCluster,
+        Some("out-of-cluster") => KubeAccess::OutOfCluster,
+        Some(path) => KubeAccess::Kubeconfig(PathBuf::from(path)),
+    };
+    let namespace = options.kube_namespace.trim().to_owned();
+    let dns_label = |value: &str| {
+        !value.is_empty()
+            && value.len() <= 63
+            && value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !value.starts_with('-')
+            && !value.ends_with('-')
+    };
+    if !dns_label(&namespace) {
+        return Err(ConfigError::new(
+            names::KUBE_NAMESPACE,
+            format!("{namespace:?} is not a valid namespace name"),
+        ));
+    }
+    let annotations = match options.job_pod_annotations.as_deref().map(str::trim) {
+        None | Some("") => std::collections::BTreeMap::new(),
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            ConfigError::new(
+                names::ANNOTATIONS,
+                format!("must be a JSON object of strings, e.g. {{\"team\":\"ops\"}} ({e})"),
+            )
+        })?,
+    };
+    let retries: u32 =
+        options.kube_job_retries.trim().parse().map_err(|_| {
+            ConfigError::new(names::KUBE_RETRIES, "must be a whole number, 0 or more")
+        })?;
+    Ok(KubeSettings {
+        access,
+        // Proctor v2 meant "the current context" by `default`.
+        context: options
+            .kube_context
+            .as_deref()
+            .map(str::trim)
+            .filter(|context| !context.is_empty() && *context != "default")
+            .map(str::to_owned),
+        namespace,
+        annotations,
+        service_account: options
+            .kube_service_account
+            .as_deref()
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned),
+        active_deadline: match &options.kube_active_deadline_seconds {
+            Some(raw) => Duration::from_secs(parse_positive(names::KUBE_DEADLINE, raw)?),
+            None => default_timeout,
+        },
+        retries,
+        ttl_after_finished: Duration::from_secs(parse_positive(
+            names::KUBE_TTL,
+            &options.kube_job_ttl_seconds,
+        )?),
+        image_pull_grace: Duration::from_secs(parse_positive(
+            names::KUBE_PULL_GRACE,
+            &options.kube_image_pull_grace_seconds,
         )?),
     })
 }
@@ -1040,6 +1297,8 @@ pub fn ensure_data_dir(path: &Path) -> Result<(), ConfigError> {
 pub const PORT_SETTING: &str = names::PORT;
 /// The setting name for errors about the database.
 pub const DATABASE_SETTING: &str = names::DATABASE_URL;
+/// The setting name for errors about cluster access.
+pub const KUBE_CONFIG_SETTING: &str = names::KUBE_CONFIG;
 /// The setting name for errors about Redis.
 pub const REDIS_SETTING: &str = names::REDIS_URL;
 
@@ -1110,6 +1369,14 @@ mod tests {
                 "PROCTOR_CANCEL_GRACE_SECONDS",
             ),
             (&["--log-max-lines", "0"], "PROCTOR_LOG_MAX_LINES"),
+            (&["--lease-seconds", "0"], "PROCTOR_LEASE_SECONDS"),
+            (&["--replica-id", "has space"], "PROCTOR_REPLICA_ID"),
+            (&["--kube-namespace", "Prod"], "PROCTOR_DEFAULT_NAMESPACE"),
+            (
+                &["--job-pod-annotations", "[1]"],
+                "PROCTOR_JOB_POD_ANNOTATIONS",
+            ),
+            (&["--kube-job-retries", "many"], "PROCTOR_KUBE_JOB_RETRIES"),
             (
                 &["--postgres-host", "db", "--postgres-port", "x"],
                 "PROCTOR_POSTGRES_PORT",
@@ -1123,6 +1390,41 @@ mod tests {
             );
             assert!(!error.to_string().contains('\n'), "one line: {error}");
         }
+    }
+
+    #[test]
+    fn kubernetes_settings_keep_the_legacy_meanings() {
+        let settings = settings(&[
+            "--kube-config",
+            "out-of-cluster",
+            "--kube-context",
+            "default",
+            "--job-pod-annotations",
+            r#"{"team":"ops"}"#,
+            "--default-timeout-seconds",
+            "90",
+        ])
+        .unwrap();
+        assert_eq!(settings.kube.access, KubeAccess::OutOfCluster);
+        assert_eq!(
+            settings.kube.context, None,
+            "`default` means the current context"
+        );
+        assert_eq!(settings.kube.annotations["team"], "ops");
+        assert_eq!(settings.kube.active_deadline, Duration::from_secs(90));
+        let path = settings_from(&["--kube-config", "/etc/kube.yaml"])
+            .kube
+            .access;
+        assert_eq!(path, KubeAccess::Kubeconfig("/etc/kube.yaml".into()));
+        assert_ne!(
+            default_replica_id(),
+            default_replica_id(),
+            "unique per process"
+        );
+    }
+
+    fn settings_from(args: &[&str]) -> Settings {
+        settings(args).unwrap()
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 mod credentials;
 pub mod database;
+pub mod kube_executor;
 pub mod local_executor;
 pub mod redis_bus;
 mod routes;

@@ -17,7 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use proctor_entity::values::LogStream;
-use proctor_schema::ports::executor::{Executor, ExecutorError, RunEvent, RunEvents, RunSpec};
+use proctor_schema::ports::executor::{
+    Executor, ExecutorError, LogCursor, RunEvent, RunEvents, RunSpec,
+};
 use proctor_schema::system::ExecutorKind;
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -39,14 +41,17 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Runs procs as local processes; see the module docs.
 pub struct LocalExecutor {
     grace: Duration,
+    default_timeout: Duration,
     runs: Arc<Mutex<HashMap<i64, watch::Sender<bool>>>>,
 }
 
 impl LocalExecutor {
-    /// An executor giving cancelled and timed-out runs `grace` between SIGTERM and SIGKILL.
-    pub fn new(grace: Duration) -> Self {
+    /// An executor giving cancelled and timed-out runs `grace` between SIGTERM and SIGKILL,
+    /// and runs of procs without a timeout `default_timeout`.
+    pub fn new(grace: Duration, default_timeout: Duration) -> Self {
         Self {
             grace,
+            default_timeout,
             runs: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -111,8 +116,9 @@ impl Executor for LocalExecutor {
         });
         let runs = Arc::clone(&self.runs);
         let grace = self.grace;
+        let timeout = spec.timeout.unwrap_or(self.default_timeout);
         tokio::spawn(async move {
-            supervise(child, pid, spec.timeout, grace, cancelled, events).await;
+            supervise(child, pid, timeout, grace, cancelled, events).await;
             lock(&runs).remove(&spec.execution_id);
         });
         Ok(
@@ -137,12 +143,13 @@ impl Executor for LocalExecutor {
 
     async fn reattach(
         &self,
-        execution_id: i64,
+        _execution_id: i64,
         _executor_ref: &str,
+        _cursor: Option<LogCursor>,
     ) -> Result<RunEvents, ExecutorError> {
-        Err(ExecutorError::NotFound(format!(
-            "execution {execution_id}: local processes cannot be re-attached after a restart"
-        )))
+        Err(ExecutorError::NotFound(
+            "local processes cannot be re-attached once their server is gone".to_owned(),
+        ))
     }
 }
 
@@ -192,7 +199,9 @@ async fn supervise(
         }
     }
     let last = match ending {
-        Ending::TimedOut => RunEvent::TimedOut,
+        Ending::TimedOut => RunEvent::TimedOut {
+            limit: Some(timeout),
+        },
         Ending::Cancelled => RunEvent::Cancelled,
         Ending::Exited(Ok(status)) => match status.code() {
             Some(code) => RunEvent::Exited { code },
@@ -282,7 +291,14 @@ async fn send(events: &mpsc::Sender<RunEvent>, stream: LogStream, mut bytes: Vec
     }
     let line = String::from_utf8(bytes)
         .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
-    events.send(RunEvent::Log { stream, line }).await.is_ok()
+    events
+        .send(RunEvent::Log {
+            stream,
+            line,
+            cursor: None,
+        })
+        .await
+        .is_ok()
 }
 
 #[cfg(test)]

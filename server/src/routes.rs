@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, get};
 use proctor_schema::auth::RequestAuth;
-use proctor_schema::system::EventBusKind;
+use proctor_schema::system::{EventBusKind, ExecutorKind};
 use proctor_schema::{AppState, ProctorSchema};
 use serde_json::{Map, Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -145,11 +145,19 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// lost a dependency and bring it back when the dependency returns.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let bus = state.event_bus();
-    let (database, event_bus) = tokio::join!(probe(state.db().ping()), probe(bus.check()));
+    let runner = state.runner();
+    let (database, event_bus, executor) = tokio::join!(
+        probe(state.db().ping()),
+        probe(bus.check()),
+        probe(runner.check_executor())
+    );
 
     let mut checks = vec![("database", database)];
     if bus.kind() == EventBusKind::Redis {
         checks.push(("redis", event_bus));
+    }
+    if runner.executor_kind() == ExecutorKind::Kubernetes {
+        checks.push(("kubernetes", executor));
     }
     let down: Vec<&str> = checks
         .iter()

@@ -52,6 +52,10 @@ fn running(execution_id: i64) -> Event {
             started_at: Some(now),
             finished_at: None,
             updated_at: now,
+            owner: None,
+            lease_expires_at: None,
+            log_source: None,
+            log_offset: 0,
         }),
     }
 }

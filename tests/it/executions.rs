@@ -425,7 +425,7 @@ async fn arguments_are_validated_and_passed_with_context(stack: Stack) {
     let received = lines(&app, &id, 0).await;
     assert_eq!(
         received,
-        vec![(1, format!("hi|2|env|{id}|proctor-env-{id}|clean"))]
+        vec![(1, format!("hi|2|env|{id}|proctor-{id}-env|clean"))]
     );
     let execution = app
         .graphql(

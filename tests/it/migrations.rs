@@ -55,7 +55,7 @@ async fn up_down_up(db: &DatabaseConnection) {
     );
 
     // Step down past the column changes to the table creations, one migration at a time.
-    for step in 1..=3 {
+    for step in 1..=4 {
         migrate_down(db, Some(1)).await.expect("one step down");
         let states = migration_states(db).await.unwrap();
         assert_eq!(states.iter().filter(|m| m.applied).count(), total - step);
@@ -276,6 +276,7 @@ async fn data_model_holds(db: &DatabaseConnection) {
         started_at: Set(Some(t)),
         finished_at: Set(Some(t)),
         updated_at: Set(t),
+        ..Default::default()
     }
     .insert(db)
     .await

@@ -226,6 +226,7 @@ async fn delete_is_refused_while_an_execution_runs(stack: Stack) {
         started_at: Set(Some(now)),
         finished_at: Set(None),
         updated_at: Set(now),
+        ..Default::default()
     }
     .insert(app.state.db())
     .await

@@ -332,7 +332,7 @@ fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost() {
         state["data"]["execution"]["reason"]
             .as_str()
             .unwrap()
-            .contains("proctord stopped while this execution was RUNNING"),
+            .contains("its supervisor stopped while it was RUNNING"),
         "{state}"
     );
     assert!(restarted.terminate().success());

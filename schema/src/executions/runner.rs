@@ -1,5 +1,5 @@
-//! Supervising runs: waiting for a slot, starting the executor, turning its events into
-//! persisted transitions and log lines, and publishing both.
+//! Supervising runs: waiting for a slot, starting or re-attaching the executor, turning its
+//! events into persisted transitions and log lines, and publishing both.
 //!
 //! Ordering rules every subscriber relies on (see `stream`):
 //! - log lines are stored before they are published, so a subscriber that sees a gap can
@@ -8,6 +8,14 @@
 //!   it holds every line;
 //! - transitions only move forward (a conditional update from the allowed states), so a late
 //!   event can never overwrite a final state.
+//!
+//! Replicas: exactly one replica supervises an execution, the one holding its lease
+//! (`owner`, `lease_expires_at`). The owner renews its leases every third of their length;
+//! every replica takes over unfinished executions whose lease ran out. Every write a
+//! supervisor makes is fenced by `owner = <this replica>`, so a replica that lost its lease
+//! (a long pause) cannot write once another has taken over, and stops. Each batch of lines is
+//! stored with the executor's log cursor in one transaction, so the new supervisor continues
+//! exactly after the last stored line.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,17 +23,20 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use proctor_entity::execution;
-use proctor_entity::execution_log;
 use proctor_entity::values::{ExecutionStatus, LogStream};
+use proctor_entity::{execution, execution_log};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
+    TransactionTrait,
+};
 use tokio::sync::{Semaphore, watch};
+use tokio::task::AbortHandle;
 
 use super::shaping::{Masker, split_long};
 use crate::error::ApiError;
 use crate::ports::event_bus::{Delivery, Event, LogRecord, Topic};
-use crate::ports::executor::{Executor, RunEvent, RunSpec};
+use crate::ports::executor::{Executor, LogCursor, RunEvent, RunEvents, RunSpec};
 use crate::state::AppState;
 use crate::system::ExecutorKind;
 
@@ -33,52 +44,75 @@ use crate::system::ExecutorKind;
 const BATCH_LINES: usize = 500;
 /// How long a failed log write is retried at the end of a run before lines are given up.
 const FINAL_FLUSH_PATIENCE: Duration = Duration::from_secs(30);
+/// Longest Kubernetes-style object name (a DNS label).
+const MAX_NAME: usize = 63;
 
 /// How runs are supervised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunSettings {
-    /// Deadline of runs whose proc sets none.
-    pub default_timeout: Duration,
-    /// Runs at once; the rest wait as `PENDING`.
+    /// Runs at once on this replica; the rest wait as `PENDING`.
     pub max_parallel: usize,
     /// Lines stored per execution; output beyond ends with a marker line.
     pub log_max_lines: u64,
     /// Longest time a line waits before it is stored and published.
     pub flush_interval: Duration,
+    /// How long a replica's claim on an execution lasts without renewal.
+    pub lease: Duration,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
         Self {
-            default_timeout: Duration::from_secs(3600),
             max_parallel: 16,
             log_max_lines: 200_000,
             flush_interval: Duration::from_millis(50),
+            lease: Duration::from_secs(15),
         }
     }
 }
 
-/// The name a run is known by outside Proctor (`EXECUTION_NAME`, the Kubernetes Job name).
+/// The name a run is known by outside Proctor: `EXECUTION_NAME` and the Kubernetes Job and
+/// Secret names. A DNS label (at most 63 characters) holding the execution id and as much of
+/// the proc name as fits.
 pub fn run_name(proc_name: &str, execution_id: i64) -> String {
-    format!("proctor-{proc_name}-{execution_id}")
+    let mut name = format!("proctor-{execution_id}-{proc_name}");
+    name.truncate(MAX_NAME);
+    name.trim_end_matches('-').to_owned()
 }
 
-/// Runs executions through an executor, a bounded number at a time.
+/// A run this replica supervises.
+struct ActiveRun {
+    cancel: watch::Sender<bool>,
+    task: AbortHandle,
+}
+
+/// Runs executions through an executor, a bounded number at a time, and keeps this replica's
+/// leases.
 pub struct Runner {
     executor: Arc<dyn Executor>,
     slots: Arc<Semaphore>,
     settings: RunSettings,
-    /// Cancellation switches of the runs supervised by this process.
-    active: Mutex<HashMap<i64, watch::Sender<bool>>>,
+    replica: String,
+    active: Mutex<HashMap<i64, ActiveRun>>,
+}
+
+/// Who may write an execution's state.
+#[derive(Clone, Copy, Debug)]
+enum Fence<'a> {
+    /// Only the replica holding the lease.
+    Owner(&'a str),
+    /// Anyone (a cancellation nobody else acted on).
+    Any,
 }
 
 impl Runner {
-    /// A runner using `executor`.
-    pub fn new(executor: Arc<dyn Executor>, settings: RunSettings) -> Arc<Self> {
+    /// A runner for replica `replica` using `executor`.
+    pub fn new(executor: Arc<dyn Executor>, settings: RunSettings, replica: String) -> Arc<Self> {
         Arc::new(Self {
             executor,
             slots: Arc::new(Semaphore::new(settings.max_parallel)),
             settings,
+            replica,
             active: Mutex::new(HashMap::new()),
         })
     }
@@ -88,18 +122,29 @@ impl Runner {
         self.executor.kind()
     }
 
+    /// Whether the executor's backend answers.
+    pub async fn check_executor(&self) -> Result<(), crate::ports::executor::ExecutorError> {
+        self.executor.check().await
+    }
+
+    /// This replica's id, as stored in `executions.owner`.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
     /// The supervision settings.
     pub fn settings(&self) -> RunSettings {
         self.settings
     }
 
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<i64, watch::Sender<bool>>> {
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<i64, ActiveRun>> {
         self.active
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Supervises `execution` (already stored as `PENDING`) in the background.
+    /// Supervises `execution` (already stored as `PENDING` and owned by this replica) in the
+    /// background.
     pub fn launch(
         self: &Arc<Self>,
         state: AppState,
@@ -107,23 +152,42 @@ impl Runner {
         spec: RunSpec,
         masker: Masker,
     ) {
-        let (cancel, cancelled) = watch::channel(false);
-        self.active().insert(execution.id, cancel);
-        let runner = Arc::clone(self);
-        tokio::spawn(async move {
-            let id = execution.id;
-            runner
-                .supervise(&state, execution, spec, masker, cancelled)
-                .await;
-            runner.active().remove(&id);
-        });
+        self.supervise_in_background(state, execution, Some(spec), masker);
     }
 
-    /// Signals cancellation to a run supervised by this process; `false` if it is not here.
+    fn supervise_in_background(
+        self: &Arc<Self>,
+        state: AppState,
+        execution: execution::Model,
+        spec: Option<RunSpec>,
+        masker: Masker,
+    ) {
+        let (cancel, cancelled) = watch::channel(false);
+        let runner = Arc::clone(self);
+        let id = execution.id;
+        // Register before the task can finish, under the lock the task removes it with.
+        let mut active = self.active();
+        let task = tokio::spawn(async move {
+            match spec {
+                Some(spec) => runner.run(&state, execution, spec, masker, cancelled).await,
+                None => runner.reattach(&state, execution, masker, cancelled).await,
+            }
+            runner.active().remove(&id);
+        });
+        active.insert(
+            id,
+            ActiveRun {
+                cancel,
+                task: task.abort_handle(),
+            },
+        );
+    }
+
+    /// Signals cancellation to a run supervised by this replica; `false` if it is not here.
     pub fn cancel_here(&self, execution_id: i64) -> bool {
         match self.active().get(&execution_id) {
-            Some(cancel) => {
-                cancel.send_replace(true);
+            Some(run) => {
+                run.cancel.send_replace(true);
                 true
             }
             None => false,
@@ -140,7 +204,131 @@ impl Runner {
         }
     }
 
-    async fn supervise(
+    /// Keeps this replica's leases and takes over executions nobody holds, forever.
+    ///
+    /// `take_everything_now`: at start-up with the in-memory bus there can be no other
+    /// replica, so every unfinished execution is taken over at once instead of after its
+    /// lease runs out.
+    pub async fn maintain_leases(self: Arc<Self>, state: AppState, take_everything_now: bool) {
+        let mut everything = take_everything_now;
+        let mut tick = tokio::time::interval(self.settings.lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.renew_and_take_over(&state, everything).await {
+                tracing::warn!(%error, "cannot maintain execution leases; retrying");
+                continue;
+            }
+            everything = false;
+        }
+    }
+
+    async fn renew_and_take_over(
+        self: &Arc<Self>,
+        state: &AppState,
+        everything: bool,
+    ) -> Result<(), ApiError> {
+        let now = Utc::now();
+        let until = now + self.lease_length();
+        execution::Entity::update_many()
+            .col_expr(execution::Column::LeaseExpiresAt, Expr::value(until))
+            .filter(execution::Column::Owner.eq(self.replica.as_str()))
+            .filter(execution::Column::Status.is_in(UNFINISHED))
+            .exec(state.db())
+            .await?;
+
+        // Runs this replica supervises but no longer owns were taken over elsewhere: stop
+        // supervising them (without touching the run itself).
+        let supervised: Vec<i64> = self.active().keys().copied().collect();
+        if !supervised.is_empty() {
+            let lost: Vec<i64> = execution::Entity::find()
+                .select_only()
+                .column(execution::Column::Id)
+                .filter(execution::Column::Id.is_in(supervised))
+                .filter(
+                    Condition::any()
+                        .add(execution::Column::Owner.ne(self.replica.as_str()))
+                        .add(execution::Column::Owner.is_null()),
+                )
+                .into_tuple()
+                .all(state.db())
+                .await?;
+            for id in lost {
+                if let Some(run) = self.active().remove(&id) {
+                    tracing::warn!(
+                        execution.id = id,
+                        "another replica took this execution over; letting go"
+                    );
+                    run.task.abort();
+                }
+            }
+        }
+
+        let mut claimable = execution::Entity::find()
+            .filter(execution::Column::Status.is_in(UNFINISHED))
+            .limit(100);
+        if !everything {
+            claimable = claimable.filter(
+                Condition::any()
+                    .add(execution::Column::Owner.is_null())
+                    .add(execution::Column::LeaseExpiresAt.lt(now)),
+            );
+        }
+        for candidate in claimable.all(state.db()).await? {
+            if self.active().contains_key(&candidate.id) {
+                continue;
+            }
+            let mut claim = execution::Entity::update_many()
+                .col_expr(execution::Column::Owner, Expr::value(self.replica.as_str()))
+                .col_expr(execution::Column::LeaseExpiresAt, Expr::value(until))
+                .filter(execution::Column::Id.eq(candidate.id))
+                .filter(execution::Column::Status.is_in(UNFINISHED));
+            if !everything {
+                // Only if nobody renewed it since it was read.
+                claim = claim.filter(
+                    Condition::any()
+                        .add(execution::Column::Owner.is_null())
+                        .add(execution::Column::LeaseExpiresAt.lt(now)),
+                );
+            }
+            if claim.exec(state.db()).await?.rows_affected == 1 {
+                tracing::info!(
+                    execution.id = candidate.id,
+                    previous_owner = candidate.owner.as_deref().unwrap_or("none"),
+                    "taking over an execution"
+                );
+                self.resume(state, candidate).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Supervises an execution this replica just claimed: a `PENDING` one is queued again, a
+    /// started one re-attached through the executor.
+    async fn resume(self: &Arc<Self>, state: &AppState, execution: execution::Model) {
+        let id = execution.id;
+        let prepared = super::service::prepare_run(state, &execution).await;
+        match (execution.status, prepared) {
+            (ExecutionStatus::Pending, Ok((spec, masker))) => {
+                self.supervise_in_background(state.clone(), execution, Some(spec), masker);
+            }
+            (ExecutionStatus::Pending, Err(error)) => {
+                let outcome = Outcome::creation_failed(format!("cannot be started again: {error}"));
+                finish(state, id, outcome, Fence::Owner(&self.replica)).await;
+            }
+            (_, prepared) => {
+                let masker = prepared.map(|(_, masker)| masker).unwrap_or_default();
+                self.supervise_in_background(state.clone(), execution, None, masker);
+            }
+        }
+    }
+
+    fn lease_length(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::seconds(15))
+    }
+
+    /// A new run: wait for a slot, start it, follow it.
+    async fn run(
         &self,
         state: &AppState,
         execution: execution::Model,
@@ -149,31 +337,115 @@ impl Runner {
         mut cancelled: watch::Receiver<bool>,
     ) {
         let id = execution.id;
-        let timeout_seconds = spec.timeout.as_secs();
+        let fence = Fence::Owner(&self.replica);
         let slot = tokio::select! {
             slot = Arc::clone(&self.slots).acquire_owned() => slot.expect("the semaphore is never closed"),
             () = cancel_requested(&mut cancelled) => {
-                finish(state, id, Outcome::cancelled("cancelled before it started")).await;
+                finish(state, id, Outcome::cancelled("cancelled before it started"), fence).await;
                 return;
             }
         };
-        if transition(state, id, &[ExecutionStatus::Pending], Change::Starting)
-            .await
-            .is_none()
+        if transition(
+            state,
+            id,
+            &[ExecutionStatus::Pending],
+            Change::Starting,
+            fence,
+        )
+        .await
+        .is_none()
         {
-            return; // Cancelled while waiting for the slot.
+            return; // Cancelled while waiting for the slot, or taken over.
         }
-        let mut events = match self.executor.start(spec).await {
-            Ok(events) => events,
-            Err(error) => {
-                finish(state, id, Outcome::creation_failed(error.to_string())).await;
-                return;
+        match self.executor.start(spec).await {
+            Ok(events) => {
+                let logs = LogPipeline::new(
+                    state.clone(),
+                    id,
+                    masker,
+                    self.settings,
+                    0,
+                    self.replica.clone(),
+                );
+                self.follow(state, id, events, logs, cancelled, None).await;
             }
-        };
+            Err(error) => {
+                finish(
+                    state,
+                    id,
+                    Outcome::creation_failed(error.to_string()),
+                    fence,
+                )
+                .await;
+            }
+        }
+        drop(slot);
+    }
 
-        let mut logs = LogPipeline::new(state.clone(), &execution, masker, self.settings);
+    /// A started run whose supervisor went away: re-attach and continue after the stored
+    /// output.
+    async fn reattach(
+        &self,
+        state: &AppState,
+        execution: execution::Model,
+        masker: Masker,
+        cancelled: watch::Receiver<bool>,
+    ) {
+        let id = execution.id;
+        let fence = Fence::Owner(&self.replica);
+        let was = super::graphql::status_name(execution.status);
+        let cursor = execution.log_source.clone().map(|source| LogCursor {
+            source,
+            offset: u64::try_from(execution.log_offset).unwrap_or(0),
+        });
+        let reference = execution.executor_ref.clone().unwrap_or_default();
+        match self.executor.reattach(id, &reference, cursor.clone()).await {
+            Ok(events) => {
+                let stored = match max_seq(state, id).await {
+                    Ok(stored) => stored,
+                    Err(error) => {
+                        tracing::error!(execution.id = id, %error, "cannot read the stored output; will retry");
+                        return;
+                    }
+                };
+                let mut logs = LogPipeline::new(
+                    state.clone(),
+                    id,
+                    masker,
+                    self.settings,
+                    stored,
+                    self.replica.clone(),
+                );
+                logs.cursor = cursor;
+                let running_since =
+                    (execution.status == ExecutionStatus::Running).then(Instant::now);
+                if running_since.is_some() {
+                    state.metrics().run_started();
+                }
+                self.follow(state, id, events, logs, cancelled, running_since)
+                    .await;
+            }
+            Err(error) => {
+                let reason = format!(
+                    "its supervisor stopped while it was {was}, and it cannot be resumed: {error}"
+                );
+                finish(state, id, Outcome::lost(reason), fence).await;
+            }
+        }
+    }
+
+    /// Turns the executor's events into transitions and output until the run ends.
+    async fn follow(
+        &self,
+        state: &AppState,
+        id: i64,
+        mut events: RunEvents,
+        mut logs: LogPipeline,
+        mut cancelled: watch::Receiver<bool>,
+        mut running_since: Option<Instant>,
+    ) {
+        let fence = Fence::Owner(&self.replica);
         let mut executor_ref = String::new();
-        let mut started_at = None;
         let mut cancel_sent = false;
         let mut tick = tokio::time::interval(self.settings.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -182,53 +454,83 @@ impl Runner {
                 event = events.next() => match event {
                     Some(RunEvent::Started { executor_ref: reference }) => {
                         executor_ref = reference.clone();
-                        if transition(
+                        let running = transition(
                             state,
                             id,
                             &[ExecutionStatus::Pending, ExecutionStatus::Starting],
                             Change::Running { executor_ref: reference },
+                            fence,
                         )
-                        .await
-                        .is_some()
-                        {
-                            started_at = Some(Instant::now());
+                        .await;
+                        if running.is_some() && running_since.is_none() {
+                            running_since = Some(Instant::now());
                             state.metrics().run_started();
                         }
                     }
-                    Some(RunEvent::Log { stream, line }) => {
-                        if logs.push(stream, line) {
-                            // A failed write keeps the lines buffered for the next attempt.
-                            logs.flush().await;
+                    Some(RunEvent::Log { stream, line, cursor }) => {
+                        if logs.push(stream, line, cursor) && logs.flush().await == Flushed::Fenced {
+                            return; // Another replica owns it now.
                         }
                     }
                     Some(RunEvent::Exited { code: 0 }) => break Outcome::succeeded(),
-                    Some(RunEvent::Exited { code }) => break Outcome::failed(Some(code), format!("exited with code {code}")),
-                    Some(RunEvent::Failed { reason }) => break Outcome::failed(None, reason),
-                    Some(RunEvent::TimedOut) => {
-                        break Outcome::timed_out(format!("exceeded its timeout of {timeout_seconds} s"))
+                    Some(RunEvent::Exited { code }) => {
+                        break Outcome::failed(Some(code), format!("exited with code {code}"))
                     }
+                    Some(RunEvent::Failed { reason }) => break Outcome::failed(None, reason),
+                    Some(RunEvent::TimedOut { limit }) => break Outcome::timed_out(match limit {
+                        Some(limit) => format!("exceeded its timeout of {} s", limit.as_secs()),
+                        None => "exceeded its deadline".to_owned(),
+                    }),
                     Some(RunEvent::Cancelled) => break Outcome::cancelled("cancelled"),
                     Some(RunEvent::Lost { reason }) => break Outcome::lost(reason),
                     None => break Outcome::lost("the executor stopped reporting on this run".to_owned()),
                 },
                 _ = tick.tick() => {
-                    logs.flush().await;
+                    if logs.flush().await == Flushed::Fenced {
+                        return;
+                    }
                 }
                 () = cancel_requested(&mut cancelled), if !cancel_sent => {
                     cancel_sent = true;
+                    if executor_ref.is_empty() {
+                        executor_ref = current_ref(state, id).await;
+                    }
                     if let Err(error) = self.executor.cancel(id, &executor_ref).await {
                         tracing::warn!(execution.id = id, %error, "the executor could not cancel the run");
                     }
                 }
             }
         };
-        logs.finish().await;
-        finish(state, id, outcome).await;
-        if started_at.is_some() {
+        if logs.finish().await == Flushed::Fenced {
+            return;
+        }
+        finish(state, id, outcome, fence).await;
+        if running_since.is_some() {
             state.metrics().run_ended();
         }
-        drop(slot);
     }
+}
+
+/// The executor reference stored for `id` (a re-attached run learns it from the database).
+async fn current_ref(state: &AppState, id: i64) -> String {
+    execution::Entity::find_by_id(id)
+        .one(state.db())
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| row.executor_ref)
+        .unwrap_or_default()
+}
+
+async fn max_seq(state: &AppState, id: i64) -> Result<i64, ApiError> {
+    let max: Option<Option<i64>> = execution_log::Entity::find()
+        .select_only()
+        .column_as(execution_log::Column::Seq.max(), "max")
+        .filter(execution_log::Column::ExecutionId.eq(id))
+        .into_tuple()
+        .one(state.db())
+        .await?;
+    Ok(max.flatten().unwrap_or(0))
 }
 
 /// Completes once cancellation is requested (never, if the switch is dropped unused).
@@ -307,10 +609,27 @@ pub const UNFINISHED: [ExecutionStatus; 3] = [
     ExecutionStatus::Running,
 ];
 
-/// Moves the execution to its final state (from any unfinished one), publishes it and counts it.
-/// `None` when it had already ended.
-pub async fn finish(state: &AppState, id: i64, outcome: Outcome) -> Option<execution::Model> {
-    let finished = transition(state, id, &UNFINISHED, Change::Final(outcome)).await?;
+/// Ends a `PENDING` execution that no supervisor is holding (see `cancel_execution`).
+pub async fn cancel_unheld(state: &AppState, id: i64, reason: &str) -> Option<execution::Model> {
+    let current = execution::Entity::find_by_id(id)
+        .one(state.db())
+        .await
+        .ok()??;
+    if current.status != ExecutionStatus::Pending {
+        return None;
+    }
+    finish(state, id, Outcome::cancelled(reason), Fence::Any).await
+}
+
+/// Moves the execution to its final state (from any unfinished one), releases its lease,
+/// publishes it and counts it. `None` when it had already ended (or is not ours to end).
+async fn finish(
+    state: &AppState,
+    id: i64,
+    outcome: Outcome,
+    fence: Fence<'_>,
+) -> Option<execution::Model> {
+    let finished = transition(state, id, &UNFINISHED, Change::Final(outcome), fence).await?;
     let ran_for = finished
         .started_at
         .zip(finished.finished_at)
@@ -323,15 +642,16 @@ pub async fn finish(state: &AppState, id: i64, outcome: Outcome) -> Option<execu
     Some(finished)
 }
 
-/// Applies `change` if the execution is in one of `from`; stores, publishes and returns the
-/// new row. `None` when the execution was not in one of those states (nothing changed).
+/// Applies `change` if the execution is in one of `from` (and `fence` allows); stores,
+/// publishes and returns the new row. `None` when nothing changed.
 async fn transition(
     state: &AppState,
     id: i64,
     from: &[ExecutionStatus],
     change: Change,
+    fence: Fence<'_>,
 ) -> Option<execution::Model> {
-    match try_transition(state, id, from, change).await {
+    match try_transition(state, id, from, change, fence).await {
         Ok(changed) => changed,
         Err(error) => {
             tracing::error!(execution.id = id, error = %error, "cannot store a state change");
@@ -345,12 +665,16 @@ async fn try_transition(
     id: i64,
     from: &[ExecutionStatus],
     change: Change,
+    fence: Fence<'_>,
 ) -> Result<Option<execution::Model>, ApiError> {
     let now = Utc::now();
     let mut update = execution::Entity::update_many()
         .col_expr(execution::Column::UpdatedAt, Expr::value(now))
         .filter(execution::Column::Id.eq(id))
         .filter(execution::Column::Status.is_in(from.iter().copied()));
+    if let Fence::Owner(owner) = fence {
+        update = update.filter(execution::Column::Owner.eq(owner));
+    }
     update = match change {
         Change::Starting => update.col_expr(
             execution::Column::Status,
@@ -367,7 +691,11 @@ async fn try_transition(
             .col_expr(execution::Column::Status, Expr::value(outcome.status))
             .col_expr(execution::Column::ExitCode, Expr::value(outcome.exit_code))
             .col_expr(execution::Column::Reason, Expr::value(outcome.reason))
-            .col_expr(execution::Column::FinishedAt, Expr::value(now)),
+            .col_expr(execution::Column::FinishedAt, Expr::value(now))
+            .col_expr(
+                execution::Column::LeaseExpiresAt,
+                Expr::value(Option::<chrono::DateTime<Utc>>::None),
+            ),
     };
     let txn = state.db().begin().await?;
     if update.exec(&txn).await?.rows_affected == 0 {
@@ -389,22 +717,36 @@ async fn try_transition(
 }
 
 /// Publishes after a commit. A failure only delays subscribers (they re-read the database on
-/// the gap or on their next safety poll), so it is logged, not returned.
+/// the gap or on their next safety check), so it is logged, not returned.
 pub(crate) async fn publish(state: &AppState, event: Event) {
     if let Err(error) = state.event_bus().publish(&event).await {
         tracing::warn!(%error, "cannot publish an execution event; subscribers will catch up");
     }
 }
 
+/// What became of a flush.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flushed {
+    /// Stored and published (or nothing to do).
+    Done,
+    /// The database refused; the lines stay buffered for the next attempt.
+    Retry,
+    /// This replica no longer owns the execution; nothing was written.
+    Fenced,
+}
+
 /// Output on its way to the database and the bus.
 struct LogPipeline {
     state: AppState,
     execution_id: i64,
+    owner: String,
     masker: Masker,
     max_lines: u64,
     flush_interval: Duration,
     next_seq: i64,
     buffer: Vec<LogRecord>,
+    /// The executor's position after the newest buffered line.
+    cursor: Option<LogCursor>,
     oldest: Option<Instant>,
     truncated: bool,
 }
@@ -412,25 +754,32 @@ struct LogPipeline {
 impl LogPipeline {
     fn new(
         state: AppState,
-        execution: &execution::Model,
+        execution_id: i64,
         masker: Masker,
         settings: RunSettings,
+        stored: i64,
+        owner: String,
     ) -> Self {
         Self {
             state,
-            execution_id: execution.id,
+            execution_id,
+            owner,
             masker,
             max_lines: settings.log_max_lines,
             flush_interval: settings.flush_interval,
-            next_seq: 1,
+            next_seq: stored + 1,
             buffer: Vec::new(),
+            cursor: None,
             oldest: None,
-            truncated: false,
+            truncated: u64::try_from(stored).unwrap_or(0) > settings.log_max_lines,
         }
     }
 
     /// Queues a line (masked, split if over-long); `true` when the buffer should be flushed now.
-    fn push(&mut self, stream: LogStream, line: String) -> bool {
+    fn push(&mut self, stream: LogStream, line: String, cursor: Option<LogCursor>) -> bool {
+        if cursor.is_some() {
+            self.cursor = cursor;
+        }
         if self.truncated {
             return false;
         }
@@ -468,15 +817,19 @@ impl LogPipeline {
         self.oldest.get_or_insert_with(Instant::now);
     }
 
-    /// Stores the buffered lines, then publishes them. On a database error the lines stay
-    /// buffered for the next attempt: nothing is published that is not stored.
-    async fn flush(&mut self) -> bool {
+    /// Stores the buffered lines with the cursor, then publishes them. Nothing is published
+    /// that is not stored.
+    async fn flush(&mut self) -> Flushed {
         if self.buffer.is_empty() {
-            return true;
+            return Flushed::Done;
         }
-        if let Err(error) = self.store().await {
-            tracing::warn!(execution.id = self.execution_id, %error, "cannot store log lines yet");
-            return false;
+        match self.store().await {
+            Ok(true) => {}
+            Ok(false) => return Flushed::Fenced,
+            Err(error) => {
+                tracing::warn!(execution.id = self.execution_id, %error, "cannot store log lines yet");
+                return Flushed::Retry;
+            }
         }
         let lines = std::mem::take(&mut self.buffer);
         self.oldest = None;
@@ -489,38 +842,97 @@ impl LogPipeline {
             },
         )
         .await;
-        true
+        Flushed::Done
     }
 
-    /// Inserts the buffer in chunks of [`BATCH_LINES`], all or nothing.
-    async fn store(&self) -> Result<(), sea_orm::DbErr> {
+    /// In one transaction: claims the row (fenced by owner) with the new cursor, then inserts
+    /// the buffer in chunks of [`BATCH_LINES`]. `false` when this replica lost the execution.
+    async fn store(&self) -> Result<bool, sea_orm::DbErr> {
         let txn = self.state.db().begin().await?;
-        for chunk in self.buffer.chunks(BATCH_LINES) {
-            let rows = chunk.iter().map(|record| execution_log::ActiveModel {
-                execution_id: Set(self.execution_id),
-                seq: Set(record.seq),
-                stream: Set(record.stream),
-                line: Set(record.line.clone()),
-                logged_at: Set(record.logged_at),
-            });
-            execution_log::Entity::insert_many(rows).exec(&txn).await?;
+        let mut claim = execution::Entity::update_many()
+            .filter(execution::Column::Id.eq(self.execution_id))
+            .filter(execution::Column::Owner.eq(self.owner.as_str()));
+        claim = match &self.cursor {
+            Some(cursor) => claim
+                .col_expr(
+                    execution::Column::LogSource,
+                    Expr::value(cursor.source.as_str()),
+                )
+                .col_expr(
+                    execution::Column::LogOffset,
+                    Expr::value(i64::try_from(cursor.offset).unwrap_or(i64::MAX)),
+                ),
+            None => claim.col_expr(
+                execution::Column::LogOffset,
+                Expr::col(execution::Column::LogOffset),
+            ),
+        };
+        if claim.exec(&txn).await?.rows_affected == 0 {
+            return Ok(false);
         }
-        txn.commit().await
+        for chunk in self.buffer.chunks(BATCH_LINES) {
+            insert_lines(&txn, self.execution_id, chunk).await?;
+        }
+        txn.commit().await?;
+        Ok(true)
     }
 
     /// Stores what is left, retrying for a while if the database is away.
-    async fn finish(&mut self) {
+    async fn finish(&mut self) -> Flushed {
         let deadline = Instant::now() + FINAL_FLUSH_PATIENCE;
-        while !self.flush().await {
-            if Instant::now() >= deadline {
-                tracing::error!(
-                    execution.id = self.execution_id,
-                    lost = self.buffer.len(),
-                    "giving up on storing the last log lines"
-                );
-                return;
+        loop {
+            match self.flush().await {
+                Flushed::Retry if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Flushed::Retry => {
+                    tracing::error!(
+                        execution.id = self.execution_id,
+                        lost = self.buffer.len(),
+                        "giving up on storing the last log lines"
+                    );
+                    return Flushed::Done;
+                }
+                done_or_fenced => return done_or_fenced,
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+async fn insert_lines<C: ConnectionTrait>(
+    db: &C,
+    execution_id: i64,
+    lines: &[LogRecord],
+) -> Result<(), sea_orm::DbErr> {
+    let rows = lines.iter().map(|record| execution_log::ActiveModel {
+        execution_id: Set(execution_id),
+        seq: Set(record.seq),
+        stream: Set(record.stream),
+        line: Set(record.line.clone()),
+        logged_at: Set(record.logged_at),
+    });
+    execution_log::Entity::insert_many(rows)
+        .exec(db)
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_names_are_dns_labels_with_the_id() {
+        assert_eq!(run_name("deploy", 42), "proctor-42-deploy");
+        let long = run_name(&"a".repeat(63), 9_223_372_036_854_775_807);
+        assert!(long.len() <= 63, "{long}");
+        assert!(long.starts_with("proctor-9223372036854775807-a"));
+        assert_eq!(
+            run_name("x-y-z", 1234567890123),
+            "proctor-1234567890123-x-y-z"
+        );
+        // A cut that lands on a dash does not leave it dangling.
+        let cut = run_name(&format!("{}-tail", "b".repeat(45)), 12345678);
+        assert!(!cut.ends_with('-'), "{cut}");
     }
 }

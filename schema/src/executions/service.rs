@@ -15,7 +15,7 @@ use sea_orm::{
 use serde_json::json;
 
 use super::graphql::status_name;
-use super::runner::{Outcome, UNFINISHED, finish, publish, run_name};
+use super::runner::{cancel_unheld, publish, run_name};
 use super::shaping::Masker;
 use crate::auth::{Caller, audit};
 use crate::error::ApiError;
@@ -72,6 +72,8 @@ pub async fn execute(
     }
 
     let now = Utc::now();
+    let lease = chrono::Duration::from_std(state.runner().settings().lease)
+        .unwrap_or(chrono::Duration::seconds(15));
     let txn = state.db().begin().await?;
     let execution = execution::ActiveModel {
         id: NotSet,
@@ -90,6 +92,10 @@ pub async fn execute(
         started_at: Set(None),
         finished_at: Set(None),
         updated_at: Set(now),
+        owner: Set(Some(state.runner().replica().to_owned())),
+        lease_expires_at: Set(Some(now + lease)),
+        log_source: Set(None),
+        log_offset: Set(0),
     }
     .insert(&txn)
     .await?;
@@ -111,23 +117,41 @@ pub async fn execute(
     )
     .await;
 
-    let masker = Masker::new(secrets.iter().map(|(_, value)| value.as_str()));
-    let spec = run_spec(state, &proc, &execution, &args, secrets);
+    let (spec, masker) = run_spec(&proc, &execution, secrets);
     state
         .runner()
         .launch(state.clone(), execution.clone(), spec, masker);
     Ok(execution)
 }
 
-/// The environment is `args ⊕ secrets ⊕ context`: secrets override arguments of the same
-/// name, and Proctor's context variables override both (as in Proctor v2).
-fn run_spec(
+/// What a supervisor needs to run (or resume) `execution`, rebuilt from the database: the
+/// proc as it is now, the stored argument values and the current secret values.
+pub async fn prepare_run(
     state: &AppState,
+    execution: &execution::Model,
+) -> Result<(RunSpec, Masker), ApiError> {
+    let proc = match execution.proc_id {
+        Some(proc_id) => proc::Entity::find_by_id(proc_id).one(state.db()).await?,
+        None => None,
+    }
+    .ok_or_else(|| ApiError::NotFound {
+        kind: "proc",
+        key: execution.proc_name.clone(),
+    })?;
+    let secrets = secret_values(state, &proc).await?;
+    Ok(run_spec(&proc, execution, secrets))
+}
+
+/// The environment is `args ⊕ secrets ⊕ context`: secrets override arguments of the same
+/// name, and Proctor's context variables override both (as in Proctor v2). The masker hides
+/// the secret values in the run's output.
+fn run_spec(
     proc: &proc::Model,
     execution: &execution::Model,
-    args: &[ArgValue],
     secrets: Vec<(String, String)>,
-) -> RunSpec {
+) -> (RunSpec, Masker) {
+    let masker = Masker::new(secrets.iter().map(|(_, value)| value.as_str()));
+    let args: &[ArgValue] = &execution.args.0;
     let name = run_name(&proc.name, execution.id);
     let mut env: Vec<(String, EnvValue)> = Vec::new();
     let mut set = |key: String, value: EnvValue| {
@@ -152,7 +176,7 @@ fn run_spec(
     ] {
         set(key.to_owned(), EnvValue::Plain(value));
     }
-    RunSpec {
+    let spec = RunSpec {
         execution_id: execution.id,
         proc_name: proc.name.clone(),
         image: proc.image.clone(),
@@ -161,15 +185,10 @@ fn run_spec(
         timeout: proc
             .timeout_seconds
             .and_then(|seconds| u64::try_from(seconds).ok())
-            .map_or(
-                state.runner().settings().default_timeout,
-                Duration::from_secs,
-            ),
-        retries: proc
-            .retries
-            .and_then(|retries| u32::try_from(retries).ok())
-            .unwrap_or(0),
-    }
+            .map(Duration::from_secs),
+        retries: proc.retries.and_then(|retries| u32::try_from(retries).ok()),
+    };
+    (spec, masker)
 }
 
 /// Whether `caller` may see `execution`: administrators, whoever started it, and whoever may
@@ -262,16 +281,8 @@ pub async fn cancel_execution(
     })
     .await;
     if ended.is_err() {
-        // Nobody acted: a run that never reached a runner (its server stopped) just ends here.
-        let current = execution::Entity::find_by_id(id).one(state.db()).await?;
-        if current.is_some_and(|row| row.status == ExecutionStatus::Pending) {
-            finish(
-                state,
-                id,
-                Outcome::cancelled("cancelled; no server was holding it"),
-            )
-            .await;
-        }
+        // Nobody acted: a run that never reached a supervisor just ends here.
+        cancel_unheld(state, id, "cancelled; no server was holding it").await;
     }
     get_execution(state, caller, id).await
 }
@@ -353,21 +364,4 @@ pub async fn stored_logs(
         .limit(limit)
         .all(state.db())
         .await?)
-}
-
-/// Ends every execution a previous server left unfinished with `LOST`: a local process cannot
-/// be re-attached once its server is gone. Returns how many there were.
-pub async fn mark_unfinished_lost(state: &AppState) -> Result<usize, ApiError> {
-    let unfinished = execution::Entity::find()
-        .filter(execution::Column::Status.is_in(UNFINISHED))
-        .all(state.db())
-        .await?;
-    for row in &unfinished {
-        let reason = format!(
-            "proctord stopped while this execution was {}; local runs cannot be re-attached",
-            status_name(row.status)
-        );
-        finish(state, row.id, Outcome::lost(reason)).await;
-    }
-    Ok(unfinished.len())
 }

@@ -291,6 +291,10 @@ mod tests {
                 started_at: None,
                 finished_at: None,
                 updated_at: now,
+                owner: None,
+                lease_expires_at: None,
+                log_source: None,
+                log_offset: 0,
             }),
         }
     }

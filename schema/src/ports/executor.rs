@@ -41,6 +41,17 @@ impl fmt::Debug for EnvValue {
     }
 }
 
+/// How far into a run's output the stored lines reach: the source (a pod, an attempt) and how
+/// many of its raw lines were consumed. Stored with every batch of lines, so a run re-attached
+/// after a restart continues exactly where the stored output ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogCursor {
+    /// The output source, e.g. a pod name.
+    pub source: String,
+    /// Raw lines of `source` consumed so far.
+    pub offset: u64,
+}
+
 /// Everything an executor needs to start one run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunSpec {
@@ -54,10 +65,10 @@ pub struct RunSpec {
     pub command: Option<Vec<String>>,
     /// Environment: arguments, then secrets, then context variables (later wins).
     pub env: Vec<(String, EnvValue)>,
-    /// Deadline after which the run is killed and marked `TIMED_OUT`.
-    pub timeout: Duration,
-    /// Attempts after the first failed one.
-    pub retries: u32,
+    /// The proc's own deadline; the executor's configured default applies when absent.
+    pub timeout: Option<Duration>,
+    /// The proc's own retries after a failed attempt; the executor's default when absent.
+    pub retries: Option<u32>,
 }
 
 /// What happens to a run, in order.
@@ -74,6 +85,8 @@ pub enum RunEvent {
         stream: LogStream,
         /// The line without its newline.
         line: String,
+        /// The position after this line, for executors that can re-attach.
+        cursor: Option<LogCursor>,
     },
     /// The run exited on its own.
     Exited {
@@ -86,7 +99,10 @@ pub enum RunEvent {
         reason: String,
     },
     /// The deadline killed it.
-    TimedOut,
+    TimedOut {
+        /// The deadline, when known.
+        limit: Option<Duration>,
+    },
     /// A cancel request killed it.
     Cancelled,
     /// The executor can no longer see it.
@@ -122,14 +138,21 @@ pub trait Executor: Send + Sync {
     /// Starts a run and returns its events.
     async fn start(&self, spec: RunSpec) -> Result<RunEvents, ExecutorError>;
 
+    /// Whether the executor's backend answers (used by `/readyz`); local processes always do.
+    async fn check(&self) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+
     /// Asks a run to stop; its event stream then ends with [`RunEvent::Cancelled`].
     async fn cancel(&self, execution_id: i64, executor_ref: &str) -> Result<(), ExecutorError>;
 
-    /// Re-attaches to a run that was in flight when the server restarted.
+    /// Re-attaches to a run whose supervisor went away (a restart, a dead replica). Output up
+    /// to `cursor` is already stored and must not be emitted again.
     async fn reattach(
         &self,
         execution_id: i64,
         executor_ref: &str,
+        cursor: Option<LogCursor>,
     ) -> Result<RunEvents, ExecutorError>;
 }
 
@@ -148,8 +171,8 @@ mod tests {
                 ("TARGET".into(), EnvValue::Plain("staging".into())),
                 ("API_KEY".into(), EnvValue::Secret("sk-live-123".into())),
             ],
-            timeout: Duration::from_secs(60),
-            retries: 0,
+            timeout: Some(Duration::from_secs(60)),
+            retries: None,
         };
         let printed = format!("{spec:?}");
         assert!(printed.contains("staging"), "{printed}");

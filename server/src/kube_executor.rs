@@ -1,0 +1,705 @@
+//! The Kubernetes executor: one `batch/v1` Job per execution.
+//!
+//! - The Job is named after the run (`proctor-<id>-<proc>`), labelled
+//!   `app.kubernetes.io/managed-by=proctor`, `proctor.io/execution-id` and `proctor.io/proc`,
+//!   carries the configured annotations, `activeDeadlineSeconds`, `backoffLimit`,
+//!   `ttlSecondsAfterFinished` and `restartPolicy: Never`, and runs the proc's image (with its
+//!   command, when the proc has one).
+//! - Secret values travel in a Secret of the same name, owned by the Job (so Kubernetes deletes
+//!   it with the Job) and referenced from the container env; the Job spec never holds a value.
+//! - The run is followed through watches on the Job and its pods; each attempt's log is read
+//!   with `follow=true`, a marker line separating attempts. The log cursor (pod, lines read)
+//!   lets a re-attached run skip exactly what was stored before.
+//! - Image pull failures that last past a grace period fail the run; `DeadlineExceeded` is a
+//!   timeout; `BackoffLimitExceeded` a failure with the last exit code. Cancel deletes the Job
+//!   with background propagation.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::{AsyncBufReadExt, Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use proctor_entity::values::LogStream;
+use proctor_schema::executions::runner::run_name;
+use proctor_schema::ports::executor::{
+    EnvValue, Executor, ExecutorError, LogCursor, RunEvent, RunEvents, RunSpec,
+};
+use proctor_schema::system::ExecutorKind;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{KubeAccess, KubeSettings};
+
+/// The container's name in every Job.
+pub const CONTAINER: &str = "proc";
+/// Label holding the execution id.
+pub const EXECUTION_LABEL: &str = "proctor.io/execution-id";
+/// Label holding the proc name.
+pub const PROC_LABEL: &str = "proctor.io/proc";
+/// Events buffered between the cluster and the runner.
+const EVENT_BUFFER: usize = 1024;
+/// Container waiting reasons that mean the image cannot be pulled.
+const PULL_FAILURES: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+];
+
+/// Why the executor could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSetupError {
+    /// The kubeconfig or in-cluster environment is unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Runs procs as Kubernetes Jobs; see the module docs.
+pub struct KubernetesExecutor {
+    client: kube::Client,
+    settings: KubeSettings,
+    runs: Arc<Mutex<HashMap<i64, watch::Sender<bool>>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl KubernetesExecutor {
+    /// Connects as `settings.access` says.
+    pub async fn connect(settings: KubeSettings) -> Result<Self, KubeSetupError> {
+        let options = kube::config::KubeConfigOptions {
+            context: settings.context.clone(),
+            ..Default::default()
+        };
+        let config = match &settings.access {
+            KubeAccess::InCluster => kube::Config::incluster().map_err(|e| {
+                KubeSetupError::Config(format!(
+                    "not running inside a cluster ({e}); set PROCTOR_KUBE_CONFIG=out-of-cluster \
+                     or a kubeconfig path"
+                ))
+            })?,
+            KubeAccess::OutOfCluster => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| KubeSetupError::Config(format!("the default kubeconfig: {e}")))?,
+            KubeAccess::Kubeconfig(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                    KubeSetupError::Config(format!("kubeconfig {}: {e}", path.display()))
+                })?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| {
+                        KubeSetupError::Config(format!("kubeconfig {}: {e}", path.display()))
+                    })?
+            }
+        };
+        let client = kube::Client::try_from(config)
+            .map_err(|e| KubeSetupError::Config(format!("cannot build the client: {e}")))?;
+        Ok(Self::with_client(client, settings))
+    }
+
+    /// An executor using an existing client (tests inject mocked ones).
+    pub fn with_client(client: kube::Client, settings: KubeSettings) -> Self {
+        Self {
+            client,
+            settings,
+            runs: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.settings.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.settings.namespace)
+    }
+
+    fn labels(spec: &RunSpec) -> Value {
+        json!({
+            "app.kubernetes.io/managed-by": "proctor",
+            EXECUTION_LABEL: spec.execution_id.to_string(),
+            PROC_LABEL: spec.proc_name,
+        })
+    }
+
+    /// The Secret holding the run's secret values (owner reference added once the Job exists).
+    pub fn secret_manifest(&self, spec: &RunSpec, name: &str) -> Option<Value> {
+        let data: BTreeMap<&str, &str> = spec
+            .env
+            .iter()
+            .filter_map(|(key, value)| match value {
+                EnvValue::Secret(secret) => Some((key.as_str(), secret.as_str())),
+                EnvValue::Plain(_) => None,
+            })
+            .collect();
+        (!data.is_empty()).then(|| {
+            json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": { "name": name, "labels": Self::labels(spec) },
+                "type": "Opaque",
+                "stringData": data,
+            })
+        })
+    }
+
+    /// The Job for a run; secret values are referenced from the Secret `name`, never inlined.
+    pub fn job_manifest(&self, spec: &RunSpec, name: &str, image: &str) -> Value {
+        let env: Vec<Value> = spec
+            .env
+            .iter()
+            .map(|(key, value)| match value {
+                EnvValue::Plain(plain) => json!({ "name": key, "value": plain }),
+                EnvValue::Secret(_) => json!({
+                    "name": key,
+                    "valueFrom": { "secretKeyRef": { "name": name, "key": key } }
+                }),
+            })
+            .collect();
+        let mut container = json!({ "name": CONTAINER, "image": image, "env": env });
+        if let Some(command) = &spec.command {
+            container["command"] = json!(command);
+        }
+        let mut pod_spec = json!({ "restartPolicy": "Never", "containers": [container] });
+        if let Some(account) = &self.settings.service_account {
+            pod_spec["serviceAccountName"] = json!(account);
+        }
+        let labels = Self::labels(spec);
+        let annotations = json!(self.settings.annotations);
+        json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": { "name": name, "labels": labels, "annotations": annotations },
+            "spec": {
+                "activeDeadlineSeconds": spec.timeout.unwrap_or(self.settings.active_deadline).as_secs(),
+                "backoffLimit": spec.retries.unwrap_or(self.settings.retries),
+                "ttlSecondsAfterFinished": self.settings.ttl_after_finished.as_secs(),
+                "template": {
+                    "metadata": { "labels": labels, "annotations": annotations },
+                    "spec": pod_spec,
+                }
+            }
+        })
+    }
+
+    fn follow(
+        &self,
+        job: String,
+        execution_id: i64,
+        cursor: Option<LogCursor>,
+        started: bool,
+    ) -> RunEvents {
+        let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+        let (cancel, cancelled) = watch::channel(false);
+        lock(&self.runs).insert(execution_id, cancel);
+        let follower = Follower {
+            client: self.client.clone(),
+            namespace: self.settings.namespace.clone(),
+            job,
+            execution_id,
+            cursor,
+            started,
+            image_pull_grace: self.settings.image_pull_grace,
+            events,
+            cancelled,
+        };
+        let runs = Arc::clone(&self.runs);
+        tokio::spawn(async move {
+            follower.run().await;
+            lock(&runs).remove(&execution_id);
+        });
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|event| (event, receiver))
+        })
+        .boxed()
+    }
+}
+
+fn start_error(what: &str, error: kube::Error) -> ExecutorError {
+    match error {
+        kube::Error::Api(status) => ExecutorError::Start(format!("{what}: {}", status.message)),
+        other => ExecutorError::Unavailable(format!("{what}: {other}")),
+    }
+}
+
+#[async_trait]
+impl Executor for KubernetesExecutor {
+    fn kind(&self) -> ExecutorKind {
+        ExecutorKind::Kubernetes
+    }
+
+    async fn start(&self, spec: RunSpec) -> Result<RunEvents, ExecutorError> {
+        let image = spec.image.clone().ok_or_else(|| {
+            ExecutorError::Start(
+                "the proc has no image, and the Kubernetes executor runs images (set `image`)"
+                    .into(),
+            )
+        })?;
+        let name = run_name(&spec.proc_name, spec.execution_id);
+        let secret = match self.secret_manifest(&spec, &name) {
+            Some(manifest) => {
+                let secret: Secret =
+                    serde_json::from_value(manifest).expect("a valid Secret manifest");
+                Some(
+                    self.secrets()
+                        .create(&PostParams::default(), &secret)
+                        .await
+                        .map_err(|e| start_error("creating the Secret", e))?,
+                )
+            }
+            None => None,
+        };
+        let job: Job = serde_json::from_value(self.job_manifest(&spec, &name, &image))
+            .expect("a valid Job manifest");
+        let created = match self.jobs().create(&PostParams::default(), &job).await {
+            Ok(created) => created,
+            Err(error) => {
+                if secret.is_some() {
+                    let _ = self.secrets().delete(&name, &DeleteParams::default()).await;
+                }
+                return Err(start_error("creating the Job", error));
+            }
+        };
+        if secret.is_some() {
+            let owner = json!({ "metadata": { "ownerReferences": [{
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": name,
+                "uid": created.metadata.uid,
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }] } });
+            if let Err(error) = self
+                .secrets()
+                .patch(&name, &PatchParams::default(), &Patch::Merge(owner))
+                .await
+            {
+                // The run works without it; the Secret then outlives the Job.
+                tracing::warn!(job = %name, %error, "cannot make the Job own its Secret");
+            }
+        }
+        Ok(self.follow(name, spec.execution_id, None, false))
+    }
+
+    async fn check(&self) -> Result<(), ExecutorError> {
+        self.client
+            .apiserver_version()
+            .await
+            .map(drop)
+            .map_err(|e| ExecutorError::Unavailable(format!("the Kubernetes API: {e}")))
+    }
+
+    async fn cancel(&self, execution_id: i64, executor_ref: &str) -> Result<(), ExecutorError> {
+        if let Some(cancel) = lock(&self.runs).get(&execution_id) {
+            cancel.send_replace(true);
+            return Ok(());
+        }
+        delete_job(&self.jobs(), executor_ref)
+            .await
+            .map_err(|e| ExecutorError::Unavailable(e.to_string()))
+    }
+
+    async fn reattach(
+        &self,
+        execution_id: i64,
+        executor_ref: &str,
+        cursor: Option<LogCursor>,
+    ) -> Result<RunEvents, ExecutorError> {
+        let unavailable = |e: kube::Error| ExecutorError::Unavailable(e.to_string());
+        let job = if executor_ref.is_empty() {
+            // Stopped before the run was seen starting: find its Job by label.
+            let params = ListParams::default().labels(&format!("{EXECUTION_LABEL}={execution_id}"));
+            self.jobs()
+                .list(&params)
+                .await
+                .map_err(unavailable)?
+                .items
+                .into_iter()
+                .next()
+        } else {
+            self.jobs()
+                .get_opt(executor_ref)
+                .await
+                .map_err(unavailable)?
+        };
+        let job = job.ok_or_else(|| {
+            ExecutorError::NotFound(format!(
+                "its Kubernetes Job {} no longer exists",
+                if executor_ref.is_empty() {
+                    "(never seen running)"
+                } else {
+                    executor_ref
+                }
+            ))
+        })?;
+        let name = job.metadata.name.unwrap_or_default();
+        Ok(self.follow(name, execution_id, cursor, !executor_ref.is_empty()))
+    }
+}
+
+async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), kube::Error> {
+    match jobs.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(other) => Err(other),
+    }
+}
+
+type Lines = Pin<Box<dyn Stream<Item = std::io::Result<String>> + Send>>;
+
+/// The log being read: which pod, lines read so far, lines to skip (already stored).
+struct Reading {
+    pod: String,
+    lines: Lines,
+    read: u64,
+    skip: u64,
+}
+
+/// Follows one Job until it ends.
+struct Follower {
+    client: kube::Client,
+    namespace: String,
+    job: String,
+    execution_id: i64,
+    cursor: Option<LogCursor>,
+    started: bool,
+    image_pull_grace: Duration,
+    events: mpsc::Sender<RunEvent>,
+    cancelled: watch::Receiver<bool>,
+}
+
+/// What the follower knows about the cluster.
+#[derive(Default)]
+struct Seen {
+    job: Option<Job>,
+    job_deleted: bool,
+    pods: HashMap<String, Pod>,
+    consumed: HashSet<String>,
+    pull_failing_since: HashMap<String, Instant>,
+}
+
+impl Seen {
+    /// Pods in creation order (the attempts).
+    fn attempts(&self) -> Vec<&Pod> {
+        let mut pods: Vec<&Pod> = self.pods.values().collect();
+        pods.sort_by_key(|pod| {
+            (
+                pod.metadata.creation_timestamp.clone().map(|t| t.0),
+                pod.metadata.name.clone(),
+            )
+        });
+        pods
+    }
+}
+
+/// Whether the pod's container has started (running or finished), i.e. has a log to read.
+fn has_log(pod: &Pod) -> bool {
+    container_state(pod).is_some_and(|state| state.running.is_some() || state.terminated.is_some())
+}
+
+fn container_state(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerState> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|status| status.name == CONTAINER)?
+        .state
+        .as_ref()
+}
+
+fn exit_code(pod: &Pod) -> Option<i32> {
+    container_state(pod)?
+        .terminated
+        .as_ref()
+        .map(|terminated| terminated.exit_code)
+}
+
+fn pull_failure(pod: &Pod) -> Option<String> {
+    let waiting = container_state(pod)?.waiting.as_ref()?;
+    let reason = waiting.reason.as_deref()?;
+    PULL_FAILURES
+        .contains(&reason)
+        .then(|| match &waiting.message {
+            Some(message) => format!("{reason}: {message}"),
+            None => reason.to_owned(),
+        })
+}
+
+/// The Job's final condition: `(type, reason, message)`.
+fn job_outcome(job: &Job) -> Option<(String, Option<String>, Option<String>)> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        .map(|c| (c.type_.clone(), c.reason.clone(), c.message.clone()))
+}
+
+impl Follower {
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    async fn emit(&self, event: RunEvent) -> bool {
+        self.events.send(event).await.is_ok()
+    }
+
+    async fn run(mut self) {
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut job_events = watcher(
+            jobs.clone(),
+            watcher::Config::default().fields(&format!("metadata.name={}", self.job)),
+        )
+        .default_backoff()
+        .boxed();
+        let mut pod_events = watcher(
+            self.pods(),
+            watcher::Config::default().labels(&format!("{EXECUTION_LABEL}={}", self.execution_id)),
+        )
+        .default_backoff()
+        .boxed();
+        let mut seen = Seen::default();
+        let mut reading: Option<Reading> = None;
+        let mut cancelled = self.cancelled.clone();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = job_events.try_next() => match event {
+                    Ok(Some(event)) => apply_job_event(&mut seen, event),
+                    Ok(None) => return,
+                    Err(error) => tracing::debug!(job = %self.job, %error, "job watch interrupted; resuming"),
+                },
+                event = pod_events.try_next() => match event {
+                    Ok(Some(event)) => apply_pod_event(&mut seen, event),
+                    Ok(None) => return,
+                    Err(error) => tracing::debug!(job = %self.job, %error, "pod watch interrupted; resuming"),
+                },
+                line = next_line(&mut reading) => match line {
+                    Some(Ok(text)) => {
+                        let current = reading.as_mut().expect("a line came from a log being read");
+                        current.read += 1;
+                        if current.read > current.skip {
+                            let cursor = LogCursor { source: current.pod.clone(), offset: current.read };
+                            if !self.emit(RunEvent::Log { stream: LogStream::Stdout, line: text, cursor: Some(cursor) }).await {
+                                return;
+                            }
+                        }
+                    }
+                    // The container ended (or the stream broke): this attempt's log is read.
+                    _ => {
+                        if let Some(done) = reading.take() {
+                            seen.consumed.insert(done.pod);
+                        }
+                    }
+                },
+                () = cancel_requested(&mut cancelled) => {
+                    if let Err(error) = delete_job(&jobs, &self.job).await {
+                        tracing::warn!(job = %self.job, %error, "cannot delete the Job");
+                    }
+                    self.emit(RunEvent::Cancelled).await;
+                    return;
+                }
+                _ = tick.tick() => {}
+            }
+            if let Some(last) = self.advance(&mut seen, &mut reading, &jobs).await {
+                self.emit(last).await;
+                return;
+            }
+        }
+    }
+
+    /// Starts reading the next attempt's log, reports the start, and decides whether the run
+    /// is over. Returns the final event when it is.
+    async fn advance(
+        &mut self,
+        seen: &mut Seen,
+        reading: &mut Option<Reading>,
+        jobs: &Api<Job>,
+    ) -> Option<RunEvent> {
+        if seen.job_deleted {
+            if reading.is_none() {
+                return Some(RunEvent::Lost {
+                    reason: format!("its Kubernetes Job {} was deleted", self.job),
+                });
+            }
+            return None;
+        }
+        let attempts: Vec<(String, bool)> = seen
+            .attempts()
+            .iter()
+            .map(|pod| (pod.metadata.name.clone().unwrap_or_default(), has_log(pod)))
+            .collect();
+        if !self.started && attempts.iter().any(|(_, started)| *started) {
+            self.started = true;
+            if !self
+                .emit(RunEvent::Started {
+                    executor_ref: self.job.clone(),
+                })
+                .await
+            {
+                return None;
+            }
+        }
+        // Attempts before the cursor's pod were stored completely by an earlier supervisor.
+        if let Some(cursor) = &self.cursor
+            && let Some(position) = attempts.iter().position(|(pod, _)| *pod == cursor.source)
+        {
+            for (pod, _) in &attempts[..position] {
+                seen.consumed.insert(pod.clone());
+            }
+        }
+        if reading.is_none() {
+            let next = attempts
+                .iter()
+                .enumerate()
+                .find(|(_, (pod, started))| *started && !seen.consumed.contains(pod));
+            if let Some((index, (pod, _))) = next {
+                let skip = match &self.cursor {
+                    Some(cursor) if cursor.source == *pod => cursor.offset,
+                    _ => {
+                        if index > 0 {
+                            let marker =
+                                format!("[proctor] attempt {} of this run (pod {pod})", index + 1);
+                            self.emit(RunEvent::Log {
+                                stream: LogStream::System,
+                                line: marker,
+                                cursor: None,
+                            })
+                            .await;
+                        }
+                        0
+                    }
+                };
+                let params = LogParams {
+                    container: Some(CONTAINER.to_owned()),
+                    follow: true,
+                    ..LogParams::default()
+                };
+                match self.pods().log_stream(pod, &params).await {
+                    Ok(log) => {
+                        *reading = Some(Reading {
+                            pod: pod.clone(),
+                            lines: log.lines().boxed(),
+                            read: 0,
+                            skip,
+                        });
+                        // The cursor applies to this one read only.
+                        self.cursor = None;
+                    }
+                    Err(error) => {
+                        tracing::debug!(pod = %pod, %error, "log not readable yet; retrying")
+                    }
+                }
+            }
+        }
+        let pulls: Vec<(String, Option<String>)> = seen
+            .attempts()
+            .iter()
+            .map(|pod| {
+                (
+                    pod.metadata.name.clone().unwrap_or_default(),
+                    pull_failure(pod),
+                )
+            })
+            .collect();
+        for (name, failure) in pulls {
+            match failure {
+                Some(failure) => {
+                    let since = *seen
+                        .pull_failing_since
+                        .entry(name)
+                        .or_insert_with(Instant::now);
+                    if since.elapsed() >= self.image_pull_grace {
+                        let _ = delete_job(jobs, &self.job).await;
+                        return Some(RunEvent::Failed {
+                            reason: format!("image pull failed: {failure}"),
+                        });
+                    }
+                }
+                None => {
+                    seen.pull_failing_since.remove(&name);
+                }
+            }
+        }
+        let (kind, reason, message) = job_outcome(seen.job.as_ref()?)?;
+        let unread = seen.attempts().iter().any(|pod| {
+            has_log(pod)
+                && !seen
+                    .consumed
+                    .contains(pod.metadata.name.as_deref().unwrap_or_default())
+        });
+        if reading.is_some() || unread {
+            return None; // Every line first, then the end.
+        }
+        Some(match (kind.as_str(), reason.as_deref()) {
+            ("Complete", _) => RunEvent::Exited { code: 0 },
+            (_, Some("DeadlineExceeded")) => RunEvent::TimedOut {
+                limit: seen
+                    .job
+                    .as_ref()
+                    .and_then(|job| job.spec.as_ref()?.active_deadline_seconds)
+                    .and_then(|seconds| u64::try_from(seconds).ok())
+                    .map(Duration::from_secs),
+            },
+            _ => match seen.attempts().last().and_then(|pod| exit_code(pod)) {
+                Some(code) if code != 0 => RunEvent::Exited { code },
+                _ => RunEvent::Failed {
+                    reason: message
+                        .or(reason)
+                        .unwrap_or_else(|| "the Job failed".to_owned()),
+                },
+            },
+        })
+    }
+}
+
+/// Completes once cancellation is requested (never, if the switch is dropped unused).
+async fn cancel_requested(switch: &mut watch::Receiver<bool>) {
+    if switch.wait_for(|cancel| *cancel).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn next_line(reading: &mut Option<Reading>) -> Option<std::io::Result<String>> {
+    match reading {
+        Some(current) => current.lines.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn apply_job_event(seen: &mut Seen, event: watcher::Event<Job>) {
+    match event {
+        watcher::Event::Apply(job) | watcher::Event::InitApply(job) => seen.job = Some(job),
+        watcher::Event::Delete(_) => seen.job_deleted = true,
+        watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+}
+
+fn apply_pod_event(seen: &mut Seen, event: watcher::Event<Pod>) {
+    match event {
+        watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+            if let Some(name) = pod.metadata.name.clone() {
+                seen.pods.insert(name, pod);
+            }
+        }
+        // A deleted pod's log is gone; it no longer holds the end back.
+        watcher::Event::Delete(pod) => {
+            if let Some(name) = pod.metadata.name {
+                seen.pods.remove(&name);
+            }
+        }
+        watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+}
