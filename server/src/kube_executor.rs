@@ -382,6 +382,9 @@ struct Follower {
 struct Seen {
     job: Option<Job>,
     job_deleted: bool,
+    /// Each watch delivered its initial list: the view is complete enough to decide.
+    job_synced: bool,
+    pods_synced: bool,
     pods: HashMap<String, Pod>,
     consumed: HashSet<String>,
     pull_failing_since: HashMap<String, Instant>,
@@ -415,6 +418,16 @@ fn container_state(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerSt
         .find(|status| status.name == CONTAINER)?
         .state
         .as_ref()
+}
+
+/// Whether the attempt is over (its container exited, or the pod failed without running).
+fn finished(pod: &Pod) -> bool {
+    container_state(pod).is_some_and(|state| state.terminated.is_some())
+        || pod
+            .status
+            .as_ref()
+            .and_then(|status| status.phase.as_deref())
+            .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
 }
 
 fn exit_code(pod: &Pod) -> Option<i32> {
@@ -599,7 +612,7 @@ impl Follower {
                         self.cursor = None;
                     }
                     Err(error) => {
-                        tracing::debug!(pod = %pod, %error, "log not readable yet; retrying")
+                        tracing::debug!(pod = %pod, %error, "log not readable yet; retrying");
                     }
                 }
             }
@@ -633,6 +646,9 @@ impl Follower {
                 }
             }
         }
+        if !(seen.job_synced && seen.pods_synced) {
+            return None;
+        }
         let (kind, reason, message) = job_outcome(seen.job.as_ref()?)?;
         let unread = seen.attempts().iter().any(|pod| {
             has_log(pod)
@@ -642,6 +658,21 @@ impl Follower {
         });
         if reading.is_some() || unread {
             return None; // Every line first, then the end.
+        }
+        // The two watches are separate streams: the Job may report its end before the pod
+        // watch shows the attempts that led there. Wait until they are accounted for (a
+        // deadline is exempt: the cluster may delete those pods).
+        let finished_attempts = seen.attempts().iter().filter(|pod| finished(pod)).count();
+        let counted = seen
+            .job
+            .as_ref()
+            .and_then(|job| job.status.as_ref())
+            .map_or(0, |status| {
+                status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0)
+            });
+        let accounted = usize::try_from(counted).unwrap_or(0) <= finished_attempts;
+        if reason.as_deref() != Some("DeadlineExceeded") && !accounted {
+            return None;
         }
         Some(match (kind.as_str(), reason.as_deref()) {
             ("Complete", _) => RunEvent::Exited { code: 0 },
@@ -683,7 +714,8 @@ fn apply_job_event(seen: &mut Seen, event: watcher::Event<Job>) {
     match event {
         watcher::Event::Apply(job) | watcher::Event::InitApply(job) => seen.job = Some(job),
         watcher::Event::Delete(_) => seen.job_deleted = true,
-        watcher::Event::Init | watcher::Event::InitDone => {}
+        watcher::Event::Init => seen.job_synced = false,
+        watcher::Event::InitDone => seen.job_synced = true,
     }
 }
 
@@ -700,6 +732,7 @@ fn apply_pod_event(seen: &mut Seen, event: watcher::Event<Pod>) {
                 seen.pods.remove(&name);
             }
         }
-        watcher::Event::Init | watcher::Event::InitDone => {}
+        watcher::Event::Init => seen.pods_synced = false,
+        watcher::Event::InitDone => seen.pods_synced = true,
     }
 }

@@ -28,6 +28,7 @@ mod event_bus;
 mod executions;
 mod graphql;
 mod health;
+mod kubernetes;
 mod migrations;
 mod procs;
 mod proctord;

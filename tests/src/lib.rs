@@ -6,9 +6,11 @@
 //! - [`TestApp`]: the real server, in-process, on `127.0.0.1:0`.
 //! - [`RedisServer`]: a `redis-server` process a test may stop and start again.
 //! - [`Proctord`]: the built `proctord` binary run as a child process.
+//! - [`fake_kube::FakeKube`]: an in-process Kubernetes API whose pods run as local processes.
 //!
 //! `./tests/run.sh` provides Postgres and Redis and runs the whole suite.
 
+pub mod fake_kube;
 pub mod graphql_ws;
 pub mod infra;
 mod process;

@@ -93,6 +93,8 @@ pub struct Runner {
     slots: Arc<Semaphore>,
     settings: RunSettings,
     replica: String,
+    /// When this process's runner started; older executions with our id are orphans.
+    started_at: chrono::DateTime<Utc>,
     active: Mutex<HashMap<i64, ActiveRun>>,
 }
 
@@ -113,6 +115,7 @@ impl Runner {
             slots: Arc::new(Semaphore::new(settings.max_parallel)),
             settings,
             replica,
+            started_at: Utc::now(),
             active: Mutex::new(HashMap::new()),
         })
     }
@@ -267,13 +270,28 @@ impl Runner {
         let mut claimable = execution::Entity::find()
             .filter(execution::Column::Status.is_in(UNFINISHED))
             .limit(100);
-        if !everything {
-            claimable = claimable.filter(
-                Condition::any()
-                    .add(execution::Column::Owner.is_null())
-                    .add(execution::Column::LeaseExpiresAt.lt(now)),
-            );
-        }
+        // Nobody's, expired, or left by a previous process with this replica's (fixed) id:
+        // created before this process started, so nobody can be supervising it. Executions
+        // this process created are excluded: they are being launched right now.
+        let orphaned = || {
+            Condition::any()
+                .add(execution::Column::Owner.is_null())
+                .add(execution::Column::LeaseExpiresAt.lt(now))
+                .add(
+                    Condition::all()
+                        .add(execution::Column::Owner.eq(self.replica.as_str()))
+                        .add(execution::Column::CreatedAt.lt(self.started_at)),
+                )
+        };
+        // At start-up with no other replica possible, every older unfinished run is ours.
+        let condition = || {
+            if everything {
+                Condition::all().add(execution::Column::CreatedAt.lt(self.started_at))
+            } else {
+                orphaned()
+            }
+        };
+        claimable = claimable.filter(condition());
         for candidate in claimable.all(state.db()).await? {
             if self.active().contains_key(&candidate.id) {
                 continue;
@@ -283,14 +301,8 @@ impl Runner {
                 .col_expr(execution::Column::LeaseExpiresAt, Expr::value(until))
                 .filter(execution::Column::Id.eq(candidate.id))
                 .filter(execution::Column::Status.is_in(UNFINISHED));
-            if !everything {
-                // Only if nobody renewed it since it was read.
-                claim = claim.filter(
-                    Condition::any()
-                        .add(execution::Column::Owner.is_null())
-                        .add(execution::Column::LeaseExpiresAt.lt(now)),
-                );
-            }
+            // Only if nobody claimed or renewed it since it was read.
+            claim = claim.filter(condition());
             if claim.exec(state.db()).await?.rows_affected == 1 {
                 tracing::info!(
                     execution.id = candidate.id,
