@@ -736,3 +736,212 @@ fn apply_pod_event(seen: &mut Seen, event: watcher::Event<Pod>) {
         watcher::Event::InitDone => seen.pods_synced = true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The exact requests `start` makes, pinned with a mocked API (tower-test).
+
+    use std::time::Duration;
+
+    use http::{Method, Request, Response};
+    use http_body_util::BodyExt;
+    use kube::client::Body;
+    use proctor_schema::ports::executor::{EnvValue, Executor, RunSpec};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn settings() -> KubeSettings {
+        KubeSettings {
+            access: KubeAccess::InCluster,
+            context: None,
+            namespace: "jobs".into(),
+            annotations: BTreeMap::from([("team".into(), "ops".into())]),
+            service_account: Some("runner".into()),
+            active_deadline: Duration::from_secs(600),
+            retries: 0,
+            ttl_after_finished: Duration::from_secs(3600),
+            image_pull_grace: Duration::from_secs(60),
+        }
+    }
+
+    fn spec(secret: bool) -> RunSpec {
+        let mut env = vec![
+            ("NAME".to_owned(), EnvValue::Plain("Ada".into())),
+            ("EXECUTION_ID".to_owned(), EnvValue::Plain("7".into())),
+        ];
+        if secret {
+            env.push(("TOKEN".to_owned(), EnvValue::Secret("s3cr3t".into())));
+        }
+        RunSpec {
+            execution_id: 7,
+            proc_name: "deploy".into(),
+            image: Some("ghcr.io/acme/deploy:1".into()),
+            command: Some(vec!["./deploy.sh".into()]),
+            env,
+            timeout: None,
+            retries: Some(2),
+        }
+    }
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    /// Takes the next request, checks method and path, answers `status` with `reply`, and
+    /// returns the request's headers and JSON body.
+    async fn expect(
+        handle: &mut Handle,
+        method: Method,
+        path: &str,
+        status: u16,
+        reply: Value,
+    ) -> (http::HeaderMap, Value) {
+        let (request, respond) = handle.next_request().await.expect("a request");
+        assert_eq!(request.method(), method);
+        assert_eq!(request.uri().path(), path);
+        let headers = request.headers().clone();
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        let body = serde_json::from_slice(&body).expect("a JSON body");
+        respond.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap(),
+        );
+        (headers, body)
+    }
+
+    #[tokio::test]
+    async fn start_creates_the_secret_then_the_job_then_lets_the_job_own_the_secret() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let executor =
+            KubernetesExecutor::with_client(kube::Client::new(service, "jobs"), settings());
+        let started = tokio::spawn(async move { executor.start(spec(true)).await.map(drop) });
+        let labels = json!({
+            "app.kubernetes.io/managed-by": "proctor",
+            "proctor.io/execution-id": "7",
+            "proctor.io/proc": "deploy",
+        });
+
+        let (_, secret) = expect(&mut handle, Method::POST, "/api/v1/namespaces/jobs/secrets", 201,
+            json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "proctor-7-deploy" } })).await;
+        assert_eq!(
+            secret,
+            json!({
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": { "name": "proctor-7-deploy", "labels": labels },
+                "stringData": { "TOKEN": "s3cr3t" },
+            })
+        );
+
+        let (_, job) = expect(
+            &mut handle,
+            Method::POST,
+            "/apis/batch/v1/namespaces/jobs/jobs",
+            201,
+            json!({ "apiVersion": "batch/v1", "kind": "Job",
+                    "metadata": { "name": "proctor-7-deploy", "uid": "job-uid-1" } }),
+        )
+        .await;
+        assert_eq!(
+            job,
+            json!({
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": { "name": "proctor-7-deploy", "labels": labels, "annotations": { "team": "ops" } },
+                "spec": {
+                    "activeDeadlineSeconds": 600,
+                    "backoffLimit": 2,
+                    "ttlSecondsAfterFinished": 3600,
+                    "template": {
+                        "metadata": { "labels": labels, "annotations": { "team": "ops" } },
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "serviceAccountName": "runner",
+                            "containers": [{
+                                "name": "proc",
+                                "image": "ghcr.io/acme/deploy:1",
+                                "command": ["./deploy.sh"],
+                                "env": [
+                                    { "name": "NAME", "value": "Ada" },
+                                    { "name": "EXECUTION_ID", "value": "7" },
+                                    { "name": "TOKEN", "valueFrom": { "secretKeyRef": { "name": "proctor-7-deploy", "key": "TOKEN" } } },
+                                ],
+                            }],
+                        },
+                    },
+                },
+            })
+        );
+        assert!(
+            !job.to_string().contains("s3cr3t"),
+            "the Job never holds a secret value"
+        );
+
+        let (headers, owner) = expect(&mut handle, Method::PATCH, "/api/v1/namespaces/jobs/secrets/proctor-7-deploy", 200,
+            json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "proctor-7-deploy" } })).await;
+        assert_eq!(headers["content-type"], "application/merge-patch+json");
+        assert_eq!(
+            owner,
+            json!({ "metadata": { "ownerReferences": [{
+            "apiVersion": "batch/v1", "kind": "Job", "name": "proctor-7-deploy", "uid": "job-uid-1",
+            "controller": true, "blockOwnerDeletion": true,
+        }] } })
+        );
+        started.await.unwrap().expect("start succeeds");
+    }
+
+    #[tokio::test]
+    async fn without_secrets_only_the_job_is_created() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let executor =
+            KubernetesExecutor::with_client(kube::Client::new(service, "jobs"), settings());
+        let started = tokio::spawn(async move { executor.start(spec(false)).await.map(drop) });
+        let (_, job) = expect(&mut handle, Method::POST, "/apis/batch/v1/namespaces/jobs/jobs", 201,
+            json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": "proctor-7-deploy", "uid": "u" } })).await;
+        assert_eq!(
+            job["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        started.await.unwrap().expect("start succeeds");
+    }
+
+    #[tokio::test]
+    async fn a_refused_job_removes_its_secret_and_fails_to_start() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let executor =
+            KubernetesExecutor::with_client(kube::Client::new(service, "jobs"), settings());
+        let started = tokio::spawn(async move { executor.start(spec(true)).await.map(drop) });
+        expect(&mut handle, Method::POST, "/api/v1/namespaces/jobs/secrets", 201,
+            json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "proctor-7-deploy" } })).await;
+        expect(&mut handle, Method::POST, "/apis/batch/v1/namespaces/jobs/jobs", 403, json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "jobs.batch is forbidden: User cannot create jobs", "reason": "Forbidden", "code": 403,
+        })).await;
+        let (request, respond) = handle.next_request().await.expect("the clean-up request");
+        assert_eq!(request.method(), Method::DELETE);
+        assert_eq!(
+            request.uri().path(),
+            "/api/v1/namespaces/jobs/secrets/proctor-7-deploy"
+        );
+        respond.send_response(
+            Response::builder()
+                .status(200)
+                .body(Body::from(b"{}".to_vec()))
+                .unwrap(),
+        );
+        let error = started.await.unwrap().expect_err("start fails");
+        assert!(
+            error
+                .to_string()
+                .contains("creating the Job: jobs.batch is forbidden"),
+            "{error}"
+        );
+    }
+}

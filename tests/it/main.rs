@@ -24,6 +24,7 @@ macro_rules! on_both_stacks {
 
 mod auth;
 mod cli;
+mod deploy;
 mod event_bus;
 mod executions;
 mod graphql;
@@ -32,5 +33,6 @@ mod kubernetes;
 mod migrations;
 mod procs;
 mod proctord;
+mod replicas;
 mod secrets;
 mod webhook;

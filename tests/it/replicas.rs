@@ -1,0 +1,268 @@
+//! Supervision that survives its supervisor: a `proctord` killed mid-run and started again, and
+//! two replicas where one dies. The real binary runs against the fake Kubernetes API, whose
+//! pods keep running (and printing) while no `proctord` watches them.
+
+use std::process::Command;
+use std::time::Duration;
+
+use proctor_tests::fake_kube::FakeKube;
+use proctor_tests::graphql_ws::{Protocol, WsClient};
+use proctor_tests::infra::{postgres_url, redis_url, unique_suffix};
+use proctor_tests::{Proctord, TestDatabase, proctord_command};
+use serde_json::{Value, json};
+
+/// Lines the test proc prints, 50 ms apart.
+const LINES: usize = 60;
+
+/// Where a replica keeps its data.
+enum Storage {
+    /// SQLite in this directory, in-memory bus (a single replica).
+    Embedded(std::path::PathBuf),
+    /// Postgres and Redis, shared by replicas.
+    Production {
+        database: String,
+        redis: String,
+        prefix: String,
+    },
+}
+
+fn replica(
+    storage: &Storage,
+    kubeconfig: &std::path::Path,
+    id: &str,
+    workdir: &std::path::Path,
+) -> Command {
+    let mut command = proctord_command(workdir);
+    command
+        .env("PROCTOR_APP_PORT", "0")
+        .env("PROCTOR_EXECUTOR", "kubernetes")
+        .env("PROCTOR_KUBE_CONFIG", kubeconfig)
+        .env("PROCTOR_REGISTER_EXAMPLES", "false")
+        .env("PROCTOR_REPLICA_ID", id)
+        .env("PROCTOR_LEASE_SECONDS", "2");
+    match storage {
+        Storage::Embedded(data_dir) => {
+            command.env("PROCTOR_DATA_DIR", data_dir);
+        }
+        Storage::Production {
+            database,
+            redis,
+            prefix,
+        } => {
+            command
+                .env("PROCTOR_DATABASE_URL", database)
+                .env("PROCTOR_AUTO_MIGRATE", "true")
+                .env("PROCTOR_REDIS_URL", redis)
+                .env("PROCTOR_REDIS_CHANNEL_PREFIX", prefix);
+        }
+    }
+    command
+}
+
+async fn graphql(base: &str, query: &str, variables: Value) -> Value {
+    let response: Value = proctor_tests::http_client()
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("POST /graphql")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(response["errors"], Value::Null, "{response}");
+    response["data"].clone()
+}
+
+async fn start_slow_run(base: &str) -> String {
+    graphql(
+        base,
+        "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }",
+        json!({ "i": {
+            "name": "slow-count",
+            "image": "busybox",
+            "command": ["sh", "-c", format!("for i in $(seq 1 {LINES}); do echo line-$i; sleep 0.05; done")],
+        } }),
+    )
+    .await;
+    let started = graphql(
+        base,
+        "mutation { execute(proc: \"slow-count\") { id } }",
+        json!({}),
+    )
+    .await;
+    started["execute"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn stored_lines(base: &str, id: &str) -> Vec<(i64, String)> {
+    let data = graphql(
+        base,
+        "query($id: ID!) { execution(id: $id) { logs(first: 10000) { seq line } } }",
+        json!({ "id": id }),
+    )
+    .await;
+    data["execution"]["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["seq"].as_i64().unwrap(),
+                l["line"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_for_stored(base: &str, id: &str, at_least: usize) {
+    for _ in 0..400 {
+        if stored_lines(base, id).await.len() >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("fewer than {at_least} lines were stored");
+}
+
+/// Follows the logs of `id` on the server at `base` to the end.
+async fn follow_logs(base: String, id: String) -> Vec<(i64, String)> {
+    let ws = format!("{}/graphql/ws", base.replacen("http", "ws", 1));
+    let mut client = WsClient::connect(&ws, Protocol::TransportWs, json!({})).await;
+    client
+        .run(
+            "logs",
+            "subscription($id: ID!) { executionLogs(id: $id) { seq line } }",
+            json!({ "id": id }),
+        )
+        .await
+        .into_iter()
+        .map(|payload| {
+            assert_eq!(payload["errors"], Value::Null, "{payload}");
+            let line = &payload["data"]["executionLogs"];
+            (
+                line["seq"].as_i64().unwrap(),
+                line["line"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn expected() -> Vec<(i64, String)> {
+    (1..=LINES)
+        .map(|n| (n as i64, format!("line-{n}")))
+        .collect()
+}
+
+async fn final_status(base: &str, id: &str) -> Value {
+    for _ in 0..400 {
+        let data = graphql(
+            base,
+            "query($id: ID!) { execution(id: $id) { status reason } }",
+            json!({ "id": id }),
+        )
+        .await;
+        if !["PENDING", "STARTING", "RUNNING"]
+            .contains(&data["execution"]["status"].as_str().unwrap())
+        {
+            return data["execution"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("execution {id} did not finish");
+}
+
+/// Starts `command` without blocking the runtime the fake API serves from.
+async fn spawn(command: Command) -> Proctord {
+    tokio::task::spawn_blocking(move || Proctord::spawn(command))
+        .await
+        .unwrap()
+}
+
+async fn a_killed_proctord_resumes_its_run_exactly_once(
+    storage: Storage,
+    workdir: tempfile::TempDir,
+) {
+    let fake = FakeKube::start().await;
+    let kubeconfig = workdir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig);
+
+    let first = spawn(replica(&storage, &kubeconfig, "replica-a", workdir.path())).await;
+    let id = start_slow_run(&first.url("")).await;
+    wait_for_stored(&first.url(""), &id, 15).await;
+    drop(first); // SIGKILL, mid-run; the pod keeps printing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let second = spawn(replica(&storage, &kubeconfig, "replica-a", workdir.path())).await;
+    let base = second.url("");
+    assert_eq!(
+        follow_logs(base.clone(), id.clone()).await,
+        expected(),
+        "streamed exactly once"
+    );
+    assert_eq!(
+        stored_lines(&base, &id).await,
+        expected(),
+        "stored exactly once"
+    );
+    assert_eq!(final_status(&base, &id).await["status"], "SUCCEEDED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_embedded_proctord_resumes_its_run_exactly_once() {
+    let workdir = tempfile::tempdir().unwrap();
+    let storage = Storage::Embedded(workdir.path().join("data"));
+    a_killed_proctord_resumes_its_run_exactly_once(storage, workdir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_production_proctord_resumes_its_run_exactly_once() {
+    let (Some(admin), Some(redis)) = (postgres_url(), redis_url()) else {
+        return;
+    };
+    let database = TestDatabase::postgres(&admin).await;
+    let storage = Storage::Production {
+        database: database.url(),
+        redis,
+        prefix: format!("proctor_test_{}", unique_suffix()),
+    };
+    a_killed_proctord_resumes_its_run_exactly_once(storage, tempfile::tempdir().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_streams_and_takes_over_when_the_first_dies() {
+    let (Some(admin), Some(redis)) = (postgres_url(), redis_url()) else {
+        return;
+    };
+    let database = TestDatabase::postgres(&admin).await;
+    let storage = Storage::Production {
+        database: database.url(),
+        redis,
+        prefix: format!("proctor_test_{}", unique_suffix()),
+    };
+    let workdir = tempfile::tempdir().unwrap();
+    let fake = FakeKube::start().await;
+    let kubeconfig = workdir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig);
+
+    let a = spawn(replica(&storage, &kubeconfig, "replica-a", workdir.path())).await;
+    let b = spawn(replica(&storage, &kubeconfig, "replica-b", workdir.path())).await;
+    let id = start_slow_run(&a.url("")).await;
+    // Subscribed on B for the whole run: lines arrive through Redis while A supervises, then
+    // from B itself once it takes over.
+    let watching = tokio::spawn(follow_logs(b.url(""), id.clone()));
+    wait_for_stored(&a.url(""), &id, 15).await;
+    drop(a); // SIGKILL: A dies holding the lease.
+
+    let received = watching.await.unwrap();
+    assert_eq!(
+        received,
+        expected(),
+        "every line once, in order, across the takeover"
+    );
+    assert_eq!(
+        stored_lines(&b.url(""), &id).await,
+        expected(),
+        "stored exactly once"
+    );
+    let done = final_status(&b.url(""), &id).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+}
