@@ -10,6 +10,7 @@
 //! with in-memory parts; `proctor-server` supplies the adapters.
 
 pub mod auth;
+pub mod db;
 pub mod error;
 pub mod executions;
 pub mod metrics;

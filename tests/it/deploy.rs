@@ -63,7 +63,22 @@ async fn the_manifests_parse_and_match_what_proctord_reads_and_serves() {
             .path
             .clone()
             .unwrap();
-        let status = app.http.get(app.url(&path)).send().await.unwrap().status();
+        // Readiness may take a moment after start-up (the Redis subscription).
+        let mut status = 0;
+        for _ in 0..100 {
+            status = app
+                .http
+                .get(app.url(&path))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         assert_eq!(status, 200, "probe {path}");
     }
 }

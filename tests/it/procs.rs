@@ -421,7 +421,35 @@ async fn with_auth_off_everyone_is_an_administrator(stack: Stack) {
     );
 }
 
+async fn concurrent_writers_never_see_a_locked_database(stack: Stack) {
+    let Some(app) = TestApp::builder().stack(stack).try_spawn().await else {
+        return;
+    };
+    // Read-then-write transactions racing each other: on SQLite a deferred transaction would
+    // fail at once with "database is locked" instead of waiting its turn.
+    let writes = (0..40).map(|n| {
+        let app = &app;
+        async move {
+            let name = format!("p{}", n % 8);
+            let input = json!({ "name": name, "command": ["true"], "secrets": [{ "name": "K" }] });
+            let upserted = app.graphql(UPSERT, json!({ "input": input })).await;
+            let secret = app
+                .graphql(
+                    "mutation($p: String!) { setSecrets(proc: $p, secrets: [{ key: \"K\", value: \"v\" }]) { key } }",
+                    json!({ "p": name }),
+                )
+                .await;
+            (upserted, secret)
+        }
+    });
+    for (upserted, secret) in futures::future::join_all(writes).await {
+        assert_eq!(upserted["errors"], Value::Null, "{upserted}");
+        assert_eq!(secret["errors"], Value::Null, "{secret}");
+    }
+}
+
 on_both_stacks!(
+    concurrent_writers_never_see_a_locked_database,
     arguments_are_checked_by_type_and_rule,
     with_auth_off_everyone_is_an_administrator,
     creates_updates_lists_and_reads_procs,

@@ -15,7 +15,7 @@ use proctor_entity::{api_token, group_membership, user};
 use regex::Regex;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, NotSet,
-    QueryFilter, Set, TransactionTrait,
+    QueryFilter, Set,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -103,7 +103,7 @@ pub async fn issue_token(
     let token = generate_token()?;
     let now = Utc::now();
 
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let user = match user::Entity::find()
         .filter(user::Column::Email.eq(email.as_str()))
         .one(&txn)
@@ -188,7 +188,7 @@ pub async fn revoke_tokens(
     email: &str,
 ) -> Result<bool, ApiError> {
     let email = normalize_email("email", email)?;
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let user = user::Entity::find()
         .filter(user::Column::Email.eq(email.as_str()))
         .one(&txn)

@@ -28,7 +28,6 @@ use proctor_entity::{execution, execution_log};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
-    TransactionTrait,
 };
 use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
@@ -709,7 +708,7 @@ async fn try_transition(
                 Expr::value(Option::<chrono::DateTime<Utc>>::None),
             ),
     };
-    let txn = state.db().begin().await?;
+    let txn = crate::db::begin_write(state.db()).await?;
     if update.exec(&txn).await?.rows_affected == 0 {
         return Ok(None);
     }
@@ -860,7 +859,7 @@ impl LogPipeline {
     /// In one transaction: claims the row (fenced by owner) with the new cursor, then inserts
     /// the buffer in chunks of [`BATCH_LINES`]. `false` when this replica lost the execution.
     async fn store(&self) -> Result<bool, sea_orm::DbErr> {
-        let txn = self.state.db().begin().await?;
+        let txn = crate::db::begin_write(self.state.db()).await?;
         let mut claim = execution::Entity::update_many()
             .filter(execution::Column::Id.eq(self.execution_id))
             .filter(execution::Column::Owner.eq(self.owner.as_str()));

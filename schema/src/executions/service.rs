@@ -10,7 +10,7 @@ use proctor_entity::values::{ExecutionStatus, Trigger};
 use proctor_entity::{execution, execution_log, proc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, NotSet, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 use serde_json::json;
 
@@ -74,7 +74,7 @@ pub async fn execute(
     let now = Utc::now();
     let lease = chrono::Duration::from_std(state.runner().settings().lease)
         .unwrap_or(chrono::Duration::seconds(15));
-    let txn = state.db().begin().await?;
+    let txn = crate::db::begin_write(state.db()).await?;
     let execution = execution::ActiveModel {
         id: NotSet,
         proc_id: Set(Some(proc.id)),
@@ -252,7 +252,7 @@ pub async fn cancel_execution(
         )));
     }
     let mut updates = state.event_bus().subscribe(Topic::Execution(id));
-    let txn = state.db().begin().await?;
+    let txn = crate::db::begin_write(state.db()).await?;
     audit::record(
         &txn,
         caller,

@@ -7,7 +7,7 @@ use proctor_entity::values::ExecutionStatus;
 use proctor_entity::{execution, proc, secret};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, NotSet,
-    PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, Set,
 };
 use serde_json::json;
 
@@ -114,7 +114,7 @@ pub async fn upsert_proc(
     caller.require_admin(state, "create or change procs")?;
     let valid = definition.validate(field_prefix)?;
     let now = Utc::now();
-    let txn = state.db().begin().await?;
+    let txn = crate::db::begin_write(state.db()).await?;
     let existing = proc::Entity::find()
         .filter(proc::Column::Name.eq(valid.name.as_str()))
         .one(&txn)
@@ -190,7 +190,7 @@ fn active_model(valid: &ValidProc) -> proc::ActiveModel {
 /// while one of its executions has not finished; finished executions keep their history.
 pub async fn delete_proc(state: &AppState, caller: &Caller, name: &str) -> Result<(), ApiError> {
     caller.require_admin(state, "delete procs")?;
-    let txn = state.db().begin().await?;
+    let txn = crate::db::begin_write(state.db()).await?;
     let proc = find_proc(&txn, name).await?;
     let unfinished = execution::Entity::find()
         .filter(execution::Column::ProcId.eq(proc.id))

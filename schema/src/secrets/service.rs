@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use proctor_entity::{proc, secret};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    IntoActiveModel, NotSet, QueryFilter, QuerySelect, Set, TransactionTrait,
+    IntoActiveModel, NotSet, QueryFilter, QuerySelect, Set,
 };
 use serde_json::json;
 
@@ -134,7 +134,7 @@ pub async fn set_secrets(
     }
 
     let now = Utc::now();
-    let txn = state.db().begin().await?;
+    let txn = crate::db::begin_write(state.db()).await?;
     for (key, value) in values {
         let sealed = state
             .keyring()
@@ -198,7 +198,7 @@ pub async fn delete_secret(
             format!("proc {proc_name:?} declares no secret {key:?}"),
         ));
     }
-    let txn = state.db().begin().await?;
+    let txn = crate::db::begin_write(state.db()).await?;
     let deleted = secret::Entity::delete_many()
         .filter(secret::Column::ProcId.eq(proc.id))
         .filter(secret::Column::Key.eq(key))
@@ -251,7 +251,7 @@ pub async fn reencrypt_all(
     actor: &Caller,
 ) -> Result<usize, ApiError> {
     let current = keyring.current_key_id();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let rows = secret::Entity::find()
         .filter(secret::Column::KeyId.ne(current.as_str()))
         .all(&txn)
