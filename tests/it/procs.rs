@@ -446,6 +446,15 @@ async fn concurrent_writers_never_see_a_locked_database(stack: Stack) {
         assert_eq!(upserted["errors"], Value::Null, "{upserted}");
         assert_eq!(secret["errors"], Value::Null, "{secret}");
     }
+    // Five upserts of each proc: no update was lost.
+    let listed = app.graphql("{ procs { version } }", json!({})).await;
+    let versions: Vec<i64> = data(&listed)["procs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![5; 8]);
 }
 
 on_both_stacks!(

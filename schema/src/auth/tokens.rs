@@ -101,8 +101,33 @@ pub async fn issue_token(
         .map(normalize_groups)
         .transpose()?;
     let token = generate_token()?;
-    let now = Utc::now();
+    crate::db::retry_on_conflict(|| {
+        store_token(
+            db,
+            actor,
+            admin_groups,
+            &email,
+            requested_groups.clone(),
+            request.admin,
+            &token,
+        )
+    })
+    .await?;
+    Ok(token)
+}
 
+/// Creates or updates the user, their groups and the token in one transaction.
+async fn store_token(
+    db: &DatabaseConnection,
+    actor: &Caller,
+    admin_groups: &[String],
+    email: &str,
+    requested_groups: Option<Vec<String>>,
+    admin: Option<bool>,
+    token: &str,
+) -> Result<(), ApiError> {
+    let email = email.to_owned();
+    let now = Utc::now();
     let txn = crate::db::begin_write(db).await?;
     let user = match user::Entity::find()
         .filter(user::Column::Email.eq(email.as_str()))
@@ -129,7 +154,7 @@ pub async fn issue_token(
         .map(|membership| membership.group_name)
         .collect();
     let mut groups = requested_groups.unwrap_or_else(|| current.clone());
-    match request.admin {
+    match admin {
         Some(true) => {
             for group in admin_groups {
                 if !groups.contains(group) {
@@ -161,7 +186,7 @@ pub async fn issue_token(
     api_token::ActiveModel {
         id: NotSet,
         user_id: Set(user.id),
-        token_hash: Set(hash_token(&token)),
+        token_hash: Set(hash_token(token)),
         created_at: Set(now),
         last_used_at: Set(None),
         revoked_at: Set(None),
@@ -178,7 +203,7 @@ pub async fn issue_token(
     )
     .await?;
     txn.commit().await?;
-    Ok(token)
+    Ok(())
 }
 
 /// Revokes every active token of `email`; `false` when there was none to revoke.

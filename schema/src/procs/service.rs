@@ -7,7 +7,7 @@ use proctor_entity::values::ExecutionStatus;
 use proctor_entity::{execution, proc, secret};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, NotSet,
-    PaginatorTrait, QueryFilter, QueryOrder, Set,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde_json::json;
 
@@ -113,15 +113,27 @@ pub async fn upsert_proc(
 ) -> Result<ProcView, ApiError> {
     caller.require_admin(state, "create or change procs")?;
     let valid = definition.validate(field_prefix)?;
+    let model = crate::db::retry_on_conflict(|| store_proc(state, caller, &valid)).await?;
+    Ok(with_secrets(state.db(), vec![model]).await?.remove(0))
+}
+
+/// Inserts or updates the proc in one transaction; the row is locked while it is read, so
+/// concurrent updates bump the version one after another.
+async fn store_proc(
+    state: &AppState,
+    caller: &Caller,
+    valid: &ValidProc,
+) -> Result<proc::Model, ApiError> {
     let now = Utc::now();
     let txn = crate::db::begin_write(state.db()).await?;
-    let existing = proc::Entity::find()
-        .filter(proc::Column::Name.eq(valid.name.as_str()))
-        .one(&txn)
-        .await?;
+    let mut lookup = proc::Entity::find().filter(proc::Column::Name.eq(valid.name.as_str()));
+    if crate::db::locks_rows(state.db()) {
+        lookup = lookup.lock_exclusive();
+    }
+    let existing = lookup.one(&txn).await?;
     let (model, action, removed_secrets) = match existing {
         None => {
-            let mut model = active_model(&valid);
+            let mut model = active_model(valid);
             model.id = NotSet;
             model.version = Set(1);
             model.created_at = Set(now);
@@ -144,7 +156,7 @@ pub async fn upsert_proc(
                     .exec(&txn)
                     .await?;
             }
-            let mut model = active_model(&valid);
+            let mut model = active_model(valid);
             model.id = Set(current.id);
             model.version = Set(current.version + 1);
             model.created_at = Set(current.created_at);
@@ -162,7 +174,7 @@ pub async fn upsert_proc(
     )
     .await?;
     txn.commit().await?;
-    Ok(with_secrets(state.db(), vec![model]).await?.remove(0))
+    Ok(model)
 }
 
 fn active_model(valid: &ValidProc) -> proc::ActiveModel {

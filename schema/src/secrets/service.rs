@@ -133,6 +133,18 @@ pub async fn set_secrets(
         }
     }
 
+    crate::db::retry_on_conflict(|| store_values(state, caller, &proc, values)).await?;
+    let mut infos = secret_infos(state.db(), std::slice::from_ref(&proc)).await?;
+    Ok(infos.remove(&proc.id).unwrap_or_default())
+}
+
+/// Encrypts and stores the values in one transaction (the caller checked them).
+async fn store_values(
+    state: &AppState,
+    caller: &Caller,
+    proc: &proc::Model,
+    values: &[(String, String)],
+) -> Result<(), ApiError> {
     let now = Utc::now();
     let txn = crate::db::begin_write(state.db()).await?;
     for (key, value) in values {
@@ -179,8 +191,7 @@ pub async fn set_secrets(
     )
     .await?;
     txn.commit().await?;
-    let mut infos = secret_infos(state.db(), std::slice::from_ref(&proc)).await?;
-    Ok(infos.remove(&proc.id).unwrap_or_default())
+    Ok(())
 }
 
 /// Removes the value of `key` (administrators only); `false` when none was set.
