@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use proctor_tests::infra::{postgres_url, wait_until};
-use proctor_tests::{Proctord, RedisServer, TestDatabase, proctord_command};
+use proctor_tests::{
+    Proctord, RedisServer, TestDatabase, post_graphql as graphql, proctord_command,
+};
 use serde_json::{Value, json};
 
 fn get(url: &str) -> (u16, String) {
@@ -265,18 +267,6 @@ async fn run_to_end(base: &str, proc: &str, args: Value) -> (Value, Vec<String>)
     )
     .await;
     (state["data"]["execution"].clone(), lines)
-}
-
-async fn graphql(base: &str, query: &str, variables: Value) -> Value {
-    proctor_tests::http_client()
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .expect("POST /graphql")
-        .json()
-        .await
-        .expect("JSON")
 }
 
 #[test]

@@ -59,18 +59,25 @@ fn replica(
     command
 }
 
+/// The `data` of a GraphQL response that must have no errors.
 async fn graphql(base: &str, query: &str, variables: Value) -> Value {
-    let response: Value = proctor_tests::http_client()
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .expect("POST /graphql")
-        .json()
-        .await
-        .expect("JSON");
+    let response = proctor_tests::post_graphql(base, query, variables).await;
     assert_eq!(response["errors"], Value::Null, "{response}");
     response["data"].clone()
+}
+
+/// Postgres and Redis for a test, or `None` (outside CI) when not configured.
+async fn production_storage() -> Option<(Storage, TestDatabase)> {
+    let (Some(admin), Some(redis)) = (postgres_url(), redis_url()) else {
+        return None;
+    };
+    let database = TestDatabase::postgres(&admin).await;
+    let storage = Storage::Production {
+        database: database.url(),
+        redis,
+        prefix: format!("proctor_test_{}", unique_suffix()),
+    };
+    Some((storage, database))
 }
 
 async fn start_slow_run(base: &str) -> String {
@@ -215,28 +222,16 @@ async fn a_killed_embedded_proctord_resumes_its_run_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_production_proctord_resumes_its_run_exactly_once() {
-    let (Some(admin), Some(redis)) = (postgres_url(), redis_url()) else {
+    let Some((storage, _database)) = production_storage().await else {
         return;
-    };
-    let database = TestDatabase::postgres(&admin).await;
-    let storage = Storage::Production {
-        database: database.url(),
-        redis,
-        prefix: format!("proctor_test_{}", unique_suffix()),
     };
     a_killed_proctord_resumes_its_run_exactly_once(storage, tempfile::tempdir().unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_replica_streams_and_takes_over_when_the_first_dies() {
-    let (Some(admin), Some(redis)) = (postgres_url(), redis_url()) else {
+    let Some((storage, _database)) = production_storage().await else {
         return;
-    };
-    let database = TestDatabase::postgres(&admin).await;
-    let storage = Storage::Production {
-        database: database.url(),
-        redis,
-        prefix: format!("proctor_test_{}", unique_suffix()),
     };
     let workdir = tempfile::tempdir().unwrap();
     let fake = FakeKube::start().await;

@@ -66,6 +66,27 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Posts a GraphQL operation to the server at `base` (`http://host:port`) and returns the whole
+/// JSON response.
+///
+/// # Panics
+/// When the server does not answer with JSON.
+pub async fn post_graphql(
+    base: &str,
+    query: &str,
+    variables: serde_json::Value,
+) -> serde_json::Value {
+    http_client()
+        .post(format!("{base}/graphql"))
+        .json(&serde_json::json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("POST /graphql")
+        .json()
+        .await
+        .expect("GraphQL answers JSON")
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

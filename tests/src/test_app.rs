@@ -199,15 +199,7 @@ impl TestApp {
     /// # Panics
     /// When the server does not answer with JSON.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
-        self.http
-            .post(self.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("POST /graphql")
-            .json()
-            .await
-            .expect("GraphQL answers JSON")
+        crate::infra::post_graphql(&self.url(""), query, variables).await
     }
 
     /// Posts a GraphQL operation with `Authorization: Bearer <token>`.
