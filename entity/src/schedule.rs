@@ -36,6 +36,10 @@ pub struct Model {
     pub next_fire_at: Option<DateTimeUtc>,
     /// Who created it.
     pub created_by: Option<String>,
+    /// Slack incoming webhook told about each run (a credential: never shown back).
+    pub slack_webhook_url: Option<String>,
+    /// URL a signed JSON notification is posted to after each run.
+    pub webhook_url: Option<String>,
     /// Creation time.
     pub created_at: DateTimeUtc,
     /// Last update time.

@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::values::RunOutcome;
+
 /// One fired slot. `(schedule_id, slot)` is unique: inserting this row is how a scheduler
 /// claims a slot, so a slot fires at most once even with several scheduler replicas.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -18,8 +20,12 @@ pub struct Model {
     pub execution_id: Option<i64>,
     /// When the scheduler actually fired it.
     pub fired_at: DateTimeUtc,
-    /// What happened (e.g. started, skipped because of overlap).
-    pub outcome: Option<String>,
+    /// What happened (started, skipped because of overlap, ...).
+    pub outcome: RunOutcome,
+    /// Why, in words, when it was skipped or did not start.
+    pub detail: Option<String>,
+    /// How each notification about the run's end went (channel, delivered, error).
+    pub notifications: Option<Json>,
 }
 
 /// A run belongs to a schedule and may point at an execution.

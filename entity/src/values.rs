@@ -101,6 +101,27 @@ pub enum OverlapPolicy {
     Replace,
 }
 
+/// What became of one schedule slot (or manual trigger).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
+)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(64))")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunOutcome {
+    /// The slot started an execution.
+    #[sea_orm(string_value = "STARTED")]
+    Started,
+    /// Somebody triggered the schedule by hand.
+    #[sea_orm(string_value = "TRIGGERED")]
+    Triggered,
+    /// Skipped: the previous run was unfinished and the overlap policy is FORBID.
+    #[sea_orm(string_value = "SKIPPED_OVERLAP")]
+    SkippedOverlap,
+    /// The run could not be created (see the execution's reason).
+    #[sea_orm(string_value = "NOT_STARTED")]
+    NotStarted,
+}
+
 /// What a schedule does with slots missed while no scheduler was running.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,

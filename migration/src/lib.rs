@@ -17,6 +17,7 @@ mod m20261121_000010_create_audit_events;
 mod m20261122_000011_add_secret_key_ids;
 mod m20261122_000012_drop_user_admin;
 mod m20261122_000013_add_execution_leases;
+mod m20261122_000014_add_schedule_notifications;
 
 /// Applies Proctor's migrations in order.
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000011_add_secret_key_ids::Migration),
             Box::new(m20261122_000012_drop_user_admin::Migration),
             Box::new(m20261122_000013_add_execution_leases::Migration),
+            Box::new(m20261122_000014_add_schedule_notifications::Migration),
         ]
     }
 }

@@ -1,7 +1,7 @@
 //! Proctor's domain and GraphQL schema.
 //!
-//! Layout: one module per domain (`system`, `auth`, `procs`, `secrets`, `executions`;
-//! schedules follow), each owning its GraphQL types, resolvers and the service functions that the REST
+//! Layout: one module per domain (`system`, `auth`, `procs`, `secrets`, `executions`,
+//! `schedules`), each owning its GraphQL types, resolvers and the service functions that the REST
 //! shim and the scheduler share; `ports` holds the traits for everything that crosses a process
 //! boundary (executors, the event bus, notifiers, authenticators) with the in-memory
 //! implementations that need no infrastructure; `error` holds the one [`ApiError`].
@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pagination;
 pub mod ports;
 pub mod procs;
+pub mod schedules;
 pub mod secrets;
 pub mod state;
 pub mod system;
@@ -34,6 +35,7 @@ pub struct QueryRoot(
     auth::AuthQuery,
     procs::ProcsQuery,
     executions::ExecutionsQuery,
+    schedules::SchedulesQuery,
 );
 
 /// The root mutation type: every domain's mutations merged.
@@ -44,6 +46,7 @@ pub struct MutationRoot(
     secrets::SecretsMutation,
     auth::AuthMutation,
     executions::ExecutionsMutation,
+    schedules::SchedulesMutation,
 );
 
 /// The root subscription type: every domain's subscriptions merged.

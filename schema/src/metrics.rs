@@ -1,5 +1,6 @@
 //! Prometheus metrics of the domain: executions by proc and final status, their durations,
-//! how many run now, live subscriptions, stored log lines. `proctord` serves them at `/metrics`.
+//! how many run now, live subscriptions, stored log lines, schedule fires, skips, catch-ups and
+//! lateness, notifications. `proctord` serves them at `/metrics`.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -32,6 +33,22 @@ struct SubscriptionLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    channel: String,
+    result: String,
+}
+
+/// Bucket bounds of the schedule lateness histogram, in seconds: on time is a few milliseconds.
+const LATENESS_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
+];
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -44,6 +61,11 @@ pub struct Metrics {
     running: Gauge<i64, std::sync::atomic::AtomicI64>,
     subscriptions: Family<SubscriptionLabels, Gauge>,
     log_lines: Counter<u64, AtomicU64>,
+    schedule_fires: Counter<u64, AtomicU64>,
+    schedule_skips: Family<ReasonLabels, Counter>,
+    schedule_catch_ups: Counter<u64, AtomicU64>,
+    schedule_lateness: Histogram,
+    notifications: Family<NotificationLabels, Counter>,
 }
 
 impl Metrics {
@@ -77,6 +99,36 @@ impl Metrics {
         );
         let log_lines = Counter::default();
         registry.register("log_lines_stored", "Output lines stored", log_lines.clone());
+        let schedule_fires = Counter::default();
+        registry.register(
+            "schedule_fires",
+            "Schedule slots that started an execution (on time or caught up)",
+            schedule_fires.clone(),
+        );
+        let schedule_skips = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "schedule_skips",
+            "Schedule slots not fired, by reason (overlap, missed)",
+            schedule_skips.clone(),
+        );
+        let schedule_catch_ups = Counter::default();
+        registry.register(
+            "schedule_catch_ups",
+            "Slots fired late, after the scheduler was away, by the catch-up policy",
+            schedule_catch_ups.clone(),
+        );
+        let schedule_lateness = Histogram::new(LATENESS_BUCKETS);
+        registry.register(
+            "schedule_lateness_seconds",
+            "Time from a slot to its firing",
+            schedule_lateness.clone(),
+        );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications about finished scheduled runs, by channel and result",
+            notifications.clone(),
+        );
         Self {
             registry,
             finished,
@@ -84,6 +136,11 @@ impl Metrics {
             running,
             subscriptions,
             log_lines,
+            schedule_fires,
+            schedule_skips,
+            schedule_catch_ups,
+            schedule_lateness,
+            notifications,
         }
     }
 
@@ -117,6 +174,35 @@ impl Metrics {
     /// Counts stored log lines.
     pub fn log_lines_stored(&self, count: u64) {
         self.log_lines.inc_by(count);
+    }
+
+    /// A schedule slot fired `late` after its time; `caught_up` when it was fired late on purpose
+    /// (catch-up after the scheduler was away).
+    pub fn schedule_fired(&self, late: Duration, caught_up: bool) {
+        self.schedule_fires.inc();
+        self.schedule_lateness.observe(late.as_secs_f64());
+        if caught_up {
+            self.schedule_catch_ups.inc();
+        }
+    }
+
+    /// `count` schedule slots were not fired, because of `reason` (`overlap`, `missed`).
+    pub fn schedule_skipped(&self, reason: &str, count: u64) {
+        self.schedule_skips
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc_by(count);
+    }
+
+    /// A notification on `channel` was delivered or not.
+    pub fn notification(&self, channel: &str, delivered: bool) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                channel: channel.to_owned(),
+                result: if delivered { "delivered" } else { "failed" }.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts an open subscription of `kind` until the returned guard is dropped.
@@ -168,6 +254,10 @@ mod tests {
         metrics.run_started();
         metrics.log_lines_stored(3);
         let guard = metrics.subscription("executionLogs");
+        metrics.schedule_fired(Duration::from_millis(3), false);
+        metrics.schedule_fired(Duration::from_secs(40), true);
+        metrics.schedule_skipped("overlap", 2);
+        metrics.notification("email", false);
         let text = metrics.render();
         for expected in [
             r#"proctor_executions_total{proc="deploy",status="SUCCEEDED"} 1"#,
@@ -175,6 +265,12 @@ mod tests {
             "proctor_executions_running 1",
             r#"proctor_subscriptions_active{kind="executionLogs"} 1"#,
             "proctor_log_lines_stored_total 3",
+            "proctor_schedule_fires_total 2",
+            "proctor_schedule_catch_ups_total 1",
+            r#"proctor_schedule_skips_total{reason="overlap"} 2"#,
+            r#"proctor_schedule_lateness_seconds_bucket{le="0.005"} 1"#,
+            r#"proctor_schedule_lateness_seconds_bucket{le="300.0"} 2"#,
+            r#"proctor_notifications_total{channel="email",result="failed"} 1"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }

@@ -8,6 +8,7 @@ use crate::executions::runner::Runner;
 use crate::metrics::Metrics;
 use crate::ports::authenticator::Authenticator;
 use crate::ports::event_bus::EventBus;
+use crate::ports::notifier::Notifier;
 use crate::secrets::keyring::Keyring;
 use crate::system::ServerInfo;
 
@@ -46,6 +47,8 @@ pub struct AppParts {
     pub runner: Arc<Runner>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Told when a scheduled execution finishes (e-mail, Slack, webhook).
+    pub notifiers: Vec<Arc<dyn Notifier>>,
     /// Static facts reported by `serverInfo`.
     pub server_info: ServerInfo,
     /// GraphQL operation limits.
@@ -104,6 +107,11 @@ impl AppState {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The configured notification channels.
+    pub fn notifiers(&self) -> &[Arc<dyn Notifier>] {
+        &self.inner.notifiers
     }
 
     /// Static facts about this server.

@@ -115,6 +115,7 @@ impl Server {
             admin_groups: settings.admin_groups.clone(),
             runner: Arc::clone(&runner),
             metrics: Arc::new(Metrics::new()),
+            notifiers: crate::notifiers::build(&settings.notifications)?,
             server_info,
             limits: settings.graphql_limits,
         });
@@ -122,6 +123,9 @@ impl Server {
         let single_replica = settings.redis.is_none();
         tokio::spawn(Arc::clone(&runner).maintain_leases(state.clone(), single_replica));
         tokio::spawn(runner.serve_cancel_requests(state.clone()));
+        if settings.scheduler_enabled {
+            tokio::spawn(crate::scheduler::run(state.clone()));
+        }
         if fresh
             && settings.register_examples
             && settings.database.backend() == StorageBackend::Sqlite

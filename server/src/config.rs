@@ -411,6 +411,92 @@ pub struct Options {
         global = true
     )]
     pub shutdown_grace_seconds: String,
+    /// Whether this replica runs the scheduler (every replica may: each slot fires once).
+    #[arg(
+        long,
+        env = "PROCTOR_SCHEDULER_ENABLED",
+        default_value = "true",
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub scheduler_enabled: String,
+    /// SMTP server for the e-mails about scheduled runs; no e-mail when unset.
+    #[arg(
+        long,
+        env = "PROCTOR_MAIL_SERVER_HOST",
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub mail_server_host: Option<String>,
+    /// SMTP port (default 465 with `tls`, 587 otherwise).
+    #[arg(
+        long,
+        env = "PROCTOR_MAIL_SERVER_PORT",
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub mail_server_port: Option<String>,
+    /// SMTP user name (no authentication when unset).
+    #[arg(
+        long,
+        env = "PROCTOR_MAIL_USERNAME",
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub mail_username: Option<String>,
+    /// SMTP password.
+    #[arg(
+        long,
+        env = "PROCTOR_MAIL_PASSWORD",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub mail_password: Option<String>,
+    /// Sender address of the e-mails (default: the user name, if it is an address).
+    #[arg(
+        long,
+        env = "PROCTOR_MAIL_FROM",
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub mail_from: Option<String>,
+    /// SMTP encryption: `starttls` (required; the default), `tls` (implicit, port 465),
+    /// `opportunistic` (STARTTLS when offered) or `none`.
+    #[arg(
+        long,
+        env = "PROCTOR_MAIL_TLS",
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub mail_tls: Option<String>,
+    /// Slack incoming webhook told about every scheduled run without its own.
+    #[arg(
+        long,
+        env = "PROCTOR_SLACK_WEBHOOK_URL",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub slack_webhook_url: Option<String>,
+    /// URL a signed JSON outcome of every scheduled run without its own webhook is posted to.
+    #[arg(
+        long,
+        env = "PROCTOR_NOTIFY_WEBHOOK_URL",
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub notify_webhook_url: Option<String>,
+    /// Key of the HMAC-SHA256 signature (`X-Proctor-Signature: sha256=<hex>`) on webhook
+    /// notifications; required with a server-wide webhook URL.
+    #[arg(
+        long,
+        env = "PROCTOR_NOTIFY_WEBHOOK_SECRET",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub notify_webhook_secret: Option<String>,
 
     /// Legacy: Postgres host, used when no database URL is given.
     #[arg(
@@ -554,6 +640,16 @@ mod names {
     pub const PREVIOUS_KEYS: &str = "PROCTOR_SECRET_PREVIOUS_KEYS (--secret-previous-keys)";
     pub const ADMIN_GROUP: &str = "PROCTOR_AUTH_REQUIRED_ADMIN_GROUP (--admin-group)";
     pub const WEBHOOK_URL: &str = "PROCTOR_AUTH_WEBHOOK_URL (--auth-webhook-url)";
+    pub const SCHEDULER: &str = "PROCTOR_SCHEDULER_ENABLED (--scheduler-enabled)";
+    pub const MAIL_HOST: &str = "PROCTOR_MAIL_SERVER_HOST (--mail-server-host)";
+    pub const MAIL_PORT: &str = "PROCTOR_MAIL_SERVER_PORT (--mail-server-port)";
+    pub const MAIL_USERNAME: &str = "PROCTOR_MAIL_USERNAME (--mail-username)";
+    pub const MAIL_PASSWORD: &str = "PROCTOR_MAIL_PASSWORD (--mail-password)";
+    pub const MAIL_FROM: &str = "PROCTOR_MAIL_FROM (--mail-from)";
+    pub const MAIL_TLS: &str = "PROCTOR_MAIL_TLS (--mail-tls)";
+    pub const SLACK_URL: &str = "PROCTOR_SLACK_WEBHOOK_URL (--slack-webhook-url)";
+    pub const NOTIFY_URL: &str = "PROCTOR_NOTIFY_WEBHOOK_URL (--notify-webhook-url)";
+    pub const NOTIFY_SECRET: &str = "PROCTOR_NOTIFY_WEBHOOK_SECRET (--notify-webhook-secret)";
     pub const WEBHOOK_CACHE: &str =
         "PROCTOR_AUTH_WEBHOOK_CACHE_SECONDS (--auth-webhook-cache-seconds)";
     pub const WEBHOOK_TIMEOUT: &str =
@@ -755,6 +851,73 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter directives.
     pub log_filter: String,
+    /// Whether this replica runs the scheduler loop.
+    pub scheduler_enabled: bool,
+    /// Where the outcomes of scheduled runs are reported.
+    pub notifications: NotificationSettings,
+}
+
+/// Server-wide notification channels.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotificationSettings {
+    /// The SMTP server, when e-mail is configured.
+    pub mail: Option<MailSettings>,
+    /// Slack webhook for schedules without their own.
+    pub slack_webhook_url: Option<Credential>,
+    /// Webhook for schedules without their own.
+    pub webhook_url: Option<String>,
+    /// HMAC key signing webhook notifications.
+    pub webhook_secret: Option<Credential>,
+}
+
+/// How e-mail is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailSettings {
+    /// SMTP host.
+    pub host: String,
+    /// SMTP port.
+    pub port: u16,
+    /// Encryption.
+    pub tls: MailTls,
+    /// User name and password, when the server wants them.
+    pub login: Option<(String, Credential)>,
+    /// Sender address.
+    pub from: String,
+}
+
+/// SMTP encryption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailTls {
+    /// STARTTLS, required.
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// STARTTLS when the server offers it.
+    Opportunistic,
+    /// Plain text (a local relay or a test sink).
+    None,
+}
+
+/// A secret setting value: usable, but never printed (its `Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential(String);
+
+impl Credential {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl Settings {
@@ -797,6 +960,8 @@ impl Settings {
             shutdown_grace: Duration::from_secs(10),
             log_format: LogFormat::Text,
             log_filter: "info".to_owned(),
+            scheduler_enabled: true,
+            notifications: NotificationSettings::default(),
         }
     }
 
@@ -928,6 +1093,8 @@ impl Settings {
             )?),
             log_format,
             log_filter,
+            scheduler_enabled: parse_bool(names::SCHEDULER, &options.scheduler_enabled)?,
+            notifications: notification_settings(options)?,
         })
     }
 
@@ -976,6 +1143,154 @@ fn secret_keys(options: &Options, data_dir: &Path) -> Result<SecretKeys, ConfigE
         )),
         _ => Ok(SecretKeys::File(data_dir.join(SECRET_KEY_FILE))),
     }
+}
+
+/// A set, non-blank option value, trimmed.
+fn given(value: Option<&String>) -> Option<&str> {
+    value
+        .map(|value| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+fn notification_settings(options: &Options) -> Result<NotificationSettings, ConfigError> {
+    let mail = match given(options.mail_server_host.as_ref()) {
+        Some(host) => Some(mail_settings(options, host)?),
+        None => {
+            for (setting, value) in [
+                (names::MAIL_PORT, &options.mail_server_port),
+                (names::MAIL_USERNAME, &options.mail_username),
+                (names::MAIL_FROM, &options.mail_from),
+                (names::MAIL_TLS, &options.mail_tls),
+            ] {
+                if given(value.as_ref()).is_some() {
+                    return Err(ConfigError::new(
+                        setting,
+                        "is set but PROCTOR_MAIL_SERVER_HOST is not; set the SMTP host too",
+                    ));
+                }
+            }
+            None
+        }
+    };
+    let slack_webhook_url = given(options.slack_webhook_url.as_ref())
+        .map(|raw| http_url(names::SLACK_URL, raw, false).map(|_| Credential::new(raw)))
+        .transpose()?;
+    let webhook_url = given(options.notify_webhook_url.as_ref())
+        .map(|raw| http_url(names::NOTIFY_URL, raw, true).map(|_| raw.to_owned()))
+        .transpose()?;
+    let webhook_secret = given(options.notify_webhook_secret.as_ref()).map(Credential::new);
+    if webhook_url.is_some() && webhook_secret.is_none() {
+        return Err(ConfigError::new(
+            names::NOTIFY_SECRET,
+            "must be set with PROCTOR_NOTIFY_WEBHOOK_URL: receivers check the signature with it",
+        ));
+    }
+    Ok(NotificationSettings {
+        mail,
+        slack_webhook_url,
+        webhook_url,
+        webhook_secret,
+    })
+}
+
+fn mail_settings(options: &Options, host: &str) -> Result<MailSettings, ConfigError> {
+    if host.contains([':', '/', ' ', '@']) {
+        return Err(ConfigError::new(
+            names::MAIL_HOST,
+            format!("{host:?} is not a host name; the port goes in PROCTOR_MAIL_SERVER_PORT"),
+        ));
+    }
+    let tls = match given(options.mail_tls.as_ref())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("starttls") => MailTls::StartTls,
+        Some("tls") => MailTls::Implicit,
+        Some("opportunistic") => MailTls::Opportunistic,
+        Some("none") => MailTls::None,
+        Some(other) => {
+            return Err(ConfigError::new(
+                names::MAIL_TLS,
+                format!("{other:?} is not one of starttls, tls, opportunistic, none"),
+            ));
+        }
+    };
+    let port = match given(options.mail_server_port.as_ref()) {
+        Some(raw) => parse_positive::<u16>(names::MAIL_PORT, raw)?,
+        None if tls == MailTls::Implicit => 465,
+        None => 587,
+    };
+    let login = match (
+        given(options.mail_username.as_ref()),
+        given(options.mail_password.as_ref()),
+    ) {
+        (Some(user), Some(password)) => Some((user.to_owned(), Credential::new(password))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                names::MAIL_PASSWORD,
+                "must be set with PROCTOR_MAIL_USERNAME",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                names::MAIL_USERNAME,
+                "must be set with PROCTOR_MAIL_PASSWORD",
+            ));
+        }
+    };
+    let from = match given(options.mail_from.as_ref()) {
+        Some(from) => (names::MAIL_FROM, from.to_owned()),
+        None => match &login {
+            Some((user, _)) => (names::MAIL_USERNAME, user.clone()),
+            None => {
+                return Err(ConfigError::new(
+                    names::MAIL_FROM,
+                    "must be set when e-mail has no user name to send from",
+                ));
+            }
+        },
+    };
+    if !looks_like_address(&from.1) {
+        return Err(ConfigError::new(
+            from.0,
+            format!(
+                "{:?} is not an e-mail address to send from; set PROCTOR_MAIL_FROM",
+                from.1
+            ),
+        ));
+    }
+    Ok(MailSettings {
+        host: host.to_owned(),
+        port,
+        tls,
+        login,
+        from: from.1,
+    })
+}
+
+/// `name@domain` or `Name <name@domain>`, as the mailer will read it.
+fn looks_like_address(text: &str) -> bool {
+    text.parse::<lettre::message::Mailbox>().is_ok()
+}
+
+/// An `http(s)` URL with a host; `show` says whether the value may appear in the error (a Slack
+/// URL is a credential).
+fn http_url(setting: &'static str, raw: &str, show: bool) -> Result<Url, ConfigError> {
+    let shown = if show {
+        format!("{raw:?} ")
+    } else {
+        String::new()
+    };
+    let url = Url::parse(raw)
+        .map_err(|e| ConfigError::new(setting, format!("{shown}is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(
+            setting,
+            format!("{shown}must be an http:// or https:// URL with a host"),
+        ));
+    }
+    Ok(url)
 }
 
 fn auth_mode(options: &Options, enabled: bool) -> Result<AuthMode, ConfigError> {
@@ -1381,6 +1696,78 @@ mod tests {
                 &["--postgres-host", "db", "--postgres-port", "x"],
                 "PROCTOR_POSTGRES_PORT",
             ),
+            (
+                &["--scheduler-enabled", "sometimes"],
+                "PROCTOR_SCHEDULER_ENABLED",
+            ),
+            (&["--mail-server-port", "25"], "PROCTOR_MAIL_SERVER_PORT"),
+            (
+                &[
+                    "--mail-server-host",
+                    "smtp.example.com:587",
+                    "--mail-from",
+                    "p@example.com",
+                ],
+                "PROCTOR_MAIL_SERVER_HOST",
+            ),
+            (
+                &["--mail-server-host", "smtp.example.com"],
+                "PROCTOR_MAIL_FROM",
+            ),
+            (
+                &[
+                    "--mail-server-host",
+                    "smtp.example.com",
+                    "--mail-username",
+                    "proctor",
+                ],
+                "PROCTOR_MAIL_PASSWORD",
+            ),
+            (
+                &[
+                    "--mail-server-host",
+                    "smtp.example.com",
+                    "--mail-username",
+                    "proctor",
+                    "--mail-password",
+                    "pw",
+                ],
+                "PROCTOR_MAIL_USERNAME",
+            ),
+            (
+                &[
+                    "--mail-server-host",
+                    "smtp",
+                    "--mail-from",
+                    "p@example.com",
+                    "--mail-tls",
+                    "ssl",
+                ],
+                "PROCTOR_MAIL_TLS",
+            ),
+            (
+                &[
+                    "--mail-server-host",
+                    "smtp",
+                    "--mail-from",
+                    "p@example.com",
+                    "--mail-server-port",
+                    "0",
+                ],
+                "PROCTOR_MAIL_SERVER_PORT",
+            ),
+            (
+                &["--slack-webhook-url", "hooks.slack.com/x"],
+                "PROCTOR_SLACK_WEBHOOK_URL",
+            ),
+            (
+                &["--notify-webhook-url", "ftp://h/x"],
+                "PROCTOR_NOTIFY_WEBHOOK_URL",
+            ),
+            (
+                &["--notify-webhook-url", "https://h/x"],
+                "PROCTOR_NOTIFY_WEBHOOK_SECRET",
+            ),
         ];
         for (args, setting) in cases {
             let error = settings(args).expect_err(&format!("{args:?} must be rejected"));
@@ -1559,6 +1946,74 @@ mod tests {
         let printed = format!("{settings:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("hunter3"), "{printed}");
+    }
+
+    #[test]
+    fn mail_settings_take_the_legacy_names_and_sensible_defaults() {
+        let configured = settings(&[
+            "--mail-server-host",
+            "smtp.example.com",
+            "--mail-username",
+            "proctor@example.com",
+            "--mail-password",
+            "hunter4",
+        ])
+        .unwrap();
+        let mail = configured
+            .notifications
+            .mail
+            .clone()
+            .expect("mail configured");
+        assert_eq!(mail.port, 587);
+        assert_eq!(mail.tls, MailTls::StartTls);
+        assert_eq!(
+            mail.from, "proctor@example.com",
+            "the user name is the sender"
+        );
+        let printed = format!("{configured:?}");
+        assert!(!printed.contains("hunter4"), "{printed}");
+
+        let implicit = settings_with_tls("tls");
+        assert_eq!(implicit.port, 465);
+        assert_eq!(implicit.tls, MailTls::Implicit);
+        let plain = settings_with_tls("none");
+        assert_eq!(plain.tls, MailTls::None);
+        assert!(plain.login.is_none());
+        assert!(
+            settings(&["--data-dir", "/tmp/p"])
+                .unwrap()
+                .notifications
+                .mail
+                .is_none()
+        );
+    }
+
+    fn settings_with_tls(tls: &str) -> MailSettings {
+        settings(&[
+            "--mail-server-host",
+            "smtp.example.com",
+            "--mail-from",
+            "Proctor <proctor@example.com>",
+            "--mail-tls",
+            tls,
+        ])
+        .unwrap()
+        .notifications
+        .mail
+        .expect("mail configured")
+    }
+
+    #[test]
+    fn a_slack_url_is_a_credential() {
+        let secret_url = "https://hooks.slack.com/services/T0/B0/abcdefsecret";
+        let configured = settings(&["--slack-webhook-url", secret_url]).unwrap();
+        assert!(!format!("{configured:?}").contains("abcdefsecret"));
+        let error = Settings::from_options(&options(&[
+            "--slack-webhook-url",
+            "hooks.slack.com/services/abcdefsecret",
+        ]))
+        .unwrap_err();
+        assert!(!error.to_string().contains("abcdefsecret"), "{error}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `proctord`: configuration, start-up, the HTTP routes, and the adapters that connect the
 //! domain in `proctor-schema` to real infrastructure (Postgres/SQLite through SeaORM, Redis
-//! through fred; local processes and Kubernetes arrive with the executor work).
+//! through fred, local processes and Kubernetes Jobs, SMTP/Slack/webhook notifiers) and the
+//! scheduler loop.
 //!
 //! The binary is a thin wrapper over [`cli::main`]; tests and embedders build a [`Server`]
 //! from [`Settings`] directly.
@@ -12,8 +13,10 @@ mod credentials;
 pub mod database;
 pub mod kube_executor;
 pub mod local_executor;
+pub mod notifiers;
 pub mod redis_bus;
 mod routes;
+pub mod scheduler;
 mod telemetry;
 pub mod webhook_auth;
 

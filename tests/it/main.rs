@@ -34,5 +34,6 @@ mod migrations;
 mod procs;
 mod proctord;
 mod replicas;
+mod schedules;
 mod secrets;
 mod webhook;

@@ -5,7 +5,9 @@ use chrono::{DateTime, SubsecRound, Utc};
 use proctor_entity::json::{
     ArgSpec, ArgSpecs, ArgType, ArgValue, ArgValues, SecretSpec, SecretSpecs, StringList,
 };
-use proctor_entity::values::{CatchUpPolicy, ExecutionStatus, LogStream, OverlapPolicy, Trigger};
+use proctor_entity::values::{
+    CatchUpPolicy, ExecutionStatus, LogStream, OverlapPolicy, RunOutcome, Trigger,
+};
 use proctor_entity::{
     api_token, audit_event, execution, execution_log, group_membership, proc, schedule,
     schedule_run, secret, user,
@@ -55,7 +57,7 @@ async fn up_down_up(db: &DatabaseConnection) {
     );
 
     // Step down past the column changes to the table creations, one migration at a time.
-    for step in 1..=4 {
+    for step in 1..=5 {
         migrate_down(db, Some(1)).await.expect("one step down");
         let states = migration_states(db).await.unwrap();
         assert_eq!(states.iter().filter(|m| m.applied).count(), total - step);
@@ -240,6 +242,8 @@ async fn data_model_holds(db: &DatabaseConnection) {
         catch_up_policy: Set(CatchUpPolicy::Last),
         next_fire_at: Set(Some(t)),
         created_by: Set(Some("ada@example.com".into())),
+        slack_webhook_url: Set(Some("https://hooks.slack.example/T/B/x".into())),
+        webhook_url: Set(None),
         created_at: Set(t),
         updated_at: Set(t),
     }
@@ -316,7 +320,11 @@ async fn data_model_holds(db: &DatabaseConnection) {
         slot: Set(t),
         execution_id: Set(Some(run.id)),
         fired_at: Set(t),
-        outcome: Set(Some("started".into())),
+        outcome: Set(RunOutcome::Started),
+        detail: Set(None),
+        notifications: Set(Some(
+            serde_json::json!([{ "channel": "email", "delivered": true }]),
+        )),
     }
     .insert(db)
     .await
@@ -373,7 +381,9 @@ async fn data_model_holds(db: &DatabaseConnection) {
         slot: Set(t),
         execution_id: Set(None),
         fired_at: Set(now()),
-        outcome: Set(None),
+        outcome: Set(RunOutcome::SkippedOverlap),
+        detail: Set(Some("execution 1 was still running".into())),
+        notifications: Set(None),
     };
     assert!(
         same_slot.insert(db).await.is_err(),

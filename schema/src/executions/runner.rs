@@ -633,7 +633,7 @@ pub async fn cancel_unheld(state: &AppState, id: i64, reason: &str) -> Option<ex
 }
 
 /// Moves the execution to its final state (from any unfinished one), releases its lease,
-/// publishes it and counts it. `None` when it had already ended (or is not ours to end).
+/// publishes it, counts it and (for a scheduled run) sends its notifications. `None` when it had already ended (or is not ours to end).
 async fn finish(
     state: &AppState,
     id: i64,
@@ -641,6 +641,7 @@ async fn finish(
     fence: Fence<'_>,
 ) -> Option<execution::Model> {
     let finished = transition(state, id, &UNFINISHED, Change::Final(outcome), fence).await?;
+    crate::schedules::notify::after_finish(state, &finished);
     let ran_for = finished
         .started_at
         .zip(finished.finished_at)

@@ -9,8 +9,8 @@ use proctor_entity::json::{ArgValue, ArgValues};
 use proctor_entity::values::{ExecutionStatus, Trigger};
 use proctor_entity::{execution, execution_log, proc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, NotSet, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, NotSet, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 use serde_json::json;
 
@@ -53,8 +53,63 @@ pub async fn execute(
     request: ExecuteRequest,
 ) -> Result<execution::Model, ApiError> {
     let proc = find_proc(state.db(), &request.proc).await?;
+    let prepared = prepare(state, caller, proc, &request.args).await?;
+    let txn = crate::db::begin_write(state.db()).await?;
+    let execution = insert_pending(
+        &txn,
+        state,
+        &prepared,
+        NewExecution {
+            user_email: caller.email.clone(),
+            trigger: request.trigger,
+            schedule_id: request.schedule_id,
+        },
+    )
+    .await?;
+    audit::record(
+        &txn,
+        caller,
+        "execution.create",
+        "execution",
+        &execution.id.to_string(),
+        Some(json!({ "proc": execution.proc_name, "trigger": request.trigger })),
+    )
+    .await?;
+    txn.commit().await?;
+    start(state, &execution, prepared).await;
+    Ok(execution)
+}
+
+/// A run that passed every check: the proc, its validated arguments and its secret values.
+/// (No `Debug`: it holds secret values.)
+#[derive(Clone)]
+pub struct PreparedRun {
+    proc: proc::Model,
+    args: Vec<ArgValue>,
+    secrets: Vec<(String, String)>,
+}
+
+/// Who and what a new execution row records besides the proc and arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewExecution {
+    /// Shown as the execution's user (the caller, or a schedule's creator).
+    pub user_email: Option<String>,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The schedule it belongs to.
+    pub schedule_id: Option<i64>,
+}
+
+/// Checks that `caller` may run `proc` with `args` and that it can run now (every declared
+/// secret has a value); nothing is stored.
+pub async fn prepare(
+    state: &AppState,
+    caller: &Caller,
+    proc: proc::Model,
+    args: &[ArgValue],
+) -> Result<PreparedRun, ApiError> {
     caller.require_may_run(&proc)?;
-    let args = validate_args(&proc, &request.args)?;
+    let args = validate_args(&proc, args)?;
     let secrets = secret_values(state, &proc).await?;
     let missing: Vec<&str> = proc
         .secret_specs
@@ -70,20 +125,63 @@ pub async fn execute(
             missing.join(", ")
         )));
     }
+    Ok(PreparedRun {
+        proc,
+        args,
+        secrets,
+    })
+}
 
+/// Stores a prepared run as `PENDING`, owned (leased) by this replica, inside `txn`; nothing
+/// runs until [`start`] after the commit.
+pub async fn insert_pending<C: ConnectionTrait>(
+    txn: &C,
+    state: &AppState,
+    prepared: &PreparedRun,
+    new: NewExecution,
+) -> Result<execution::Model, ApiError> {
     let now = Utc::now();
     let lease = chrono::Duration::from_std(state.runner().settings().lease)
         .unwrap_or(chrono::Duration::seconds(15));
-    let txn = crate::db::begin_write(state.db()).await?;
-    let execution = execution::ActiveModel {
+    let mut row = new_row(&prepared.proc, prepared.args.clone(), new, now);
+    row.owner = Set(Some(state.runner().replica().to_owned()));
+    row.lease_expires_at = Set(Some(now + lease));
+    Ok(row.insert(txn).await?)
+}
+
+/// Stores a run that could not even be created (its schedule's arguments no longer fit the
+/// proc, a secret is missing) as `CREATION_FAILED` with why, inside `txn`, so it is listed and
+/// reported like any other run. Announce it with [`announce`] after the commit.
+pub async fn insert_not_started<C: ConnectionTrait>(
+    txn: &C,
+    proc: &proc::Model,
+    args: Vec<ArgValue>,
+    new: NewExecution,
+    reason: String,
+) -> Result<execution::Model, ApiError> {
+    let now = Utc::now();
+    let mut row = new_row(proc, args, new, now);
+    row.status = Set(ExecutionStatus::CreationFailed);
+    row.reason = Set(Some(reason));
+    row.finished_at = Set(Some(now));
+    Ok(row.insert(txn).await?)
+}
+
+fn new_row(
+    proc: &proc::Model,
+    args: Vec<ArgValue>,
+    new: NewExecution,
+    now: DateTime<Utc>,
+) -> execution::ActiveModel {
+    execution::ActiveModel {
         id: NotSet,
         proc_id: Set(Some(proc.id)),
         proc_name: Set(proc.name.clone()),
-        args: Set(ArgValues(args.clone())),
+        args: Set(ArgValues(args)),
         status: Set(ExecutionStatus::Pending),
-        trigger: Set(request.trigger),
-        schedule_id: Set(request.schedule_id),
-        user_email: Set(caller.email.clone()),
+        trigger: Set(new.trigger),
+        schedule_id: Set(new.schedule_id),
+        user_email: Set(new.user_email),
         image: Set(proc.image.clone()),
         executor_ref: Set(None),
         exit_code: Set(None),
@@ -92,23 +190,15 @@ pub async fn execute(
         started_at: Set(None),
         finished_at: Set(None),
         updated_at: Set(now),
-        owner: Set(Some(state.runner().replica().to_owned())),
-        lease_expires_at: Set(Some(now + lease)),
+        owner: Set(None),
+        lease_expires_at: Set(None),
         log_source: Set(None),
         log_offset: Set(0),
     }
-    .insert(&txn)
-    .await?;
-    audit::record(
-        &txn,
-        caller,
-        "execution.create",
-        "execution",
-        &execution.id.to_string(),
-        Some(json!({ "proc": proc.name, "trigger": request.trigger })),
-    )
-    .await?;
-    txn.commit().await?;
+}
+
+/// Publishes a committed new execution (subscribers of all executions see it appear).
+pub async fn announce(state: &AppState, execution: &execution::Model) {
     publish(
         state,
         Event::ExecutionStatus {
@@ -116,12 +206,15 @@ pub async fn execute(
         },
     )
     .await;
+}
 
-    let (spec, masker) = run_spec(&proc, &execution, secrets);
+/// Announces a committed `PENDING` execution and hands it to this replica's runner.
+pub async fn start(state: &AppState, execution: &execution::Model, prepared: PreparedRun) {
+    announce(state, execution).await;
+    let (spec, masker) = run_spec(&prepared.proc, execution, prepared.secrets);
     state
         .runner()
         .launch(state.clone(), execution.clone(), spec, masker);
-    Ok(execution)
 }
 
 /// What a supervisor needs to run (or resume) `execution`, rebuilt from the database: the

@@ -1,41 +1,110 @@
-//! The notifier port: telling people how a run ended (e-mail, Slack, signed webhooks).
+//! The notifier port: telling people how a scheduled run ended (e-mail, Slack, signed
+//! webhooks). A failed notification is recorded and logged; it never fails the run.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use proctor_entity::values::ExecutionStatus;
 
-/// The outcome of one execution, addressed to its recipients.
+/// The end of one execution and who should hear about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notification {
     /// The execution.
     pub execution_id: i64,
     /// Its proc.
     pub proc_name: String,
+    /// The argument values it ran with (never secrets).
+    pub args: Vec<(String, String)>,
     /// The final state (never an intermediate one: the Go original mailed "CREATED").
     pub status: ExecutionStatus,
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
     /// Why it failed, when it did.
     pub reason: Option<String>,
-    /// The schedule that fired it, if any.
+    /// How long it ran.
+    pub duration: Option<Duration>,
+    /// The schedule that fired it.
     pub schedule_id: Option<i64>,
-    /// Who should hear about it (e-mail addresses for the mailer).
-    pub recipients: Vec<String>,
+    /// E-mail recipients.
+    pub emails: Vec<String>,
+    /// The schedule's own Slack incoming webhook.
+    pub slack_webhook_url: Option<String>,
+    /// The schedule's own webhook URL.
+    pub webhook_url: Option<String>,
 }
 
 /// Why a notification was not delivered.
 #[derive(Debug, thiserror::Error)]
-#[error("notification via {channel} failed: {message}")]
-pub struct NotifyError {
-    /// Which notifier failed.
-    pub channel: &'static str,
-    /// What went wrong.
-    pub message: String,
+#[error("{0}")]
+pub struct NotifyError(pub String);
+
+impl Notification {
+    /// The channels this notification names targets on by itself (the schedule's own
+    /// addresses); a server-wide target can add more. Used to record "not configured" when no
+    /// notifier serves one of them.
+    pub fn requested_channels(&self) -> Vec<&'static str> {
+        let mut channels = Vec::new();
+        if !self.emails.is_empty() {
+            channels.push(EMAIL);
+        }
+        if self.slack_webhook_url.is_some() {
+            channels.push(SLACK);
+        }
+        if self.webhook_url.is_some() {
+            channels.push(WEBHOOK);
+        }
+        channels
+    }
 }
 
+/// Channel name of the e-mail notifier.
+pub const EMAIL: &str = "email";
+/// Channel name of the Slack notifier.
+pub const SLACK: &str = "slack";
+/// Channel name of the signed-webhook notifier.
+pub const WEBHOOK: &str = "webhook";
+
 /// Delivers notifications. Several can be configured at once; each failure is reported alone.
+/// Error messages must not contain credentials (webhook URLs, passwords): they are stored and
+/// shown to users.
 #[async_trait]
 pub trait Notifier: Send + Sync {
-    /// Short name for logs and errors, e.g. `smtp`.
+    /// [`EMAIL`], [`SLACK`], [`WEBHOOK`] (or another short name for logs and records).
     fn channel(&self) -> &'static str;
+
+    /// Whether this notification has a target on this channel.
+    fn applies(&self, notification: &Notification) -> bool;
 
     /// Sends one notification.
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError>;
+}
+
+/// One plain-text summary for every channel: what ran, how it ended, with which arguments.
+pub fn summary(notification: &Notification) -> String {
+    let status = crate::executions::status_name(notification.status);
+    let mut text = format!(
+        "Proctor: {} finished {status} (execution {})",
+        notification.proc_name, notification.execution_id
+    );
+    if let Some(code) = notification.exit_code {
+        text.push_str(&format!("\nexit code: {code}"));
+    }
+    if let Some(reason) = &notification.reason {
+        text.push_str(&format!("\nreason: {reason}"));
+    }
+    if let Some(duration) = notification.duration {
+        text.push_str(&format!("\nduration: {:.1} s", duration.as_secs_f64()));
+    }
+    if let Some(schedule) = notification.schedule_id {
+        text.push_str(&format!("\nschedule: {schedule}"));
+    }
+    if !notification.args.is_empty() {
+        let args: Vec<String> = notification
+            .args
+            .iter()
+            .map(|(name, value)| format!("{name}={value:?}"))
+            .collect();
+        text.push_str(&format!("\narguments: {}", args.join(", ")));
+    }
+    text
 }

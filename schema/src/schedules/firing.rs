@@ -1,0 +1,278 @@
+//! Firing due slots: the work of one scheduler tick, driven by a time the caller passes in (the
+//! real clock in `proctord`, a chosen one in tests).
+//!
+//! Exactly once across replicas and restarts: each schedule's `next_fire_at` is its first
+//! unhandled slot. A tick handles a schedule inside one write transaction that first moves
+//! `next_fire_at` on with a compare-and-set (only the replica that read the current value can),
+//! then claims each slot by inserting `(schedule, slot)` into `schedule_runs` under its unique
+//! key, and stores the executions in the same transaction. Nothing runs before the commit; a
+//! replica that dies after it leaves `PENDING` executions that another replica takes over
+//! (their lease runs out), so no claimed slot is lost either.
+
+use chrono::{DateTime, Utc};
+use proctor_entity::values::{OverlapPolicy, RunOutcome, Trigger};
+use proctor_entity::{execution, proc, schedule, schedule_run};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::cron::CronSchedule;
+use super::notify;
+use super::plan::plan;
+use super::service::record_run;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::executions::runner::{UNFINISHED, publish};
+use crate::executions::service::{
+    NewExecution, PreparedRun, announce, insert_not_started, insert_pending, prepare, start,
+};
+use crate::ports::event_bus::Event;
+use crate::state::AppState;
+
+/// Schedules handled per query; a tick continues until none is due.
+const BATCH: u64 = 100;
+
+/// What one tick did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Slots that started (or tried to start) an execution.
+    pub fired: u64,
+    /// Slots skipped (overlap, or missed and dropped by the catch-up policy).
+    pub skipped: u64,
+}
+
+/// Fires every slot due at `now` of every enabled schedule.
+pub async fn fire_due(state: &AppState, now: DateTime<Utc>) -> Result<TickReport, ApiError> {
+    let mut report = TickReport::default();
+    let mut after_id = 0;
+    loop {
+        let due = schedule::Entity::find()
+            .filter(schedule::Column::Enabled.eq(true))
+            .filter(schedule::Column::NextFireAt.lte(now))
+            .filter(schedule::Column::Id.gt(after_id))
+            .order_by_asc(schedule::Column::Id)
+            .limit(BATCH)
+            .all(state.db())
+            .await?;
+        let Some(last) = due.last() else {
+            return Ok(report);
+        };
+        after_id = last.id;
+        for schedule in due {
+            let id = schedule.id;
+            match fire_schedule(state, schedule, now).await {
+                Ok(done) => {
+                    report.fired += done.fired;
+                    report.skipped += done.skipped;
+                }
+                // One broken schedule does not hold the others up.
+                Err(error) => {
+                    tracing::error!(schedule.id = id, %error, "cannot fire a schedule");
+                }
+            }
+        }
+    }
+}
+
+/// When the next slot of any enabled schedule is due.
+pub async fn next_due(state: &AppState) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let next: Option<Option<DateTime<Utc>>> = schedule::Entity::find()
+        .select_only()
+        .column_as(schedule::Column::NextFireAt.min(), "next")
+        .filter(schedule::Column::Enabled.eq(true))
+        .into_tuple()
+        .one(state.db())
+        .await?;
+    Ok(next.flatten())
+}
+
+/// What to do after the commit for one started slot.
+struct Started {
+    execution: execution::Model,
+    prepared: Option<PreparedRun>,
+}
+
+async fn fire_schedule(
+    state: &AppState,
+    schedule: schedule::Model,
+    now: DateTime<Utc>,
+) -> Result<TickReport, ApiError> {
+    let Some(first_unhandled) = schedule.next_fire_at else {
+        return Ok(TickReport::default());
+    };
+    let timing = match CronSchedule::parse(&schedule.cron, &schedule.timezone) {
+        Ok(timing) => timing,
+        Err(error) => {
+            // Only possible after an upgrade changed the zone database or the cron dialect:
+            // stop the schedule (it stays listed) instead of failing every tick.
+            tracing::error!(
+                schedule.id = schedule.id,
+                %error,
+                "the stored cron expression or time zone is no longer valid; the schedule \
+                 stops until it is edited"
+            );
+            schedule::Entity::update_many()
+                .col_expr(
+                    schedule::Column::NextFireAt,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .filter(schedule::Column::Id.eq(schedule.id))
+                .filter(schedule::Column::NextFireAt.eq(first_unhandled))
+                .exec(state.db())
+                .await?;
+            return Ok(TickReport::default());
+        }
+    };
+    let mut plan = plan(&timing, first_unhandled, now, schedule.catch_up_policy);
+    if schedule.overlap_policy == OverlapPolicy::Replace && plan.fire.len() > 1 {
+        // Each run would replace the one before at once: only the newest slot is worth firing.
+        let older = plan.fire.len() - 1;
+        plan.fire.drain(..older);
+        plan.skipped += older as u64;
+    }
+    let proc = proc::Entity::find_by_id(schedule.proc_id)
+        .one(state.db())
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "proc",
+            key: schedule.proc_id.to_string(),
+        })?;
+    // Checked once per tick: arguments may no longer fit an edited proc, a secret may be gone.
+    let scheduler = Caller::system("scheduler");
+    let prepared = prepare(state, &scheduler, proc.clone(), &schedule.args.0).await;
+
+    let txn = crate::db::begin_write(state.db()).await?;
+    let moved = schedule::Entity::update_many()
+        .col_expr(schedule::Column::NextFireAt, Expr::value(plan.next))
+        .filter(schedule::Column::Id.eq(schedule.id))
+        .filter(schedule::Column::Enabled.eq(true))
+        .filter(schedule::Column::NextFireAt.eq(first_unhandled))
+        .exec(&txn)
+        .await?;
+    if moved.rows_affected == 0 {
+        // Another replica handled these slots, or the schedule changed since it was read.
+        return Ok(TickReport::default());
+    }
+    let mut report = TickReport {
+        fired: 0,
+        skipped: plan.skipped,
+    };
+    let mut started: Vec<Started> = Vec::new();
+    let mut to_cancel: Vec<i64> = Vec::new();
+    for slot in &plan.fire {
+        let unfinished: Vec<i64> = execution::Entity::find()
+            .select_only()
+            .column(execution::Column::Id)
+            .filter(execution::Column::ScheduleId.eq(schedule.id))
+            .filter(execution::Column::Status.is_in(UNFINISHED))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        if schedule.overlap_policy == OverlapPolicy::Forbid && !unfinished.is_empty() {
+            let detail = format!(
+                "execution {} was still running (overlap policy FORBID)",
+                unfinished[0]
+            );
+            if record_run(
+                &txn,
+                schedule.id,
+                slot.at,
+                now,
+                RunOutcome::SkippedOverlap,
+                None,
+                Some(detail),
+            )
+            .await?
+            {
+                report.skipped += 1;
+                state.metrics().schedule_skipped("overlap", 1);
+            }
+            continue;
+        }
+        if schedule.overlap_policy == OverlapPolicy::Replace {
+            to_cancel = unfinished;
+        }
+        let (outcome, failure) = match &prepared {
+            Ok(_) => (RunOutcome::Started, None),
+            Err(error) => (
+                RunOutcome::NotStarted,
+                Some(format!("the schedule could not start its run: {error}")),
+            ),
+        };
+        if !record_run(
+            &txn,
+            schedule.id,
+            slot.at,
+            now,
+            outcome,
+            None,
+            failure.clone(),
+        )
+        .await?
+        {
+            continue; // Fired before (a clock difference between replicas).
+        }
+        let new = NewExecution {
+            user_email: schedule.created_by.clone(),
+            trigger: Trigger::Schedule,
+            schedule_id: Some(schedule.id),
+        };
+        let execution = match (&prepared, failure) {
+            (Ok(prepared), _) => insert_pending(&txn, state, prepared, new).await?,
+            (Err(_), reason) => {
+                let reason = reason.unwrap_or_default();
+                insert_not_started(&txn, &proc, schedule.args.0.clone(), new, reason).await?
+            }
+        };
+        schedule_run::Entity::update_many()
+            .col_expr(schedule_run::Column::ExecutionId, Expr::value(execution.id))
+            .filter(schedule_run::Column::ScheduleId.eq(schedule.id))
+            .filter(schedule_run::Column::Slot.eq(slot.at))
+            .exec(&txn)
+            .await?;
+        report.fired += 1;
+        let late = (now - slot.at).to_std().unwrap_or_default();
+        state.metrics().schedule_fired(late, slot.caught_up);
+        started.push(Started {
+            execution,
+            prepared: prepared.as_ref().ok().cloned(),
+        });
+    }
+    txn.commit().await?;
+
+    if plan.skipped > 0 {
+        state.metrics().schedule_skipped("missed", plan.skipped);
+        tracing::info!(
+            schedule.id = schedule.id,
+            skipped = plan.skipped,
+            policy = ?schedule.catch_up_policy,
+            "missed slots not fired (catch-up policy)"
+        );
+    }
+    for id in to_cancel {
+        tracing::info!(
+            schedule.id = schedule.id,
+            execution.id = id,
+            "replacing the unfinished run (overlap policy REPLACE)"
+        );
+        if !state.runner().cancel_here(id) {
+            publish(state, Event::CancelRequested { execution_id: id }).await;
+        }
+    }
+    for Started {
+        execution,
+        prepared,
+    } in started
+    {
+        match prepared {
+            Some(prepared) => start(state, &execution, prepared).await,
+            None => {
+                state
+                    .metrics()
+                    .execution_finished(&execution.proc_name, "CREATION_FAILED", None);
+                announce(state, &execution).await;
+                notify::after_finish(state, &execution);
+            }
+        }
+    }
+    Ok(report)
+}
