@@ -18,6 +18,8 @@ use proctor_schema::secrets::keyring::Keyring;
 use proctor_schema::system::{EventBusKind, ExecutorKind, StorageBackend};
 use url::Url;
 
+use crate::rest::version::ClientVersion;
+
 /// `proctord`: the Proctor server.
 #[derive(Parser, Debug)]
 #[command(
@@ -209,6 +211,10 @@ pub struct Options {
         global = true
     )]
     pub admin_group: String,
+    /// Oldest `Client-Version` the legacy REST routes accept (e.g. v2.0.8); every version when
+    /// unset.
+    #[arg(long, env = "PROCTOR_MIN_CLIENT_VERSION", global = true)]
+    pub min_client_version: Option<String>,
     /// Identity service to check credentials with (POST {email, token}); built-in users and
     /// tokens when unset. Needs auth enabled.
     #[arg(long, env = "PROCTOR_AUTH_WEBHOOK_URL", global = true)]
@@ -640,6 +646,7 @@ mod names {
     pub const PREVIOUS_KEYS: &str = "PROCTOR_SECRET_PREVIOUS_KEYS (--secret-previous-keys)";
     pub const ADMIN_GROUP: &str = "PROCTOR_AUTH_REQUIRED_ADMIN_GROUP (--admin-group)";
     pub const WEBHOOK_URL: &str = "PROCTOR_AUTH_WEBHOOK_URL (--auth-webhook-url)";
+    pub const MIN_CLIENT: &str = "PROCTOR_MIN_CLIENT_VERSION (--min-client-version)";
     pub const SCHEDULER: &str = "PROCTOR_SCHEDULER_ENABLED (--scheduler-enabled)";
     pub const MAIL_HOST: &str = "PROCTOR_MAIL_SERVER_HOST (--mail-server-host)";
     pub const MAIL_PORT: &str = "PROCTOR_MAIL_SERVER_PORT (--mail-server-port)";
@@ -855,6 +862,8 @@ pub struct Settings {
     pub scheduler_enabled: bool,
     /// Where the outcomes of scheduled runs are reported.
     pub notifications: NotificationSettings,
+    /// Oldest client version the legacy REST routes serve (`None`: all).
+    pub min_client_version: Option<ClientVersion>,
 }
 
 /// Server-wide notification channels.
@@ -962,6 +971,7 @@ impl Settings {
             log_filter: "info".to_owned(),
             scheduler_enabled: true,
             notifications: NotificationSettings::default(),
+            min_client_version: None,
         }
     }
 
@@ -1095,6 +1105,16 @@ impl Settings {
             log_filter,
             scheduler_enabled: parse_bool(names::SCHEDULER, &options.scheduler_enabled)?,
             notifications: notification_settings(options)?,
+            min_client_version: options
+                .min_client_version
+                .as_deref()
+                .map(str::trim)
+                .filter(|raw| !raw.is_empty())
+                .map(|raw| {
+                    raw.parse()
+                        .map_err(|e| ConfigError::new(names::MIN_CLIENT, e))
+                })
+                .transpose()?,
         })
     }
 
@@ -1651,6 +1671,7 @@ mod tests {
         assert_eq!(settings.executor, ExecutorKind::Local);
         assert_eq!(settings.auth, AuthMode::Off);
         assert_eq!(settings.admin_groups, vec!["proctor.admin".to_owned()]);
+        assert_eq!(settings.min_client_version, None, "every client version");
         assert!(
             matches!(&settings.secret_keys, SecretKeys::File(path) if path == Path::new("/tmp/p/secret.key"))
         );
@@ -1684,6 +1705,10 @@ mod tests {
                 "PROCTOR_CANCEL_GRACE_SECONDS",
             ),
             (&["--log-max-lines", "0"], "PROCTOR_LOG_MAX_LINES"),
+            (
+                &["--min-client-version", "2.x"],
+                "PROCTOR_MIN_CLIENT_VERSION",
+            ),
             (&["--lease-seconds", "0"], "PROCTOR_LEASE_SECONDS"),
             (&["--replica-id", "has space"], "PROCTOR_REPLICA_ID"),
             (&["--kube-namespace", "Prod"], "PROCTOR_DEFAULT_NAMESPACE"),
@@ -1812,6 +1837,19 @@ mod tests {
 
     fn settings_from(args: &[&str]) -> Settings {
         settings(args).unwrap()
+    }
+
+    #[test]
+    fn a_minimum_client_version_is_read_like_the_v2_cli_announces_it() {
+        let minimum = settings_from(&["--min-client-version", " v2.0 "])
+            .min_client_version
+            .expect("set");
+        assert_eq!(minimum.to_string(), "2.0.0");
+        assert_eq!(
+            settings_from(&["--min-client-version", ""]).min_client_version,
+            None,
+            "empty means unset (v2 answered every CLI call with 500 then)"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod kube_executor;
 pub mod local_executor;
 pub mod notifiers;
 pub mod redis_bus;
+pub mod rest;
 mod routes;
 pub mod scheduler;
 mod telemetry;

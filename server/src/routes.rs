@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::{FromRef, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{any, get};
+use axum::routing::get;
 use proctor_schema::auth::RequestAuth;
 use proctor_schema::system::{EventBusKind, ExecutorKind};
 use proctor_schema::{AppState, ProctorSchema};
@@ -19,6 +19,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::credentials;
+use crate::rest::version::ClientVersion;
 
 /// How long each readiness probe may take before its dependency counts as down.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,18 +38,25 @@ impl FromRef<HttpState> for AppState {
 }
 
 /// Every route `proctord` serves.
-pub fn router(state: AppState, schema: ProctorSchema, max_body_bytes: usize) -> Router {
+pub fn router(
+    state: AppState,
+    schema: ProctorSchema,
+    max_body_bytes: usize,
+    min_client_version: Option<ClientVersion>,
+) -> Router {
     Router::new()
-        // Legacy clients ping with any method (Go's mux registered it without one).
-        .route("/ping", any(|| async { "pong" }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
+        .with_state(HttpState {
+            app: state.clone(),
+            schema,
+        })
+        .merge(crate::rest::router(state, min_client_version))
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .layer(TraceLayer::new_for_http())
-        .with_state(HttpState { app: state, schema })
 }
 
 /// Runs one GraphQL request with the caller's header credentials attached.

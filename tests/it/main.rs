@@ -34,6 +34,7 @@ mod migrations;
 mod procs;
 mod proctord;
 mod replicas;
+mod rest;
 mod schedules;
 mod secrets;
 mod webhook;

@@ -7,6 +7,7 @@
 //! - [`RedisServer`]: a `redis-server` process a test may stop and start again.
 //! - [`Proctord`]: the built `proctord` binary run as a child process.
 //! - [`fake_kube::FakeKube`]: an in-process Kubernetes API whose pods run as local processes.
+//! - [`legacy_cli`]: a replay of the Go `proctor` CLI v2.0.8 against the REST shim.
 //! - [`sinks`]: an SMTP server and an HTTP server that keep the notifications they receive.
 //!
 //! `./tests/run.sh` provides Postgres and Redis and runs the whole suite.
@@ -14,6 +15,7 @@
 pub mod fake_kube;
 pub mod graphql_ws;
 pub mod infra;
+pub mod legacy_cli;
 mod process;
 pub mod sinks;
 mod test_app;

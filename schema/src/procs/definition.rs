@@ -568,21 +568,30 @@ pub struct LegacyVariable {
 }
 
 impl LegacyMetadata {
-    /// The definition this metadata describes. v2 args were untyped and optional, so they
-    /// become optional STRING arguments; v2 had no command, so the proc needs an image.
-    pub fn to_definition(&self) -> ProcDefinition {
+    /// The definition this metadata describes when posted over `existing` (the stored proc of
+    /// that name, if any). v2 args were untyped and optional, so new ones become optional
+    /// STRING arguments; v2 had no command, timeout or retries. What the v2 shape cannot
+    /// express is kept from `existing` (its command, limits, and the type and rules of every
+    /// argument that is still declared), so a legacy script re-posting metadata never strips
+    /// what was defined over GraphQL.
+    pub fn to_definition(&self, existing: Option<&proc::Model>) -> ProcDefinition {
         let non_empty = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+        let kept = existing.map(ProcDefinition::from_model).unwrap_or_default();
+        let kept_args = kept.args.unwrap_or_default();
         ProcDefinition {
             name: self.name.clone(),
             description: non_empty(&self.description),
             image: non_empty(&self.image_name),
-            command: None,
+            command: kept.command,
             args: self.env_vars.args.as_ref().map(|args| {
                 args.iter()
-                    .map(|arg| ArgDefinition {
-                        name: arg.name.clone(),
-                        description: non_empty(&arg.description),
-                        ..ArgDefinition::default()
+                    .map(|arg| {
+                        let previous = kept_args.iter().find(|kept| kept.name == arg.name);
+                        ArgDefinition {
+                            name: arg.name.clone(),
+                            description: non_empty(&arg.description),
+                            ..previous.cloned().unwrap_or_default()
+                        }
                     })
                     .collect()
             }),
@@ -599,8 +608,8 @@ impl LegacyMetadata {
             author: non_empty(&self.author),
             contributors: non_empty(&self.contributors),
             organization: non_empty(&self.organization),
-            timeout_seconds: None,
-            retries: None,
+            timeout_seconds: kept.timeout_seconds,
+            retries: kept.retries,
         }
     }
 
@@ -681,7 +690,7 @@ mod tests {
     #[test]
     fn legacy_metadata_maps_to_the_model_and_back_byte_for_byte() {
         let metadata: LegacyMetadata = serde_json::from_str(LEGACY).unwrap();
-        let definition = metadata.to_definition();
+        let definition = metadata.to_definition(None);
         assert_eq!(definition.image.as_deref(), Some("walbertusd/echo-worker"));
         let valid = definition.validate("").unwrap();
         assert_eq!(valid.args[0].arg_type, StoredArgType::String);
@@ -698,8 +707,9 @@ mod tests {
     fn legacy_metadata_with_missing_fields_gets_v2_zero_values() {
         let metadata: LegacyMetadata =
             serde_json::from_str(r#"{"name":"x","image_name":"img","extra":1}"#).unwrap();
-        let back =
-            LegacyMetadata::from_model(&stored(&metadata.to_definition().validate("").unwrap()));
+        let back = LegacyMetadata::from_model(&stored(
+            &metadata.to_definition(None).validate("").unwrap(),
+        ));
         assert_eq!(
             serde_json::to_value(&back).unwrap(),
             serde_json::json!({
@@ -707,6 +717,47 @@ mod tests {
                 "env_vars": { "secrets": null, "args": null },
                 "authorized_groups": null, "author": "", "contributors": "", "organization": ""
             })
+        );
+    }
+
+    #[test]
+    fn reposting_legacy_metadata_keeps_what_v2_cannot_express() {
+        let typed = ProcDefinition {
+            name: "echo-worker".into(),
+            image: Some("old/image".into()),
+            command: Some(vec!["echo".into(), "hi".into()]),
+            args: Some(vec![ArgDefinition {
+                name: "NAME".into(),
+                description: Some("old".into()),
+                arg_type: Some(ArgType::Enum),
+                required: Some(true),
+                values: Some(vec!["a".into(), "b".into()]),
+                ..ArgDefinition::default()
+            }]),
+            timeout_seconds: Some(60),
+            retries: Some(2),
+            ..ProcDefinition::default()
+        };
+        let existing = stored(&typed.validate("").unwrap());
+        let metadata: LegacyMetadata = serde_json::from_str(LEGACY).unwrap();
+        let merged = metadata.to_definition(Some(&existing));
+        assert_eq!(merged.image.as_deref(), Some("walbertusd/echo-worker"));
+        assert_eq!(merged.command, typed.command, "command kept");
+        assert_eq!(
+            (merged.timeout_seconds, merged.retries),
+            (Some(60), Some(2))
+        );
+        let name = &merged.args.as_ref().unwrap()[0];
+        assert_eq!(name.description.as_deref(), Some("Name to be echoed"));
+        assert_eq!(name.arg_type, Some(ArgType::Enum), "type kept");
+        assert_eq!(name.required, Some(true));
+        assert_eq!(
+            name.values.as_deref(),
+            Some(&["a".to_owned(), "b".to_owned()][..])
+        );
+        assert_eq!(
+            merged.authorized_groups.as_deref(),
+            Some(&["my-group".to_owned()][..])
         );
     }
 

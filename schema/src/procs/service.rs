@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::definition::{ProcDefinition, ValidProc};
+use super::definition::{LegacyMetadata, ProcDefinition, ValidProc};
 use crate::auth::{Caller, audit};
 use crate::error::ApiError;
 use crate::secrets::service::{SecretInfo, secret_infos};
@@ -115,6 +115,34 @@ pub async fn upsert_proc(
     let valid = definition.validate(field_prefix)?;
     let model = crate::db::retry_on_conflict(|| store_proc(state, caller, &valid)).await?;
     Ok(with_secrets(state.db(), vec![model]).await?.remove(0))
+}
+
+/// Stores procs posted in the Proctor v2 metadata shape (administrators only; the REST shim's
+/// `POST /metadata`). Every element is checked before any is stored, so one bad element
+/// stores nothing; errors name it as `[index].field`. Existing procs keep what the v2 shape
+/// cannot express (see [`LegacyMetadata::to_definition`]).
+pub async fn apply_legacy_metadata(
+    state: &AppState,
+    caller: &Caller,
+    items: &[LegacyMetadata],
+) -> Result<Vec<ProcView>, ApiError> {
+    caller.require_admin(state, "create or change procs")?;
+    let mut checked = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let existing = proc::Entity::find()
+            .filter(proc::Column::Name.eq(item.name.as_str()))
+            .one(state.db())
+            .await?;
+        checked.push(
+            item.to_definition(existing.as_ref())
+                .validate(&format!("[{index}]."))?,
+        );
+    }
+    let mut stored = Vec::with_capacity(checked.len());
+    for valid in &checked {
+        stored.push(crate::db::retry_on_conflict(|| store_proc(state, caller, valid)).await?);
+    }
+    with_secrets(state.db(), stored).await
 }
 
 /// Inserts or updates the proc in one transaction; the row is locked while it is read, so
