@@ -8,6 +8,7 @@
 //! - [`Proctord`]: the built `proctord` binary run as a child process.
 //! - [`fake_kube::FakeKube`]: an in-process Kubernetes API whose pods run as local processes.
 //! - [`legacy_cli`]: a replay of the Go `proctor` CLI v2.0.8 against the REST shim.
+//! - [`proxy::DroppingProxy`]: a TCP proxy that cuts connections on demand.
 //! - [`sinks`]: an SMTP server and an HTTP server that keep the notifications they receive.
 //!
 //! `./tests/run.sh` provides Postgres and Redis and runs the whole suite.
@@ -17,6 +18,7 @@ pub mod graphql_ws;
 pub mod infra;
 pub mod legacy_cli;
 mod process;
+pub mod proxy;
 pub mod sinks;
 mod test_app;
 mod test_database;
