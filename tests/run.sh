@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Proctor's whole test suite against real Postgres and Redis.
 #
-# On a fresh Debian machine it installs what is missing (redis-server, PostgreSQL 15 from
-# Debian packages), starts a throwaway Postgres cluster and a Redis on free loopback ports,
+# On a fresh Debian machine it installs what is missing (redis-server, PostgreSQL 15, Chromium,
+# Node.js and npm from Debian packages), starts a throwaway Postgres cluster and a Redis on free loopback ports,
 # runs `cargo nextest run --workspace` against them with CI=true (so no test can skip for lack
 # of infrastructure), stops both on every exit path, and exits with the suite's status.
 #
@@ -36,6 +36,10 @@ PGBIN=/usr/lib/postgresql/15/bin
 command -v redis-server >/dev/null 2>&1 || { log "installing redis-server"; apt_install redis-server; }
 [ -x "$PGBIN/initdb" ] || { log "installing postgresql-15"; apt_install postgresql-15; }
 cargo nextest --version >/dev/null 2>&1 || { log "installing cargo-nextest"; cargo install --locked cargo-nextest; }
+# The playground's assets are built by proctor-server's build script with npm; its browser test
+# drives Debian's Chromium.
+command -v npm >/dev/null 2>&1 || { log "installing nodejs and npm"; apt_install nodejs npm; }
+command -v chromium >/dev/null 2>&1 || { log "installing chromium"; apt_install chromium; }
 
 # A loopback port nobody listens on (bash's /dev/tcp fails to connect to a free port).
 free_port() {

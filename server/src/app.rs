@@ -141,6 +141,7 @@ impl Server {
             schema.clone(),
             settings.max_body_bytes,
             settings.min_client_version.clone(),
+            settings.playground_dir.clone(),
         );
         Ok(Self {
             listener,

@@ -211,6 +211,10 @@ pub struct Options {
         global = true
     )]
     pub admin_group: String,
+    /// Directory of the built playground assets (default: playground/dist of the checkout
+    /// proctord was built from).
+    #[arg(long, env = "PROCTOR_PLAYGROUND_DIR", global = true)]
+    pub playground_dir: Option<String>,
     /// Oldest `Client-Version` the legacy REST routes accept (e.g. v2.0.8); every version when
     /// unset.
     #[arg(long, env = "PROCTOR_MIN_CLIENT_VERSION", global = true)]
@@ -647,6 +651,7 @@ mod names {
     pub const ADMIN_GROUP: &str = "PROCTOR_AUTH_REQUIRED_ADMIN_GROUP (--admin-group)";
     pub const WEBHOOK_URL: &str = "PROCTOR_AUTH_WEBHOOK_URL (--auth-webhook-url)";
     pub const MIN_CLIENT: &str = "PROCTOR_MIN_CLIENT_VERSION (--min-client-version)";
+    pub const PLAYGROUND_DIR: &str = "PROCTOR_PLAYGROUND_DIR (--playground-dir)";
     pub const SCHEDULER: &str = "PROCTOR_SCHEDULER_ENABLED (--scheduler-enabled)";
     pub const MAIL_HOST: &str = "PROCTOR_MAIL_SERVER_HOST (--mail-server-host)";
     pub const MAIL_PORT: &str = "PROCTOR_MAIL_SERVER_PORT (--mail-server-port)";
@@ -864,6 +869,8 @@ pub struct Settings {
     pub notifications: NotificationSettings,
     /// Oldest client version the legacy REST routes serve (`None`: all).
     pub min_client_version: Option<ClientVersion>,
+    /// Where the built playground assets are.
+    pub playground_dir: PathBuf,
 }
 
 /// Server-wide notification channels.
@@ -972,6 +979,7 @@ impl Settings {
             scheduler_enabled: true,
             notifications: NotificationSettings::default(),
             min_client_version: None,
+            playground_dir: PathBuf::from(crate::playground::DEFAULT_DIR),
         }
     }
 
@@ -1115,6 +1123,7 @@ impl Settings {
                         .map_err(|e| ConfigError::new(names::MIN_CLIENT, e))
                 })
                 .transpose()?,
+            playground_dir: playground_dir(options)?,
         })
     }
 
@@ -1447,6 +1456,34 @@ fn kube_settings(
             &options.kube_image_pull_grace_seconds,
         )?),
     })
+}
+
+/// The playground assets: a directory given explicitly must hold a built playground; the
+/// default may be missing (the page then says how to build it).
+fn playground_dir(options: &Options) -> Result<PathBuf, ConfigError> {
+    match options
+        .playground_dir
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        None => Ok(PathBuf::from(crate::playground::DEFAULT_DIR)),
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.join("index.html").is_file() {
+                Ok(dir)
+            } else {
+                Err(ConfigError::new(
+                    names::PLAYGROUND_DIR,
+                    format!(
+                        "{} holds no built playground (index.html); build it with `npm --prefix \
+                         playground ci && npm --prefix playground run build`",
+                        dir.display()
+                    ),
+                ))
+            }
+        }
+    }
 }
 
 fn parse_bool(setting: &'static str, raw: &str) -> Result<bool, ConfigError> {

@@ -14,6 +14,7 @@ pub mod database;
 pub mod kube_executor;
 pub mod local_executor;
 pub mod notifiers;
+pub mod playground;
 pub mod redis_bus;
 pub mod rest;
 mod routes;

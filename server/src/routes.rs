@@ -43,6 +43,7 @@ pub fn router(
     schema: ProctorSchema,
     max_body_bytes: usize,
     min_client_version: Option<ClientVersion>,
+    playground_dir: std::path::PathBuf,
 ) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -55,6 +56,7 @@ pub fn router(
             schema,
         })
         .merge(crate::rest::router(state, min_client_version))
+        .merge(crate::playground::router(playground_dir))
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .layer(TraceLayer::new_for_http())
 }

@@ -31,6 +31,7 @@ mod graphql;
 mod health;
 mod kubernetes;
 mod migrations;
+mod playground;
 mod procs;
 mod proctord;
 mod replicas;

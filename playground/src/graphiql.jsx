@@ -1,0 +1,54 @@
+// GraphiQL served by proctord: the docs explorer, the headers editor (credentials such as
+// {"Authorization": "Bearer …"} or {"Access-Token": "…", "Email-Id": "…"}) and subscriptions
+// over graphql-transport-ws, all from bundled assets.
+import React from "react";
+import { createRoot } from "react-dom/client";
+import { GraphiQL } from "graphiql";
+import { parse } from "graphql";
+import "graphiql/graphiql.css";
+import { wsClient } from "./client.js";
+
+/** The type of the operation GraphiQL is about to run. */
+function operationType(query, operationName) {
+  try {
+    const operations = parse(query).definitions.filter((d) => d.kind === "OperationDefinition");
+    const chosen = operations.find((o) => o.name?.value === operationName) ?? operations[0];
+    return chosen?.operation ?? "query";
+  } catch {
+    return "query";
+  }
+}
+
+/** GraphiQL's fetcher: HTTP for queries and mutations, the websocket for subscriptions. */
+function fetcher(params, options = {}) {
+  const headers = options.headers ?? {};
+  if (operationType(params.query, params.operationName) === "subscription") {
+    return wsClient(headers).iterate({
+      query: params.query,
+      variables: params.variables ?? {},
+      operationName: params.operationName ?? undefined,
+    });
+  }
+  return fetch("/graphql", {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(params),
+  }).then((response) => response.json());
+}
+
+const DEFAULT_QUERY = `# Proctor's GraphQL API. Open the docs with the book icon on the left;
+# put credentials in the Headers tab below, e.g. {"Authorization": "Bearer <token>"}.
+
+query Procs {
+  serverInfo { version storage executor authEnabled }
+  procs { name description args { name type required default } }
+}
+
+# Run a proc, then follow it (paste the id into the subscription's variables):
+# mutation Run { execute(proc: "countdown", args: [{ name: "SECONDS", value: "3" }]) { id status } }
+# subscription Follow($id: ID!) { executionLogs(id: $id) { seq line } }
+`;
+
+createRoot(document.getElementById("graphiql")).render(
+  <GraphiQL fetcher={fetcher} defaultQuery={DEFAULT_QUERY} isHeadersEditorEnabled shouldPersistHeaders />,
+);

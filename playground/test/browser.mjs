@@ -1,0 +1,101 @@
+// Drives Debian's Chromium through the playground of a running proctord:
+//   node test/browser.mjs <base URL, e.g. http://127.0.0.1:5001> <screenshot directory>
+// 1. /playground: GraphiQL loads, runs a query, shows the result.
+// 2. /playground/live: runs `countdown` from its form, sees its lines appear in order and the
+//    status reach SUCCEEDED.
+// Every request the pages make is recorded; the run fails if one leaves the server's origin.
+// Prints one JSON line with what it saw; exits non-zero on any failure.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const [base, shots] = process.argv.slice(2);
+if (!base || !shots) {
+  console.error("usage: node test/browser.mjs <base URL> <screenshot directory>");
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+const origin = new URL(base);
+const requests = [];
+const timeout = 30_000;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const result = { requests, graphiql: null, countdown: null };
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  context.on("request", (request) => requests.push(request.url()));
+  const page = await context.newPage();
+  page.on("websocket", (socket) => requests.push(socket.url()));
+  const consoleErrors = [];
+  page.on("console", (message) => message.type() === "error" && consoleErrors.push(message.text()));
+  page.on("pageerror", (error) => consoleErrors.push(String(error)));
+
+  // GraphiQL: replace the query, run it, read the result.
+  await page.goto(`${base}/playground`, { waitUntil: "load" });
+  const editor = page.locator(".graphiql-query-editor .CodeMirror").first();
+  await editor.waitFor({ timeout });
+  await editor.click();
+  await page.evaluate(() => {
+    document.querySelector(".graphiql-query-editor .CodeMirror").CodeMirror.setValue(
+      "query Probe { serverInfo { version executor } procs { name } }");
+  });
+  // GraphiQL picks up the new operation name a moment after the edit; run until it answers.
+  const response = page.locator(".graphiql-response .CodeMirror");
+  const deadline = Date.now() + timeout;
+  let shown = "";
+  while (!shown.includes("countdown")) {
+    if (Date.now() > deadline) throw new Error(`GraphiQL never showed the result: ${shown}`);
+    await page.locator(".graphiql-execute-button").click();
+    await page.waitForTimeout(500);
+    shown = await response.evaluate((node) => node.CodeMirror.getValue());
+  }
+  result.graphiql = JSON.parse(shown);
+  await page.screenshot({ path: `${shots}/playground-graphiql.png` });
+
+  // The live view: a missing required argument is reported next to its field.
+  await page.goto(`${base}/playground/live`, { waitUntil: "load" });
+  const hello = page.locator('form[data-proc="say-hello"]');
+  await hello.waitFor({ timeout });
+  await hello.locator('button[type="submit"]').click();
+  const invalid = hello.locator('[data-invalid="NAME"]');
+  await page.waitForFunction(
+    () => document.querySelector('form[data-proc="say-hello"] [data-invalid="NAME"]')?.textContent,
+    null, { timeout });
+  result.validation = await invalid.textContent();
+  // Run countdown from its generated form and follow it on its page.
+  const form = page.locator('form[data-proc="countdown"]');
+  await form.locator('input[name="SECONDS"]').fill("3");
+  await form.locator('button[type="submit"]').click();
+  await page.waitForURL(/#\/executions\/\d+/, { timeout });
+  await page.locator("#logs .line").first().waitFor({ timeout });
+  result.statusAtFirstLine = await page.locator("#status [data-status]").getAttribute("data-status");
+  await page.locator('#status [data-status="SUCCEEDED"]').waitFor({ timeout });
+  await page.waitForFunction(() => document.querySelectorAll("#logs .line").length >= 4, null, { timeout });
+  const lines = await page.locator("#logs .line").allTextContents();
+  await page.screenshot({ path: `${shots}/playground-execution.png` });
+  // The executions table shows the run with its final state, kept current by the subscription.
+  await page.goto(`${base}/playground/live#/`, { waitUntil: "load" });
+  await page.locator('#executions [data-status="SUCCEEDED"]').first().waitFor({ timeout });
+  await page.screenshot({ path: `${shots}/playground-live.png` });
+  result.countdown = { lines, url: page.url() };
+  result.consoleErrors = consoleErrors;
+} finally {
+  await browser.close();
+}
+
+const outside = requests.filter((url) => {
+  if (url.startsWith("data:") || url.startsWith("blob:")) return false;
+  try {
+    return new URL(url).host !== origin.host;
+  } catch {
+    return true;
+  }
+});
+result.outside = outside;
+console.log(JSON.stringify(result));
+process.exit(outside.length === 0 ? 0 : 1);
