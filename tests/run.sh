@@ -6,7 +6,8 @@
 # runs `cargo nextest run --workspace` against them with CI=true (so no test can skip for lack
 # of infrastructure), stops both on every exit path, and exits with the suite's status.
 #
-# Extra arguments go to nextest, e.g. `./tests/run.sh -E 'test(readyz)'`.
+# Extra arguments go to nextest, e.g. `./tests/run.sh -E 'test(readyz)'`; `./tests/run.sh --bench all`
+# runs the benchmark (tests/bench) against the same Postgres and Redis instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -112,9 +113,19 @@ export PROCTOR_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgre
 export PROCTOR_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
 export CI="${CI:-true}"
 
-log "running the test suite"
 set +e
-cargo nextest run --workspace --no-fail-fast "$@"
+if [ "${1:-}" = "--bench" ]; then
+  # `./tests/run.sh --bench [scenario] [--quick]`: the benchmark against the same throwaway
+  # Postgres and Redis (see tests/bench/main.rs).
+  shift
+  export PROCTOR_BENCH_DATABASE_URL="$PROCTOR_TEST_DATABASE_URL"
+  export PROCTOR_BENCH_REDIS_URL="$PROCTOR_TEST_REDIS_URL"
+  log "building and running the benchmark (release)"
+  cargo build --release --bin proctord && cargo run --release -p proctor-tests --bin proctor-bench -- "$@"
+else
+  log "running the test suite"
+  cargo nextest run --workspace --no-fail-fast "$@"
+fi
 status=$?
 set -e
 exit "$status"

@@ -23,6 +23,7 @@ macro_rules! on_both_stacks {
 }
 
 mod auth;
+mod bench;
 mod cli;
 mod deploy;
 mod event_bus;

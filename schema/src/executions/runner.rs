@@ -760,6 +760,10 @@ struct LogPipeline {
     /// The executor's position after the newest buffered line.
     cursor: Option<LogCursor>,
     oldest: Option<Instant>,
+    /// When lines were last stored: after a quiet spell a line goes out at once (the first
+    /// line of a run reaches watchers in milliseconds); during a burst lines wait up to
+    /// `flush_interval` to be stored and published together.
+    last_flush: Option<Instant>,
     truncated: bool,
 }
 
@@ -783,6 +787,7 @@ impl LogPipeline {
             buffer: Vec::new(),
             cursor: None,
             oldest: None,
+            last_flush: None,
             truncated: u64::try_from(stored).unwrap_or(0) > settings.log_max_lines,
         }
     }
@@ -816,6 +821,9 @@ impl LogPipeline {
             || self
                 .oldest
                 .is_some_and(|oldest| oldest.elapsed() >= self.flush_interval)
+            || self
+                .last_flush
+                .is_none_or(|last| last.elapsed() >= self.flush_interval)
     }
 
     fn append(&mut self, stream: LogStream, line: String, logged_at: chrono::DateTime<Utc>) {
@@ -845,6 +853,7 @@ impl LogPipeline {
         }
         let lines = std::mem::take(&mut self.buffer);
         self.oldest = None;
+        self.last_flush = Some(Instant::now());
         self.state.metrics().log_lines_stored(lines.len() as u64);
         publish(
             &self.state,

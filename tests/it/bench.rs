@@ -1,0 +1,67 @@
+//! The benchmark compiles and every scenario runs (seconds-long `--quick` sizes): a smoke run,
+//! not a measurement. Its invariants still hold at any size: no gaps or duplicates in the
+//! fan-out, no duplicate schedule slots.
+
+use proctor_tests::infra::{postgres_url, redis_url};
+use serde_json::Value;
+use tokio::process::Command;
+
+#[tokio::test]
+async fn every_benchmark_scenario_runs_in_a_quick_smoke() {
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("latest.json");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_proctor-bench"));
+    command.args(["all", "--quick", "--out"]).arg(&path);
+    command
+        .env_remove("PROCTOR_BENCH_DATABASE_URL")
+        .env_remove("PROCTOR_BENCH_REDIS_URL");
+    if let Some(url) = postgres_url() {
+        command.env("PROCTOR_BENCH_DATABASE_URL", url);
+    }
+    if let Some(url) = redis_url() {
+        command.env("PROCTOR_BENCH_REDIS_URL", url);
+    }
+    let output = command.output().await.expect("proctor-bench runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.starts_with("| Measure | Result | Target | Met |"),
+        "{table}"
+    );
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for key in [
+        "dispatch_per_s",
+        "fork_exec_per_s",
+        "first_log_p50_ms",
+        "first_log_p99_ms",
+        "gql_req_per_s",
+        "rest_req_per_s",
+        "sched_p99_lateness_ms",
+        "idle_rss_mib",
+        "ready_ms",
+    ] {
+        assert!(
+            results[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} in {results}"
+        );
+    }
+    assert_eq!(results["fanout_gaps"], 0, "{results}");
+    assert_eq!(results["fanout_duplicates"], 0, "{results}");
+    assert_eq!(results["sched_duplicates"], 0, "{results}");
+    assert_eq!(results["sched_missed"], 0, "{results}");
+    assert_eq!(results["dispatch_failed"], 0, "{results}");
+    if postgres_url().is_some() {
+        assert!(
+            results["pg_tx_per_s"].as_f64().is_some_and(|v| v > 0.0),
+            "{results}"
+        );
+    }
+    if redis_url().is_some() {
+        assert!(
+            results["fanout_redis_10_lines_per_s"].as_f64().is_some(),
+            "{results}"
+        );
+    }
+    assert!(results["git_rev"].is_string() && results["machine"]["cpus"].as_u64().is_some());
+}
