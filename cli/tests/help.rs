@@ -7,6 +7,11 @@ fn version_without_a_host_prints_only_the_client_version() {
     let output = Command::new(env!("CARGO_BIN_EXE_proctor"))
         .arg("version")
         .env_remove("PROCTOR_HOST")
+        // No configuration file either, whatever the machine's ~/.proctor holds.
+        .env(
+            "LOCAL_CONFIG_DIR",
+            std::env::temp_dir().join(format!("proctor-cli-help-{}", std::process::id())),
+        )
         .output()
         .unwrap();
     assert!(output.status.success());
