@@ -351,6 +351,8 @@ struct Seen {
     received: u64,
     gaps: u64,
     duplicates: u64,
+    /// `next` messages carrying an error instead of a line.
+    errors: u64,
     lag: Histogram<u64>,
 }
 
@@ -368,6 +370,7 @@ async fn subscriber(
         received: 0,
         gaps: 0,
         duplicates: 0,
+        errors: 0,
         lag: histogram(),
     };
     let mut last = 0u64;
@@ -376,6 +379,10 @@ async fn subscriber(
             Event::Next(data) => {
                 let now = unix_nanos();
                 let entry = &data["executionLogs"];
+                if entry.is_null() {
+                    seen.errors += 1;
+                    continue;
+                }
                 let seq = entry["seq"].as_u64().unwrap_or_default();
                 if seq <= last {
                     seen.duplicates += 1;
@@ -412,7 +419,7 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     if plan.redis_url.is_some() {
         buses.push(true);
     }
-    let (mut gaps, mut duplicates) = (0u64, 0u64);
+    let (mut gaps, mut duplicates, mut errors) = (0u64, 0u64, 0u64);
     for redis in buses {
         let bus = if redis { "redis" } else { "memory" };
         let server = Server::start(&plan.setup(redis, 8, false)).await?;
@@ -466,6 +473,7 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
                 received += seen.received;
                 gaps += seen.gaps;
                 duplicates += seen.duplicates;
+                errors += seen.errors;
                 lag.add(&seen.lag)?;
             }
             sampling.store(false, Ordering::Relaxed);
@@ -491,6 +499,7 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     }
     results.set("fanout_gaps", gaps);
     results.set("fanout_duplicates", duplicates);
+    results.set("fanout_stream_errors", errors);
     Ok(())
 }
 

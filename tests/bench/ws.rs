@@ -111,6 +111,7 @@ async fn read(
         };
         let id = message["id"].as_str().unwrap_or_default().to_owned();
         let event = match message["type"].as_str() {
+            // A `next` carrying errors has no data: the subscriber counts it as an error.
             Some("next") => Event::Next(message["payload"]["data"].clone()),
             Some("error") => Event::End(Some(message["payload"].to_string())),
             Some("complete") => Event::End(None),

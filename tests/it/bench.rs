@@ -48,6 +48,7 @@ async fn every_benchmark_scenario_runs_in_a_quick_smoke() {
     }
     assert_eq!(results["fanout_gaps"], 0, "{results}");
     assert_eq!(results["fanout_duplicates"], 0, "{results}");
+    assert_eq!(results["fanout_stream_errors"], 0, "{results}");
     assert_eq!(results["sched_duplicates"], 0, "{results}");
     assert_eq!(results["sched_missed"], 0, "{results}");
     assert_eq!(results["dispatch_failed"], 0, "{results}");
