@@ -117,8 +117,11 @@ async fn graphiql_and_the_live_view_work_in_chromium_without_leaving_the_origin(
         seen["countdown"]["lines"],
         serde_json::json!(["3", "2", "1", "liftoff"])
     );
-    assert_eq!(
-        seen["statusAtFirstLine"], "RUNNING",
+    // The first line was on the page while the run was unfinished (the status shown may still
+    // be STARTING: lines can overtake the status transition).
+    let at_first_line = seen["statusAtFirstLine"].as_str().unwrap_or_default();
+    assert!(
+        ["PENDING", "STARTING", "RUNNING"].contains(&at_first_line),
         "lines arrive live: {seen}"
     );
     assert_eq!(seen["consoleErrors"], serde_json::json!([]), "{seen}");
