@@ -386,21 +386,36 @@ struct Seen {
     job_synced: bool,
     pods_synced: bool,
     pods: HashMap<String, Pod>,
+    /// The order pods were first delivered in, breaking ties between attempts created in the
+    /// same second (`creationTimestamp` has whole seconds; pod names end in random suffixes).
+    first_seen: HashMap<String, u64>,
     consumed: HashSet<String>,
     pull_failing_since: HashMap<String, Instant>,
 }
 
 impl Seen {
-    /// Pods in creation order (the attempts).
+    /// Pods in creation order (the attempts). Within one second, the watch's order decides:
+    /// the Job controller creates attempt n + 1 only after attempt n failed, so the watch
+    /// delivers them in that order.
     fn attempts(&self) -> Vec<&Pod> {
         let mut pods: Vec<&Pod> = self.pods.values().collect();
         pods.sort_by_key(|pod| {
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
             (
                 pod.metadata.creation_timestamp.clone().map(|t| t.0),
-                pod.metadata.name.clone(),
+                self.first_seen.get(name).copied().unwrap_or(u64::MAX),
             )
         });
         pods
+    }
+
+    /// Records a pod's latest state.
+    fn put_pod(&mut self, pod: Pod) {
+        if let Some(name) = pod.metadata.name.clone() {
+            let order = u64::try_from(self.first_seen.len()).unwrap_or(u64::MAX);
+            self.first_seen.entry(name.clone()).or_insert(order);
+            self.pods.insert(name, pod);
+        }
     }
 }
 
@@ -721,11 +736,7 @@ fn apply_job_event(seen: &mut Seen, event: watcher::Event<Job>) {
 
 fn apply_pod_event(seen: &mut Seen, event: watcher::Event<Pod>) {
     match event {
-        watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
-            if let Some(name) = pod.metadata.name.clone() {
-                seen.pods.insert(name, pod);
-            }
-        }
+        watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => seen.put_pod(pod),
         // A deleted pod's log is gone; it no longer holds the end back.
         watcher::Event::Delete(pod) => {
             if let Some(name) = pod.metadata.name {
@@ -943,5 +954,29 @@ mod tests {
                 .contains("creating the Job: jobs.batch is forbidden"),
             "{error}"
         );
+    }
+
+    fn pod_created_at(name: &str, created: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "creationTimestamp": created },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn attempts_created_in_the_same_second_keep_the_order_the_watch_delivered() {
+        let mut seen = Seen::default();
+        // The second attempt's random suffix sorts before the first's.
+        seen.put_pod(pod_created_at("job-zzzz", "2026-11-22T10:00:00Z"));
+        seen.put_pod(pod_created_at("job-aaaa", "2026-11-22T10:00:00Z"));
+        seen.put_pod(pod_created_at("job-zzzz", "2026-11-22T10:00:00Z"));
+        // An earlier second still comes first, whenever it was delivered.
+        seen.put_pod(pod_created_at("job-mmmm", "2026-11-22T09:59:59Z"));
+        let order: Vec<&str> = seen
+            .attempts()
+            .iter()
+            .map(|pod| pod.metadata.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(order, ["job-mmmm", "job-zzzz", "job-aaaa"]);
     }
 }
