@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::executions::runner::Runner;
 use crate::metrics::Metrics;
@@ -53,20 +54,34 @@ pub struct AppParts {
     pub server_info: ServerInfo,
     /// GraphQL operation limits.
     pub limits: SchemaLimits,
+    /// How many live-log subscriptions may read the database at once. The others wait their
+    /// turn, so a thousand subscribers catching up never take the connections the runner needs
+    /// to store new output (which would lose it).
+    pub log_readers: usize,
 }
 
 /// Shared, cheaply clonable state.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<AppParts>,
+    log_reads: Arc<Semaphore>,
 }
 
 impl AppState {
     /// Bundles the parts.
     pub fn new(parts: AppParts) -> Self {
         Self {
+            log_reads: Arc::new(Semaphore::new(parts.log_readers.max(1))),
             inner: Arc::new(parts),
         }
+    }
+
+    /// A turn to read stored log lines for a live subscription (see [`AppParts::log_readers`]).
+    pub async fn log_read_turn(&self) -> SemaphorePermit<'_> {
+        self.log_reads
+            .acquire()
+            .await
+            .expect("the semaphore lives as long as the state and is never closed")
     }
 
     /// The database connection pool.

@@ -118,6 +118,7 @@ impl Server {
             notifiers: crate::notifiers::build(&settings.notifications)?,
             server_info,
             limits: settings.graphql_limits,
+            log_readers: database::log_readers(&settings.database, &settings.pool),
         });
         // With the in-memory bus this is the only replica: everything unfinished is ours at once.
         let single_replica = settings.redis.is_none();

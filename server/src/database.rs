@@ -16,6 +16,16 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Arbitrary but fixed key of the Postgres advisory lock that serialises migrations.
 const MIGRATION_LOCK_KEY: i64 = 0x0070_726f_6374_6f72; // "proctor" in ASCII
 
+/// How many live-log subscriptions may read stored lines at once: a quarter of the pool (at
+/// least one), leaving the rest to the runner's writes and to queries.
+pub fn log_readers(target: &DatabaseTarget, pool: &PoolSettings) -> usize {
+    let size = match target {
+        DatabaseTarget::Sqlite { .. } => SQLITE_POOL_SIZE,
+        DatabaseTarget::Postgres { .. } => pool.max_connections,
+    };
+    usize::try_from(size / 4).unwrap_or(1).max(1)
+}
+
 /// Opens the connection pool for `target`. SQLite files are created when missing and run in
 /// WAL mode with foreign keys enforced, so they behave like the Postgres schema.
 pub async fn connect(

@@ -204,6 +204,40 @@ async fn late_joiners_and_resumers_get_each_line_once(stack: Stack) {
     assert_eq!(resumed, numbered(101..=300));
 }
 
+async fn forty_subscribers_on_a_small_pool_each_get_every_line_once(stack: Stack) {
+    // Three pooled connections (Postgres; SQLite has four) shared by the runner storing output
+    // and forty subscribers catching up from the database at different points.
+    let Some(app) = TestApp::builder()
+        .stack(stack)
+        .with_settings(|settings| settings.pool.max_connections = 3)
+        .try_spawn()
+        .await
+    else {
+        return;
+    };
+    define(
+        &app,
+        "burst",
+        &sh("for i in $(seq 0 19); do seq $((i * 100 + 1)) $((i * 100 + 100)); sleep 0.05; done"),
+        json!({}),
+    )
+    .await;
+    let id = execute(&app, "burst", json!([])).await;
+    let subscribers = (0..40i64).map(|n| {
+        let (app, id) = (&app, &id);
+        async move {
+            // Joining over the first second, from the start or from a later line.
+            tokio::time::sleep(Duration::from_millis(25 * n as u64)).await;
+            let after = (n % 4) * 250;
+            (after, lines(app, id, after).await)
+        }
+    });
+    for (after, received) in futures::future::join_all(subscribers).await {
+        assert_eq!(received, numbered(after + 1..=2_000), "from line {after}");
+    }
+    assert_eq!(final_state(&app, &id).await["status"], "SUCCEEDED");
+}
+
 async fn cancel_stops_the_whole_process_group(stack: Stack) {
     let Some(app) = TestApp::builder()
         .stack(stack)
@@ -665,6 +699,7 @@ async fn metrics_count_executions_lines_and_subscriptions(stack: Stack) {
 on_both_stacks!(
     every_line_arrives_in_order_then_success,
     late_joiners_and_resumers_get_each_line_once,
+    forty_subscribers_on_a_small_pool_each_get_every_line_once,
     cancel_stops_the_whole_process_group,
     every_ending_gets_its_state_and_reason,
     secrets_are_masked_in_stored_and_streamed_logs,

@@ -709,15 +709,10 @@ async fn try_transition(
                 Expr::value(Option::<chrono::DateTime<Utc>>::None),
             ),
     };
-    let txn = crate::db::begin_write(state.db()).await?;
-    if update.exec(&txn).await?.rows_affected == 0 {
+    // One statement (`UPDATE … RETURNING`): the change and the row it produced, atomically.
+    let Some(row) = update.exec_with_returning(state.db()).await?.pop() else {
         return Ok(None);
-    }
-    let row = execution::Entity::find_by_id(id)
-        .one(&txn)
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("execution {id} vanished")))?;
-    txn.commit().await?;
+    };
     publish(
         state,
         Event::ExecutionStatus {

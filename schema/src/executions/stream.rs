@@ -18,12 +18,13 @@
 //! away and nothing published since.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
 use proctor_entity::values::ExecutionStatus;
 use proctor_entity::{execution, execution_log};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::time::Interval;
 
 use crate::error::ApiError;
@@ -35,6 +36,9 @@ use crate::state::AppState;
 const PAGE: u64 = 1_000;
 /// How often a quiet subscription checks the database on its own.
 const SAFETY_CHECK: Duration = Duration::from_secs(5);
+/// How long a log subscription keeps retrying a failing database read (the pool busy, a
+/// connection dropped) before it reports the error.
+const READ_PATIENCE: Duration = Duration::from_secs(60);
 
 /// How far along an execution is; transitions only go up.
 pub fn rank(status: ExecutionStatus) -> u8 {
@@ -79,16 +83,64 @@ struct LogFollower {
     _counted: SubscriptionGuard,
 }
 
+/// Runs a read for a live log subscription in turn with the others, retrying it for
+/// [`READ_PATIENCE`]: a busy pool or a dropped connection delays the subscriber instead of
+/// failing it.
+async fn read_in_turn<T, F, Fut>(state: &AppState, id: i64, read: F) -> Result<T, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, DbErr>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let outcome = {
+            let _turn = state.log_read_turn().await;
+            read().await
+        };
+        match outcome {
+            Ok(value) => return Ok(value),
+            Err(error) if started.elapsed() < READ_PATIENCE => {
+                tracing::debug!(execution.id = id, %error, "cannot read the log or state yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// The next page of stored lines of execution `id` after `after`.
+async fn stored_lines(
+    state: &AppState,
+    id: i64,
+    after: i64,
+) -> Result<Vec<execution_log::Model>, ApiError> {
+    read_in_turn(state, id, || {
+        execution_log::Entity::find()
+            .filter(execution_log::Column::ExecutionId.eq(id))
+            .filter(execution_log::Column::Seq.gt(after))
+            .order_by_asc(execution_log::Column::Seq)
+            .limit(PAGE)
+            .all(state.db())
+    })
+    .await
+}
+
+/// Whether execution `id` has reached a final state.
+async fn is_final(state: &AppState, id: i64) -> Result<bool, ApiError> {
+    let row = read_in_turn(state, id, || execution::Entity::find_by_id(id).one(state.db())).await?;
+    let row = row.ok_or_else(|| ApiError::NotFound {
+        kind: "execution",
+        key: id.to_string(),
+    })?;
+    Ok(row.status.is_final())
+}
+
 impl LogFollower {
     /// Reads the next page of stored lines after `last`.
     async fn read_page(&mut self) -> Result<(), ApiError> {
-        let page = execution_log::Entity::find()
-            .filter(execution_log::Column::ExecutionId.eq(self.id))
-            .filter(execution_log::Column::Seq.gt(self.last))
-            .order_by_asc(execution_log::Column::Seq)
-            .limit(PAGE)
-            .all(self.state.db())
-            .await?;
+        let page = stored_lines(&self.state, self.id, self.last).await?;
         self.behind = page.len() as u64 == PAGE;
         if let Some(newest) = page.last() {
             self.last = newest.seq;
@@ -99,7 +151,7 @@ impl LogFollower {
 
     /// Re-reads the state: a final one means the stream ends after the stored lines.
     async fn check_state(&mut self) -> Result<(), ApiError> {
-        if load(&self.state, self.id).await?.status.is_final() {
+        if is_final(&self.state, self.id).await? {
             self.ending = true;
         }
         // Whatever happened, the database now has at least everything published so far.
@@ -143,6 +195,10 @@ impl LogFollower {
             let outcome = tokio::select! {
                 delivery = self.deliveries.next() => match delivery {
                     Some(Delivery::Event(Event::ExecutionLogs { lines, .. })) => {
+                        // The bus is alive: the safety check is for quiet subscriptions only
+                        // (a thousand lagging subscribers re-reading every few seconds would
+                        // compete with the runner for the database).
+                        self.check.reset();
                         if self.accept(lines) { Ok(()) } else { self.read_page().await }
                     }
                     Some(Delivery::Event(Event::ExecutionStatus { execution })) => {
