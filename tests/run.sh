@@ -7,7 +7,8 @@
 # of infrastructure), stops both on every exit path, and exits with the suite's status.
 #
 # Extra arguments go to nextest, e.g. `./tests/run.sh -E 'test(readyz)'`; `./tests/run.sh --bench all`
-# runs the benchmark (tests/bench) against the same Postgres and Redis instead.
+# runs the benchmark (tests/bench) instead: against one release proctord it starts on the same
+# Postgres and Redis, or with `--bench --own-servers all` against servers the bench starts itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,8 +78,14 @@ else
   as_postgres() { "$@"; }
 fi
 
+proctord_pid=
+
 cleanup() {
   local status=$?
+  if [ -n "$proctord_pid" ]; then
+    kill "$proctord_pid" 2>/dev/null || true
+    wait "$proctord_pid" 2>/dev/null || true
+  fi
   if [ -n "$redis_pid" ]; then
     kill "$redis_pid" 2>/dev/null || true
     wait "$redis_pid" 2>/dev/null || true
@@ -120,8 +127,28 @@ if [ "${1:-}" = "--bench" ]; then
   shift
   export PROCTOR_BENCH_DATABASE_URL="$PROCTOR_TEST_DATABASE_URL"
   export PROCTOR_BENCH_REDIS_URL="$PROCTOR_TEST_REDIS_URL"
-  log "building and running the benchmark (release)"
-  cargo build --release --bin proctord && cargo run --release -p proctor-tests --bin proctor-bench -- "$@"
+  log "building the benchmark (release)"
+  cargo build --release --bin proctord --bin proctor-bench || exit 1
+  if [ "${1:-}" = "--own-servers" ]; then
+    # The bench starts a server per scenario (and compares the in-memory bus with Redis).
+    shift
+    target/release/proctor-bench "$@"
+  else
+    # The bench measures one running proctord on Postgres and Redis.
+    app_port=$(free_port)
+    log "starting proctord (release, Postgres + Redis) on 127.0.0.1:$app_port"
+    mkdir -p "$work/proctord"
+    env -i PATH="$PATH" HOME="$work/proctord" \
+      PROCTOR_APP_PORT="$app_port" PROCTOR_DATA_DIR="$work/proctord" \
+      PROCTOR_DATABASE_URL="$PROCTOR_TEST_DATABASE_URL" PROCTOR_AUTO_MIGRATE=true \
+      PROCTOR_REDIS_URL="$PROCTOR_TEST_REDIS_URL" PROCTOR_MAX_PARALLEL_RUNS=64 \
+      PROCTOR_SCHEDULER_ENABLED=true PROCTOR_REGISTER_EXAMPLES=false \
+      PROCTOR_GRAPHQL_MAX_COMPLEXITY=100000 PROCTOR_LOG_LEVEL=warn \
+      target/release/proctord >"$work/proctord.log" 2>&1 &
+    proctord_pid=$!
+    wait_for_port "$app_port" proctord
+    target/release/proctor-bench --url "http://127.0.0.1:$app_port" --pid "$proctord_pid" "$@"
+  fi
 else
   log "running the test suite"
   cargo nextest run --workspace --no-fail-fast "$@"

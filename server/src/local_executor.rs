@@ -34,7 +34,9 @@ const MAX_CHUNK: usize = 1024 * 1024;
 /// Events buffered between the process and the runner; a slow runner slows the process down
 /// (its pipe fills) rather than growing memory.
 const EVENT_BUFFER: usize = 1024;
-/// How long output is drained after the process group was killed.
+/// After the process group ended, how long a pipe may stay silent before its reader stops
+/// (a process that left the group can hold it open). Output already written is always
+/// delivered in full, however long a busy runner takes to accept it.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// Variables passed through from `proctord`'s own environment.
 const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
@@ -200,15 +202,24 @@ async fn supervise(
     mut cancelled: watch::Receiver<bool>,
     events: mpsc::Sender<RunEvent>,
 ) {
+    let (group_ended, ended) = watch::channel(false);
     let readers = [
-        child
-            .stdout
-            .take()
-            .map(|out| tokio::spawn(read_lines(out, LogStream::Stdout, events.clone()))),
-        child
-            .stderr
-            .take()
-            .map(|err| tokio::spawn(read_lines(err, LogStream::Stderr, events.clone()))),
+        child.stdout.take().map(|out| {
+            tokio::spawn(read_lines(
+                out,
+                LogStream::Stdout,
+                events.clone(),
+                ended.clone(),
+            ))
+        }),
+        child.stderr.take().map(|err| {
+            tokio::spawn(read_lines(
+                err,
+                LogStream::Stderr,
+                events.clone(),
+                ended.clone(),
+            ))
+        }),
     ];
     let ending = tokio::select! {
         status = child.wait() => Ending::Exited(status),
@@ -224,11 +235,9 @@ async fn supervise(
     }
     // Whatever the main process left behind in its group ends with it.
     signal_group(pid, Signal::KILL);
+    let _ = group_ended.send(true);
     for reader in readers.into_iter().flatten() {
-        let abort = reader.abort_handle();
-        if tokio::time::timeout(DRAIN_LIMIT, reader).await.is_err() {
-            abort.abort();
-        }
+        let _ = reader.await;
     }
     let last = match ending {
         Ending::TimedOut => RunEvent::TimedOut {
@@ -258,16 +267,33 @@ fn signal_group(pid: u32, signal: Signal) {
     }
 }
 
-/// Sends every line of `source` as a log event.
+/// Completes [`DRAIN_LIMIT`] after the process group ended (never before).
+async fn silent_too_long_after_the_end(ended: &mut watch::Receiver<bool>) {
+    if ended.wait_for(|ended| *ended).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(DRAIN_LIMIT).await;
+}
+
+/// Sends every line of `source` as a log event, until EOF or until the pipe stays silent for
+/// [`DRAIN_LIMIT`] after the process group ended. Waiting for the runner to accept a line
+/// never counts against that limit: nothing written is dropped because the server is busy.
 async fn read_lines(
     source: impl AsyncRead + Unpin,
     stream: LogStream,
     events: mpsc::Sender<RunEvent>,
+    mut ended: watch::Receiver<bool>,
 ) {
     let mut reader = BufReader::with_capacity(64 * 1024, source);
     let mut line: Vec<u8> = Vec::new();
-    // A read error ends the stream like EOF: the process's exit decides the outcome.
-    while let Ok(available) = reader.fill_buf().await {
+    loop {
+        let filled = tokio::select! {
+            biased;
+            filled = reader.fill_buf() => filled,
+            () = silent_too_long_after_the_end(&mut ended) => break,
+        };
+        // A read error ends the stream like EOF: the process's exit decides the outcome.
+        let Ok(available) = filled else { break };
         if available.is_empty() {
             break;
         }
@@ -353,7 +379,11 @@ mod tests {
         let _later = write(&second, "other", 0o755);
         let path = std::env::join_paths([first.path(), second.path()]).unwrap();
         assert_eq!(resolve_program("tool", &path), tool);
-        assert_eq!(resolve_program("other", &path), only_first, "the first hit wins");
+        assert_eq!(
+            resolve_program("other", &path),
+            only_first,
+            "the first hit wins"
+        );
         assert_eq!(resolve_program("missing", &path), PathBuf::from("missing"));
         assert_eq!(
             resolve_program("./tool", &path),
@@ -375,7 +405,8 @@ mod tests {
     async fn long_lines_arrive_in_bounded_pieces_and_nothing_is_lost() {
         let text = format!("{}\nshort\r\ntail", "x".repeat(MAX_CHUNK * 2 + 10));
         let (events, mut received) = mpsc::channel(16);
-        read_lines(text.as_bytes(), LogStream::Stdout, events).await;
+        let (_group_ended, ended) = watch::channel(false);
+        read_lines(text.as_bytes(), LogStream::Stdout, events, ended).await;
         let mut lines = Vec::new();
         while let Ok(RunEvent::Log { line, .. }) = received.try_recv() {
             lines.push(line);
@@ -384,5 +415,38 @@ mod tests {
         assert!(lines.iter().all(|line| line.len() <= MAX_CHUNK));
         assert_eq!(lines[..3].concat().len(), MAX_CHUNK * 2 + 10);
         assert_eq!(&lines[3..], ["short", "tail"]);
+    }
+
+    #[tokio::test]
+    async fn output_written_before_the_exit_is_delivered_however_slow_the_runner() {
+        // More output than the event channel holds (but less than the pipe takes, so the
+        // process exits at once): the rest waits in the pipe and the reader while the runner
+        // takes longer than the drain limit to accept anything.
+        let executor = LocalExecutor::new(Duration::from_secs(1), Duration::from_secs(60));
+        let mut events = executor
+            .start(RunSpec {
+                execution_id: 1,
+                proc_name: "flood".into(),
+                image: None,
+                command: Some(vec!["seq".into(), "1".into(), "5000".into()]),
+                env: Vec::new(),
+                timeout: None,
+                retries: None,
+            })
+            .await
+            .expect("seq starts");
+        tokio::time::sleep(DRAIN_LIMIT + Duration::from_secs(1)).await;
+        let mut lines = Vec::new();
+        let mut last = None;
+        while let Some(event) = events.next().await {
+            match event {
+                RunEvent::Log { line, .. } => lines.push(line),
+                RunEvent::Started { .. } => {}
+                other => last = Some(other),
+            }
+        }
+        assert_eq!(lines.len(), 5_000);
+        assert_eq!(lines.last().map(String::as_str), Some("5000"));
+        assert_eq!(last, Some(RunEvent::Exited { code: 0 }));
     }
 }

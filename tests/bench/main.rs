@@ -2,11 +2,13 @@
 //! graphql-transport-ws, the REST shim, `/readyz`) next to the machine's own limits, and writes
 //! `tests/bench/results/latest.json` plus a markdown table.
 //!
-//! It starts the servers it measures (the `proctord` built next to it) because scenarios need
-//! different configurations (in-memory bus and Redis, a fresh embedded start) and the server's
-//! process id for memory and CPU; `--database-url` and `--redis-url` point them at Postgres and
-//! Redis (`tests/bench/run.sh` provides both). `--quick` shrinks every scenario to seconds (the
-//! test suite runs that so the bench cannot rot).
+//! `--url` and `--pid` point it at a running `proctord` (auth off, on this machine). Without
+//! them it starts the servers it measures (the `proctord` built next to it), one configured per
+//! scenario, so the fan-out compares the in-memory bus with Redis; `--database-url` and
+//! `--redis-url` point those at Postgres and Redis (`./tests/run.sh --bench` provides both, and
+//! starts one proctord on them for `--url`). The footprint always starts a fresh embedded
+//! server: it measures start-up. `--quick` shrinks every scenario to seconds (the test suite
+//! runs that so the bench cannot rot).
 
 mod report;
 mod scenarios;
@@ -49,6 +51,15 @@ struct Args {
     /// Length of each fan-out run in seconds (60 by default, 2 with --quick).
     #[arg(long)]
     fanout_seconds: Option<u64>,
+    /// A running proctord to measure (e.g. `http://127.0.0.1:8080`), instead of servers the
+    /// bench starts. It must run with auth off on this machine; `--pid` is its process id (for
+    /// memory and CPU). The footprint scenario still starts a fresh embedded server (it
+    /// measures start-up), and the fan-out measures the running server's own bus.
+    #[arg(long, requires = "pid")]
+    url: Option<String>,
+    /// Process id of the proctord at `--url`.
+    #[arg(long, requires = "url")]
+    pid: Option<u32>,
     /// Where the JSON results go.
     #[arg(long, default_value = "tests/bench/results/latest.json")]
     out: PathBuf,
@@ -75,6 +86,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.database_url.clone(),
         args.redis_url.clone(),
         args.fanout_seconds,
+        args.url.clone().zip(args.pid),
     );
     let mut results = report::Results::new();
     let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;

@@ -23,6 +23,8 @@ pub struct Plan {
     database_url: Option<String>,
     redis_url: Option<String>,
     fanout_seconds: Option<u64>,
+    /// A running `proctord` (URL, process id) to measure instead of starting servers.
+    target: Option<(String, u32)>,
 }
 
 impl Plan {
@@ -32,12 +34,22 @@ impl Plan {
         database_url: Option<String>,
         redis_url: Option<String>,
         fanout_seconds: Option<u64>,
+        target: Option<(String, u32)>,
     ) -> Self {
         Self {
             quick,
             database_url,
             redis_url,
             fanout_seconds,
+            target,
+        }
+    }
+
+    /// The running server when one was given, else a new one configured by `setup`.
+    async fn server(&self, setup: &Setup) -> anyhow::Result<Server> {
+        match &self.target {
+            Some((url, pid)) => Server::attach(url, *pid).await,
+            None => Server::start(setup).await,
         }
     }
 
@@ -185,7 +197,7 @@ async fn postgres_limit(url: &str, window: Duration) -> anyhow::Result<f64> {
 /// Submit → first log line on a subscription, for one execution of `echo-one`.
 async fn first_line(server: &Server, connection: &Connection) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let id = execute(server, "echo-one").await?;
+    let id = execute(server, "bench-echo-one").await?;
     let (sub, mut events) = connection
         .subscribe(LOGS, json!({ "id": id, "after": 0 }))
         .await?;
@@ -207,9 +219,14 @@ pub async fn dispatch_and_latency(
 ) -> anyhow::Result<()> {
     let window = plan.pick(Duration::from_secs(3), Duration::from_millis(300));
     let mut rate = 10.0;
-    let server = Server::start(&plan.setup(true, 64, false)).await?;
-    define(&server, "noop", vec!["true".into()]).await?;
-    define(&server, "echo-one", vec!["echo".into(), "ready".into()]).await?;
+    let server = plan.server(&plan.setup(true, 64, false)).await?;
+    define(&server, "bench-noop", vec!["true".into()]).await?;
+    define(
+        &server,
+        "bench-echo-one",
+        vec!["echo".into(), "ready".into()],
+    )
+    .await?;
     if dispatch {
         eprintln!("dispatch: limits first");
         results.set("fork_exec_per_s", round(fork_exec_limit(window)));
@@ -256,7 +273,7 @@ pub async fn dispatch_and_latency(
         };
         let started = Instant::now();
         let ids: Vec<String> = futures::stream::iter(0..total)
-            .map(|_| execute(&server, "noop"))
+            .map(|_| execute(&server, "bench-noop"))
             .buffer_unordered(32)
             .collect::<Vec<_>>()
             .await
@@ -404,6 +421,12 @@ async fn subscriber(
             Event::End(Some(error)) => bail!("subscription failed: {error}"),
         }
     }
+    if last < total {
+        eprintln!(
+            "  a subscriber ended after seq {last} of {total} ({} received)",
+            seen.received
+        );
+    }
     seen.gaps += total.saturating_sub(last);
     Ok(seen)
 }
@@ -415,17 +438,23 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     results.set("fanout_seconds", seconds);
     let counts: Vec<usize> = plan.pick(vec![1, 100, 1000], vec![1, 10]);
     let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    // Both buses on servers of our own; the running server's bus when one was given.
     let mut buses = vec![false];
-    if plan.redis_url.is_some() {
+    if plan.redis_url.is_some() && plan.target.is_none() {
         buses.push(true);
     }
+    let buses_len = buses.len();
     let (mut gaps, mut duplicates, mut errors) = (0u64, 0u64, 0u64);
-    for redis in buses {
+    for wants_redis in buses {
+        let server = plan.server(&plan.setup(wants_redis, 8, false)).await?;
+        let info = server
+            .graphql("{ serverInfo { eventBus } }", json!({}))
+            .await?;
+        let redis = info["serverInfo"]["eventBus"] == "REDIS";
         let bus = if redis { "redis" } else { "memory" };
-        let server = Server::start(&plan.setup(redis, 8, false)).await?;
         define(
             &server,
-            "emitter",
+            "bench-emitter",
             vec![
                 exe.clone(),
                 "--emit".into(),
@@ -436,7 +465,7 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
         .await?;
         for &n in &counts {
             eprintln!("fan-out: {bus} bus, {n} subscribers, {rate} lines/s for {seconds} s");
-            let id = execute(&server, "emitter").await?;
+            let id = execute(&server, "bench-emitter").await?;
             let measure_after = Arc::new(AtomicU64::new(u64::MAX));
             let total = rate * seconds;
             let tasks: Vec<_> = (0..n)
@@ -487,7 +516,7 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
             results.set(&format!("{key}_max_lag_ms"), ms(&lag, 1.0));
             results.set(&format!("{key}_server_rss_mib"), round(peak.await?));
             results.set(&format!("{key}_server_cpu_pct"), round(cpu));
-            if n == *counts.last().unwrap_or(&1) && (redis || plan.redis_url.is_none()) {
+            if n == *counts.last().unwrap_or(&1) && (redis || buses_len == 1) {
                 results.set(
                     &format!("fanout_{n}_lines_per_s"),
                     round(received as f64 / seconds as f64),
@@ -506,9 +535,9 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
 /// Server memory with many open log subscriptions on a running execution.
 pub async fn idle_subscriptions(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     let (connections, per_connection): (usize, usize) = plan.pick((100, 100), (5, 10));
-    let server = Server::start(&plan.setup(false, 8, false)).await?;
-    define(&server, "sleeper", vec!["sleep".into(), "600".into()]).await?;
-    let id = execute(&server, "sleeper").await?;
+    let server = plan.server(&plan.setup(false, 8, false)).await?;
+    define(&server, "bench-sleeper", vec!["sleep".into(), "600".into()]).await?;
+    let id = execute(&server, "bench-sleeper").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = server.rss_mib();
     eprintln!(
@@ -544,26 +573,33 @@ pub async fn idle_subscriptions(plan: &Plan, results: &mut Results) -> anyhow::R
     results.set("idle_subs_rss_growth_mib", round(rss - before));
     results.set("idle_subs_server_answers", active);
     drop(open);
+    // A running server must not keep the sleeper for ten minutes.
+    server
+        .graphql(
+            "mutation($id: ID!) { cancelExecution(id: $id) { id } }",
+            json!({ "id": id }),
+        )
+        .await?;
     server.stop().await;
     Ok(())
 }
 
 /// The same reads over GraphQL and over the REST shim, 64 at a time.
 pub async fn queries(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
-    let server = Arc::new(Server::start(&plan.setup(true, 8, false)).await?);
+    let server = Arc::new(plan.server(&plan.setup(true, 8, false)).await?);
     for n in 0..20 {
         server
             .graphql(
                 UPSERT,
-                json!({ "i": { "name": format!("proc-{n}"), "description": "a proc",
+                json!({ "i": { "name": format!("bench-proc-{n}"), "description": "a proc",
                 "command": ["true"], "image": "busybox",
                 "args": [{ "name": "A", "description": "an argument" }],
                 "secrets": [{ "name": "S", "description": "a secret" }] } }),
             )
             .await?;
     }
-    define(&server, "noop", vec!["true".into()]).await?;
-    let id = execute(&server, "noop").await?;
+    define(&server, "bench-noop", vec!["true".into()]).await?;
+    let id = execute(&server, "bench-noop").await?;
     let window = plan.pick(Duration::from_secs(10), Duration::from_millis(500));
     for api in ["gql", "rest"] {
         eprintln!("queries: {api}, concurrency 64, {window:?}");
@@ -625,14 +661,14 @@ async fn read(server: &Server, api: &str, id: &str, execution: bool) -> bool {
 /// Many schedules firing every second: lateness, missed and duplicate slots.
 pub async fn scheduler(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     let (count, seconds): (usize, u64) = plan.pick((1000, 60), (20, 3));
-    let server = Server::start(&plan.setup(true, 64, true)).await?;
-    define(&server, "noop", vec!["true".into()]).await?;
+    let server = plan.server(&plan.setup(true, 64, true)).await?;
+    define(&server, "bench-noop", vec!["true".into()]).await?;
     eprintln!("scheduler: {count} schedules every second for {seconds} s");
     let created: Vec<(String, DateTime<Utc>)> = futures::stream::iter(0..count)
         .map(|_| async {
             let data = server
                 .graphql(
-                    "mutation { createSchedule(input: { proc: \"noop\", cron: \"* * * * * *\" }) { id createdAt } }",
+                    "mutation { createSchedule(input: { proc: \"bench-noop\", cron: \"* * * * * *\" }) { id createdAt } }",
                     json!({}),
                 )
                 .await?;
@@ -699,6 +735,15 @@ pub async fn scheduler(plan: &Plan, results: &mut Results) -> anyhow::Result<()>
     results.set("sched_max_lateness_ms", ms(&lateness, 1.0));
     results.set("sched_missed", missed);
     results.set("sched_duplicates", duplicates);
+    // A running server keeps nothing of the bench's schedules.
+    for (id, _) in &created {
+        server
+            .graphql(
+                "mutation($id: ID!) { deleteSchedule(id: $id) }",
+                json!({ "id": id }),
+            )
+            .await?;
+    }
     server.stop().await;
     Ok(())
 }

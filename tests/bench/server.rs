@@ -11,7 +11,8 @@ use tokio::process::{Child, Command};
 
 /// A started `proctord`.
 pub struct Server {
-    child: Child,
+    /// The process when this bench started it (an attached server is left running).
+    child: Option<Child>,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     /// Its process id (for memory and CPU).
@@ -19,7 +20,7 @@ pub struct Server {
     /// Time from spawn to a 200 from `/readyz`.
     pub ready_after: Duration,
     http: reqwest::Client,
-    _data_dir: tempfile::TempDir,
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 /// How a server is configured.
@@ -91,25 +92,34 @@ impl Server {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .build()?;
-        let ready = format!("{base}/readyz");
-        loop {
-            if let Ok(response) = http.get(&ready).send().await
-                && response.status().is_success()
-            {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("proctord did not become ready within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        wait_until_ready(&http, &base, Duration::from_secs(60)).await?;
         Ok(Self {
             ready_after: started.elapsed(),
-            child,
+            child: Some(child),
             base,
             pid,
             http,
-            _data_dir: data_dir,
+            _data_dir: Some(data_dir),
+        })
+    }
+
+    /// A `proctord` that is already running at `base` as process `pid`, once it is ready.
+    pub async fn attach(base: &str, pid: u32) -> anyhow::Result<Self> {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("no process {pid} on this machine (--pid must be the proctord serving {base})");
+        }
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let base = base.trim_end_matches('/').to_owned();
+        wait_until_ready(&http, &base, Duration::from_secs(10)).await?;
+        Ok(Self {
+            child: None,
+            base,
+            pid,
+            ready_after: Duration::ZERO,
+            http,
+            _data_dir: None,
         })
     }
 
@@ -149,9 +159,32 @@ impl Server {
         cpu_seconds(self.pid)
     }
 
-    /// Stops the server.
+    /// Stops the server if this bench started it.
     pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        if let Some(child) = &mut self.child {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// Polls `/readyz` until it answers 200.
+async fn wait_until_ready(
+    http: &reqwest::Client,
+    base: &str,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    let ready = format!("{base}/readyz");
+    let started = Instant::now();
+    loop {
+        if let Ok(response) = http.get(&ready).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        if started.elapsed() > patience {
+            bail!("proctord at {base} was not ready within {patience:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

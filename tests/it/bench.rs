@@ -3,6 +3,7 @@
 //! fan-out, no duplicate schedule slots.
 
 use proctor_tests::infra::{postgres_url, redis_url};
+use proctor_tests::{Proctord, proctord_command};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -65,4 +66,74 @@ async fn every_benchmark_scenario_runs_in_a_quick_smoke() {
         );
     }
     assert!(results["git_rev"].is_string() && results["machine"]["cpus"].as_u64().is_some());
+}
+
+#[tokio::test]
+async fn the_benchmark_measures_a_running_server_and_leaves_it_clean() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = proctord_command(directory.path());
+    command
+        .env("PROCTOR_APP_PORT", "0")
+        .env("PROCTOR_REGISTER_EXAMPLES", "false")
+        .env("PROCTOR_GRAPHQL_MAX_COMPLEXITY", "100000");
+    let server = Proctord::spawn(command);
+    let out = directory.path().join("latest.json");
+    for scenario in ["dispatch", "fanout", "idle", "scheduler"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_proctor-bench"))
+            .args([scenario, "--quick", "--url"])
+            .arg(server.url(""))
+            .arg("--pid")
+            .arg(server.pid().to_string())
+            .arg("--out")
+            .arg(&out)
+            .env_remove("PROCTOR_BENCH_DATABASE_URL")
+            .env_remove("PROCTOR_BENCH_REDIS_URL")
+            .output()
+            .await
+            .expect("proctor-bench runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{scenario}: {stderr}");
+        let results: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        match scenario {
+            "dispatch" => assert!(results["dispatch_per_s"].as_f64().is_some_and(|v| v > 0.0)),
+            "fanout" => {
+                assert_eq!(results["fanout_gaps"], 0, "{results}");
+                assert!(
+                    results["fanout_memory_10_lines_per_s"].as_f64().is_some(),
+                    "{results}"
+                );
+                assert!(
+                    results["fanout_memory_10_server_rss_mib"]
+                        .as_f64()
+                        .is_some_and(|v| v > 0.0)
+                );
+            }
+            "idle" => assert!(
+                results["idle_subs_rss_mib"]
+                    .as_f64()
+                    .is_some_and(|v| v > 0.0)
+            ),
+            _ => assert_eq!(results["sched_missed"], 0, "{results}"),
+        }
+    }
+    // Nothing of the bench keeps running or firing on the server it measured.
+    let left = proctor_tests::infra::post_graphql(
+        &server.url(""),
+        "{ schedules(first: 100) { nodes { id } }
+           executions(first: 10, filter: { status: [PENDING, STARTING, RUNNING] }) { nodes { id } } }",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(left["errors"], Value::Null, "{left}");
+    assert_eq!(
+        left["data"]["schedules"]["nodes"],
+        serde_json::json!([]),
+        "{left}"
+    );
+    assert_eq!(
+        left["data"]["executions"]["nodes"],
+        serde_json::json!([]),
+        "{left}"
+    );
+    server.terminate();
 }

@@ -80,6 +80,11 @@ impl Proctord {
         format!("http://{}{path}", self.address)
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything it wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr lock").join("\n")

@@ -129,7 +129,10 @@ async fn stored_lines(
 
 /// Whether execution `id` has reached a final state.
 async fn is_final(state: &AppState, id: i64) -> Result<bool, ApiError> {
-    let row = read_in_turn(state, id, || execution::Entity::find_by_id(id).one(state.db())).await?;
+    let row = read_in_turn(state, id, || {
+        execution::Entity::find_by_id(id).one(state.db())
+    })
+    .await?;
     let row = row.ok_or_else(|| ApiError::NotFound {
         kind: "execution",
         key: id.to_string(),
