@@ -17,6 +17,7 @@ mod ws;
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 
 /// Which scenarios to run.
@@ -51,14 +52,15 @@ struct Args {
     /// Length of each fan-out run in seconds (60 by default, 2 with --quick).
     #[arg(long)]
     fanout_seconds: Option<u64>,
-    /// A running proctord to measure (e.g. `http://127.0.0.1:8080`), instead of servers the
-    /// bench starts. It must run with auth off on this machine; `--pid` is its process id (for
-    /// memory and CPU). The footprint scenario still starts a fresh embedded server (it
-    /// measures start-up), and the fan-out measures the running server's own bus.
-    #[arg(long, requires = "pid")]
+    /// A running proctord to measure (e.g. `http://127.0.0.1:5001`), instead of servers the
+    /// bench starts. It must run on this machine with auth off. The footprint scenario still
+    /// starts a fresh embedded server (it measures start-up), and the fan-out measures the
+    /// running server's own bus.
+    #[arg(long, env = "PROCTOR_BENCH_URL")]
     url: Option<String>,
-    /// Process id of the proctord at `--url`.
-    #[arg(long, requires = "url")]
+    /// Process id of the proctord at `--url` (for memory and CPU); found from its listening
+    /// port when not given.
+    #[arg(long, env = "PROCTOR_BENCH_PID", requires = "url")]
     pid: Option<u32>,
     /// Where the JSON results go.
     #[arg(long, default_value = "tests/bench/results/latest.json")]
@@ -80,13 +82,33 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
+/// The running server to measure: its URL and process id.
+fn target(url: Option<&str>, pid: Option<u32>) -> anyhow::Result<Option<(String, u32)>> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let pid = match pid {
+        Some(pid) => pid,
+        None => {
+            let parsed = url::Url::parse(url).with_context(|| format!("--url {url:?}"))?;
+            let port = parsed
+                .port_or_known_default()
+                .with_context(|| format!("--url {url:?} has no port"))?;
+            server::listening_pid(port).with_context(|| {
+                format!("no process on this machine listens on port {port}; pass --pid")
+            })?
+        }
+    };
+    Ok(Some((url.to_owned(), pid)))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let plan = scenarios::Plan::new(
         args.quick,
         args.database_url.clone(),
         args.redis_url.clone(),
         args.fanout_seconds,
-        args.url.clone().zip(args.pid),
+        target(args.url.as_deref(), args.pid)?,
     );
     let mut results = report::Results::new();
     let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;

@@ -208,6 +208,44 @@ fn rand_suffix() -> u64 {
         .unwrap_or_default()
 }
 
+/// The process listening on TCP `port` (IPv4 or IPv6), from `/proc`: the socket's inode in
+/// `/proc/net/tcp*`, then the process holding a descriptor to it.
+pub fn listening_pid(port: u16) -> Option<u32> {
+    const LISTEN: &str = "0A";
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|row| {
+                    let fields: Vec<&str> = row.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit_once(':')?.1;
+                    (u16::from_str_radix(local_port, 16).ok()? == port && *fields.get(3)? == LISTEN)
+                        .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| {
+                    inodes
+                        .iter()
+                        .any(|inode| target.as_os_str() == inode.as_str())
+                })
+        })
+}
+
 /// Resident memory (`VmRSS`) of `pid` in MiB (0 when unreadable).
 pub fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
