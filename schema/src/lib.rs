@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod db;
+pub mod document_cache;
 pub mod error;
 pub mod executions;
 pub mod metrics;

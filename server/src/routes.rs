@@ -1,5 +1,7 @@
 //! The HTTP surface: health, readiness, GraphQL over HTTP and websockets.
 
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::Data;
@@ -12,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use proctor_schema::auth::RequestAuth;
+use proctor_schema::document_cache::DocumentCache;
 use proctor_schema::system::{EventBusKind, ExecutorKind};
 use proctor_schema::{AppState, ProctorSchema};
 use serde_json::{Map, Value, json};
@@ -23,12 +26,15 @@ use crate::rest::version::ClientVersion;
 
 /// How long each readiness probe may take before its dependency counts as down.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Distinct operation texts whose parsed documents are kept (clients repeat a few).
+const CACHED_DOCUMENTS: NonZeroUsize = NonZeroUsize::new(512).expect("not zero");
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
 struct HttpState {
     app: AppState,
     schema: ProctorSchema,
+    documents: Arc<DocumentCache>,
 }
 
 impl FromRef<HttpState> for AppState {
@@ -54,6 +60,7 @@ pub fn router(
         .with_state(HttpState {
             app: state.clone(),
             schema,
+            documents: Arc::new(DocumentCache::new(CACHED_DOCUMENTS)),
         })
         .merge(crate::rest::router(state, min_client_version))
         .merge(crate::playground::router(playground_dir))
@@ -67,9 +74,10 @@ async fn execute(
     headers: &HeaderMap,
     request: GraphQLRequest,
 ) -> GraphQLResponse {
-    let request = request
+    let mut request = request
         .into_inner()
         .data(RequestAuth::new(credentials::from_headers(headers)));
+    http.documents.attach(&mut request);
     http.schema.execute(request).await.into()
 }
 
