@@ -15,7 +15,11 @@
 //!    database; a final state there ends the stream after the last stored line.
 //!
 //! The safety check covers the one thing the bus cannot signal: an event lost while Redis was
-//! away and nothing published since.
+//! away and nothing published since; so it only runs while the bus is quiet.
+//!
+//! Database reads take turns ([`AppState::log_read_turn`]) and retry failures for a while:
+//! however many subscribers fall behind at once, the runner keeps the connections it needs to
+//! store new output, and a busy pool delays a subscriber instead of failing it.
 
 use std::collections::VecDeque;
 use std::future::Future;
