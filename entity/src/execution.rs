@@ -52,6 +52,9 @@ pub struct Model {
     pub log_source: Option<String>,
     /// How many raw lines of `log_source` are stored; a re-attached run skips them.
     pub log_offset: i64,
+    /// Output lines that could not be stored and were lost (a marker line says where).
+    #[serde(default)]
+    pub log_lines_lost: i64,
 }
 
 /// An execution refers to its proc and schedule and owns its log lines.

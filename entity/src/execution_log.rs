@@ -21,6 +21,8 @@ pub struct Model {
     pub line: String,
     /// When the line was read.
     pub logged_at: DateTimeUtc,
+    /// Whether bytes were replaced (NUL or invalid UTF-8 by U+FFFD) so it could be stored.
+    pub replaced: bool,
 }
 
 /// A log line belongs to an execution.

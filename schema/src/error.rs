@@ -34,6 +34,10 @@ pub enum ApiError {
     /// The request conflicts with the current state (e.g. deleting a running proc).
     #[error("{0}")]
     Conflict(String),
+    /// The request asks for more than the server hands out at once (lines or bytes per
+    /// response, operations per connection); the message says which limit and how to page.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// Anything unexpected: database failures, broken invariants.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -49,11 +53,12 @@ impl ApiError {
         )
     }
 
-    /// Shorthand for [`ApiError::BadUserInput`].
+    /// Shorthand for [`ApiError::BadUserInput`]. The field path and the message are capped
+    /// ([`cap_echo`]), so an input of a megabyte is never echoed back whole.
     pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::BadUserInput {
-            field: field.into(),
-            message: message.into(),
+            field: cap_echo(field.into(), MAX_ECHOED_FIELD),
+            message: cap_echo(message.into(), MAX_ECHOED_MESSAGE),
         }
     }
 
@@ -65,6 +70,7 @@ impl ApiError {
             Self::NotFound { .. } => "NOT_FOUND",
             Self::BadUserInput { .. } => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
+            Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -77,6 +83,7 @@ impl ApiError {
             Self::NotFound { .. } => 404,
             Self::BadUserInput { .. } => 400,
             Self::Conflict(_) => 409,
+            Self::LimitExceeded(_) => 413,
             Self::Internal(_) => 500,
         }
     }
@@ -87,6 +94,26 @@ impl ApiError {
             tracing::error!(error.cause_chain = ?source, "internal error while serving a request");
         }
     }
+}
+
+/// Longest field path an error names.
+const MAX_ECHOED_FIELD: usize = 200;
+/// Longest error message (they may quote what the caller sent).
+pub const MAX_ECHOED_MESSAGE: usize = 1_000;
+
+/// `text` cut to at most `max` bytes on a character boundary, saying how much was left out.
+pub fn cap_echo(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let total = text.len();
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(&format!("… ({total} bytes, cut)"));
+    text
 }
 
 impl From<sea_orm::DbErr> for ApiError {
@@ -152,6 +179,16 @@ mod tests {
     }
 
     #[test]
+    fn echoed_input_is_capped() {
+        let huge = "é".repeat(450_000);
+        let error = ApiError::bad_input(format!("args.{huge}"), format!("{huge:?} is wrong"));
+        let message = error.to_string();
+        assert!(message.len() < 1_400, "{}", message.len());
+        assert!(message.contains("bytes, cut"));
+        assert_eq!(cap_echo("short".into(), 10), "short");
+    }
+
+    #[test]
     fn codes_and_statuses_are_stable() {
         let cases = [
             (
@@ -170,6 +207,7 @@ mod tests {
             ),
             (ApiError::bad_input("f", "m"), "BAD_USER_INPUT", 400),
             (ApiError::Conflict("busy".into()), "CONFLICT", 409),
+            (ApiError::LimitExceeded("big".into()), "LIMIT_EXCEEDED", 413),
             (ApiError::Internal(anyhow::anyhow!("x")), "INTERNAL", 500),
         ];
         for (error, code, status) in cases {

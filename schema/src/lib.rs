@@ -14,6 +14,7 @@ pub mod db;
 pub mod document_cache;
 pub mod error;
 pub mod executions;
+pub mod limits;
 pub mod metrics;
 pub mod pagination;
 pub mod ports;
@@ -74,6 +75,7 @@ pub fn build_schema(state: AppState) -> ProctorSchema {
     schema_builder()
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
+        .extension(limits::ResponseLimits)
         .data(state)
         .finish()
 }

@@ -12,6 +12,17 @@ pub const DEFAULT_PAGE_SIZE: u64 = 20;
 /// Largest page a client may ask for.
 pub const MAX_PAGE_SIZE: u64 = 100;
 
+/// The cost multiplier of a paged list field: the items it may return (what `first` asks
+/// for, the default when omitted, never more than `max`), used by the list fields'
+/// `complexity` attributes so a query's cost counts list sizes.
+pub fn list_cost(first: Option<i32>, default: u64, max: u64, child_complexity: usize) -> usize {
+    let items = first.map_or(default, |n| u64::try_from(n.max(0)).unwrap_or(0).min(max));
+    usize::try_from(items)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(child_complexity)
+        .max(1)
+}
+
 /// A validated page request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageRequest {

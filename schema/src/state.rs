@@ -18,7 +18,8 @@ use crate::system::ServerInfo;
 pub struct SchemaLimits {
     /// Deepest selection-set nesting accepted.
     pub max_depth: usize,
-    /// Highest complexity score accepted (each field costs 1 by default).
+    /// Highest complexity score accepted (each field costs 1; list fields multiply what is
+    /// under them by their `first`).
     pub max_complexity: usize,
 }
 
@@ -27,7 +28,7 @@ impl Default for SchemaLimits {
     fn default() -> Self {
         Self {
             max_depth: 16,
-            max_complexity: 2_000,
+            max_complexity: 50_000,
         }
     }
 }

@@ -137,13 +137,7 @@ impl Server {
             tracing::info!("registered the example procs say-hello, countdown and secret-demo");
         }
         let schema = build_schema(state.clone());
-        let router = crate::routes::router(
-            state.clone(),
-            schema.clone(),
-            settings.max_body_bytes,
-            settings.min_client_version.clone(),
-            settings.playground_dir.clone(),
-        );
+        let router = crate::routes::router(state.clone(), schema.clone(), &settings);
         Ok(Self {
             listener,
             router,

@@ -401,7 +401,7 @@ pub struct Options {
     #[arg(
         long,
         env = "PROCTOR_GRAPHQL_MAX_COMPLEXITY",
-        default_value = "2000",
+        default_value = "50000",
         global = true
     )]
     pub graphql_max_complexity: String,
@@ -582,6 +582,85 @@ pub struct Options {
         help_heading = "Legacy settings"
     )]
     pub redis_password: Option<String>,
+    /// Browser origins besides the server's own that may call it (comma-separated
+    /// `scheme://host[:port]`; `*` is not accepted).
+    #[arg(
+        long,
+        env = "PROCTOR_ALLOWED_ORIGINS",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub allowed_origins: Option<String>,
+    /// Host names besides loopback that may reach a server with auth off (comma-separated).
+    #[arg(
+        long,
+        env = "PROCTOR_ALLOWED_HOSTS",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub allowed_hosts: Option<String>,
+    /// Operations one websocket may have open at once.
+    #[arg(
+        long,
+        env = "PROCTOR_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value = "100",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub max_subscriptions_per_connection: String,
+    /// Websocket operations the whole server may have open at once.
+    #[arg(
+        long,
+        env = "PROCTOR_MAX_SUBSCRIPTIONS",
+        default_value = "20000",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub max_subscriptions: String,
+    /// Seconds between re-checks of a websocket's credentials (1-30).
+    #[arg(
+        long,
+        env = "PROCTOR_WS_REVALIDATE_SECONDS",
+        default_value = "30",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub ws_revalidate_seconds: String,
+    /// Bearer token `/metrics` asks for when auth is on (open when unset).
+    #[arg(
+        long,
+        env = "PROCTOR_METRICS_TOKEN",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Security"
+    )]
+    pub metrics_token: Option<String>,
+    /// Hosts notifications may reach even on loopback or private addresses (comma-separated).
+    #[arg(
+        long,
+        env = "PROCTOR_NOTIFY_ALLOWED_HOSTS",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub notify_allowed_hosts: Option<String>,
+    /// Shortest interval between two fires of a non-administrator's schedule, in seconds.
+    #[arg(
+        long,
+        env = "PROCTOR_SCHEDULE_MIN_INTERVAL_SECONDS",
+        default_value = "60",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub schedule_min_interval_seconds: String,
+    /// The user local runs run as when proctord runs as root.
+    #[arg(
+        long,
+        env = "PROCTOR_LOCAL_RUN_AS",
+        default_value = "nobody",
+        global = true,
+        help_heading = "Security"
+    )]
+    pub local_run_as: String,
 }
 
 /// A setting that cannot be used, named so the operator knows what to fix.
@@ -662,6 +741,16 @@ mod names {
     pub const SLACK_URL: &str = "PROCTOR_SLACK_WEBHOOK_URL (--slack-webhook-url)";
     pub const NOTIFY_URL: &str = "PROCTOR_NOTIFY_WEBHOOK_URL (--notify-webhook-url)";
     pub const NOTIFY_SECRET: &str = "PROCTOR_NOTIFY_WEBHOOK_SECRET (--notify-webhook-secret)";
+    pub const ALLOWED_ORIGINS: &str = "PROCTOR_ALLOWED_ORIGINS (--allowed-origins)";
+    pub const ALLOWED_HOSTS: &str = "PROCTOR_ALLOWED_HOSTS (--allowed-hosts)";
+    pub const MAX_SUBS_PER_CONNECTION: &str =
+        "PROCTOR_MAX_SUBSCRIPTIONS_PER_CONNECTION (--max-subscriptions-per-connection)";
+    pub const MAX_SUBS: &str = "PROCTOR_MAX_SUBSCRIPTIONS (--max-subscriptions)";
+    pub const WS_REVALIDATE: &str = "PROCTOR_WS_REVALIDATE_SECONDS (--ws-revalidate-seconds)";
+    pub const NOTIFY_ALLOWED_HOSTS: &str = "PROCTOR_NOTIFY_ALLOWED_HOSTS (--notify-allowed-hosts)";
+    pub const SCHEDULE_MIN_INTERVAL: &str =
+        "PROCTOR_SCHEDULE_MIN_INTERVAL_SECONDS (--schedule-min-interval-seconds)";
+    pub const LOCAL_RUN_AS: &str = "PROCTOR_LOCAL_RUN_AS (--local-run-as)";
     pub const WEBHOOK_CACHE: &str =
         "PROCTOR_AUTH_WEBHOOK_CACHE_SECONDS (--auth-webhook-cache-seconds)";
     pub const WEBHOOK_TIMEOUT: &str =
@@ -871,6 +960,47 @@ pub struct Settings {
     pub min_client_version: Option<ClientVersion>,
     /// Where the built playground assets are.
     pub playground_dir: PathBuf,
+    /// Who may call, from where, and how much they may hold open.
+    pub security: SecuritySettings,
+}
+
+/// The server's defences (the README's security model).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecuritySettings {
+    /// Browser origins besides the server's own, as `scheme://host[:port]` in lower case.
+    pub allowed_origins: Vec<String>,
+    /// Host names besides loopback served while auth is off, in lower case.
+    pub allowed_hosts: Vec<String>,
+    /// Operations one websocket may have open at once.
+    pub max_subscriptions_per_connection: usize,
+    /// Websocket operations the server may have open at once.
+    pub max_subscriptions: usize,
+    /// How often a websocket's credentials are checked again.
+    pub ws_revalidate: Duration,
+    /// Bearer token `/metrics` asks for when auth is on.
+    pub metrics_token: Option<Credential>,
+    /// Hosts notifications may reach whatever address they resolve to, in lower case.
+    pub notify_allowed_hosts: Vec<String>,
+    /// Shortest interval between fires of a non-administrator's schedule.
+    pub schedule_min_interval: Duration,
+    /// The account local runs use when proctord runs as root.
+    pub local_run_as: String,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            max_subscriptions_per_connection: 100,
+            max_subscriptions: 20_000,
+            ws_revalidate: Duration::from_secs(30),
+            metrics_token: None,
+            notify_allowed_hosts: Vec::new(),
+            schedule_min_interval: Duration::from_secs(60),
+            local_run_as: "nobody".to_owned(),
+        }
+    }
 }
 
 /// Server-wide notification channels.
@@ -980,6 +1110,7 @@ impl Settings {
             notifications: NotificationSettings::default(),
             min_client_version: None,
             playground_dir: PathBuf::from(crate::playground::DEFAULT_DIR),
+            security: SecuritySettings::default(),
         }
     }
 
@@ -1124,6 +1255,7 @@ impl Settings {
                 })
                 .transpose()?,
             playground_dir: playground_dir(options)?,
+            security: security_settings(options)?,
         })
     }
 
@@ -1179,6 +1311,89 @@ fn given(value: Option<&String>) -> Option<&str> {
     value
         .map(|value| value.trim())
         .filter(|value| !value.is_empty())
+}
+
+fn security_settings(options: &Options) -> Result<SecuritySettings, ConfigError> {
+    let list = |raw: Option<&String>| -> Vec<String> {
+        raw.map(|raw| {
+            raw.split(',')
+                .map(|item| item.trim().to_ascii_lowercase())
+                .filter(|item| !item.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let allowed_origins = list(options.allowed_origins.as_ref())
+        .into_iter()
+        .map(|origin| {
+            crate::guard::normalize_origin(&origin)
+                .map_err(|e| ConfigError::new(names::ALLOWED_ORIGINS, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let allowed_hosts = list(options.allowed_hosts.as_ref());
+    if let Some(bad) = allowed_hosts
+        .iter()
+        .find(|host| host.as_str() == "*" || host.contains('/'))
+    {
+        return Err(ConfigError::new(
+            names::ALLOWED_HOSTS,
+            format!("{bad:?} is not a host name (list names like proctor.example.com)"),
+        ));
+    }
+    let notify_allowed_hosts = list(options.notify_allowed_hosts.as_ref());
+    if let Some(bad) = notify_allowed_hosts
+        .iter()
+        .find(|host| host.as_str() == "*" || host.contains('/'))
+    {
+        return Err(ConfigError::new(
+            names::NOTIFY_ALLOWED_HOSTS,
+            format!("{bad:?} is not a host name (list names like hooks.example.com or 10.0.0.5)"),
+        ));
+    }
+    let ws_revalidate: u64 = parse_positive(names::WS_REVALIDATE, &options.ws_revalidate_seconds)?;
+    if ws_revalidate > 30 {
+        return Err(ConfigError::new(
+            names::WS_REVALIDATE,
+            format!(
+                "{ws_revalidate} is more than 30 seconds; a revoked token must not live longer"
+            ),
+        ));
+    }
+    let local_run_as = options.local_run_as.trim().to_owned();
+    if local_run_as.is_empty() {
+        return Err(ConfigError::new(
+            names::LOCAL_RUN_AS,
+            "must name a user (default nobody)",
+        ));
+    }
+    Ok(SecuritySettings {
+        allowed_origins,
+        allowed_hosts,
+        max_subscriptions_per_connection: parse_positive(
+            names::MAX_SUBS_PER_CONNECTION,
+            &options.max_subscriptions_per_connection,
+        )?,
+        max_subscriptions: parse_positive(names::MAX_SUBS, &options.max_subscriptions)?,
+        ws_revalidate: Duration::from_secs(ws_revalidate),
+        metrics_token: given(options.metrics_token.as_ref()).map(Credential::new),
+        notify_allowed_hosts,
+        schedule_min_interval: Duration::from_secs(
+            options
+                .schedule_min_interval_seconds
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| {
+                    ConfigError::new(
+                        names::SCHEDULE_MIN_INTERVAL,
+                        format!(
+                            "{:?} is not a number of seconds (0 or more)",
+                            options.schedule_min_interval_seconds
+                        ),
+                    )
+                })?,
+        ),
+        local_run_as,
+    })
 }
 
 fn notification_settings(options: &Options) -> Result<NotificationSettings, ConfigError> {

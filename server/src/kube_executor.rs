@@ -520,7 +520,7 @@ impl Follower {
                         current.read += 1;
                         if current.read > current.skip {
                             let cursor = LogCursor { source: current.pod.clone(), offset: current.read };
-                            if !self.emit(RunEvent::Log { stream: LogStream::Stdout, line: text, cursor: Some(cursor) }).await {
+                            if !self.emit(RunEvent::Log { stream: LogStream::Stdout, line: text, cursor: Some(cursor), continues: false, replaced: false }).await {
                                 return;
                             }
                         }
@@ -604,6 +604,8 @@ impl Follower {
                                 stream: LogStream::System,
                                 line: marker,
                                 cursor: None,
+                                continues: false,
+                                replaced: false,
                             })
                             .await;
                         }

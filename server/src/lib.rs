@@ -11,6 +11,8 @@ pub mod cli;
 pub mod config;
 mod credentials;
 pub mod database;
+pub mod graphql_ws;
+pub mod guard;
 pub mod kube_executor;
 pub mod local_executor;
 pub mod notifiers;

@@ -309,19 +309,19 @@ async fn read_lines(
         };
         reader.consume(taken);
         if complete {
-            if !send(&events, stream, std::mem::take(&mut line)).await {
+            if !send(&events, stream, std::mem::take(&mut line), false).await {
                 return;
             }
         } else if line.len() >= MAX_CHUNK {
             let cut = char_boundary(&line, MAX_CHUNK);
             let rest = line.split_off(cut);
-            if !send(&events, stream, std::mem::replace(&mut line, rest)).await {
+            if !send(&events, stream, std::mem::replace(&mut line, rest), true).await {
                 return;
             }
         }
     }
     if !line.is_empty() {
-        send(&events, stream, line).await;
+        send(&events, stream, line, false).await;
     }
 }
 
@@ -343,17 +343,29 @@ fn char_boundary(bytes: &[u8], limit: usize) -> usize {
     }
 }
 
-async fn send(events: &mpsc::Sender<RunEvent>, stream: LogStream, mut bytes: Vec<u8>) -> bool {
-    if bytes.last() == Some(&b'\r') {
+async fn send(
+    events: &mpsc::Sender<RunEvent>,
+    stream: LogStream,
+    mut bytes: Vec<u8>,
+    continues: bool,
+) -> bool {
+    if !continues && bytes.last() == Some(&b'\r') {
         bytes.pop();
     }
-    let line = String::from_utf8(bytes)
-        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
+    let (line, replaced) = match String::from_utf8(bytes) {
+        Ok(line) => (line, false),
+        Err(invalid) => (
+            String::from_utf8_lossy(invalid.as_bytes()).into_owned(),
+            true,
+        ),
+    };
     events
         .send(RunEvent::Log {
             stream,
             line,
             cursor: None,
+            continues,
+            replaced,
         })
         .await
         .is_ok()

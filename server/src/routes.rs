@@ -2,12 +2,13 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use async_graphql::Data;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::http::WebSocketProtocols;
 use async_graphql::parser::types::OperationType;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use axum::extract::{FromRef, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,8 +22,10 @@ use serde_json::{Map, Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::config::Settings;
 use crate::credentials;
-use crate::rest::version::ClientVersion;
+use crate::graphql_ws::WsLimits;
+use crate::guard::Guard;
 
 /// How long each readiness probe may take before its dependency counts as down.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,6 +38,8 @@ struct HttpState {
     app: AppState,
     schema: ProctorSchema,
     documents: Arc<DocumentCache>,
+    websockets: Arc<WsLimits>,
+    metrics_token: Option<Arc<str>>,
 }
 
 impl FromRef<HttpState> for AppState {
@@ -43,28 +48,51 @@ impl FromRef<HttpState> for AppState {
     }
 }
 
-/// Every route `proctord` serves.
-pub fn router(
-    state: AppState,
-    schema: ProctorSchema,
-    max_body_bytes: usize,
-    min_client_version: Option<ClientVersion>,
-    playground_dir: std::path::PathBuf,
-) -> Router {
+/// Every route `proctord` serves, behind the browser guard (`crate::guard`).
+pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Router {
+    let security = &settings.security;
+    let guard = Arc::new(Guard {
+        auth_enabled: settings.auth_enabled(),
+        allowed_origins: security.allowed_origins.clone(),
+        allowed_hosts: security.allowed_hosts.clone(),
+    });
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(
+            "/graphql",
+            get(graphql_get)
+                .post(graphql_post)
+                .route_layer(axum::middleware::from_fn(crate::guard::require_json)),
+        )
         .route("/graphql/ws", get(graphql_ws))
         .with_state(HttpState {
             app: state.clone(),
             schema,
             documents: Arc::new(DocumentCache::new(CACHED_DOCUMENTS)),
+            websockets: Arc::new(WsLimits {
+                per_connection: security.max_subscriptions_per_connection,
+                server_wide: security.max_subscriptions,
+                open: AtomicUsize::new(0),
+                revalidate: security.ws_revalidate,
+            }),
+            metrics_token: security
+                .metrics_token
+                .as_ref()
+                .filter(|_| settings.auth_enabled())
+                .map(|token| Arc::from(token.expose())),
         })
-        .merge(crate::rest::router(state, min_client_version))
-        .merge(crate::playground::router(playground_dir))
-        .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .merge(crate::rest::router(
+            state,
+            settings.min_client_version.clone(),
+        ))
+        .merge(crate::playground::router(settings.playground_dir.clone()))
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::guard::check,
+        ))
         .layer(TraceLayer::new_for_http())
 }
 
@@ -119,43 +147,69 @@ fn contains_mutation(query: &str) -> bool {
     })
 }
 
-/// GraphQL over websockets (graphql-transport-ws and the legacy graphql-ws). Credentials come
-/// from the `connection_init` payload or the upgrade request's headers. Wrong credentials end
-/// the connection during `connection_init`; missing ones leave only public fields usable.
+/// GraphQL over websockets (graphql-transport-ws and the legacy graphql-ws), served by
+/// [`crate::graphql_ws`]. Credentials come from the `connection_init` payload or the upgrade
+/// request's headers. Wrong credentials end the connection during `connection_init`; missing
+/// ones leave only public fields usable.
 async fn graphql_ws(
     State(http): State<HttpState>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let protocol = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|name| name.trim().parse::<WebSocketProtocols>().ok());
+    let Some(protocol) = protocol else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol must name graphql-transport-ws or graphql-ws\n",
+        )
+            .into_response();
+    };
     let from_headers = credentials::from_headers(&headers);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            let state = http.app.clone();
-            GraphQLWebSocket::new(socket, http.schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let auth = RequestAuth::new(credentials::from_payload(&payload, from_headers));
-                    auth.resolve(&state)
-                        .await
-                        .map_err(|error| async_graphql::Error::new(error.to_string()))?;
-                    let mut data = Data::default();
-                    data.insert(auth);
-                    Ok(data)
-                })
-                .serve()
+            crate::graphql_ws::serve(
+                socket,
+                http.schema,
+                protocol,
+                http.app,
+                from_headers,
+                http.websockets,
+            )
         })
 }
 
-/// Prometheus metrics in the text exposition format.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus metrics in the text exposition format. They name procs, so with auth on and
+/// `PROCTOR_METRICS_TOKEN` set they need `Authorization: Bearer <that token>`.
+async fn metrics(State(http): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &http.metrics_token {
+        let presented = credentials::from_headers(&headers).bearer_token;
+        let matches = presented.is_some_and(|token| {
+            use subtle::ConstantTimeEq as _;
+            token.as_bytes().ct_eq(expected.as_bytes()).into()
+        });
+        if !matches {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "metrics need Authorization: Bearer <PROCTOR_METRICS_TOKEN>\n",
+            )
+                .into_response();
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics().render(),
+        http.app.metrics().render(),
     )
+        .into_response()
 }
 
 /// 200 when the database and (if configured) Redis answer; 503 naming what is down otherwise.

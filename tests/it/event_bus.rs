@@ -56,6 +56,7 @@ fn running(execution_id: i64) -> Event {
             lease_expires_at: None,
             log_source: None,
             log_offset: 0,
+            log_lines_lost: 0,
         }),
     }
 }
@@ -87,6 +88,7 @@ async fn events_published_on_one_replica_reach_subscribers_on_every_replica_in_o
                 stream: proctor_entity::values::LogStream::Stdout,
                 line: format!("line {n}"),
                 logged_at: chrono::Utc::now(),
+                replaced: false,
             }],
         })
         .collect();

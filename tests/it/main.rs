@@ -39,4 +39,5 @@ mod replicas;
 mod rest;
 mod schedules;
 mod secrets;
+mod security;
 mod webhook;

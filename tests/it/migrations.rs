@@ -301,6 +301,7 @@ async fn data_model_holds(db: &DatabaseConnection) {
             stream: Set(stream),
             line: Set(line.into()),
             logged_at: Set(t),
+            replaced: Set(false),
         }
         .insert(db)
         .await
@@ -370,6 +371,7 @@ async fn data_model_holds(db: &DatabaseConnection) {
         stream: Set(LogStream::Stdout),
         line: Set("again".into()),
         logged_at: Set(t),
+        replaced: Set(false),
     };
     assert!(
         same_seq.insert(db).await.is_err(),

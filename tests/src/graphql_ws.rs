@@ -141,6 +141,31 @@ impl WsClient {
         }
     }
 
+    /// Waits up to `within` for the server to close the socket (answering pings, skipping
+    /// every other message) and returns the close code and reason; `None` when it stayed open.
+    pub async fn wait_closed(&mut self, within: Duration) -> Option<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()?;
+            match frame {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Some((u16::from(frame.code), frame.reason.to_string()));
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                    return Some((1005, String::new()));
+                }
+                Some(Ok(Message::Text(text))) => {
+                    if text.contains("\"type\":\"ping\"") {
+                        self.send(json!({ "type": "pong" })).await;
+                    }
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// Runs `query` as operation `id` and returns every payload it produced, in order, up to
     /// its `complete`. Errors are returned as payloads of the form `{"errors": …}`.
     pub async fn run(&mut self, id: &str, query: &str, variables: Value) -> Vec<Value> {

@@ -44,6 +44,9 @@ impl AuthQuery {
     }
 
     /// The audit log, newest first (administrators only).
+    #[graphql(
+        complexity = "crate::pagination::list_cost(first, crate::pagination::DEFAULT_PAGE_SIZE, crate::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
     async fn audit_events(
         &self,
         ctx: &Context<'_>,
@@ -76,18 +79,20 @@ impl AuthMutation {
         let state = app_state(ctx).gql()?;
         let caller = caller(ctx).await.gql()?;
         caller.require_admin(state, "issue API tokens").gql()?;
-        tokens::issue_token(
+        let token = tokens::issue_token(
             state.db(),
             &caller,
             state.admin_groups(),
             TokenRequest {
-                email,
+                email: email.clone(),
                 groups,
                 admin,
             },
         )
         .await
-        .gql()
+        .gql()?;
+        tokens::announce_change(state, &email).await;
+        Ok(token)
     }
 
     /// Revokes every token of `email`; false when none was active.
@@ -99,8 +104,10 @@ impl AuthMutation {
         let state = app_state(ctx).gql()?;
         let caller = caller(ctx).await.gql()?;
         caller.require_admin(state, "revoke API tokens").gql()?;
-        tokens::revoke_tokens(state.db(), &caller, &email)
+        let revoked = tokens::revoke_tokens(state.db(), &caller, &email)
             .await
-            .gql()
+            .gql()?;
+        tokens::announce_change(state, &email).await;
+        Ok(revoked)
     }
 }

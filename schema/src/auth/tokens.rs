@@ -245,6 +245,18 @@ pub async fn revoke_tokens(
     Ok(revoked > 0)
 }
 
+/// Tells every replica that `email`'s credentials or groups changed, so open websockets of
+/// that user check them again at once (they also do every `PROCTOR_WS_REVALIDATE_SECONDS`,
+/// which bounds the delay when the bus drops the event).
+pub async fn announce_change(state: &crate::state::AppState, email: &str) {
+    let email = email.trim().to_lowercase();
+    crate::executions::runner::publish(
+        state,
+        crate::ports::event_bus::Event::CredentialsChanged { email: Some(email) },
+    )
+    .await;
+}
+
 /// The groups of a user.
 pub async fn groups_of(db: &DatabaseConnection, user_id: i64) -> Result<Vec<String>, ApiError> {
     Ok(group_membership::Entity::find()

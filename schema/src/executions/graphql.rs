@@ -94,6 +94,9 @@ pub struct LogLine {
     pub line: String,
     /// When it was read.
     pub timestamp: DateTime<Utc>,
+    /// Bytes of the original output were replaced by U+FFFD to store it (a NUL character, or
+    /// bytes that were not UTF-8).
+    pub replaced: bool,
 }
 
 impl From<execution_log::Model> for LogLine {
@@ -103,12 +106,17 @@ impl From<execution_log::Model> for LogLine {
             stream: model.stream.into(),
             line: model.line,
             timestamp: model.logged_at,
+            replaced: model.replaced,
         }
     }
 }
 
 /// Largest `first` for `Execution.logs`.
 const MAX_LOG_PAGE: i32 = 10_000;
+/// `first` of `Execution.logs` when omitted.
+const DEFAULT_LOG_PAGE: u64 = 1_000;
+/// Lines read from the database at a time for `Execution.logs`.
+const LOG_READ_PAGE: u64 = 500;
 
 /// One run of a proc.
 pub struct Execution(pub execution::Model);
@@ -165,6 +173,11 @@ impl Execution {
     async fn reason(&self) -> Option<&str> {
         self.0.reason.as_deref()
     }
+    /// Output lines that could not be stored and were lost (0 normally); a `SYSTEM` line
+    /// marks where, when the database could still store one.
+    async fn log_lines_lost(&self) -> i64 {
+        self.0.log_lines_lost
+    }
     /// The schedule that fired it.
     async fn schedule_id(&self) -> Option<ID> {
         self.0.schedule_id.map(|id| ID(id.to_string()))
@@ -191,6 +204,9 @@ impl Execution {
     }
     /// Stored output after `afterSeq` (default 0), at most `first` lines (default 1000,
     /// at most 10000).
+    #[graphql(
+        complexity = "crate::pagination::list_cost(first, DEFAULT_LOG_PAGE, MAX_LOG_PAGE as u64, child_complexity)"
+    )]
     async fn logs(
         &self,
         ctx: &Context<'_>,
@@ -199,7 +215,7 @@ impl Execution {
     ) -> async_graphql::Result<Vec<LogLine>> {
         let state = app_state(ctx).gql()?;
         let first = match first {
-            None => 1_000,
+            None => DEFAULT_LOG_PAGE,
             Some(n) if (0..=MAX_LOG_PAGE).contains(&n) => n as u64,
             Some(_) => {
                 return Err(ApiError::bad_input(
@@ -209,10 +225,30 @@ impl Execution {
                 .gql();
             }
         };
-        let lines = service::stored_logs(state, self.0.id, after_seq.unwrap_or(0), first)
-            .await
-            .gql()?;
-        Ok(lines.into_iter().map(LogLine::from).collect())
+        // Read page by page, charging the response's budget before reading on, so a query
+        // that asks for too much stops with an error after at most one page too many.
+        let budget = crate::limits::budget(ctx);
+        let mut lines = Vec::new();
+        let mut after = after_seq.unwrap_or(0);
+        while (lines.len() as u64) < first {
+            let want = (first - lines.len() as u64).min(LOG_READ_PAGE);
+            let page = service::stored_logs(state, self.0.id, after, want)
+                .await
+                .gql()?;
+            if let Some(budget) = budget {
+                let bytes = page.iter().map(|line| line.line.len()).sum();
+                budget.charge(page.len(), bytes).gql()?;
+            }
+            let done = (page.len() as u64) < want;
+            if let Some(last) = page.last() {
+                after = last.seq;
+            }
+            lines.extend(page.into_iter().map(LogLine::from));
+            if done {
+                break;
+            }
+        }
+        Ok(lines)
     }
 }
 
@@ -256,6 +292,9 @@ impl ExecutionsQuery {
     }
 
     /// The executions the caller may see, newest first.
+    #[graphql(
+        complexity = "crate::pagination::list_cost(first, crate::pagination::DEFAULT_PAGE_SIZE, crate::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
     async fn executions(
         &self,
         ctx: &Context<'_>,

@@ -25,7 +25,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use proctor_entity::values::{ExecutionStatus, LogStream};
 use proctor_entity::{execution, execution_log};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
 };
@@ -478,8 +478,9 @@ impl Runner {
                             state.metrics().run_started();
                         }
                     }
-                    Some(RunEvent::Log { stream, line, cursor }) => {
-                        if logs.push(stream, line, cursor) && logs.flush().await == Flushed::Fenced {
+                    Some(RunEvent::Log { stream, line, cursor, continues, replaced }) => {
+                        let piece = Piece { continues, replaced };
+                        if logs.push(stream, line, cursor, piece) && logs.flush().await == Flushed::Fenced {
                             return; // Another replica owns it now.
                         }
                     }
@@ -515,6 +516,7 @@ impl Runner {
         if logs.finish().await == Flushed::Fenced {
             return;
         }
+        let outcome = outcome.with_lines_lost(logs.unrecorded_lost);
         finish(state, id, outcome, fence).await;
         if running_since.is_some() {
             state.metrics().run_ended();
@@ -564,14 +566,21 @@ pub struct Outcome {
     status: ExecutionStatus,
     exit_code: Option<i32>,
     reason: Option<String>,
+    /// Output lines lost that the execution row does not count yet.
+    lines_lost: i64,
 }
 
 impl Outcome {
+    fn with_lines_lost(mut self, lost: i64) -> Self {
+        self.lines_lost = lost;
+        self
+    }
     fn succeeded() -> Self {
         Self {
             status: ExecutionStatus::Succeeded,
             exit_code: Some(0),
             reason: None,
+            lines_lost: 0,
         }
     }
     fn failed(exit_code: Option<i32>, reason: String) -> Self {
@@ -579,6 +588,7 @@ impl Outcome {
             status: ExecutionStatus::Failed,
             exit_code,
             reason: Some(reason),
+            lines_lost: 0,
         }
     }
     fn timed_out(reason: String) -> Self {
@@ -586,6 +596,7 @@ impl Outcome {
             status: ExecutionStatus::TimedOut,
             exit_code: None,
             reason: Some(reason),
+            lines_lost: 0,
         }
     }
     /// A cancellation, with why.
@@ -594,6 +605,7 @@ impl Outcome {
             status: ExecutionStatus::Cancelled,
             exit_code: None,
             reason: Some(reason.to_owned()),
+            lines_lost: 0,
         }
     }
     fn creation_failed(reason: String) -> Self {
@@ -601,6 +613,7 @@ impl Outcome {
             status: ExecutionStatus::CreationFailed,
             exit_code: None,
             reason: Some(reason),
+            lines_lost: 0,
         }
     }
     /// The executor lost track of the run.
@@ -609,6 +622,7 @@ impl Outcome {
             status: ExecutionStatus::Lost,
             exit_code: None,
             reason: Some(reason),
+            lines_lost: 0,
         }
     }
 }
@@ -705,6 +719,10 @@ async fn try_transition(
             .col_expr(execution::Column::Reason, Expr::value(outcome.reason))
             .col_expr(execution::Column::FinishedAt, Expr::value(now))
             .col_expr(
+                execution::Column::LogLinesLost,
+                Expr::col(execution::Column::LogLinesLost).add(Expr::val(outcome.lines_lost)),
+            )
+            .col_expr(
                 execution::Column::LeaseExpiresAt,
                 Expr::value(Option::<chrono::DateTime<Utc>>::None),
             ),
@@ -760,7 +778,26 @@ struct LogPipeline {
     /// `flush_interval` to be stored and published together.
     last_flush: Option<Instant>,
     truncated: bool,
+    /// What the masker held back of a cut line, per stream (see `Masker::mask_piece`).
+    carry: HashMap<LogStream, String>,
+    /// Failed attempts to store the current buffer in a row.
+    failures: u32,
+    /// Lines lost since the execution row last counted them.
+    unrecorded_lost: i64,
 }
+
+/// How an executor delivered a piece of output.
+#[derive(Clone, Copy, Debug, Default)]
+struct Piece {
+    /// The line goes on in the next piece of its stream.
+    continues: bool,
+    /// The executor replaced bytes that were not UTF-8.
+    replaced: bool,
+}
+
+/// Failed attempts after which a batch is stored line by line, so one line the database
+/// refuses cannot hold back every line after it.
+const FAILURES_BEFORE_SINGLE_LINES: u32 = 3;
 
 impl LogPipeline {
     fn new(
@@ -784,11 +821,21 @@ impl LogPipeline {
             oldest: None,
             last_flush: None,
             truncated: u64::try_from(stored).unwrap_or(0) > settings.log_max_lines,
+            carry: HashMap::new(),
+            failures: 0,
+            unrecorded_lost: 0,
         }
     }
 
     /// Queues a line (masked, split if over-long); `true` when the buffer should be flushed now.
-    fn push(&mut self, stream: LogStream, line: String, cursor: Option<LogCursor>) -> bool {
+    /// A NUL character (which Postgres cannot store) becomes U+FFFD and the line is marked.
+    fn push(
+        &mut self,
+        stream: LogStream,
+        line: String,
+        cursor: Option<LogCursor>,
+        piece: Piece,
+    ) -> bool {
         if cursor.is_some() {
             self.cursor = cursor;
         }
@@ -796,7 +843,21 @@ impl LogPipeline {
             return false;
         }
         let now = Utc::now();
-        for piece in split_long(self.masker.mask(&line)) {
+        let carry = self.carry.entry(stream).or_default();
+        let masked = if piece.continues || !carry.is_empty() {
+            self.masker.mask_piece(carry, &line, piece.continues)
+        } else {
+            self.masker.mask(&line)
+        };
+        let (masked, nul) = if masked.contains('\0') {
+            (masked.replace('\0', "\u{FFFD}"), true)
+        } else {
+            (masked, false)
+        };
+        if piece.continues && masked.is_empty() {
+            return false;
+        }
+        for text in split_long(masked) {
             if self.next_seq as u64 > self.max_lines {
                 self.truncated = true;
                 self.append(
@@ -807,10 +868,11 @@ impl LogPipeline {
                         self.max_lines
                     ),
                     now,
+                    false,
                 );
                 break;
             }
-            self.append(stream, piece, now);
+            self.append(stream, text, now, piece.replaced || nul);
         }
         self.buffer.len() >= BATCH_LINES
             || self
@@ -821,12 +883,19 @@ impl LogPipeline {
                 .is_none_or(|last| last.elapsed() >= self.flush_interval)
     }
 
-    fn append(&mut self, stream: LogStream, line: String, logged_at: chrono::DateTime<Utc>) {
+    fn append(
+        &mut self,
+        stream: LogStream,
+        line: String,
+        logged_at: chrono::DateTime<Utc>,
+        replaced: bool,
+    ) {
         self.buffer.push(LogRecord {
             seq: self.next_seq,
             stream,
             line,
             logged_at,
+            replaced,
         });
         self.next_seq += 1;
         self.oldest.get_or_insert_with(Instant::now);
@@ -838,10 +907,16 @@ impl LogPipeline {
         if self.buffer.is_empty() {
             return Flushed::Done;
         }
-        match self.store().await {
-            Ok(true) => {}
+        let stored = if self.failures >= FAILURES_BEFORE_SINGLE_LINES {
+            self.store_line_by_line().await
+        } else {
+            self.store().await
+        };
+        match stored {
+            Ok(true) => self.failures = 0,
             Ok(false) => return Flushed::Fenced,
             Err(error) => {
+                self.failures += 1;
                 tracing::warn!(execution.id = self.execution_id, %error, "cannot store log lines yet");
                 return Flushed::Retry;
             }
@@ -893,8 +968,68 @@ impl LogPipeline {
         Ok(true)
     }
 
+    /// The fallback after repeated failures: each line in its own statement; a line the
+    /// database refuses is replaced (same seq, so no gap) by a marker saying it was lost, and
+    /// the execution counts it. Fails only when even a marker cannot be stored (the database
+    /// is away), so nothing is dropped while a retry can still store it.
+    async fn store_line_by_line(&mut self) -> Result<bool, sea_orm::DbErr> {
+        let mut lost = 0;
+        for index in 0..self.buffer.len() {
+            let record = self.buffer[index].clone();
+            if insert_lines(
+                self.state.db(),
+                self.execution_id,
+                std::slice::from_ref(&record),
+            )
+            .await
+            .is_ok()
+            {
+                continue;
+            }
+            let marker = LogRecord {
+                stream: LogStream::System,
+                line: format!(
+                    "[proctor] a {}-byte line of {} could not be stored and was lost",
+                    record.line.len(),
+                    match record.stream {
+                        LogStream::Stdout => "stdout",
+                        LogStream::Stderr => "stderr",
+                        LogStream::System => "proctor",
+                    }
+                ),
+                replaced: false,
+                ..record
+            };
+            insert_lines(
+                self.state.db(),
+                self.execution_id,
+                std::slice::from_ref(&marker),
+            )
+            .await?;
+            self.buffer[index] = marker;
+            lost += 1;
+        }
+        let claimed = execution::Entity::update_many()
+            .filter(execution::Column::Id.eq(self.execution_id))
+            .filter(execution::Column::Owner.eq(self.owner.as_str()))
+            .col_expr(
+                execution::Column::LogLinesLost,
+                Expr::col(execution::Column::LogLinesLost).add(Expr::val(lost)),
+            )
+            .exec(self.state.db())
+            .await?;
+        Ok(claimed.rows_affected > 0)
+    }
+
     /// Stores what is left, retrying for a while if the database is away.
     async fn finish(&mut self) -> Flushed {
+        // A cut line whose end never came: what the masker held back is output too.
+        let held: Vec<(LogStream, String)> = self.carry.drain().collect();
+        for (stream, text) in held {
+            if !text.is_empty() {
+                self.push(stream, text, None, Piece::default());
+            }
+        }
         let deadline = Instant::now() + FINAL_FLUSH_PATIENCE;
         loop {
             match self.flush().await {
@@ -905,8 +1040,10 @@ impl LogPipeline {
                     tracing::error!(
                         execution.id = self.execution_id,
                         lost = self.buffer.len(),
-                        "giving up on storing the last log lines"
+                        "giving up on storing the last log lines; the execution counts them"
                     );
+                    self.unrecorded_lost += self.buffer.len() as i64;
+                    self.buffer.clear();
                     return Flushed::Done;
                 }
                 done_or_fenced => return done_or_fenced,
@@ -926,6 +1063,7 @@ async fn insert_lines<C: ConnectionTrait>(
         stream: Set(record.stream),
         line: Set(record.line.clone()),
         logged_at: Set(record.logged_at),
+        replaced: Set(record.replaced),
     });
     execution_log::Entity::insert_many(rows)
         .exec(db)

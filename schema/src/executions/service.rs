@@ -194,6 +194,7 @@ fn new_row(
         lease_expires_at: Set(None),
         log_source: Set(None),
         log_offset: Set(0),
+        log_lines_lost: Set(0),
     }
 }
 

@@ -1,6 +1,15 @@
 //! What happens to an output line before anyone sees it: secret values are masked, then
 //! over-long lines are split. Masking comes first so a split can never cut a secret in two
 //! and leave both halves readable.
+//!
+//! A secret is masked as written and in the encodings a script most often prints it in:
+//! base64 (standard and URL-safe, with and without padding), URL-encoding (`%XX`, and `+`
+//! for spaces) and JSON string escaping. Masking cannot help with values a proc splits,
+//! reverses, hashes or encodes otherwise (README, security model).
+//!
+//! When an executor cuts an over-long line (it reads at most 1 MiB at a time), the pieces are
+//! masked as one stream ([`Masker::mask_piece`]): the end of each piece that could be the
+//! start of a secret is held back and masked with the next piece.
 
 /// Longest stored line, in bytes; longer lines become several lines, never fewer.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -20,17 +29,52 @@ impl Masker {
     /// because output is read line by line.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
         let mut needles: Vec<String> = Vec::new();
+        let mut add = |needle: String| {
+            if !needle.is_empty() && !needles.contains(&needle) {
+                needles.push(needle);
+            }
+        };
         for secret in secrets {
             let parts = std::iter::once(secret).chain(secret.lines());
             for part in parts {
                 let part = part.trim_end_matches('\r');
-                if !part.is_empty() && !needles.iter().any(|known| known == part) {
-                    needles.push(part.to_owned());
-                }
+                add(part.to_owned());
+            }
+            if secret.is_empty() {
+                continue;
+            }
+            for encoded in encodings(secret) {
+                add(encoded);
             }
         }
         needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
         Self { needles }
+    }
+
+    /// The longest text masked; a cut piece holds back one byte less than this.
+    fn window(&self) -> usize {
+        self.needles.first().map_or(0, String::len)
+    }
+
+    /// Masks `piece`, the next part of a line cut by the executor, after `carry` (what an
+    /// earlier piece held back). With `continues`, the end that could still be the start of
+    /// a secret is held back in `carry` and the rest returned; without, everything is.
+    pub fn mask_piece(&self, carry: &mut String, piece: &str, continues: bool) -> String {
+        carry.push_str(piece);
+        let masked = self.mask(carry);
+        carry.clear();
+        if !continues {
+            return masked;
+        }
+        let hold = self.window().saturating_sub(1);
+        let mut cut = masked.len().saturating_sub(hold);
+        while !masked.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        carry.push_str(&masked[cut..]);
+        let mut out = masked;
+        out.truncate(cut);
+        out
     }
 
     /// `line` with every secret value replaced by `***`.
@@ -43,6 +87,50 @@ impl Masker {
         }
         masked
     }
+}
+
+/// The forms of `secret` a script commonly prints instead of the value itself.
+fn encodings(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let bytes = secret.as_bytes();
+    let mut forms = vec![
+        STANDARD.encode(bytes),
+        STANDARD_NO_PAD.encode(bytes),
+        URL_SAFE.encode(bytes),
+        URL_SAFE_NO_PAD.encode(bytes),
+    ];
+    let mut percent = String::new();
+    let mut percent_lower = String::new();
+    let mut form = String::new();
+    for byte in bytes {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                percent.push(char::from(*byte));
+                percent_lower.push(char::from(*byte));
+                form.push(char::from(*byte));
+            }
+            b' ' => {
+                percent.push_str("%20");
+                percent_lower.push_str("%20");
+                form.push('+');
+            }
+            other => {
+                percent.push_str(&format!("%{other:02X}"));
+                percent_lower.push_str(&format!("%{other:02x}"));
+                form.push_str(&format!("%{other:02X}"));
+            }
+        }
+    }
+    forms.push(percent_lower);
+    forms.push(percent);
+    forms.push(form);
+    if let Ok(json) = serde_json::to_string(secret) {
+        forms.push(json[1..json.len() - 1].to_owned());
+    }
+    // Short secrets' encodings would mask ordinary words; the value itself is still masked.
+    forms.retain(|form| form.len() >= 4 && form != secret);
+    forms
 }
 
 /// `line` cut into pieces of at most [`MAX_LINE_BYTES`], on character boundaries.
@@ -67,6 +155,39 @@ pub fn split_long(line: String) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_masked_in_their_common_encodings() {
+        use base64::Engine as _;
+        let secret = "s3cr3t value/+?";
+        let masker = Masker::new([secret]);
+        let engines = [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+            base64::engine::general_purpose::URL_SAFE,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ];
+        for engine in engines {
+            let encoded = engine.encode(secret);
+            let masked = masker.mask(&format!("token={encoded};"));
+            assert_eq!(masked, "token=***;", "{encoded}");
+        }
+        assert_eq!(masker.mask("q=s3cr3t%20value%2F%2B%3F"), "q=***");
+        assert_eq!(masker.mask("q=s3cr3t+value%2F%2B%3F"), "q=***");
+        let json = serde_json::to_string(&serde_json::json!({ "k": "s3cr3t \"x\\" })).unwrap();
+        let quoted = Masker::new(["s3cr3t \"x\\"]);
+        assert_eq!(quoted.mask(&json), r#"{"k":"***"}"#);
+    }
+
+    #[test]
+    fn a_secret_cut_between_two_pieces_is_masked() {
+        let masker = Masker::new(["hunter2-secret"]);
+        let mut carry = String::new();
+        let mut out = masker.mask_piece(&mut carry, &format!("{}hunter2-", "x".repeat(100)), true);
+        out.push_str(&masker.mask_piece(&mut carry, "secret and more", false));
+        assert_eq!(out, format!("{}*** and more", "x".repeat(100)));
+        assert!(!out.contains("hunter"));
+    }
 
     #[test]
     fn every_occurrence_of_every_secret_is_masked() {

@@ -180,6 +180,7 @@ impl LogFollower {
                 stream: record.stream,
                 line: record.line,
                 logged_at: record.logged_at,
+                replaced: record.replaced,
             });
         }
         true

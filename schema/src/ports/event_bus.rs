@@ -32,6 +32,9 @@ pub struct LogRecord {
     pub line: String,
     /// When it was read.
     pub logged_at: DateTime<Utc>,
+    /// Bytes were replaced (NUL or invalid UTF-8 by U+FFFD) so it could be stored.
+    #[serde(default)]
+    pub replaced: bool,
 }
 
 /// Something subscribers may want to know about; published after the database commit.
@@ -60,6 +63,12 @@ pub enum Event {
         /// The execution.
         execution_id: i64,
     },
+    /// A user's tokens were revoked or their groups changed: open websockets of that user
+    /// (every user, when `None`) check their credentials again at once.
+    CredentialsChanged {
+        /// The user, in lower case.
+        email: Option<String>,
+    },
 }
 
 /// What a subscriber listens to.
@@ -73,6 +82,8 @@ pub enum Topic {
     Schedules,
     /// Requests between replicas (cancellation).
     Control,
+    /// Revocations and group changes (open websockets listen here).
+    Credentials,
 }
 
 impl Event {
@@ -85,6 +96,7 @@ impl Event {
             Self::ExecutionLogs { execution_id, .. } => vec![Topic::Execution(*execution_id)],
             Self::ScheduleChanged { .. } => vec![Topic::Schedules],
             Self::CancelRequested { .. } => vec![Topic::Control],
+            Self::CredentialsChanged { .. } => vec![Topic::Credentials],
         }
     }
 }
@@ -295,6 +307,7 @@ mod tests {
                 lease_expires_at: None,
                 log_source: None,
                 log_offset: 0,
+                log_lines_lost: 0,
             }),
         }
     }
@@ -364,6 +377,7 @@ mod tests {
                 stream: LogStream::Stderr,
                 line: "boom".into(),
                 logged_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                replaced: false,
             }],
         };
         let json = serde_json::to_string(&event).unwrap();

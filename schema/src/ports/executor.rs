@@ -87,6 +87,11 @@ pub enum RunEvent {
         line: String,
         /// The position after this line, for executors that can re-attach.
         cursor: Option<LogCursor>,
+        /// The line goes on in the next `Log` of this stream (the executor cut an over-long
+        /// line); secrets are masked across the cut.
+        continues: bool,
+        /// Bytes that were not UTF-8 were replaced by U+FFFD.
+        replaced: bool,
     },
     /// The run exited on its own.
     Exited {

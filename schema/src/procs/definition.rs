@@ -222,6 +222,15 @@ impl Checker<'_> {
                 ),
             ));
         }
+        if let Some(rule) = reserved_name(name) {
+            return Err(self.error(
+                field,
+                format!(
+                    "{name} is reserved: {rule}, so an argument or secret may not set it (see \
+                     the README's security model for the list)"
+                ),
+            ));
+        }
         if CONTEXT_VARIABLES.contains(&name) {
             return Err(self.error(
                 field,
@@ -230,6 +239,62 @@ impl Checker<'_> {
         }
         Ok(())
     }
+}
+
+/// Variables that change how a process or its interpreter runs; no argument or secret may set
+/// them (compared without regard to case).
+pub const RESERVED_NAMES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "SHELL",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "CDPATH",
+    "PS4",
+    "PROMPT_COMMAND",
+    "GLOBIGNORE",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "GCONV_PATH",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "RES_OPTIONS",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PYTHONHOME",
+    "PERL5LIB",
+    "PERL5OPT",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+];
+
+/// Prefixes of reserved variables (the dynamic loaders', bash's exported functions', and
+/// Proctor's own).
+pub const RESERVED_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_", "PROCTOR_", "MALLOC_"];
+
+/// Why `name` is reserved, if it is.
+pub fn reserved_name(name: &str) -> Option<&'static str> {
+    let upper = name.to_ascii_uppercase();
+    if RESERVED_NAMES.contains(&upper.as_str()) {
+        return Some("it changes how the process or its interpreter runs");
+    }
+    RESERVED_PREFIXES
+        .iter()
+        .find(|prefix| upper.starts_with(*prefix))
+        .map(|prefix| match *prefix {
+            "PROCTOR_" => "PROCTOR_ names belong to Proctor",
+            _ => "it changes how programs are loaded or run",
+        })
 }
 
 impl ProcDefinition {

@@ -151,6 +151,9 @@ impl Schedule {
         self.0.schedule.updated_at
     }
     /// The slots it fired or skipped and its manual triggers, newest first.
+    #[graphql(
+        complexity = "crate::pagination::list_cost(first, crate::pagination::DEFAULT_PAGE_SIZE, crate::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
     async fn runs(
         &self,
         ctx: &Context<'_>,
@@ -308,6 +311,9 @@ pub struct SchedulesQuery;
 impl SchedulesQuery {
     /// The schedules the caller may see (of procs they may run, or created by them), newest
     /// first.
+    #[graphql(
+        complexity = "crate::pagination::list_cost(first, crate::pagination::DEFAULT_PAGE_SIZE, crate::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
     async fn schedules(
         &self,
         ctx: &Context<'_>,

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use axum::extract::{Path, RawQuery, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use proctor_entity::execution;
@@ -41,6 +41,9 @@ pub async fn create(
     LegacyCaller(caller): LegacyCaller,
     body: Bytes,
 ) -> Response {
+    if let Err(refusal) = super::refuse_nul(&body) {
+        return refusal.into_response();
+    }
     let Some(body) = decode_object::<ExecuteBody>(&body) else {
         return LegacyError::bad_request("Failed to parse request body from CLI").into_response();
     };
@@ -103,11 +106,11 @@ pub async fn status(
 /// The log websocket: one text frame per line (the stored ones, then live ones while the run
 /// goes on), then a normal close (1000). Credentials and the caller's right to see the
 /// execution are checked before the upgrade; an id that is missing or unknown is answered,
-/// as in v2, by a close frame with the reason.
+/// as in v2, by a close frame with the reason. Pages of other origins never get here: the
+/// browser guard (`crate::guard`) refuses them for every route.
 pub async fn logs(
     State(state): State<AppState>,
     LegacyCaller(caller): LegacyCaller,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -115,9 +118,6 @@ pub async fn logs(
         return LegacyError::bad_request("Bad Request\nWebSocket Initializer Error")
             .into_response();
     };
-    if let Err(refusal) = same_origin(&headers) {
-        return refusal.into_response();
-    }
     let Some(id) = query.as_deref().and_then(context_id) else {
         return close_at_once(
             upgrade,
@@ -139,33 +139,6 @@ fn context_id(query: &str) -> Option<u64> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == "context_id")
         .and_then(|(_, value)| value.trim().parse::<u64>().ok())
-}
-
-/// Refuses a browser page of another origin (gorilla/websocket's default check in v2): with
-/// auth off, any web page could otherwise read logs from a server on the visitor's machine.
-fn same_origin(headers: &HeaderMap) -> Result<(), LegacyError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .unwrap_or_default();
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|origin| url::Url::parse(origin).ok())
-        .map(|url| match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_owned(),
-        });
-    match origin_host {
-        Some(origin_host) if origin_host.eq_ignore_ascii_case(host) => Ok(()),
-        _ => Err(LegacyError::new(
-            StatusCode::FORBIDDEN,
-            "websocket: request origin not allowed: the Origin header is not this host",
-        )),
-    }
 }
 
 /// Upgrades and closes at once with a normal close and `reason`.
@@ -231,8 +204,6 @@ async fn stream_lines(state: AppState, execution: execution::Model, socket: WebS
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
 
     #[test]
@@ -242,24 +213,5 @@ mod tests {
         assert_eq!(context_id("context_id=x"), None);
         assert_eq!(context_id("context_id=-1"), None);
         assert_eq!(context_id(""), None);
-    }
-
-    #[test]
-    fn other_origins_are_refused() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("localhost:5001"));
-        assert!(same_origin(&headers).is_ok(), "no Origin: not a browser");
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://localhost:5001"),
-        );
-        assert!(same_origin(&headers).is_ok());
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://evil.example"),
-        );
-        assert!(same_origin(&headers).is_err());
-        headers.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(same_origin(&headers).is_err());
     }
 }

@@ -146,6 +146,20 @@ fn decode_object<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
         .and_then(|value| serde_json::from_value(value).ok())
 }
 
+/// 400 naming the field when a JSON body holds a NUL character anywhere (Postgres cannot
+/// store one; GraphQL refuses them the same way).
+fn refuse_nul(body: &[u8]) -> Result<(), LegacyError> {
+    let Some(value) = decode::<serde_json::Value>(body) else {
+        return Ok(());
+    };
+    match proctor_schema::limits::nul_path_json(&value, "") {
+        Some(path) => Err(LegacyError::bad_request(format!(
+            "{path}: must not contain NUL characters (\\u0000)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// JSON with `status`.
 fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(value) {

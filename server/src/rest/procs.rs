@@ -38,6 +38,9 @@ pub async fn apply(
     if let Err(error) = caller.require_admin(&state, "create or change procs") {
         return LegacyError::from_api(&error, "").into_response();
     }
+    if let Err(refusal) = super::refuse_nul(&body) {
+        return refusal.into_response();
+    }
     let Some(items) = decode::<Vec<LegacyMetadata>>(&body) else {
         return LegacyError::bad_request("malformed request").into_response();
     };
@@ -64,6 +67,9 @@ pub async fn set_secrets(
 ) -> Response {
     if let Err(error) = caller.require_admin(&state, "set secrets") {
         return LegacyError::from_api(&error, "").into_response();
+    }
+    if let Err(refusal) = super::refuse_nul(&body) {
+        return refusal.into_response();
     }
     let Some(body) = decode_object::<SecretBody>(&body) else {
         return LegacyError::bad_request("malformed request").into_response();

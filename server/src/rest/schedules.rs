@@ -147,6 +147,9 @@ pub async fn create(
     LegacyCaller(caller): LegacyCaller,
     body: Bytes,
 ) -> Response {
+    if let Err(refusal) = super::refuse_nul(&body) {
+        return refusal.into_response();
+    }
     let Some(body) = decode_object::<ScheduleBody>(&body) else {
         return LegacyError::bad_request("Malformed request").into_response();
     };

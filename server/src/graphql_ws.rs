@@ -1,0 +1,319 @@
+//! GraphQL over websockets (`graphql-transport-ws` and the legacy `graphql-ws`), with the
+//! checks a long-lived connection needs on top of async-graphql's protocol engine.
+//!
+//! Invariants:
+//! - Credentials are never trusted for a connection's life. They are checked again when each
+//!   new operation starts, every `PROCTOR_WS_REVALIDATE_SECONDS` (at most 30 s), and at once
+//!   when any replica announces that the user's tokens or groups changed
+//!   ([`Event::CredentialsChanged`]). If the caller is no longer who they were (token revoked
+//!   or expired, user gone, groups changed), the connection is closed with code 4403 and every
+//!   operation on it ends; the client reconnects and gets its current rights.
+//! - A connection holds at most `PROCTOR_MAX_SUBSCRIPTIONS_PER_CONNECTION` operations and the
+//!   server at most `PROCTOR_MAX_SUBSCRIPTIONS`. An operation beyond either gets an `error`
+//!   message for its id; the connection stays usable.
+//! - An operation counts from its `subscribe`/`start` until the server sends `complete` for
+//!   its id (which async-graphql does for every operation that ends, stopped or not), or the
+//!   connection closes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_graphql::Data;
+use async_graphql::http::{WebSocket as GraphQLWebSocket, WebSocketProtocols, WsMessage};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use proctor_schema::auth::{Caller, RequestAuth};
+use proctor_schema::ports::authenticator::Credentials;
+use proctor_schema::ports::event_bus::{Delivery, Event, Topic};
+use proctor_schema::{AppState, ProctorSchema};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::credentials;
+
+/// The close code of a connection whose caller lost their rights.
+pub const CLOSE_FORBIDDEN: u16 = 4403;
+
+/// Limits shared by every websocket of a server.
+pub struct WsLimits {
+    /// Operations one connection may hold.
+    pub per_connection: usize,
+    /// Operations the server may hold.
+    pub server_wide: usize,
+    /// Operations open right now, server-wide.
+    pub open: AtomicUsize,
+    /// How often credentials are checked again.
+    pub revalidate: Duration,
+}
+
+/// Who the connection authenticated as at `connection_init`.
+#[derive(Clone)]
+struct Identity {
+    credentials: Credentials,
+    caller: Option<Caller>,
+}
+
+/// What a client message means for the limits and checks.
+enum ClientKind {
+    Start(String),
+    Other,
+}
+
+fn classify(text: &str) -> ClientKind {
+    let Ok(Value::Object(message)) = serde_json::from_str::<Value>(text) else {
+        return ClientKind::Other;
+    };
+    match (
+        message.get("type").and_then(Value::as_str),
+        message.get("id"),
+    ) {
+        (Some("subscribe" | "start"), Some(Value::String(id))) => ClientKind::Start(id.clone()),
+        _ => ClientKind::Other,
+    }
+}
+
+/// The id of a server `complete` message.
+fn completed_id(text: &str) -> Option<String> {
+    // Cheap pre-check: most server messages are `next` payloads, possibly large.
+    if !text.starts_with("{\"type\":\"complete\"") {
+        return None;
+    }
+    let message: Value = serde_json::from_str(text).ok()?;
+    message.get("id")?.as_str().map(str::to_owned)
+}
+
+/// The protocol's error message for operation `id`.
+fn operation_error(protocol: WebSocketProtocols, id: &str, message: &str, code: &str) -> String {
+    let error = json!({ "message": message, "extensions": { "code": code } });
+    match protocol {
+        WebSocketProtocols::GraphQLWS => {
+            json!({ "type": "error", "id": id, "payload": [error] }).to_string()
+        }
+        WebSocketProtocols::SubscriptionsTransportWS => {
+            json!({ "type": "error", "id": id, "payload": error }).to_string()
+        }
+    }
+}
+
+/// Serves one upgraded connection until either side closes it.
+pub async fn serve(
+    socket: WebSocket,
+    schema: ProctorSchema,
+    protocol: WebSocketProtocols,
+    state: AppState,
+    from_headers: Credentials,
+    limits: Arc<WsLimits>,
+) {
+    let identity: Arc<Mutex<Option<Identity>>> = Arc::new(Mutex::new(None));
+    let (mut sink, mut source) = socket.split();
+    let (mut to_engine, engine_input) = mpsc::channel::<String>(16);
+    let init_identity = Arc::clone(&identity);
+    let init_state = state.clone();
+    let mut engine = GraphQLWebSocket::new(schema, engine_input, protocol).on_connection_init(
+        move |payload| async move {
+            let credentials = credentials::from_payload(&payload, from_headers);
+            let auth = RequestAuth::new(credentials.clone());
+            let caller = auth
+                .resolve(&init_state)
+                .await
+                .map_err(|error| async_graphql::Error::new(error.to_string()))?;
+            *init_identity.lock().await = Some(Identity {
+                credentials,
+                caller,
+            });
+            let mut data = Data::default();
+            data.insert(auth);
+            Ok(data)
+        },
+    );
+
+    let mut changes = state.event_bus().subscribe(Topic::Credentials);
+    let mut recheck = tokio::time::interval(limits.revalidate);
+    recheck.tick().await;
+    let mut open: HashSet<String> = HashSet::new();
+
+    let close = loop {
+        tokio::select! {
+            incoming = source.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text.to_string(),
+                    Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
+                        Ok(text) => text,
+                        Err(_) => break Some((1003, "binary frames must hold UTF-8 JSON".to_owned())),
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+                };
+                if let ClientKind::Start(id) = classify(&text) {
+                    if open.contains(&id) {
+                        break Some((4409, format!("Subscriber for {id} already exists")));
+                    }
+                    if let Some(reason) = still_valid(&identity, &state).await {
+                        break Some((CLOSE_FORBIDDEN, reason));
+                    }
+                    let refusal = if open.len() >= limits.per_connection {
+                        Some(format!(
+                            "this connection already has {} operations open (the most one \
+                             connection may hold, PROCTOR_MAX_SUBSCRIPTIONS_PER_CONNECTION); \
+                             complete one first or open another connection",
+                            open.len()
+                        ))
+                    } else if limits.open.fetch_add(1, Ordering::AcqRel) >= limits.server_wide {
+                        limits.open.fetch_sub(1, Ordering::AcqRel);
+                        Some(format!(
+                            "the server holds the most websocket operations it may \
+                             ({}, PROCTOR_MAX_SUBSCRIPTIONS); try again later",
+                            limits.server_wide
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(message) = refusal {
+                        let error = operation_error(protocol, &id, &message, "LIMIT_EXCEEDED");
+                        if sink.send(Message::Text(error.into())).await.is_err() {
+                            break None;
+                        }
+                        continue;
+                    }
+                    open.insert(id);
+                }
+                if to_engine.send(text).await.is_err() {
+                    break None;
+                }
+            }
+            outgoing = engine.next() => match outgoing {
+                Some(WsMessage::Text(text)) => {
+                    if let Some(id) = completed_id(&text)
+                        && open.remove(&id)
+                    {
+                        limits.open.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(WsMessage::Close(code, reason)) => break Some((code, reason)),
+                None => break Some((1000, String::new())),
+            },
+            _ = recheck.tick() => {
+                if let Some(reason) = still_valid(&identity, &state).await {
+                    break Some((CLOSE_FORBIDDEN, reason));
+                }
+            }
+            change = changes.next() => {
+                let concerns_us = match &change {
+                    Some(Delivery::Event(Event::CredentialsChanged { email })) => {
+                        concerns(&identity, email.as_deref()).await
+                    }
+                    // Missed events: check rather than guess.
+                    Some(Delivery::Missed(_)) => true,
+                    Some(Delivery::Event(_)) => false,
+                    None => {
+                        changes = state.event_bus().subscribe(Topic::Credentials);
+                        false
+                    }
+                };
+                if concerns_us && let Some(reason) = still_valid(&identity, &state).await {
+                    break Some((CLOSE_FORBIDDEN, reason));
+                }
+            }
+        }
+    };
+    limits.open.fetch_sub(open.len(), Ordering::AcqRel);
+    if let Some((code, reason)) = close {
+        if code == CLOSE_FORBIDDEN {
+            tracing::info!(%reason, "closed a websocket whose caller lost their rights");
+        }
+        // The reason of a close frame is at most 123 bytes.
+        let mut reason = reason;
+        if reason.len() > 120 {
+            let mut cut = 120;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+}
+
+/// Whether a change announced for `email` may concern this connection.
+async fn concerns(identity: &Mutex<Option<Identity>>, email: Option<&str>) -> bool {
+    let Some(email) = email else {
+        return true;
+    };
+    match &*identity.lock().await {
+        Some(Identity {
+            caller: Some(caller),
+            credentials,
+        }) => {
+            caller
+                .email
+                .as_deref()
+                .is_none_or(|own| own.eq_ignore_ascii_case(email))
+                || credentials
+                    .email
+                    .as_deref()
+                    .is_some_and(|own| own.eq_ignore_ascii_case(email))
+        }
+        _ => false,
+    }
+}
+
+/// `None` while the connection's credentials still give the caller it started with; else
+/// why not. Before `connection_init` there is nothing to check.
+async fn still_valid(identity: &Mutex<Option<Identity>>, state: &AppState) -> Option<String> {
+    let Some(identity) = identity.lock().await.clone() else {
+        return None;
+    };
+    if !state.auth_enabled() {
+        return None;
+    }
+    match RequestAuth::new(identity.credentials).resolve(state).await {
+        Ok(current) if current == identity.caller => None,
+        Ok(_) => Some("Forbidden: your groups or identity changed; reconnect".to_owned()),
+        Err(error) => Some(format!("Forbidden: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_are_classified() {
+        assert!(matches!(
+            classify(r#"{"type":"subscribe","id":"1","payload":{"query":"{a}"}}"#),
+            ClientKind::Start(id) if id == "1"
+        ));
+        assert!(matches!(
+            classify(r#"{"type":"start","id":"x","payload":{}}"#),
+            ClientKind::Start(id) if id == "x"
+        ));
+        assert!(matches!(
+            classify(r#"{"type":"complete","id":"1"}"#),
+            ClientKind::Other
+        ));
+        assert!(matches!(classify("not json"), ClientKind::Other));
+    }
+
+    #[test]
+    fn server_completions_are_recognised() {
+        assert_eq!(
+            completed_id(r#"{"type":"complete","id":"7"}"#).as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            completed_id(r#"{"type":"next","id":"7","payload":{}}"#),
+            None
+        );
+    }
+}

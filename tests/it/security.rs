@@ -1,0 +1,629 @@
+//! The security model (README, "Security model"): what a page on another origin, a stale
+//! credential, a greedy query or a hostile input can no longer do. Each test names the attack
+//! it stops and fails on the code before the defence existed.
+
+use std::time::Duration;
+
+use proctor_server::config::AuthMode;
+use proctor_tests::graphql_ws::{Protocol, WsClient};
+use proctor_tests::{Stack, TestApp};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+const UPSERT: &str = "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }";
+const PROCS: &str = "{ procs { name } }";
+
+/// What a hostile page would post: a proc that runs a shell command.
+fn attack_body() -> String {
+    json!({
+        "query": UPSERT,
+        "variables": { "i": { "name": "pwned", "command": ["sh", "-c", "echo pwned"] } }
+    })
+    .to_string()
+}
+
+async fn proc_names(app: &TestApp) -> Vec<String> {
+    let listed = app.graphql(PROCS, json!({})).await;
+    listed["data"]["procs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|proc| proc["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn cross_site_simple_posts_get_415_and_change_nothing() {
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    for content_type in [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=----x"),
+        None,
+    ] {
+        let mut request = app.http.post(app.url("/graphql")).body(attack_body());
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 415, "{content_type:?}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json"),
+            "{body}"
+        );
+    }
+    assert!(proc_names(&app).await.is_empty(), "nothing was defined");
+    // JSON with a charset parameter is JSON.
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("Content-Type", "application/json; charset=utf-8")
+        .body(json!({ "query": PROCS }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused_on_post_and_both_websocket_protocols() {
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    for origin in ["https://evil.example", "null", "http://127.0.0.1:1"] {
+        let response = app
+            .http
+            .post(app.url("/graphql"))
+            .header("Content-Type", "application/json")
+            .header("Origin", origin)
+            .body(attack_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{origin}");
+    }
+    assert!(proc_names(&app).await.is_empty(), "nothing was defined");
+
+    for (path, protocol) in [
+        ("/graphql/ws", Some("graphql-transport-ws")),
+        ("/graphql/ws", Some("graphql-ws")),
+        ("/execution/logs?context_id=1", None),
+    ] {
+        let mut request = format!("ws://{}{path}", app.address)
+            .into_client_request()
+            .unwrap();
+        if let Some(protocol) = protocol {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol));
+        }
+        request
+            .headers_mut()
+            .insert("Origin", HeaderValue::from_static("https://evil.example"));
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 403, "{path} {protocol:?}");
+            }
+            other => panic!("{path} {protocol:?} was upgraded: {:?}", other.map(|_| ())),
+        }
+    }
+
+    // The server's own pages keep working, over HTTP and websockets.
+    let own = format!("http://{}", app.address);
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("Origin", &own)
+        .json(&json!({ "query": PROCS }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut request = app.ws_url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    request
+        .headers_mut()
+        .insert("Origin", HeaderValue::from_str(&own).unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("same-origin websocket upgrade");
+}
+
+#[tokio::test]
+async fn listed_origins_are_admitted() {
+    let app = TestApp::builder()
+        .stack(Stack::Embedded)
+        .with_settings(|settings| {
+            settings.security.allowed_origins = vec!["https://console.example.com:443".into()];
+        })
+        .spawn()
+        .await;
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("Origin", "https://console.example.com")
+        .json(&json!({ "query": PROCS }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn rebinding_hosts_are_refused_while_auth_is_off() {
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    for host in ["evil.example", "evil.example:5001", "10.1.2.3"] {
+        let response = app
+            .http
+            .post(app.url("/graphql"))
+            .header("Host", host)
+            .header("Content-Type", "application/json")
+            .body(attack_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 421, "{host}");
+        let response = app
+            .http
+            .get(app.url("/metadata"))
+            .header("Host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 421, "REST too: {host}");
+    }
+    assert!(proc_names(&app).await.is_empty());
+    for host in ["localhost", "127.0.0.1", "[::1]:80", "127.1.2.3:9"] {
+        let response = app
+            .http
+            .post(app.url("/graphql"))
+            .header("Host", host)
+            .json(&json!({ "query": PROCS }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{host}");
+    }
+}
+
+/// A builtin-auth server with an administrator and a user in group `ops`.
+async fn auth_app(stack: Stack, revalidate: Duration) -> Option<(TestApp, String, String)> {
+    let app = TestApp::builder()
+        .stack(stack)
+        .with_settings(move |settings| {
+            settings.auth = AuthMode::Builtin;
+            settings.security.ws_revalidate = revalidate;
+        })
+        .try_spawn()
+        .await?;
+    let admin = app.issue_token("root@example.com", &[], true).await;
+    let user = app.issue_token("bo@example.com", &["ops"], false).await;
+    Some((app, admin, user))
+}
+
+const WATCH: &str = "subscription { executionEvents { id status } }";
+
+async fn revoked_token_closes_the_socket(stack: Stack) {
+    let Some((app, admin, user)) = auth_app(stack, Duration::from_secs(30)).await else {
+        return;
+    };
+    for protocol in [Protocol::TransportWs, Protocol::LegacyWs] {
+        let user = if protocol == Protocol::TransportWs {
+            user.clone()
+        } else {
+            app.issue_token("bo@example.com", &["ops"], false).await
+        };
+        let mut socket = WsClient::connect(
+            &app.ws_url(),
+            protocol,
+            json!({ "Authorization": format!("Bearer {user}") }),
+        )
+        .await;
+        socket.start("1", WATCH, json!({})).await;
+        assert_eq!(socket.wait_closed(Duration::from_millis(300)).await, None);
+        let revoked = app
+            .graphql_as(
+                &admin,
+                r#"mutation { revokeApiToken(email: "bo@example.com") }"#,
+                json!({}),
+            )
+            .await;
+        assert_eq!(revoked["data"]["revokeApiToken"], true, "{revoked}");
+        let (code, reason) = socket
+            .wait_closed(Duration::from_secs(10))
+            .await
+            .expect("the socket of a revoked token is closed");
+        assert_eq!(code, 4403, "{reason}");
+    }
+}
+
+async fn group_change_closes_the_socket_and_new_operations_fail(stack: Stack) {
+    let Some((app, admin, user)) = auth_app(stack, Duration::from_secs(30)).await else {
+        return;
+    };
+    let mut socket = WsClient::connect(
+        &app.ws_url(),
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {user}") }),
+    )
+    .await;
+    let me = socket.run("1", "{ me { email groups } }", json!({})).await;
+    assert_eq!(me[0]["data"]["me"]["groups"], json!(["ops"]), "{me:?}");
+    // The admin moves bo out of ops (a new token with other groups).
+    let changed = app
+        .graphql_as(
+            &admin,
+            r#"mutation { createApiToken(email: "bo@example.com", groups: ["dev"]) }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(changed["errors"], Value::Null, "{changed}");
+    let closed = socket.wait_closed(Duration::from_secs(10)).await;
+    assert_eq!(closed.map(|(code, _)| code), Some(4403));
+}
+
+on_both_stacks!(
+    revoked_token_closes_the_socket,
+    group_change_closes_the_socket_and_new_operations_fail
+);
+
+#[tokio::test]
+async fn a_revocation_nobody_announced_is_found_by_the_periodic_check() {
+    let (app, _admin, user) = auth_app(Stack::Embedded, Duration::from_secs(1))
+        .await
+        .expect("the embedded stack needs nothing");
+    let mut socket = WsClient::connect(
+        &app.ws_url(),
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {user}") }),
+    )
+    .await;
+    socket.start("1", WATCH, json!({})).await;
+    // Revoked straight in the database (as another tool would): no event on the bus.
+    proctor_schema::auth::tokens::revoke_tokens(
+        app.state.db(),
+        &proctor_schema::auth::Caller::system("test"),
+        "bo@example.com",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let closed = socket.wait_closed(Duration::from_secs(10)).await;
+    assert_eq!(closed.map(|(code, _)| code), Some(4403));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+const EXECUTE: &str =
+    "mutation($p: String!, $a: [ArgInput!]) { execute(proc: $p, args: $a) { id } }";
+const FINAL: &str = "subscription($id: ID!) { executionStatus(id: $id) { status logLinesLost } }";
+
+async fn define(app: &TestApp, input: Value) {
+    let created = app.graphql(UPSERT, json!({ "i": input })).await;
+    assert_eq!(created["errors"], Value::Null, "{created}");
+}
+
+/// Runs `proc` and waits for its final state; returns (id, final status payload).
+async fn run_to_end(app: &TestApp, proc: &str) -> (String, Value) {
+    let started = app.graphql(EXECUTE, json!({ "p": proc })).await;
+    let id = started["data"]["execute"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    let mut socket = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
+    let states = socket.run("1", FINAL, json!({ "id": id })).await;
+    let last = states.last().expect("at least one state")["data"]["executionStatus"].clone();
+    (id, last)
+}
+
+async fn all_lines(app: &TestApp, id: &str) -> Vec<Value> {
+    let page = app
+        .graphql(
+            "query($id: ID!) { execution(id: $id) { logs(first: 10000) { seq stream line replaced } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    page["data"]["execution"]["logs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{page}"))
+        .clone()
+}
+
+async fn nul_in_output_loses_no_line(stack: Stack) {
+    let Some(app) = TestApp::builder().stack(stack).try_spawn().await else {
+        return;
+    };
+    define(
+        &app,
+        json!({ "name": "nul", "command": ["sh", "-c",
+            "echo before; printf 'a\\000b\\n'; printf 'bad \\377 byte\\n'; seq 1 600; echo after"] }),
+    )
+    .await;
+    let (id, last) = run_to_end(&app, "nul").await;
+    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    assert_eq!(last["logLinesLost"], 0, "{last}");
+    let lines = all_lines(&app, &id).await;
+    assert_eq!(lines.len(), 604, "every line is stored");
+    assert_eq!(lines[0]["line"], "before");
+    assert_eq!(lines[1]["line"], "a\u{FFFD}b");
+    assert_eq!(lines[1]["replaced"], true);
+    assert_eq!(lines[2]["line"], "bad \u{FFFD} byte");
+    assert_eq!(lines[2]["replaced"], true);
+    assert_eq!(lines[3]["replaced"], false);
+    assert_eq!(lines[603]["line"], "after");
+    for (index, line) in lines.iter().enumerate() {
+        assert_eq!(line["seq"], index + 1, "no gaps");
+    }
+}
+
+async fn nul_in_input_is_bad_user_input(stack: Stack) {
+    let Some(app) = TestApp::builder().stack(stack).try_spawn().await else {
+        return;
+    };
+    let refused = app
+        .graphql(
+            UPSERT,
+            json!({ "i": { "name": "x", "command": ["true"], "description": "a\u{0}b" } }),
+        )
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
+    assert_eq!(refused["errors"][0]["extensions"]["field"], "i.description");
+    let inline = app
+        .graphql(
+            r#"mutation { upsertProc(input: { name: "x", command: ["true"], description: "a\u0000" }) { name } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        inline["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{inline}"
+    );
+    define(
+        &app,
+        json!({ "name": "echo", "command": ["true"], "args": [{ "name": "WHO" }] }),
+    )
+    .await;
+    let refused = app
+        .graphql(
+            EXECUTE,
+            json!({ "p": "echo", "a": [{ "name": "WHO", "value": "x\u{0}" }] }),
+        )
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["field"], "a[0].value",
+        "{refused}"
+    );
+    let rest = app
+        .http
+        .post(app.url("/execution"))
+        .json(&json!({ "name": "echo", "args": { "WHO": "x\u{0}" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 400);
+    assert!(rest.text().await.unwrap().contains("args.WHO"));
+    let listed = app
+        .graphql("{ executions { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(
+        listed["data"]["executions"]["edges"],
+        json!([]),
+        "nothing ran"
+    );
+}
+
+on_both_stacks!(nul_in_output_loses_no_line, nul_in_input_is_bad_user_input);
+
+#[tokio::test]
+async fn secrets_across_the_read_chunk_and_encoded_are_masked() {
+    const SECRET: &str = "Zq8vX2/never+print me";
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    // 1 MiB minus 5 bytes of x, then the secret: the executor's 1 MiB read cuts it.
+    let script = "head -c 1048571 /dev/zero | tr '\\000' x; printf '%s\\n' \"$TOKEN\"; \
+                  printf '%s' \"$TOKEN\" | base64; printf '%s' \"$TOKEN\" | base64 | tr '+/' '-_' | tr -d =; \
+                  echo \"url=$(printf %s \"$TOKEN\" | sed -e 's#/#%2F#g' -e 's/+/%2B/g' -e 's/ /%20/g')\"";
+    define(
+        &app,
+        json!({ "name": "leaky", "command": ["sh", "-c", script], "secrets": [{ "name": "TOKEN" }] }),
+    )
+    .await;
+    let set = app
+        .graphql(
+            "mutation($s: [SecretValueInput!]!) { setSecrets(proc: \"leaky\", secrets: $s) { key } }",
+            json!({ "s": [{ "key": "TOKEN", "value": SECRET }] }),
+        )
+        .await;
+    assert_eq!(set["errors"], Value::Null, "{set}");
+    let (id, last) = run_to_end(&app, "leaky").await;
+    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    let text: String = all_lines(&app, &id)
+        .await
+        .iter()
+        .map(|line| line["line"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    use base64::Engine as _;
+    for leaked in [
+        SECRET.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(SECRET),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET),
+        "Zq8vX2%2Fnever".to_owned(),
+    ] {
+        assert!(!text.contains(&leaked), "{leaked} leaked");
+    }
+    assert!(
+        text.contains("xxxxx***"),
+        "the cut secret is masked where it was"
+    );
+    assert!(text.contains("url=***"));
+}
+
+#[tokio::test]
+async fn reserved_names_are_refused() {
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    for (field, input) in [
+        (
+            "input.args[0].name",
+            json!({ "name": "x", "command": ["true"], "args": [{ "name": "PATH" }] }),
+        ),
+        (
+            "input.args[0].name",
+            json!({ "name": "x", "command": ["true"], "args": [{ "name": "LD_PRELOAD" }] }),
+        ),
+        (
+            "input.secrets[0].name",
+            json!({ "name": "x", "command": ["true"], "secrets": [{ "name": "PROCTOR_SECRET_KEY" }] }),
+        ),
+        (
+            "input.args[0].name",
+            json!({ "name": "x", "command": ["true"], "args": [{ "name": "BASH_ENV" }] }),
+        ),
+    ] {
+        let refused = app.graphql(UPSERT, json!({ "i": input })).await;
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{refused}"
+        );
+        assert_eq!(
+            refused["errors"][0]["extensions"]["field"], field,
+            "{refused}"
+        );
+        assert!(
+            refused["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("reserved"),
+            "{refused}"
+        );
+    }
+}
+
+/// Peak resident memory of `pid` since its last reset, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib / 1024
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn big_log_queries_are_refused_and_memory_stays_bounded() {
+    use proctor_tests::{Proctord, proctord_command};
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = proctord_command(directory.path());
+    command
+        .env("PROCTOR_APP_PORT", "0")
+        .env("PROCTOR_REGISTER_EXAMPLES", "false");
+    let server = Proctord::spawn(command);
+    let base = server.url("");
+    let graphql = |query: String, variables: Value| {
+        let base = base.clone();
+        async move { proctor_tests::infra::post_graphql(&base, &query, variables).await }
+    };
+    // 12,000 lines of 2,000 bytes: 24 MB of stored output.
+    let created = graphql(
+        UPSERT.to_owned(),
+        json!({ "i": { "name": "chatty", "command": ["sh", "-c",
+            "line=$(head -c 2000 /dev/zero | tr '\\000' x); i=0; while [ $i -lt 12000 ]; do echo \"$line\"; i=$((i+1)); done"] } }),
+    )
+    .await;
+    assert_eq!(created["errors"], Value::Null, "{created}");
+    let mut ids = Vec::new();
+    for _ in 0..1 {
+        let started = graphql(EXECUTE.to_owned(), json!({ "p": "chatty" })).await;
+        ids.push(
+            started["data"]["execute"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for id in &ids {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let state = graphql(
+                "query($id: ID!) { execution(id: $id) { status } }".to_owned(),
+                json!({ "id": id }),
+            )
+            .await;
+            if state["data"]["execution"]["status"] == "SUCCEEDED" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{state}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // The reviewer's query: every execution, each with its logs many times over.
+    let aliases: String = (0..8)
+        .map(|n| {
+            format!(
+                "l{n}: logs(first: 10000, afterSeq: {}) {{ seq line }} ",
+                n * 100
+            )
+        })
+        .collect();
+    let reviewer =
+        format!("{{ executions(first: 100) {{ edges {{ node {{ id {aliases} }} }} }} }}");
+    let refused = graphql(reviewer.clone(), json!({})).await;
+    assert_eq!(refused["data"], Value::Null, "{refused}");
+    let message = refused["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("too complex") && message.contains("first"),
+        "{message}"
+    );
+
+    // With the cost limit out of the way (as a careless operator might), the per-response
+    // budget still stops it, after reading at most a page too many.
+    let _ = std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5");
+    let before = peak_rss_mib(server.pid());
+    let query = |aliases: &str| format!("query($id: ID!) {{ execution(id: $id) {{ {aliases} }} }}");
+    let lines = graphql(
+        query("a: logs(first: 6000) { line } b: logs(first: 6000, afterSeq: 6000) { line }"),
+        json!({ "id": ids[0] }),
+    )
+    .await;
+    let codes: Vec<&Value> = lines["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{lines}"))
+        .iter()
+        .map(|error| &error["extensions"]["code"])
+        .collect();
+    assert!(
+        codes.iter().all(|code| *code == "LIMIT_EXCEEDED"),
+        "{lines}"
+    );
+    // 9,000 lines of 2,000 bytes would pass 16 MiB.
+    let bytes = graphql(query("logs(first: 9000) { line }"), json!({ "id": ids[0] })).await;
+    let message = bytes["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("MiB"), "{bytes}");
+    // A query within the limits still answers in full.
+    let fine = graphql(query("logs(first: 5000) { seq }"), json!({ "id": ids[0] })).await;
+    assert_eq!(
+        fine["data"]["execution"]["logs"].as_array().unwrap().len(),
+        5000
+    );
+    let peak = peak_rss_mib(server.pid());
+    eprintln!("proctord peak RSS: {before} MiB before the queries, {peak} MiB after");
+    // The debug build holds ~80 MiB after storing 24 MB of output; what the queries may add
+    // is bounded by the budget (16 MiB of text, copied a few times on its way out), not by
+    // what they ask for (the two refused ones asked for 12,000 and 9,000 lines: 42 MB).
+    assert!(
+        peak - before < 64,
+        "the queries grew the peak RSS by {} MiB",
+        peak - before
+    );
+    drop(server);
+}
