@@ -120,6 +120,9 @@ pub enum RunOutcome {
     /// The run could not be created (see the execution's reason).
     #[sea_orm(string_value = "NOT_STARTED")]
     NotStarted,
+    /// Skipped: the schedule's owner may no longer run the proc (or no longer exists).
+    #[sea_orm(string_value = "SKIPPED_FORBIDDEN")]
+    SkippedForbidden,
 }
 
 /// What a schedule does with slots missed while no scheduler was running.

@@ -59,6 +59,8 @@ pub struct AppParts {
     /// turn, so a thousand subscribers catching up never take the connections the runner needs
     /// to store new output (which would lose it).
     pub log_readers: usize,
+    /// Shortest interval between two fires of a non-administrator's schedule.
+    pub schedule_min_interval: std::time::Duration,
 }
 
 /// Shared, cheaply clonable state.
@@ -138,5 +140,10 @@ impl AppState {
     /// GraphQL operation limits.
     pub fn limits(&self) -> SchemaLimits {
         self.inner.limits
+    }
+
+    /// Shortest interval between fires of a non-administrator's schedule.
+    pub fn schedule_min_interval(&self) -> std::time::Duration {
+        self.inner.schedule_min_interval
     }
 }

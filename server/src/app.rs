@@ -119,6 +119,7 @@ impl Server {
             server_info,
             limits: settings.graphql_limits,
             log_readers: database::log_readers(&settings.database, &settings.pool),
+            schedule_min_interval: settings.security.schedule_min_interval,
         });
         // With the in-memory bus this is the only replica: everything unfinished is ours at once.
         let single_replica = settings.redis.is_none();

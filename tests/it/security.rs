@@ -627,3 +627,259 @@ async fn big_log_queries_are_refused_and_memory_stays_bounded() {
     );
     drop(server);
 }
+
+async fn a_recreated_proc_does_not_expose_earlier_runs(stack: Stack) {
+    let Some((app, admin, _)) = auth_app(stack, Duration::from_secs(30)).await else {
+        return;
+    };
+    let eve = app.issue_token("eve@example.com", &[], false).await;
+    let created = app
+        .graphql_as(
+            &admin,
+            UPSERT,
+            json!({ "i": { "name": "payroll", "command": ["sh", "-c", "echo salary=$AMOUNT"],
+                           "args": [{ "name": "AMOUNT" }], "authorizedGroups": ["finance"] } }),
+        )
+        .await;
+    assert_eq!(created["errors"], Value::Null, "{created}");
+    let started = app
+        .graphql_as(
+            &admin,
+            EXECUTE,
+            json!({ "p": "payroll", "a": [{ "name": "AMOUNT", "value": "99999" }] }),
+        )
+        .await;
+    let id = started["data"]["execute"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut socket = WsClient::connect(
+        &app.ws_url(),
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {admin}") }),
+    )
+    .await;
+    let states = socket.run("1", FINAL, json!({ "id": id })).await;
+    assert_eq!(
+        states.last().unwrap()["data"]["executionStatus"]["status"],
+        "SUCCEEDED"
+    );
+    let deleted = app
+        .graphql_as(
+            &admin,
+            r#"mutation { deleteProc(name: "payroll") }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(deleted["errors"], Value::Null, "{deleted}");
+    let again = app
+        .graphql_as(
+            &admin,
+            UPSERT,
+            json!({ "i": { "name": "payroll", "command": ["true"], "authorizedGroups": [] } }),
+        )
+        .await;
+    assert_eq!(again["errors"], Value::Null, "{again}");
+
+    let listed = app
+        .graphql_as(
+            &eve,
+            r#"{ executions(filter: { proc: "payroll" }) { edges { node { id args { value } } } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(listed["data"]["executions"]["edges"], json!([]), "{listed}");
+    let one = app
+        .graphql_as(
+            &eve,
+            "query($id: ID!) { execution(id: $id) { id logs { line } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(one["data"]["execution"], Value::Null, "{one}");
+    let rest = app
+        .http
+        .get(app.url(&format!("/execution/{id}/status")))
+        .header("Access-Token", &eve)
+        .header("Email-Id", "eve@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(rest.status(), 200);
+    // The administrator still sees it.
+    let seen = app
+        .graphql_as(
+            &admin,
+            "query($id: ID!) { execution(id: $id) { logs { line } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        seen["data"]["execution"]["logs"][0]["line"], "salary=99999",
+        "{seen}"
+    );
+}
+
+on_both_stacks!(a_recreated_proc_does_not_expose_earlier_runs);
+
+const CREATE_SCHEDULE: &str = "mutation($i: ScheduleInput!) { createSchedule(input: $i) { id } }";
+const SCHEDULE_RUNS: &str = "query($id: ID!) { schedule(id: $id) { createdBy runs(first: 100) {
+    edges { node { outcome detail } } } } }";
+
+/// Waits until the schedule has a run with `outcome`; returns its detail.
+async fn wait_for_outcome(app: &TestApp, token: &str, id: &str, outcome: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let runs = app
+            .graphql_as(token, SCHEDULE_RUNS, json!({ "id": id }))
+            .await;
+        if let Some(run) = runs["data"]["schedule"]["runs"]["edges"]
+            .as_array()
+            .and_then(|edges| edges.iter().find(|edge| edge["node"]["outcome"] == outcome))
+        {
+            return run["node"]["detail"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {outcome} run: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn schedules_fire_with_their_owners_current_rights(stack: Stack) {
+    let Some(app) = TestApp::builder()
+        .stack(stack)
+        .with_settings(|settings| {
+            settings.auth = AuthMode::Builtin;
+            settings.security.schedule_min_interval = Duration::from_secs(1);
+        })
+        .try_spawn()
+        .await
+    else {
+        return;
+    };
+    let admin = app.issue_token("root@example.com", &[], true).await;
+    let bo = app.issue_token("bo@example.com", &["ops"], false).await;
+    app.issue_token("al@example.com", &["ops"], false).await;
+    let created = app
+        .graphql_as(
+            &admin,
+            UPSERT,
+            json!({ "i": { "name": "tick", "command": ["true"], "authorizedGroups": ["ops"] } }),
+        )
+        .await;
+    assert_eq!(created["errors"], Value::Null, "{created}");
+    let schedule = app
+        .graphql_as(
+            &bo,
+            CREATE_SCHEDULE,
+            json!({ "i": { "proc": "tick", "cron": "* * * * * *" } }),
+        )
+        .await;
+    let id = schedule["data"]["createSchedule"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{schedule}"))
+        .to_owned();
+    wait_for_outcome(&app, &admin, &id, "STARTED").await;
+    // bo leaves ops: the next slots are skipped, saying why.
+    app.issue_token("bo@example.com", &[], false).await;
+    let detail = wait_for_outcome(&app, &admin, &id, "SKIPPED_FORBIDDEN").await;
+    assert!(
+        detail.as_str().unwrap().contains("bo@example.com"),
+        "{detail}"
+    );
+    // An administrator gives it to al, who may run it: it fires again.
+    let transferred = app
+        .graphql_as(
+            &admin,
+            r#"mutation($id: ID!) { transferSchedule(id: $id, owner: "al@example.com") { createdBy } }"#,
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        transferred["data"]["transferSchedule"]["createdBy"], "al@example.com",
+        "{transferred}"
+    );
+    let started_before = app
+        .graphql_as(&admin, SCHEDULE_RUNS, json!({ "id": id }))
+        .await["data"]["schedule"]["runs"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|edge| edge["node"]["outcome"] == "STARTED")
+        .count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let runs = app
+            .graphql_as(&admin, SCHEDULE_RUNS, json!({ "id": id }))
+            .await;
+        let started = runs["data"]["schedule"]["runs"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|edge| edge["node"]["outcome"] == "STARTED")
+            .count();
+        if started > started_before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runs}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Only administrators transfer.
+    let refused = app
+        .graphql_as(
+            &bo,
+            r#"mutation($id: ID!) { transferSchedule(id: $id, owner: "bo@example.com") { id } }"#,
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+}
+
+on_both_stacks!(schedules_fire_with_their_owners_current_rights);
+
+#[tokio::test]
+async fn schedules_of_non_administrators_have_a_minimum_interval() {
+    let (app, admin, bo) = auth_app(Stack::Embedded, Duration::from_secs(30))
+        .await
+        .expect("the embedded stack needs nothing");
+    let created = app
+        .graphql_as(
+            &admin,
+            UPSERT,
+            json!({ "i": { "name": "tick", "command": ["true"] } }),
+        )
+        .await;
+    assert_eq!(created["errors"], Value::Null, "{created}");
+    let refused = app
+        .graphql_as(
+            &bo,
+            CREATE_SCHEDULE,
+            json!({ "i": { "proc": "tick", "cron": "*/10 * * * * *" } }),
+        )
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["field"], "input.cron",
+        "{refused}"
+    );
+    let every_minute = app
+        .graphql_as(
+            &bo,
+            CREATE_SCHEDULE,
+            json!({ "i": { "proc": "tick", "cron": "0 * * * * *" } }),
+        )
+        .await;
+    assert_eq!(every_minute["errors"], Value::Null, "{every_minute}");
+    let admin_may = app
+        .graphql_as(
+            &admin,
+            CREATE_SCHEDULE,
+            json!({ "i": { "proc": "tick", "cron": "*/10 * * * * *" } }),
+        )
+        .await;
+    assert_eq!(admin_may["errors"], Value::Null, "{admin_may}");
+}

@@ -15,7 +15,7 @@ use proctor_entity::{api_token, group_membership, user};
 use regex::Regex;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, NotSet,
-    QueryFilter, Set,
+    PaginatorTrait, QueryFilter, Set,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -284,6 +284,31 @@ pub async fn groups_of_email(
     }
 }
 
+/// The groups of `email` while the user exists and holds an active (unrevoked) token; `None`
+/// otherwise. What a schedule's owner must still have when the schedule fires.
+pub async fn standing_of(
+    db: &DatabaseConnection,
+    email: &str,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let email = normalize_email("email", email)?;
+    let Some(user) = user::Entity::find()
+        .filter(user::Column::Email.eq(email))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let active = api_token::Entity::find()
+        .filter(api_token::Column::UserId.eq(user.id))
+        .filter(api_token::Column::RevokedAt.is_null())
+        .count(db)
+        .await?;
+    if active == 0 {
+        return Ok(None);
+    }
+    Ok(Some(groups_of(db, user.id).await?))
+}
+
 /// Authenticates against the users and tokens in the database (`PROCTOR_AUTH_ENABLED=true`).
 pub struct BuiltinAuthenticator {
     db: DatabaseConnection,
@@ -299,6 +324,10 @@ impl BuiltinAuthenticator {
 #[async_trait]
 impl Authenticator for BuiltinAuthenticator {
     fn enabled(&self) -> bool {
+        true
+    }
+
+    fn keeps_users(&self) -> bool {
         true
     }
 

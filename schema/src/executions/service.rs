@@ -407,14 +407,17 @@ pub async fn list_executions(
 ) -> Result<Vec<execution::Model>, ApiError> {
     let mut select = execution::Entity::find().order_by_desc(execution::Column::Id);
     if !caller.admin {
-        let visible: Vec<String> = proc::Entity::find()
+        // By the proc's id, never its name: a proc deleted and created again under the same
+        // name is another proc, and its predecessor's runs (args, logs) stay with the rules
+        // they ran under (administrators and whoever started them).
+        let visible: Vec<i64> = proc::Entity::find()
             .all(state.db())
             .await?
             .into_iter()
             .filter(|proc| caller.may_run(proc))
-            .map(|proc| proc.name)
+            .map(|proc| proc.id)
             .collect();
-        let mut allowed = Condition::any().add(execution::Column::ProcName.is_in(visible));
+        let mut allowed = Condition::any().add(execution::Column::ProcId.is_in(visible));
         if let Some(email) = &caller.email {
             allowed = allowed.add(execution::Column::UserEmail.eq(email.as_str()));
         }

@@ -59,6 +59,12 @@ pub trait Authenticator: Send + Sync {
     /// Whether callers must authenticate at all.
     fn enabled(&self) -> bool;
 
+    /// Whether users and their tokens are kept in Proctor's database, so a user's standing
+    /// can be checked while they are not calling (a schedule firing on their behalf).
+    fn keeps_users(&self) -> bool {
+        false
+    }
+
     /// `Ok(None)` when no token was presented, the principal when the credentials are valid,
     /// [`ApiError::Unauthenticated`] when they are not.
     async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Principal>, ApiError>;

@@ -91,6 +91,42 @@ struct Started {
     prepared: Option<PreparedRun>,
 }
 
+/// Why the owner of `schedule` may no longer have it run `proc`, if so. Checked at every
+/// fire where Proctor keeps users (built-in authentication): the owner must still exist,
+/// hold an active token and be allowed to run the proc. With auth off everybody may; with
+/// webhook authentication the identity service is asked only while somebody calls, so the
+/// owner cannot be checked then (README, security model).
+async fn owner_refusal(
+    state: &AppState,
+    schedule: &schedule::Model,
+    proc: &proc::Model,
+) -> Result<Option<String>, ApiError> {
+    if !state.auth_enabled() || !state.authenticator().keeps_users() {
+        return Ok(None);
+    }
+    let Some(owner) = &schedule.created_by else {
+        return Ok(None); // Created by Proctor itself (an administrator's tool).
+    };
+    let Some(groups) = crate::auth::tokens::standing_of(state.db(), owner).await? else {
+        return Ok(Some(format!(
+            "the schedule's owner {owner} no longer exists or holds no active token; an \
+             administrator may transfer the schedule to somebody else"
+        )));
+    };
+    let caller = Caller::from_principal(
+        crate::ports::authenticator::Principal {
+            email: Some(owner.clone()),
+            name: None,
+            groups,
+        },
+        state,
+    );
+    Ok(caller
+        .require_may_run(proc)
+        .err()
+        .map(|error| format!("the schedule's owner {owner} may no longer run it: {error}")))
+}
+
 async fn fire_schedule(
     state: &AppState,
     schedule: schedule::Model,
@@ -138,7 +174,12 @@ async fn fire_schedule(
         })?;
     // Checked once per tick: arguments may no longer fit an edited proc, a secret may be gone.
     let scheduler = Caller::system("scheduler");
-    let prepared = prepare(state, &scheduler, proc.clone(), &schedule.args.0).await;
+    // The schedule acts for its owner: their rights now, not when they created it.
+    let forbidden = owner_refusal(state, &schedule, &proc).await?;
+    let prepared = match &forbidden {
+        Some(reason) => Err(ApiError::Forbidden(reason.clone())),
+        None => prepare(state, &scheduler, proc.clone(), &schedule.args.0).await,
+    };
 
     let txn = crate::db::begin_write(state.db()).await?;
     let moved = schedule::Entity::update_many()
@@ -191,9 +232,16 @@ async fn fire_schedule(
         if schedule.overlap_policy == OverlapPolicy::Replace {
             to_cancel = unfinished;
         }
-        let (outcome, failure) = match &prepared {
-            Ok(_) => (RunOutcome::Started, None),
-            Err(error) => (
+        let (outcome, failure) = match (&prepared, &forbidden) {
+            (_, Some(reason)) => {
+                state.metrics().schedule_skipped("forbidden", 1);
+                (
+                    RunOutcome::SkippedForbidden,
+                    Some(format!("skipped: {reason}")),
+                )
+            }
+            (Ok(_), None) => (RunOutcome::Started, None),
+            (Err(error), None) => (
                 RunOutcome::NotStarted,
                 Some(format!("the schedule could not start its run: {error}")),
             ),

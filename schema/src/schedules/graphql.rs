@@ -51,6 +51,9 @@ pub enum ScheduleRunOutcome {
     SkippedOverlap,
     /// The run could not be created; `detail` and the execution's reason say why.
     NotStarted,
+    /// Skipped: the schedule's owner may no longer run the proc (token revoked, group lost,
+    /// user gone); `detail` says why.
+    SkippedForbidden,
 }
 
 /// A schedule: a proc run on a cron timetable.
@@ -417,6 +420,23 @@ impl SchedulesMutation {
         let caller = caller(ctx).await.gql()?;
         let id = parse_schedule_id("id", &id).gql()?;
         service::set_schedule_enabled(state, &caller, id, enabled)
+            .await
+            .map(Schedule)
+            .gql()
+    }
+
+    /// Gives a schedule to another owner (administrators only); it fires with the new
+    /// owner's rights from then on.
+    async fn transfer_schedule(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        owner: String,
+    ) -> async_graphql::Result<Schedule> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let id = parse_schedule_id("id", &id).gql()?;
+        service::transfer_schedule(state, &caller, id, &owner)
             .await
             .map(Schedule)
             .gql()

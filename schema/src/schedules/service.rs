@@ -229,6 +229,43 @@ pub async fn list_runs(
     Ok(select.all(state.db()).await?)
 }
 
+/// `BAD_USER_INPUT` on `input.cron` when a non-administrator's schedule would fire more often
+/// than `PROCTOR_SCHEDULE_MIN_INTERVAL_SECONDS` (judged on its next slots).
+fn check_min_interval(
+    state: &AppState,
+    caller: &Caller,
+    timing: &CronSchedule,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let minimum = state.schedule_min_interval();
+    if caller.admin || minimum.is_zero() {
+        return Ok(());
+    }
+    let mut previous = match timing.next_after(now) {
+        Some(first) => first,
+        None => return Ok(()),
+    };
+    for _ in 0..20 {
+        let Some(next) = timing.next_after(previous) else {
+            break;
+        };
+        let gap = (next - previous).to_std().unwrap_or_default();
+        if gap < minimum {
+            return Err(ApiError::bad_input(
+                "input.cron",
+                format!(
+                    "fires {} s apart; schedules of non-administrators may fire at most every \
+                     {} s (PROCTOR_SCHEDULE_MIN_INTERVAL_SECONDS)",
+                    gap.as_secs(),
+                    minimum.as_secs()
+                ),
+            ));
+        }
+        previous = next;
+    }
+    Ok(())
+}
+
 /// Creates a schedule. The caller must be allowed to run the proc; arguments are checked like
 /// `execute`'s.
 pub async fn create_schedule(
@@ -240,6 +277,7 @@ pub async fn create_schedule(
     caller.require_may_run(&proc)?;
     let now = Utc::now();
     let fields = Fields::check(&proc, &spec, None)?;
+    check_min_interval(state, caller, &fields.timing, now)?;
     let next_fire_at = fields.next_fire_at(now);
     let txn = crate::db::begin_write(state.db()).await?;
     let model = schedule::ActiveModel {
@@ -298,6 +336,7 @@ pub async fn update_schedule(
     };
     let fields = Fields::check(&proc, &spec, Some(&current.schedule))?;
     let now = Utc::now();
+    check_min_interval(state, caller, &fields.timing, now)?;
     let mut model = current.schedule.clone().into_active_model();
     model.proc_id = Set(proc.id);
     model.next_fire_at = Set(fields.next_fire_at(now));
@@ -360,6 +399,40 @@ pub async fn set_schedule_enabled(
         "schedule.disable"
     };
     audit::record(&txn, caller, action, "schedule", &id.to_string(), None).await?;
+    txn.commit().await?;
+    announce(state, id).await;
+    Ok(ScheduleView {
+        schedule: model,
+        proc: current.proc,
+    })
+}
+
+/// Gives a schedule to another owner (administrators only): it fires with their rights from
+/// then on. The new owner must be a known e-mail address.
+pub async fn transfer_schedule(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    owner: &str,
+) -> Result<ScheduleView, ApiError> {
+    caller.require_admin(state, "transfer schedules")?;
+    let owner = normalize_email("owner", owner)?;
+    let current = get_schedule(state, caller, id).await?;
+    let previous = current.schedule.created_by.clone();
+    let mut model = current.schedule.clone().into_active_model();
+    model.created_by = Set(Some(owner.clone()));
+    model.updated_at = Set(Utc::now());
+    let txn = crate::db::begin_write(state.db()).await?;
+    let model = model.update(&txn).await?;
+    audit::record(
+        &txn,
+        caller,
+        "schedule.transfer",
+        "schedule",
+        &id.to_string(),
+        Some(json!({ "from": previous, "to": owner })),
+    )
+    .await?;
     txn.commit().await?;
     announce(state, id).await;
     Ok(ScheduleView {
