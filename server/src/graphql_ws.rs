@@ -23,16 +23,18 @@ use std::time::Duration;
 use async_graphql::Data;
 use async_graphql::http::{WebSocket as GraphQLWebSocket, WebSocketProtocols, WsMessage};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use proctor_schema::auth::{Caller, RequestAuth};
 use proctor_schema::ports::authenticator::Credentials;
 use proctor_schema::ports::event_bus::{Delivery, Event, Topic};
 use proctor_schema::{AppState, ProctorSchema};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 
 use crate::credentials;
+
+/// Client messages queued for the protocol engine at most.
+const ENGINE_QUEUE: usize = 64;
 
 /// The close code of a connection whose caller lost their rights.
 pub const CLOSE_FORBIDDEN: u16 = 4403;
@@ -109,7 +111,14 @@ pub async fn serve(
 ) {
     let identity: Arc<Mutex<Option<Identity>>> = Arc::new(Mutex::new(None));
     let (mut sink, mut source) = socket.split();
-    let (mut to_engine, engine_input) = mpsc::channel::<String>(16);
+    // Client messages wait here for the engine. The socket is read only while there is room,
+    // so a client that floods messages is slowed down rather than buffered without bound,
+    // and forwarding never waits on an engine that this loop itself must poll.
+    let (to_engine, engine_input) = mpsc::channel::<String>(ENGINE_QUEUE);
+    let engine_input = Box::pin(futures::stream::unfold(
+        engine_input,
+        |mut input| async move { input.recv().await.map(|message| (message, input)) },
+    ));
     let init_identity = Arc::clone(&identity);
     let init_state = state.clone();
     let mut engine = GraphQLWebSocket::new(schema, engine_input, protocol).on_connection_init(
@@ -137,7 +146,7 @@ pub async fn serve(
 
     let close = loop {
         tokio::select! {
-            incoming = source.next() => {
+            incoming = source.next(), if to_engine.capacity() > 0 => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text.to_string(),
                     Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
@@ -180,7 +189,7 @@ pub async fn serve(
                     }
                     open.insert(id);
                 }
-                if to_engine.send(text).await.is_err() {
+                if to_engine.try_send(text).is_err() {
                     break None;
                 }
             }

@@ -883,3 +883,105 @@ async fn schedules_of_non_administrators_have_a_minimum_interval() {
         .await;
     assert_eq!(admin_may["errors"], Value::Null, "{admin_may}");
 }
+
+#[tokio::test]
+async fn the_101st_operation_on_a_socket_gets_an_error_and_the_socket_stays_usable() {
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    for protocol in [Protocol::TransportWs, Protocol::LegacyWs] {
+        let mut socket = WsClient::connect(&app.ws_url(), protocol, json!({})).await;
+        for n in 0..100 {
+            socket.start(&format!("s{n}"), WATCH, json!({})).await;
+        }
+        socket.start("s100", WATCH, json!({})).await;
+        let refused = socket.next_message().await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(refused["id"], "s100");
+        assert!(refused.to_string().contains("LIMIT_EXCEEDED"), "{refused}");
+        // Completing one makes room; the connection never closed.
+        let stop = match protocol {
+            Protocol::TransportWs => "complete",
+            Protocol::LegacyWs => "stop",
+        };
+        socket.send_raw(json!({ "type": stop, "id": "s0" })).await;
+        let completed = socket.next_message().await;
+        assert_eq!(completed["type"], "complete", "{completed}");
+        let info = socket
+            .run("q", "{ serverInfo { version } }", json!({}))
+            .await;
+        assert!(
+            info[0]["data"]["serverInfo"]["version"].is_string(),
+            "{info:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_server_wide_operation_cap_holds_across_connections() {
+    let app = TestApp::builder()
+        .stack(Stack::Embedded)
+        .with_settings(|settings| settings.security.max_subscriptions = 3)
+        .spawn()
+        .await;
+    let mut first = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
+    for n in 0..3 {
+        first.start(&format!("s{n}"), WATCH, json!({})).await;
+    }
+    // A fourth operation is refused on the same connection too (and proves the three are
+    // registered before the second connection tries).
+    first.start("s3", WATCH, json!({})).await;
+    assert_eq!(first.next_message().await["type"], "error");
+    let mut second = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
+    second.start("x", WATCH, json!({})).await;
+    let refused = second.next_message().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert!(
+        refused.to_string().contains("PROCTOR_MAX_SUBSCRIPTIONS"),
+        "{refused}"
+    );
+    drop(first);
+    // The first connection's operations are released when it closes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        second
+            .start("y", "{ serverInfo { version } }", json!({}))
+            .await;
+        let answer = second.next_message().await;
+        if answer["type"] == "next" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_need_the_token_when_auth_is_on_and_one_is_set() {
+    let app = TestApp::builder()
+        .stack(Stack::Embedded)
+        .with_settings(|settings| {
+            settings.auth = AuthMode::Builtin;
+            settings.security.metrics_token =
+                Some(proctor_server::config::Credential::new("scrape-me"));
+        })
+        .spawn()
+        .await;
+    let anonymous = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let scraped = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.unwrap().contains("proctor_"));
+}

@@ -104,6 +104,11 @@ impl WsClient {
             .expect("send a websocket message");
     }
 
+    /// Sends any protocol message (e.g. `complete` or `stop` for an operation).
+    pub async fn send_raw(&mut self, message: Value) {
+        self.send(message).await;
+    }
+
     /// Starts operation `id`.
     pub async fn start(&mut self, id: &str, query: &str, variables: Value) {
         let kind = match self.protocol {
