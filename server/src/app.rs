@@ -115,7 +115,10 @@ impl Server {
             admin_groups: settings.admin_groups.clone(),
             runner: Arc::clone(&runner),
             metrics: Arc::new(Metrics::new()),
-            notifiers: crate::notifiers::build(&settings.notifications)?,
+            notifiers: crate::notifiers::build(
+                &settings.notifications,
+                &settings.security.notify_allowed_hosts,
+            )?,
             server_info,
             limits: settings.graphql_limits,
             log_readers: database::log_readers(&settings.database, &settings.pool),

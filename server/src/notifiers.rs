@@ -19,6 +19,7 @@ use proctor_schema::ports::notifier::{
 use serde_json::json;
 
 use crate::config::{Credential, MailSettings, MailTls, NotificationSettings};
+use crate::egress::EgressPolicy;
 
 /// Longest an SMTP conversation or webhook call may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);
@@ -30,9 +31,17 @@ pub const TIMESTAMP_HEADER: &str = "X-Proctor-Timestamp";
 
 /// The notifiers the settings ask for: e-mail when an SMTP host is set; Slack and the webhook
 /// always (they need no server setting: a schedule can name its own target).
-pub fn build(settings: &NotificationSettings) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
+/// Slack and webhook calls follow the egress rules of [`crate::egress`] (`allowed_hosts` are
+/// exempt from the address check).
+pub fn build(
+    settings: &NotificationSettings,
+    allowed_hosts: &[String],
+) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
+    let egress = EgressPolicy::new(allowed_hosts);
     let client = reqwest::Client::builder()
         .timeout(SEND_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(egress.resolver())
         .build()
         .context("building the notification HTTP client")?;
     let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
@@ -41,10 +50,12 @@ pub fn build(settings: &NotificationSettings) -> anyhow::Result<Vec<Arc<dyn Noti
     }
     notifiers.push(Arc::new(SlackNotifier {
         client: client.clone(),
+        egress: egress.clone(),
         default_url: settings.slack_webhook_url.clone(),
     }));
     notifiers.push(Arc::new(WebhookNotifier {
         client,
+        egress,
         default_url: settings.webhook_url.clone(),
         secret: settings.webhook_secret.clone(),
     }));
@@ -157,6 +168,7 @@ impl Notifier for EmailNotifier {
 /// A Slack incoming webhook: the schedule's own, or the server-wide one.
 pub struct SlackNotifier {
     client: reqwest::Client,
+    egress: EgressPolicy,
     default_url: Option<Credential>,
 }
 
@@ -183,6 +195,10 @@ impl Notifier for SlackNotifier {
         let Some(url) = self.target(notification) else {
             return Ok(());
         };
+        let url = self
+            .egress
+            .check_url(url)
+            .map_err(|refused| NotifyError(format!("Slack was not called: {refused}")))?;
         let request = self
             .client
             .post(url)
@@ -195,6 +211,7 @@ impl Notifier for SlackNotifier {
 /// server's webhook secret when one is set.
 pub struct WebhookNotifier {
     client: reqwest::Client,
+    egress: EgressPolicy,
     default_url: Option<String>,
     secret: Option<Credential>,
 }
@@ -254,6 +271,10 @@ impl Notifier for WebhookNotifier {
         let Some(url) = self.target(notification) else {
             return Ok(());
         };
+        let url = self
+            .egress
+            .check_url(url)
+            .map_err(|refused| NotifyError(format!("the webhook was not called: {refused}")))?;
         let body = serde_json::to_vec(&webhook_body(notification))
             .map_err(|e| NotifyError(format!("cannot encode the notification: {e}")))?;
         let timestamp = chrono::Utc::now().timestamp();
@@ -281,11 +302,25 @@ fn answered(
 ) -> Result<(), NotifyError> {
     match response {
         Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(NotifyError(format!("{who} answered {}", response.status()))),
-        Err(error) => Err(NotifyError(format!(
-            "cannot reach {who}: {}",
-            error.without_url()
+        Ok(response) if response.status().is_redirection() => Err(NotifyError(format!(
+            "{who} answered {} (redirects are not followed)",
+            response.status()
         ))),
+        Ok(response) => Err(NotifyError(format!("{who} answered {}", response.status()))),
+        Err(error) => {
+            // The resolver's refusal is the most useful part; the rest is transport detail.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+            while let Some(current) = cause {
+                if let Some(refused) = current.downcast_ref::<crate::egress::Refused>() {
+                    return Err(NotifyError(format!("{who} was not called: {refused}")));
+                }
+                cause = current.source();
+            }
+            Err(NotifyError(format!(
+                "cannot reach {who}: {}",
+                error.without_url()
+            )))
+        }
     }
 }
 

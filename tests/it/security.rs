@@ -985,3 +985,154 @@ async fn metrics_need_the_token_when_auth_is_on_and_one_is_set() {
     assert_eq!(scraped.status(), 200);
     assert!(scraped.text().await.unwrap().contains("proctor_"));
 }
+
+const NOTIFIED: &str = "query($id: ID!) { schedule(id: $id) { runs(first: 10) { edges { node {
+    notifications { channel delivered error } } } } } }";
+
+/// Triggers a schedule of `proc` with webhook `url` and returns its webhook result once tried.
+async fn webhook_result(app: &TestApp, token: Option<&str>, url: &str) -> Value {
+    let headers: Vec<(&str, String)> = token
+        .map(|token| vec![("Authorization", format!("Bearer {token}"))])
+        .unwrap_or_default();
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let created = app
+        .graphql_with(
+            &headers,
+            CREATE_SCHEDULE,
+            json!({ "i": { "proc": "hooked", "cron": "0 0 1 1 *", "enabled": false, "webhookUrl": url } }),
+        )
+        .await;
+    let id = created["data"]["createSchedule"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let triggered = app
+        .graphql_with(
+            &headers,
+            "mutation($id: ID!) { triggerSchedule(id: $id) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(triggered["errors"], Value::Null, "{triggered}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = app
+            .graphql_with(&headers, NOTIFIED, json!({ "id": id }))
+            .await;
+        let found = runs["data"]["schedule"]["runs"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|edge| {
+                edge["node"]["notifications"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .find(|result| result["channel"] == "webhook");
+        if let Some(result) = found {
+            return result;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no webhook result: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn notifications_never_reach_internal_addresses_or_follow_redirects() {
+    let app = TestApp::builder()
+        .stack(Stack::Embedded)
+        .with_settings(|settings| settings.security.notify_allowed_hosts.clear())
+        .spawn()
+        .await;
+    define(&app, json!({ "name": "hooked", "command": ["true"] })).await;
+    let mut sink = proctor_tests::sinks::HttpSink::start().await;
+    let port = sink.url("").rsplit(':').next().unwrap().to_owned();
+    for url in [
+        sink.url("/hook"),
+        format!("http://localhost:{port}/hook"),
+        format!("http://2130706433:{port}/hook"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ] {
+        let result = webhook_result(&app, None, &url).await;
+        assert_eq!(result["delivered"], false, "{url}: {result}");
+        let error = result["error"].as_str().unwrap();
+        assert!(error.contains("was not called"), "{url}: {error}");
+    }
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            sink.next_request(Duration::from_secs(1))
+        )
+        .await
+        .is_err(),
+        "nothing reached the loopback sink"
+    );
+    // URLs with credentials are refused when the schedule is saved.
+    let refused = app
+        .graphql(
+            CREATE_SCHEDULE,
+            json!({ "i": { "proc": "hooked", "cron": "0 0 1 1 *", "webhookUrl": "https://u:p@hooks.example.com/" } }),
+        )
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["field"], "input.webhookUrl",
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_users_see_no_remote_detail() {
+    // The sink is allowed (a relay on the operator's network) but redirects elsewhere.
+    let mut target = proctor_tests::sinks::HttpSink::start().await;
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector_port = redirector.local_addr().unwrap().port();
+    let location = target.url("/stolen");
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(move || {
+            let location = location.clone();
+            async move { axum::response::Redirect::temporary(&location) }
+        });
+        let _ = axum::serve(redirector, app).await;
+    });
+    let (app, admin, bo) = auth_app(Stack::Embedded, Duration::from_secs(30))
+        .await
+        .expect("the embedded stack needs nothing");
+    define_as(
+        &app,
+        &admin,
+        json!({ "name": "hooked", "command": ["true"] }),
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{redirector_port}/hook");
+    let as_admin = webhook_result(&app, Some(&admin), &url).await;
+    assert_eq!(as_admin["delivered"], false, "{as_admin}");
+    assert!(
+        as_admin["error"].as_str().unwrap().contains("307"),
+        "{as_admin}"
+    );
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            target.next_request(Duration::from_secs(1))
+        )
+        .await
+        .is_err(),
+        "the redirect was not followed"
+    );
+    let as_user = webhook_result(&app, Some(&bo), &url).await;
+    assert_eq!(as_user["delivered"], false);
+    assert_eq!(
+        as_user["error"], "failed",
+        "no remote detail for users: {as_user}"
+    );
+}
+
+async fn define_as(app: &TestApp, token: &str, input: Value) {
+    let created = app.graphql_as(token, UPSERT, json!({ "i": input })).await;
+    assert_eq!(created["errors"], Value::Null, "{created}");
+}

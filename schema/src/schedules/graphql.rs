@@ -211,9 +211,16 @@ impl ScheduleRun {
             Err(other) => Err(other).gql(),
         }
     }
-    /// How each notification about the run's end went (empty until it ended).
-    async fn notifications(&self) -> Vec<NotificationResult> {
-        self.0
+    /// How each notification about the run's end went (empty until it ended). Why a
+    /// delivery failed is shown to administrators only: the remote answer could otherwise
+    /// tell a user what listens where on the server's network.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<NotificationResult>> {
+        let admin = caller(ctx).await.is_ok_and(|caller| caller.admin);
+        Ok(self
+            .0
             .notifications
             .clone()
             .and_then(|json| serde_json::from_value::<Vec<NotificationRecord>>(json).ok())
@@ -222,10 +229,14 @@ impl ScheduleRun {
             .map(|record| NotificationResult {
                 channel: record.channel,
                 delivered: record.delivered,
-                error: record.error,
+                error: match record.error {
+                    Some(error) if admin => Some(error),
+                    Some(_) => Some("failed".to_owned()),
+                    None => None,
+                },
                 at: record.at,
             })
-            .collect()
+            .collect())
     }
 }
 

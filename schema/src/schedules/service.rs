@@ -715,6 +715,13 @@ fn check_url(field: &str, url: &str) -> Result<Option<String>, ApiError> {
             "must be an http:// or https:// URL with a host",
         ));
     }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ApiError::bad_input(
+            field,
+            "must not carry a user name or password (put a token in the path or use the \
+             signed webhook)",
+        ));
+    }
     Ok(Some(url.to_owned()))
 }
 
