@@ -18,13 +18,14 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 use crate::config::{
-    AuthMode, ConfigError, DATABASE_SETTING, DatabaseTarget, KUBE_CONFIG_SETTING, PORT_SETTING,
-    REDIS_SETTING, SecretKeys, Settings, ensure_data_dir,
+    AuthMode, ConfigError, DATABASE_SETTING, DatabaseTarget, KUBE_CONFIG_SETTING,
+    LOCAL_RUN_AS_SETTING, PORT_SETTING, REDIS_SETTING, SecretKeys, Settings, ensure_data_dir,
 };
 use crate::database;
 use crate::kube_executor::KubernetesExecutor;
 use crate::local_executor::LocalExecutor;
 use crate::redis_bus::RedisEventBus;
+use crate::sandbox::Isolation;
 use crate::webhook_auth::WebhookAuthenticator;
 
 /// Why a server could not start.
@@ -60,10 +61,18 @@ impl Server {
         }
         let keyring = open_keyring(&settings)?;
         let executor: Arc<dyn Executor> = match settings.executor {
-            ExecutorKind::Local => Arc::new(LocalExecutor::new(
-                settings.cancel_grace,
-                settings.default_timeout,
-            )),
+            ExecutorKind::Local => {
+                ensure_data_dir(&settings.data_dir)?;
+                let isolation =
+                    Isolation::choose(&settings.data_dir, &settings.security.local_run_as)
+                        .map_err(|e| ConfigError::new(LOCAL_RUN_AS_SETTING, e))?;
+                tracing::info!("{}", isolation.describe());
+                Arc::new(LocalExecutor::new(
+                    settings.cancel_grace,
+                    settings.default_timeout,
+                    isolation,
+                ))
+            }
             ExecutorKind::Kubernetes => Arc::new(
                 KubernetesExecutor::connect(settings.kube.clone())
                     .await

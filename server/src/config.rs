@@ -1882,6 +1882,8 @@ pub fn ensure_data_dir(path: &Path) -> Result<(), ConfigError> {
 
 /// The setting name for errors about the bound port (used when binding fails).
 pub const PORT_SETTING: &str = names::PORT;
+/// The setting name for errors about the account local runs use.
+pub const LOCAL_RUN_AS_SETTING: &str = names::LOCAL_RUN_AS;
 /// The setting name for errors about the database.
 pub const DATABASE_SETTING: &str = names::DATABASE_URL;
 /// The setting name for errors about cluster access.

@@ -21,6 +21,7 @@ pub mod playground;
 pub mod redis_bus;
 pub mod rest;
 mod routes;
+pub mod sandbox;
 pub mod scheduler;
 mod telemetry;
 pub mod webhook_auth;

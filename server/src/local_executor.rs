@@ -29,6 +29,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 
+use crate::sandbox::Isolation;
+
 /// Longest piece of a line read at once.
 const MAX_CHUNK: usize = 1024 * 1024;
 /// Events buffered between the process and the runner; a slow runner slows the process down
@@ -47,16 +49,18 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub struct LocalExecutor {
     grace: Duration,
     default_timeout: Duration,
+    isolation: Isolation,
     runs: Arc<Mutex<HashMap<i64, watch::Sender<bool>>>>,
 }
 
 impl LocalExecutor {
     /// An executor giving cancelled and timed-out runs `grace` between SIGTERM and SIGKILL,
     /// and runs of procs without a timeout `default_timeout`.
-    pub fn new(grace: Duration, default_timeout: Duration) -> Self {
+    pub fn new(grace: Duration, default_timeout: Duration, isolation: Isolation) -> Self {
         Self {
             grace,
             default_timeout,
+            isolation,
             runs: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -81,6 +85,13 @@ fn resolve_program(name: &str, search_path: &OsStr) -> PathBuf {
                 .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         })
         .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Removes a run's scratch directory (the process group is gone by then).
+fn remove_scratch(scratch: &std::path::Path) {
+    if let Err(error) = std::fs::remove_dir_all(scratch) {
+        tracing::warn!(path = %scratch.display(), %error, "cannot remove a run's directory");
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -118,6 +129,12 @@ impl Executor for LocalExecutor {
         for (name, value) in &spec.env {
             env.push((name.into(), value.expose().into()));
         }
+        let scratch = self
+            .isolation
+            .scratch_dir(spec.execution_id)
+            .map_err(|e| ExecutorError::Start(format!("cannot create the run's directory: {e}")))?;
+        env.push(("HOME".into(), scratch.clone().into_os_string()));
+        env.push(("TMPDIR".into(), scratch.clone().into_os_string()));
         let search_path = env
             .iter()
             .rev()
@@ -134,9 +151,20 @@ impl Executor for LocalExecutor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .map_err(|e| ExecutorError::Start(format!("cannot start {:?}: {e}", argv[0])))?;
+        let spawned = self
+            .isolation
+            .apply(&mut command, &scratch)
+            .and_then(|()| command.spawn());
+        let child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                remove_scratch(&scratch);
+                return Err(ExecutorError::Start(format!(
+                    "cannot start {:?}: {error}",
+                    argv[0]
+                )));
+            }
+        };
         let pid = child
             .id()
             .ok_or_else(|| ExecutorError::Start("the process ended before it started".into()))?;
@@ -154,6 +182,7 @@ impl Executor for LocalExecutor {
         tokio::spawn(async move {
             supervise(child, pid, timeout, grace, cancelled, events).await;
             lock(&runs).remove(&spec.execution_id);
+            remove_scratch(&scratch);
         });
         Ok(
             futures::stream::unfold(receiver, |mut receiver| async move {
@@ -434,7 +463,11 @@ mod tests {
         // More output than the event channel holds (but less than the pipe takes, so the
         // process exits at once): the rest waits in the pipe and the reader while the runner
         // takes longer than the drain limit to accept anything.
-        let executor = LocalExecutor::new(Duration::from_secs(1), Duration::from_secs(60));
+        let executor = LocalExecutor::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            Isolation::none(std::env::temp_dir()),
+        );
         let mut events = executor
             .start(RunSpec {
                 execution_id: 1,

@@ -1136,3 +1136,87 @@ async fn define_as(app: &TestApp, token: &str, input: Value) {
     let created = app.graphql_as(token, UPSERT, json!({ "i": input })).await;
     assert_eq!(created["errors"], Value::Null, "{created}");
 }
+
+/// Runs a proc that tries to read every file of the server's data directory.
+async fn try_to_read_the_data_dir(app: &TestApp) -> (String, Vec<String>) {
+    let data_dir = app.settings.data_dir.canonicalize().unwrap();
+    let files: Vec<String> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path().display().to_string())
+        .collect();
+    assert!(!files.is_empty(), "the data directory holds the key file");
+    let script = format!(
+        "pwd; for f in {}; do cat \"$f\" && echo LEAKED; done; ls {} && echo LISTED; \
+         cat /proc/$PPID/environ && echo ENVIRON; exit 0",
+        files.join(" "),
+        data_dir.display()
+    );
+    define(
+        app,
+        json!({ "name": "snoop", "command": ["sh", "-c", script] }),
+    )
+    .await;
+    let (id, last) = run_to_end(app, "snoop").await;
+    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    let lines: Vec<String> = all_lines(app, &id)
+        .await
+        .iter()
+        .map(|line| line["line"].as_str().unwrap().to_owned())
+        .collect();
+    let secrets: Vec<String> = files
+        .iter()
+        .filter_map(|file| std::fs::read(file).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .filter(|text| text.len() >= 8)
+        .collect();
+    (lines.join("\n"), secrets)
+}
+
+fn assert_denied(output: &str, secrets: &[String]) {
+    for marker in ["LEAKED", "LISTED"] {
+        assert!(!output.contains(marker), "{marker}:\n{output}");
+    }
+    for secret in secrets {
+        assert!(
+            !output.contains(secret.as_str()),
+            "a data file's content leaked:\n{output}"
+        );
+    }
+    assert!(output.contains("Permission denied"), "{output}");
+}
+
+#[tokio::test]
+async fn local_procs_cannot_read_the_data_directory_and_run_in_a_scratch_directory() {
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    let (output, secrets) = try_to_read_the_data_dir(&app).await;
+    if !rustix::process::geteuid().is_root() && !proctor_server::sandbox::landlock_available() {
+        eprintln!(
+            "SKIPPED: not root and no Landlock here; the README says what protects the data directory then"
+        );
+        return;
+    }
+    assert_denied(&output, &secrets);
+    let scratch = output.lines().next().unwrap();
+    assert!(scratch.contains("proctor-run-"), "{output}");
+    assert!(
+        !std::path::Path::new(scratch).exists(),
+        "the run's directory is removed when it ends"
+    );
+}
+
+#[tokio::test]
+async fn landlock_keeps_the_data_directory_from_runs_of_the_same_user() {
+    if !proctor_server::sandbox::landlock_available() {
+        eprintln!(
+            "SKIPPED: this kernel has no Landlock; the README says what protects the data directory then"
+        );
+        return;
+    }
+    let app = TestApp::builder()
+        .stack(Stack::Embedded)
+        .with_settings(|settings| settings.security.local_run_as = "self".to_owned())
+        .spawn()
+        .await;
+    let (output, secrets) = try_to_read_the_data_dir(&app).await;
+    assert_denied(&output, &secrets);
+}
