@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::error::CliError;
-use crate::output::Format;
+use crate::output::{Format, LinePrinter};
 
 /// A command-line interface to run procs.
 #[derive(Parser, Debug)]
@@ -102,6 +102,10 @@ enum Command {
         /// Keep streaming until the run ends (resuming after dropped connections).
         #[arg(short, long)]
         follow: bool,
+        /// Print lines exactly as the run wrote them, terminal control sequences included
+        /// (they are removed on a terminal otherwise).
+        #[arg(long)]
+        raw: bool,
     },
     /// Get status of an execution context
     #[command(
@@ -202,7 +206,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Describe { proc } => procs::describe(&api()?, format, &proc).await,
         Command::Template { proc, file } => procs::template(&api()?, &proc, &file).await,
         Command::Execute(args) => runs::execute(&api()?, format, args).await,
-        Command::Logs { id, follow } => runs::logs(&api()?, &id, follow).await,
+        Command::Logs { id, follow, raw } => {
+            runs::logs(&api()?, &id, follow, LinePrinter::for_stdout(raw)).await
+        }
         Command::Status { id } => runs::status(&api()?, format, &id).await,
         Command::Executions(args) => runs::list(&api()?, format, args).await,
         Command::Cancel { id } => runs::cancel(&api()?, format, &id).await,

@@ -12,7 +12,7 @@ use crate::api::{
     list_executions,
 };
 use crate::error::CliError;
-use crate::output::{self, Format, green, magenta, pair, red};
+use crate::output::{self, Format, LinePrinter, green, magenta, pair, red};
 use crate::procs::enum_name;
 
 /// How often `--follow` reconnects before giving up, and the pause between tries.
@@ -35,6 +35,10 @@ pub struct ExecuteArgs {
     /// Return once the run is created, without streaming its logs.
     #[arg(long)]
     detach: bool,
+    /// Print log lines exactly as the run wrote them, terminal control sequences included
+    /// (they are removed on a terminal otherwise).
+    #[arg(long)]
+    raw: bool,
 }
 
 /// `proctor executions`.
@@ -135,7 +139,7 @@ pub async fn execute(api: &Api, format: Format, args: ExecuteArgs) -> Result<(),
         anstream::println!("{}", green(&pair("ID", &created.id)));
         anstream::println!("{}", green("\nStreaming logs"));
     }
-    follow(api, &created.id, quiet).await?;
+    follow(api, &created.id, quiet, LinePrinter::for_stdout(args.raw)).await?;
     let finished = fetch(api, &created.id).await?;
     if output::structured(format, &finished)? {
         return verdict(&finished);
@@ -163,7 +167,7 @@ async fn fetch(api: &Api, id: &str) -> Result<get_execution::GetExecutionExecuti
 /// Prints the log lines of execution `id` as they come until it ends; after a dropped
 /// connection it reconnects and resumes after the last line printed, so no line is lost or
 /// repeated. A spinner runs on a terminal until the first line.
-async fn follow(api: &Api, id: &str, quiet: bool) -> Result<(), CliError> {
+async fn follow(api: &Api, id: &str, quiet: bool, printer: LinePrinter) -> Result<(), CliError> {
     let spinner = (!quiet).then(|| {
         let spinner = ProgressBar::new_spinner();
         spinner.set_style(ProgressStyle::default_spinner());
@@ -185,7 +189,7 @@ async fn follow(api: &Api, id: &str, quiet: bool) -> Result<(), CliError> {
                     }
                     let line = event.execution_logs;
                     if !quiet {
-                        println!("{}", line.line);
+                        printer.print(&line.line);
                     }
                     last_seq = Some(line.seq);
                     failures = 0;
@@ -227,10 +231,15 @@ async fn follow(api: &Api, id: &str, quiet: bool) -> Result<(), CliError> {
 }
 
 /// `proctor logs ID [-f]`.
-pub async fn logs(api: &Api, id: &str, follow_live: bool) -> Result<(), CliError> {
+pub async fn logs(
+    api: &Api,
+    id: &str,
+    follow_live: bool,
+    printer: LinePrinter,
+) -> Result<(), CliError> {
     let id = execution_id(id)?;
     if follow_live {
-        return follow(api, &id, false).await;
+        return follow(api, &id, false, printer).await;
     }
     let mut after: Option<i64> = None;
     loop {
@@ -248,7 +257,7 @@ pub async fn logs(api: &Api, id: &str, follow_live: bool) -> Result<(), CliError
                 field: None,
             })?;
         for line in &page.logs {
-            println!("{}", line.line);
+            printer.print(&line.line);
         }
         match page.logs.last() {
             Some(last) if page.logs.len() as i64 == LOG_PAGE => after = Some(last.seq),

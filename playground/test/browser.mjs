@@ -83,6 +83,19 @@ try {
   await page.locator('#executions [data-status="SUCCEEDED"]').first().waitFor({ timeout });
   await page.screenshot({ path: `${shots}/playground-live.png` });
   result.countdown = { lines, url: page.url() };
+  // Output is shown as text: markup a run prints never becomes page content.
+  await page.goto(`${base}/playground/live`, { waitUntil: "load" });
+  const greet = page.locator('form[data-proc="say-hello"]');
+  await greet.waitFor({ timeout });
+  await greet.locator('input[name="NAME"]').fill('<img src=x onerror="document.title=1">');
+  await greet.locator('button[type="submit"]').click();
+  await page.waitForURL(/#\/executions\/\d+/, { timeout });
+  await page.locator('#status [data-status="SUCCEEDED"]').waitFor({ timeout });
+  await page.locator("#logs .line").first().waitFor({ timeout });
+  result.markup = {
+    lines: await page.locator("#logs .line").allTextContents(),
+    images: await page.locator("#logs img").count(),
+  };
   result.consoleErrors = consoleErrors;
 } finally {
   await browser.close();

@@ -48,6 +48,8 @@ pub struct Server {
     db: DatabaseConnection,
     redis_bus: Option<Arc<RedisEventBus>>,
     settings: Settings,
+    /// What keeps local runs from the data directory (logged once serving starts).
+    isolation_note: Option<(bool, String)>,
 }
 
 impl Server {
@@ -60,13 +62,14 @@ impl Server {
             ensure_data_dir(sqlite_directory(path))?;
         }
         let keyring = open_keyring(&settings)?;
+        let mut isolation_note = None;
         let executor: Arc<dyn Executor> = match settings.executor {
             ExecutorKind::Local => {
                 ensure_data_dir(&settings.data_dir)?;
                 let isolation =
                     Isolation::choose(&settings.data_dir, &settings.security.local_run_as)
                         .map_err(|e| ConfigError::new(LOCAL_RUN_AS_SETTING, e))?;
-                tracing::info!("{}", isolation.describe());
+                isolation_note = Some((isolation.protects_data_dir(), isolation.describe()));
                 Arc::new(LocalExecutor::new(
                     settings.cancel_grace,
                     settings.default_timeout,
@@ -159,6 +162,7 @@ impl Server {
             db,
             redis_bus,
             settings,
+            isolation_note,
         })
     }
 
@@ -195,6 +199,11 @@ impl Server {
             "proctord {} listening on http://{address}",
             env!("CARGO_PKG_VERSION"),
         );
+        match &self.isolation_note {
+            Some((true, note)) => tracing::info!("{note}"),
+            Some((false, note)) => tracing::warn!("{note}"),
+            None => {}
+        }
 
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {

@@ -214,10 +214,45 @@ async fn add_user(
     if !settings.auth_enabled() {
         println!("note: authentication is off; start proctord with PROCTOR_AUTH_ENABLED=true");
     }
+    announce_credentials_change(&settings, &email).await;
     println!("API token (shown once, store it now):");
     println!("{token}");
     db.close().await.context("closing the database")?;
     Ok(())
+}
+
+/// Tells running replicas (through Redis, when configured) that `email`'s groups may have
+/// changed, so their open websockets check again at once. Without Redis they do within
+/// `PROCTOR_WS_REVALIDATE_SECONDS`; a failure here only delays that, so it is a warning.
+async fn announce_credentials_change(settings: &Settings, email: &str) {
+    use proctor_schema::ports::event_bus::{Event, EventBus as _};
+    let Some(redis) = &settings.redis else {
+        return;
+    };
+    let bus = match crate::redis_bus::RedisEventBus::start(redis) {
+        Ok(bus) => bus,
+        Err(error) => {
+            tracing::warn!(%error, "cannot tell running replicas about the change");
+            return;
+        }
+    };
+    let event = Event::CredentialsChanged {
+        email: Some(email.trim().to_lowercase()),
+    };
+    let published = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while bus.check().await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        bus.publish(&event).await
+    })
+    .await;
+    if !matches!(published, Ok(Ok(()))) {
+        tracing::warn!(
+            "cannot tell running replicas about the change; their websockets notice within \
+             PROCTOR_WS_REVALIDATE_SECONDS"
+        );
+    }
+    bus.shutdown().await;
 }
 
 /// `proctord secrets rotate-key`: with the key file, makes a new key first; then re-encrypts

@@ -280,9 +280,7 @@ async fn concerns(identity: &Mutex<Option<Identity>>, email: Option<&str>) -> bo
 /// `None` while the connection's credentials still give the caller it started with; else
 /// why not. Before `connection_init` there is nothing to check.
 async fn still_valid(identity: &Mutex<Option<Identity>>, state: &AppState) -> Option<String> {
-    let Some(identity) = identity.lock().await.clone() else {
-        return None;
-    };
+    let identity = identity.lock().await.clone()?;
     if !state.auth_enabled() {
         return None;
     }

@@ -93,9 +93,22 @@ fn request_host(request: &Request) -> Option<String> {
         .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
 }
 
+/// Why a request is not served: the status and the message of the answer.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        refusal(self.status, self.message)
+    }
+}
+
 impl Guard {
     /// `Err` with the answer when the request must not be served.
-    fn admit(&self, request: &Request) -> Result<(), Response> {
+    fn admit(&self, request: &Request) -> Result<(), Refusal> {
         let host = request_host(request);
         let split = host.as_deref().and_then(split_host);
         if !self.auth_enabled {
@@ -103,15 +116,15 @@ impl Guard {
                 is_loopback_host(name) || self.allowed_hosts.iter().any(|h| h == name)
             });
             if !admitted {
-                return Err(refusal(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    format!(
+                return Err(Refusal {
+                    status: StatusCode::MISDIRECTED_REQUEST,
+                    message: format!(
                         "this server has authentication off and answers only on loopback; the \
                          host {:?} is not served (list it in PROCTOR_ALLOWED_HOSTS, or turn \
                          authentication on)",
                         host.unwrap_or_default()
                     ),
-                ));
+                });
             }
         }
         self.check_origin(request.headers(), split.as_ref())
@@ -121,7 +134,7 @@ impl Guard {
         &self,
         headers: &HeaderMap,
         host: Option<&(String, Option<u16>)>,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Refusal> {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
         };
@@ -146,14 +159,14 @@ impl Guard {
     }
 }
 
-fn foreign_origin(origin: &str) -> Response {
-    refusal(
-        StatusCode::FORBIDDEN,
-        format!(
+fn foreign_origin(origin: &str) -> Refusal {
+    Refusal {
+        status: StatusCode::FORBIDDEN,
+        message: format!(
             "requests from the web origin {origin:?} are refused: only this server's own pages \
              and the origins in PROCTOR_ALLOWED_ORIGINS may call it"
         ),
-    )
+    }
 }
 
 /// A refusal in the GraphQL error shape (the REST shim's clients never meet one: they send
@@ -182,7 +195,7 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
                 host = ?request.headers().get(header::HOST),
                 "refused a cross-site or misdirected request"
             );
-            refused
+            refused.into_response()
         }
     }
 }
@@ -292,7 +305,7 @@ mod tests {
             let refused = guard
                 .admit(&request("127.0.0.1:5001", Some(foreign)))
                 .expect_err(foreign);
-            assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{foreign}");
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{foreign}");
         }
         assert!(
             guard
@@ -309,7 +322,7 @@ mod tests {
         let refused = guard(false)
             .admit(&request("evil.example:5001", None))
             .expect_err("a rebinding host");
-        assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(refused.status, StatusCode::MISDIRECTED_REQUEST);
         assert!(
             guard(false)
                 .admit(&request("proctor.internal:5001", None))

@@ -79,6 +79,11 @@ impl Isolation {
         }
     }
 
+    /// Whether runs are kept from the data directory.
+    pub fn protects_data_dir(&self) -> bool {
+        self.run_as.is_some() || self.landlock
+    }
+
     /// One line for the start-up log: what protects the data directory.
     pub fn describe(&self) -> String {
         match (self.run_as, self.landlock) {

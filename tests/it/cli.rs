@@ -830,3 +830,68 @@ async fn every_cli_operation_validates_against_the_server_schema() {
         broken.errors
     );
 }
+
+/// Runs `proctor args…` on a pseudo-terminal (util-linux `script`) and returns what it printed.
+async fn run_on_a_terminal(user: &User, args: &[&str]) -> String {
+    let std_command = user.command(args);
+    let program = std_command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let line: Vec<String> = std::iter::once(program)
+        .chain(args.iter().map(|arg| (*arg).to_owned()))
+        .map(|word| format!("'{}'", word.replace('\'', "'\\''")))
+        .collect();
+    let mut command = Command::new("script");
+    command
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .env("LOCAL_CONFIG_DIR", user.config_dir.path())
+        .env("PROCTOR_HOST", &user.host)
+        .env("EMAIL_ID", &user.email)
+        .env("ACCESS_TOKEN", &user.token)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("script finishes")
+        .expect("script runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn log_lines_lose_their_terminal_control_sequences_on_a_terminal_unless_raw() {
+    let (app, admin) = auth_app().await;
+    define(
+        &app,
+        &admin,
+        json!({ "name": "tricky", "command": ["sh", "-c",
+            "printf 'a\\033]0;owned\\007b \\033[31mred\\033[0m \\033]52;c;ZWNobyBoaQ==\\033\\\\done\\n'"] }),
+    )
+    .await;
+    let ada = User::new(app.address.to_string(), "admin@example.com", &admin);
+    let ran = ada.run(&["execute", "tricky"]).await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let id = ran
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("ID"))
+        .map(|rest| rest.trim().to_owned())
+        .unwrap_or_else(|| panic!("{ran:?}"));
+    // Piped: exactly what the run wrote (scripts may want it).
+    let piped = ada.run(&["logs", &id]).await;
+    assert!(piped.stdout.contains("\u{1b}]0;owned\u{7}"), "{piped:?}");
+    // On a terminal: text only.
+    let shown = run_on_a_terminal(&ada, &["logs", &id]).await;
+    assert!(shown.contains("ab red done"), "{shown:?}");
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+        "{shown:?}"
+    );
+    // --raw on a terminal: as written.
+    let raw = run_on_a_terminal(&ada, &["logs", "--raw", &id]).await;
+    assert!(raw.contains("\u{1b}[31mred"), "{raw:?}");
+}

@@ -57,7 +57,7 @@ async fn up_down_up(db: &DatabaseConnection) {
     );
 
     // Step down past the column changes to the table creations, one migration at a time.
-    for step in 1..=5 {
+    for step in 1..=6 {
         migrate_down(db, Some(1)).await.expect("one step down");
         let states = migration_states(db).await.unwrap();
         assert_eq!(states.iter().filter(|m| m.applied).count(), total - step);

@@ -124,6 +124,13 @@ async fn graphiql_and_the_live_view_work_in_chromium_without_leaving_the_origin(
         ["PENDING", "STARTING", "RUNNING"].contains(&at_first_line),
         "lines arrive live: {seen}"
     );
+    // A line holding markup is shown as text, never as page content.
+    assert_eq!(
+        seen["markup"]["lines"],
+        serde_json::json!(["Hello, <img src=x onerror=\"document.title=1\">!"]),
+        "{seen}"
+    );
+    assert_eq!(seen["markup"]["images"], 0, "{seen}");
     assert_eq!(seen["consoleErrors"], serde_json::json!([]), "{seen}");
     for shot in [
         "playground-graphiql.png",

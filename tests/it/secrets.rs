@@ -24,7 +24,12 @@ const SET: &str = "mutation($p: String!, $s: [SecretValueInput!]!) {
     setSecrets(proc: $p, secrets: $s) { key description isSet updatedAt } }";
 
 async fn with_proc(stack: Stack) -> Option<TestApp> {
-    let app = TestApp::builder().stack(stack).try_spawn().await?;
+    // The walk below asks for every field at once, lists included: far past the default cost.
+    let app = TestApp::builder()
+        .stack(stack)
+        .with_settings(|settings| settings.graphql_limits.max_complexity = 10_000_000)
+        .try_spawn()
+        .await?;
     let created = app
         .graphql(
             "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }",

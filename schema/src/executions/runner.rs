@@ -327,9 +327,16 @@ impl Runner {
                 let outcome = Outcome::creation_failed(format!("cannot be started again: {error}"));
                 finish(state, id, outcome, Fence::Owner(&self.replica)).await;
             }
-            (_, prepared) => {
-                let masker = prepared.map(|(_, masker)| masker).unwrap_or_default();
+            (_, Ok((_, masker))) => {
                 self.supervise_in_background(state.clone(), execution, None, masker);
+            }
+            // Without the secret values its output cannot be masked: following it would
+            // publish them, so it is given up (its executor may still finish it unseen).
+            (_, Err(error)) => {
+                let outcome = Outcome::lost(format!(
+                    "cannot be resumed: its secrets cannot be read to mask its output ({error})"
+                ));
+                finish(state, id, outcome, Fence::Owner(&self.replica)).await;
             }
         }
     }
