@@ -55,6 +55,13 @@ pub struct Model {
     /// Output lines that could not be stored and were lost (a marker line says where).
     #[serde(default)]
     pub log_lines_lost: i64,
+    /// Which key sealed `mask_sealed`.
+    #[serde(skip)]
+    pub mask_key_id: Option<String>,
+    /// The secret values the run started with (a JSON list, encrypted), so whoever supervises
+    /// it masks exactly those; never sent on the event bus.
+    #[serde(skip)]
+    pub mask_sealed: Option<Vec<u8>>,
 }
 
 /// An execution refers to its proc and schedule and owns its log lines.

@@ -18,7 +18,7 @@ mod m20261122_000011_add_secret_key_ids;
 mod m20261122_000012_drop_user_admin;
 mod m20261122_000013_add_execution_leases;
 mod m20261122_000014_add_schedule_notifications;
-mod m20261130_000015_add_log_integrity;
+mod m20261130_000015_add_run_integrity;
 
 /// Applies Proctor's migrations in order.
 pub struct Migrator;
@@ -41,7 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000012_drop_user_admin::Migration),
             Box::new(m20261122_000013_add_execution_leases::Migration),
             Box::new(m20261122_000014_add_schedule_notifications::Migration),
-            Box::new(m20261130_000015_add_log_integrity::Migration),
+            Box::new(m20261130_000015_add_run_integrity::Migration),
         ]
     }
 }

@@ -1220,3 +1220,195 @@ async fn landlock_keeps_the_data_directory_from_runs_of_the_same_user() {
     let (output, secrets) = try_to_read_the_data_dir(&app).await;
     assert_denied(&output, &secrets);
 }
+
+#[tokio::test]
+async fn a_revocation_on_one_replica_closes_sockets_on_another_at_once() {
+    let Some((first, admin, user)) = auth_app(Stack::Production, Duration::from_secs(30)).await
+    else {
+        return;
+    };
+    let (database, redis) = (
+        first.settings.database.clone(),
+        first.settings.redis.clone(),
+    );
+    let second = TestApp::builder()
+        .stack(Stack::Production)
+        .with_settings(move |settings| {
+            settings.auth = AuthMode::Builtin;
+            settings.database = database;
+            settings.redis = redis;
+            settings.scheduler_enabled = false;
+        })
+        .spawn()
+        .await;
+    let mut socket = WsClient::connect(
+        &second.ws_url(),
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {user}") }),
+    )
+    .await;
+    socket.start("1", WATCH, json!({})).await;
+    assert_eq!(socket.wait_closed(Duration::from_millis(300)).await, None);
+    let started = std::time::Instant::now();
+    let revoked = first
+        .graphql_as(
+            &admin,
+            r#"mutation { revokeApiToken(email: "bo@example.com") }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(revoked["data"]["revokeApiToken"], true, "{revoked}");
+    let closed = socket.wait_closed(Duration::from_secs(10)).await;
+    assert_eq!(closed.map(|(code, _)| code), Some(4403));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the bus event, not the 30 s re-check, closed it ({:?})",
+        started.elapsed()
+    );
+    // A new connection with the revoked token is refused at connection_init.
+    let again = WsClient::try_connect(
+        &second.ws_url(),
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {user}") }),
+    )
+    .await;
+    assert!(again.is_err(), "a revoked token cannot connect again");
+}
+
+#[tokio::test]
+async fn huge_invalid_inputs_are_not_echoed_back() {
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    define(
+        &app,
+        json!({ "name": "pick", "command": ["true"],
+                "args": [{ "name": "COLOR", "type": "ENUM", "values": ["red", "blue"] }] }),
+    )
+    .await;
+    let huge = "x".repeat(900 * 1024);
+    let refused = app
+        .graphql(
+            "mutation($a: [ArgInput!]) { execute(proc: \"pick\", args: $a) { id } }",
+            json!({ "a": [{ "name": "COLOR", "value": huge }] }),
+        )
+        .await;
+    let message = refused["errors"][0]["message"].as_str().unwrap();
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert!(message.len() < 2_000, "{} bytes echoed", message.len());
+    // The engine's own errors (an unknown enum value in a query) are capped too.
+    let query =
+        format!("{{ executions(filter: {{ status: [{huge}] }}) {{ edges {{ cursor }} }} }}");
+    let response = app.graphql(&query, json!({})).await;
+    let message = response["errors"][0]["message"].as_str().unwrap();
+    assert!(message.len() < 2_000, "{} bytes echoed", message.len());
+}
+
+async fn a_line_the_database_refuses_is_marked_lost_and_holds_nothing_back(stack: Stack) {
+    use sea_orm::ConnectionTrait as _;
+    let Some(app) = TestApp::builder().stack(stack).try_spawn().await else {
+        return;
+    };
+    // A stand-in for any line the database cannot take: a trigger refusing one text.
+    let db = app.state.db();
+    let statements: &[&str] = match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => &[
+            "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+             IF NEW.line LIKE '%POISON%' THEN RAISE EXCEPTION 'refused'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON execution_logs \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        ],
+        _ => &[
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON execution_logs \
+               WHEN NEW.line LIKE '%POISON%' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        ],
+    };
+    for statement in statements {
+        db.execute_unprepared(statement).await.unwrap();
+    }
+    define(
+        &app,
+        json!({ "name": "poisoned", "command": ["sh", "-c", "echo one; echo POISON; echo three; echo four"] }),
+    )
+    .await;
+    let (id, last) = run_to_end(&app, "poisoned").await;
+    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    assert_eq!(last["logLinesLost"], 1, "{last}");
+    let lines = all_lines(&app, &id).await;
+    let texts: Vec<&str> = lines
+        .iter()
+        .map(|line| line["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    assert_eq!(texts[0], "one");
+    assert!(
+        texts[1].contains("could not be stored and was lost"),
+        "{texts:?}"
+    );
+    assert_eq!(lines[1]["stream"], "SYSTEM");
+    assert_eq!(
+        &texts[2..],
+        ["three", "four"],
+        "later lines are not held back"
+    );
+}
+
+on_both_stacks!(a_line_the_database_refuses_is_marked_lost_and_holds_nothing_back);
+
+async fn a_run_taken_over_masks_the_values_it_started_with(stack: Stack) {
+    use sea_orm::EntityTrait as _;
+    let Some(app) = TestApp::builder().stack(stack).try_spawn().await else {
+        return;
+    };
+    define(
+        &app,
+        json!({ "name": "holder", "command": ["sleep", "30"], "secrets": [{ "name": "TOKEN" }] }),
+    )
+    .await;
+    let set = |value: &'static str| {
+        let app = &app;
+        async move {
+            let set = app
+                .graphql(
+                    "mutation($s: [SecretValueInput!]!) { setSecrets(proc: \"holder\", secrets: $s) { key } }",
+                    json!({ "s": [{ "key": "TOKEN", "value": value }] }),
+                )
+                .await;
+            assert_eq!(set["errors"], Value::Null, "{set}");
+        }
+    };
+    set("first-value-7Qx").await;
+    let started = app.graphql(EXECUTE, json!({ "p": "holder" })).await;
+    let id: i64 = started["data"]["execute"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    set("second-value-9Zy").await;
+    // What a replica taking the run over rebuilds from the database.
+    let row = proctor_entity::execution::Entity::find_by_id(id)
+        .one(app.state.db())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.mask_sealed.is_some(), "the values are kept, sealed");
+    assert!(
+        !String::from_utf8_lossy(row.mask_sealed.as_ref().unwrap()).contains("first-value"),
+        "and encrypted"
+    );
+    let (_, masker) = proctor_schema::executions::service::prepare_run(&app.state, &row)
+        .await
+        .unwrap();
+    assert_eq!(
+        masker.mask("old first-value-7Qx new second-value-9Zy"),
+        "old *** new ***"
+    );
+    let cancelled = app
+        .graphql(
+            "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
+            json!({ "id": id.to_string() }),
+        )
+        .await;
+    assert_eq!(cancelled["errors"], Value::Null, "{cancelled}");
+}
+
+on_both_stacks!(a_run_taken_over_masks_the_values_it_started_with);

@@ -124,6 +124,12 @@ impl TestAppBuilder {
             .unwrap_or_else(|e| panic!("test server failed to start: {e}"));
         let address = server.local_addr();
         let state = server.state().clone();
+        // Redis pub/sub drops what is published before the subscription is in place: a test
+        // starts once the bus can deliver (as a load balancer would wait for /readyz).
+        let ready_by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while state.event_bus().check().await.is_err() && std::time::Instant::now() < ready_by {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let schema = server.schema().clone();
         let (shutdown, shutdown_received) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {

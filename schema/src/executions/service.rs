@@ -144,6 +144,15 @@ pub async fn insert_pending<C: ConnectionTrait>(
     let lease = chrono::Duration::from_std(state.runner().settings().lease)
         .unwrap_or(chrono::Duration::seconds(15));
     let mut row = new_row(&prepared.proc, prepared.args.clone(), new, now);
+    if !prepared.secrets.is_empty() {
+        let sealed = crate::secrets::service::seal_run_mask(
+            state.keyring(),
+            prepared.proc.id,
+            &prepared.secrets,
+        )?;
+        row.mask_key_id = Set(Some(sealed.key_id));
+        row.mask_sealed = Set(Some(sealed.ciphertext));
+    }
     row.owner = Set(Some(state.runner().replica().to_owned()));
     row.lease_expires_at = Set(Some(now + lease));
     Ok(row.insert(txn).await?)
@@ -195,6 +204,8 @@ fn new_row(
         log_source: Set(None),
         log_offset: Set(0),
         log_lines_lost: Set(0),
+        mask_key_id: Set(None),
+        mask_sealed: Set(None),
     }
 }
 
@@ -233,7 +244,16 @@ pub async fn prepare_run(
         key: execution.proc_name.clone(),
     })?;
     let secrets = secret_values(state, &proc).await?;
-    Ok(run_spec(&proc, execution, secrets))
+    // Mask what the run started with too: a value changed since is still in its output.
+    let started_with = crate::secrets::service::open_run_mask(state.keyring(), proc.id, execution)?;
+    let (spec, _) = run_spec(&proc, execution, secrets.clone());
+    let masker = Masker::new(
+        secrets
+            .iter()
+            .map(|(_, value)| value.as_str())
+            .chain(started_with.iter().map(String::as_str)),
+    );
+    Ok((spec, masker))
 }
 
 /// The environment is `args ⊕ secrets ⊕ context`: secrets override arguments of the same

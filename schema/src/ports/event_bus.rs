@@ -308,6 +308,8 @@ mod tests {
                 log_source: None,
                 log_offset: 0,
                 log_lines_lost: 0,
+                mask_key_id: None,
+                mask_sealed: None,
             }),
         }
     }

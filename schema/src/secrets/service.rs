@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_graphql::SimpleObject;
 use chrono::{DateTime, Utc};
-use proctor_entity::{proc, secret};
+use proctor_entity::{execution, proc, secret};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     IntoActiveModel, NotSet, QueryFilter, QuerySelect, Set,
@@ -252,6 +252,45 @@ pub async fn secret_values(
     rows.iter()
         .map(|row| Ok((row.key.clone(), decrypt(state.keyring(), row)?)))
         .collect()
+}
+
+/// The sealing context of a run's masking values (bound to its proc).
+fn run_mask_context(proc_id: i64) -> String {
+    format!("run-mask:{proc_id}")
+}
+
+/// Seals the secret values a run starts with, for [`open_run_mask`].
+pub fn seal_run_mask(
+    keyring: &Keyring,
+    proc_id: i64,
+    secrets: &[(String, String)],
+) -> Result<Sealed, ApiError> {
+    let values: Vec<&str> = secrets.iter().map(|(_, value)| value.as_str()).collect();
+    let plain = serde_json::to_vec(&values)
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("encoding a run's mask")))?;
+    keyring
+        .seal(&run_mask_context(proc_id), &plain)
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("sealing a run's mask")))
+}
+
+/// The secret values `execution` started with (none when it started before they were kept).
+pub fn open_run_mask(
+    keyring: &Keyring,
+    proc_id: i64,
+    execution: &execution::Model,
+) -> Result<Vec<String>, ApiError> {
+    let (Some(key_id), Some(ciphertext)) = (&execution.mask_key_id, &execution.mask_sealed) else {
+        return Ok(Vec::new());
+    };
+    let sealed = Sealed {
+        key_id: key_id.clone(),
+        ciphertext: ciphertext.clone(),
+    };
+    let plain = keyring
+        .open(&run_mask_context(proc_id), &sealed)
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("opening a run's mask")))?;
+    serde_json::from_slice(&plain)
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("decoding a run's mask")))
 }
 
 /// Re-encrypts every value not yet under the keyring's current key, in one transaction, and
