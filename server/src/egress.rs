@@ -6,7 +6,8 @@
 //! - a URL must be http(s), name a host and carry no user:password;
 //! - the address actually connected to must be public: loopback, link-local, private,
 //!   shared (CGNAT), multicast, broadcast, unspecified and documentation ranges are refused
-//!   (IPv4-mapped IPv6 addresses are judged as the IPv4 they carry). Names are resolved by
+//!   (IPv6 forms that carry an IPv4 address, mapped `::ffff:0:0/96`, NAT64 `64:ff9b::/96` and
+//!   6to4 `2002::/16`, are judged as that IPv4 address; Teredo is refused). Names are resolved by
 //!   [`GuardedResolver`], which hands the HTTP client only the permitted addresses, so a DNS
 //!   answer cannot change between the check and the connection; IP literals (including the
 //!   decimal and hex forms URL parsing normalizes, e.g. `http://2130706433/`) are checked
@@ -146,6 +147,16 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("private (unique local)")
     } else if first == 0x2001 && ip.segments()[1] == 0x0db8 {
         Some("reserved for documentation")
+    } else if first == 0x2001 && ip.segments()[1] == 0 {
+        Some("Teredo (tunnels to an IPv4 address)")
+    } else if first == 0x0064 && ip.segments()[1] == 0xff9b {
+        // NAT64: the last 32 bits are the IPv4 address reached.
+        let [.., a, b, c, d] = ip.octets();
+        forbidden_v4(Ipv4Addr::new(a, b, c, d))
+    } else if first == 0x2002 {
+        // 6to4: bits 16..48 are the IPv4 address reached.
+        let octets = ip.octets();
+        forbidden_v4(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]))
     } else if ip.to_ipv4().is_some() && first == 0 {
         // IPv4-compatible (deprecated) addresses: judged as public only if the v4 part is.
         ip.to_ipv4().and_then(forbidden_v4)

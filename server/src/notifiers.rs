@@ -41,6 +41,9 @@ pub fn build(
     let client = reqwest::Client::builder()
         .timeout(SEND_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
+        // Direct connections only: a proxy from the environment would resolve and connect
+        // for us, past the address check.
+        .no_proxy()
         .dns_resolver(egress.resolver())
         .build()
         .context("building the notification HTTP client")?;
