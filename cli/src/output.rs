@@ -31,8 +31,11 @@ pub fn structured(format: Format, value: &impl Serialize) -> Result<bool, CliErr
     Ok(true)
 }
 
-/// The Go CLI's two-column line (`%-40s %s`, without its trailing padding).
+/// The Go CLI's two-column line (`%-40s %s`, without its trailing padding). Both sides come
+/// from the server (names, argument values, reasons), so terminal control sequences are
+/// removed from them.
 pub fn pair(left: &str, right: impl std::fmt::Display) -> String {
+    let (left, right) = (strip_controls(left), strip_controls(&right.to_string()));
     format!("{left:<40} {right}").trim_end().to_owned()
 }
 
@@ -67,7 +70,11 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     table
         .load_preset(comfy_table::presets::NOTHING)
         .set_header(header.to_vec())
-        .add_rows(rows);
+        .add_rows(rows.into_iter().map(|row| {
+            row.iter()
+                .map(|cell| strip_controls(cell))
+                .collect::<Vec<_>>()
+        }));
     table
         .lines()
         .map(|line| {
@@ -188,5 +195,13 @@ mod line_tests {
         assert_eq!(strip_controls("back\u{8}\u{8}space"), "backspace");
         assert_eq!(strip_controls("\u{1b}(Bcharset"), "charset");
         assert_eq!(strip_controls("ünïcødé ✓"), "ünïcødé ✓");
+    }
+
+    #[test]
+    fn pairs_and_tables_carry_no_control_sequences() {
+        let line = super::pair("Reason", "exit \u{1b}]52;c;ZXZpbA==\u{7}1");
+        assert_eq!(line, format!("{:<40} exit 1", "Reason"));
+        let table = super::table(&["ARG"], vec![vec!["a\u{1b}[2Jb".to_owned()]]);
+        assert!(table.ends_with("ab"), "{table:?}");
     }
 }

@@ -22,9 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextRequest, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
+    NextValidation,
 };
-use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult};
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
+use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
 
 use crate::error::{ApiError, MAX_ECHOED_MESSAGE, cap_echo};
 
@@ -124,6 +126,33 @@ impl Extension for ResponseLimitsExtension {
         next.run(ctx, request.data(ResponseBudget::default())).await
     }
 
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        for (_, operation) in document.operations.iter() {
+            if operation.node.ty != OperationType::Subscription {
+                continue;
+            }
+            let mut seen = Vec::new();
+            let fields = root_fields(&document, &operation.node.selection_set.node, &mut seen);
+            if fields > 1 {
+                return Err(ServerError::new(
+                    format!(
+                        "a subscription selects exactly one root field (this one selects \
+                         {fields}); open one subscription per field"
+                    ),
+                    Some(operation.pos),
+                ));
+            }
+        }
+        Ok(document)
+    }
+
     async fn validation(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -145,6 +174,37 @@ impl Extension for ResponseLimitsExtension {
                 .collect()
         })
     }
+}
+
+/// How many root fields `set` selects (`__typename` aside), through fragments; `seen` guards
+/// against fragment cycles (validation reports those later).
+fn root_fields<'d>(
+    document: &'d ExecutableDocument,
+    set: &'d SelectionSet,
+    seen: &mut Vec<&'d str>,
+) -> usize {
+    set.items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(field) => usize::from(field.node.name.node.as_str() != "__typename"),
+            Selection::InlineFragment(fragment) => {
+                root_fields(document, &fragment.node.selection_set.node, seen)
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = spread.node.fragment_name.node.as_str();
+                if seen.contains(&name) {
+                    return 0;
+                }
+                seen.push(name);
+                document
+                    .fragments
+                    .get(&spread.node.fragment_name.node)
+                    .map_or(0, |fragment| {
+                        root_fields(document, &fragment.node.selection_set.node, seen)
+                    })
+            }
+        })
+        .sum()
 }
 
 fn nul_error(path: &str) -> ServerError {

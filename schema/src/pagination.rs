@@ -12,6 +12,13 @@ pub const DEFAULT_PAGE_SIZE: u64 = 20;
 /// Largest page a client may ask for.
 pub const MAX_PAGE_SIZE: u64 = 100;
 
+/// The cost of a field that looks one object up by its key (`execution`, `proc`, `schedule`):
+/// a database read, so aliasing it many times costs what it is.
+pub const LOOKUP_COST: usize = 10;
+
+/// Log lines are plain values read in pages: ten of them cost what one list item does.
+pub const LINES_PER_COST: usize = 10;
+
 /// The cost multiplier of a paged list field: the items it may return (what `first` asks
 /// for, the default when omitted, never more than `max`), used by the list fields'
 /// `complexity` attributes so a query's cost counts list sizes.

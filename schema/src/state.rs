@@ -28,7 +28,7 @@ impl Default for SchemaLimits {
     fn default() -> Self {
         Self {
             max_depth: 16,
-            max_complexity: 50_000,
+            max_complexity: 10_000,
         }
     }
 }

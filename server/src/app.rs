@@ -66,9 +66,19 @@ impl Server {
         let executor: Arc<dyn Executor> = match settings.executor {
             ExecutorKind::Local => {
                 ensure_data_dir(&settings.data_dir)?;
-                let isolation =
-                    Isolation::choose(&settings.data_dir, &settings.security.local_run_as)
-                        .map_err(|e| ConfigError::new(LOCAL_RUN_AS_SETTING, e))?;
+                // A SQLite file kept outside the data directory is denied with its directory.
+                let database_dir: Vec<std::path::PathBuf> = match &settings.database {
+                    DatabaseTarget::Sqlite { path } => {
+                        vec![sqlite_directory(path).to_path_buf()]
+                    }
+                    DatabaseTarget::Postgres { .. } => Vec::new(),
+                };
+                let isolation = Isolation::choose(
+                    &settings.data_dir,
+                    &database_dir,
+                    &settings.security.local_run_as,
+                )
+                .map_err(|e| ConfigError::new(LOCAL_RUN_AS_SETTING, e))?;
                 isolation_note = Some((isolation.protects_data_dir(), isolation.describe()));
                 Arc::new(LocalExecutor::new(
                     settings.cancel_grace,

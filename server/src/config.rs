@@ -401,7 +401,7 @@ pub struct Options {
     #[arg(
         long,
         env = "PROCTOR_GRAPHQL_MAX_COMPLEXITY",
-        default_value = "50000",
+        default_value = "10000",
         global = true
     )]
     pub graphql_max_complexity: String,

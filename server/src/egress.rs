@@ -149,10 +149,19 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("reserved for documentation")
     } else if first == 0x2001 && ip.segments()[1] == 0 {
         Some("Teredo (tunnels to an IPv4 address)")
+    } else if first & 0xffc0 == 0xfec0 {
+        Some("site-local")
     } else if first == 0x0064 && ip.segments()[1] == 0xff9b {
-        // NAT64: the last 32 bits are the IPv4 address reached.
-        let [.., a, b, c, d] = ip.octets();
-        forbidden_v4(Ipv4Addr::new(a, b, c, d))
+        let segments = ip.segments();
+        if segments[2..6].iter().all(|segment| *segment == 0) {
+            // NAT64 well-known prefix: the last 32 bits are the IPv4 address reached.
+            let [.., a, b, c, d] = ip.octets();
+            forbidden_v4(Ipv4Addr::new(a, b, c, d))
+        } else {
+            // Local-use NAT64 (64:ff9b:1::/48): where the IPv4 address sits is the
+            // operator's choice, so it cannot be judged.
+            Some("local-use NAT64")
+        }
     } else if first == 0x2002 {
         // 6to4: bits 16..48 are the IPv4 address reached.
         let octets = ip.octets();

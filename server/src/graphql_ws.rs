@@ -15,7 +15,7 @@
 //!   its id (which async-graphql does for every operation that ends, stopped or not), or the
 //!   connection closes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,7 +27,7 @@ use futures::{SinkExt, StreamExt};
 use proctor_schema::auth::{Caller, RequestAuth};
 use proctor_schema::ports::authenticator::Credentials;
 use proctor_schema::ports::event_bus::{Delivery, Event, Topic};
-use proctor_schema::{AppState, ProctorSchema};
+use proctor_schema::{ApiError, AppState, ProctorSchema};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
@@ -49,6 +49,8 @@ pub struct WsLimits {
     pub open: AtomicUsize,
     /// How often credentials are checked again.
     pub revalidate: Duration,
+    /// Largest message a client may send (the HTTP body limit).
+    pub max_message: usize,
 }
 
 /// Who the connection authenticated as at `connection_init`.
@@ -61,6 +63,7 @@ struct Identity {
 /// What a client message means for the limits and checks.
 enum ClientKind {
     Start(String),
+    Stop(String),
     Other,
 }
 
@@ -73,7 +76,79 @@ fn classify(text: &str) -> ClientKind {
         message.get("id"),
     ) {
         (Some("subscribe" | "start"), Some(Value::String(id))) => ClientKind::Start(id.clone()),
+        (Some("complete" | "stop"), Some(Value::String(id))) => ClientKind::Stop(id.clone()),
         _ => ClientKind::Other,
+    }
+}
+
+/// The operations one connection holds, counted against its own cap and the server's. The
+/// server-wide count is given back when an operation completes and, for whatever is still
+/// open, when this is dropped (however the connection ends).
+struct Operations {
+    open: HashSet<String>,
+    /// Ids the client stopped whose `complete` the engine has yet to send (the id is free for
+    /// reuse at once, as graphql-transport-ws says).
+    stopping: HashMap<String, usize>,
+    limits: Arc<WsLimits>,
+}
+
+impl Operations {
+    fn new(limits: Arc<WsLimits>) -> Self {
+        Self {
+            open: HashSet::new(),
+            stopping: HashMap::new(),
+            limits,
+        }
+    }
+
+    /// Counts operation `id`, or says which limit it would pass.
+    fn try_open(&mut self, id: &str) -> Result<(), String> {
+        if self.open.len() >= self.limits.per_connection {
+            return Err(format!(
+                "this connection already has {} operations open (the most one connection may \
+                 hold, PROCTOR_MAX_SUBSCRIPTIONS_PER_CONNECTION); complete one first or open \
+                 another connection",
+                self.open.len()
+            ));
+        }
+        if self.limits.open.fetch_add(1, Ordering::AcqRel) >= self.limits.server_wide {
+            self.limits.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!(
+                "the server holds the most websocket operations it may ({}, \
+                 PROCTOR_MAX_SUBSCRIPTIONS); try again later",
+                self.limits.server_wide
+            ));
+        }
+        self.open.insert(id.to_owned());
+        Ok(())
+    }
+
+    /// The client stopped `id`.
+    fn stopped(&mut self, id: &str) {
+        if self.open.remove(id) {
+            self.limits.open.fetch_sub(1, Ordering::AcqRel);
+            *self.stopping.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// The engine completed `id`.
+    fn completed(&mut self, id: &str) {
+        if let Some(pending) = self.stopping.get_mut(id) {
+            *pending -= 1;
+            if *pending == 0 {
+                self.stopping.remove(id);
+            }
+        } else if self.open.remove(id) {
+            self.limits.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Operations {
+    fn drop(&mut self) {
+        self.limits
+            .open
+            .fetch_sub(self.open.len(), Ordering::AcqRel);
     }
 }
 
@@ -142,7 +217,7 @@ pub async fn serve(
     let mut changes = state.event_bus().subscribe(Topic::Credentials);
     let mut recheck = tokio::time::interval(limits.revalidate);
     recheck.tick().await;
-    let mut open: HashSet<String> = HashSet::new();
+    let mut operations = Operations::new(Arc::clone(&limits));
 
     let close = loop {
         tokio::select! {
@@ -156,38 +231,24 @@ pub async fn serve(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
                 };
-                if let ClientKind::Start(id) = classify(&text) {
-                    if open.contains(&id) {
-                        break Some((4409, format!("Subscriber for {id} already exists")));
-                    }
-                    if let Some(reason) = still_valid(&identity, &state).await {
-                        break Some((CLOSE_FORBIDDEN, reason));
-                    }
-                    let refusal = if open.len() >= limits.per_connection {
-                        Some(format!(
-                            "this connection already has {} operations open (the most one \
-                             connection may hold, PROCTOR_MAX_SUBSCRIPTIONS_PER_CONNECTION); \
-                             complete one first or open another connection",
-                            open.len()
-                        ))
-                    } else if limits.open.fetch_add(1, Ordering::AcqRel) >= limits.server_wide {
-                        limits.open.fetch_sub(1, Ordering::AcqRel);
-                        Some(format!(
-                            "the server holds the most websocket operations it may \
-                             ({}, PROCTOR_MAX_SUBSCRIPTIONS); try again later",
-                            limits.server_wide
-                        ))
-                    } else {
-                        None
-                    };
-                    if let Some(message) = refusal {
-                        let error = operation_error(protocol, &id, &message, "LIMIT_EXCEEDED");
-                        if sink.send(Message::Text(error.into())).await.is_err() {
-                            break None;
+                match classify(&text) {
+                    ClientKind::Start(id) => {
+                        if operations.open.contains(&id) {
+                            break Some((4409, format!("Subscriber for {id} already exists")));
                         }
-                        continue;
+                        if let Some(reason) = still_valid(&identity, &state).await {
+                            break Some((CLOSE_FORBIDDEN, reason));
+                        }
+                        if let Err(message) = operations.try_open(&id) {
+                            let error = operation_error(protocol, &id, &message, "LIMIT_EXCEEDED");
+                            if sink.send(Message::Text(error.into())).await.is_err() {
+                                break None;
+                            }
+                            continue;
+                        }
                     }
-                    open.insert(id);
+                    ClientKind::Stop(id) => operations.stopped(&id),
+                    ClientKind::Other => {}
                 }
                 if to_engine.try_send(text).is_err() {
                     break None;
@@ -195,10 +256,8 @@ pub async fn serve(
             }
             outgoing = engine.next() => match outgoing {
                 Some(WsMessage::Text(text)) => {
-                    if let Some(id) = completed_id(&text)
-                        && open.remove(&id)
-                    {
-                        limits.open.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(id) = completed_id(&text) {
+                        operations.completed(&id);
                     }
                     if sink.send(Message::Text(text.into())).await.is_err() {
                         break None;
@@ -231,7 +290,7 @@ pub async fn serve(
             }
         }
     };
-    limits.open.fetch_sub(open.len(), Ordering::AcqRel);
+    drop(operations);
     if let Some((code, reason)) = close {
         if code == CLOSE_FORBIDDEN {
             tracing::info!(%reason, "closed a websocket whose caller lost their rights");
@@ -278,7 +337,9 @@ async fn concerns(identity: &Mutex<Option<Identity>>, email: Option<&str>) -> bo
 }
 
 /// `None` while the connection's credentials still give the caller it started with; else
-/// why not. Before `connection_init` there is nothing to check.
+/// why not. Before `connection_init` there is nothing to check. When the check itself fails
+/// (the database or identity service is away), the connection stays and is checked again at
+/// the next occasion: an outage must not look like a revocation to every client.
 async fn still_valid(identity: &Mutex<Option<Identity>>, state: &AppState) -> Option<String> {
     let identity = identity.lock().await.clone()?;
     if !state.auth_enabled() {
@@ -287,6 +348,10 @@ async fn still_valid(identity: &Mutex<Option<Identity>>, state: &AppState) -> Op
     match RequestAuth::new(identity.credentials).resolve(state).await {
         Ok(current) if current == identity.caller => None,
         Ok(_) => Some("Forbidden: your groups or identity changed; reconnect".to_owned()),
+        Err(ApiError::Internal(error)) => {
+            tracing::warn!(error = %format!("{error:#}"), "cannot re-check a websocket's credentials now; keeping it until the next check");
+            None
+        }
         Err(error) => Some(format!("Forbidden: {error}")),
     }
 }

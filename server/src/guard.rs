@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::uri::Authority;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::json;
@@ -106,9 +106,20 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// Why a request was admitted.
+#[derive(Debug, PartialEq, Eq)]
+enum Admitted {
+    /// No `Origin`: not a browser's cross-origin request.
+    NoOrigin,
+    /// The server's own page.
+    SameOrigin,
+    /// A page of an origin in `PROCTOR_ALLOWED_ORIGINS` (answered with CORS headers).
+    Listed(HeaderValue),
+}
+
 impl Guard {
     /// `Err` with the answer when the request must not be served.
-    fn admit(&self, request: &Request) -> Result<(), Refusal> {
+    fn admit(&self, request: &Request) -> Result<Admitted, Refusal> {
         let host = request_host(request);
         let split = host.as_deref().and_then(split_host);
         if !self.auth_enabled {
@@ -134,17 +145,14 @@ impl Guard {
         &self,
         headers: &HeaderMap,
         host: Option<&(String, Option<u16>)>,
-    ) -> Result<(), Refusal> {
-        let Some(origin) = headers.get(header::ORIGIN) else {
-            return Ok(());
+    ) -> Result<Admitted, Refusal> {
+        let Some(value) = headers.get(header::ORIGIN) else {
+            return Ok(Admitted::NoOrigin);
         };
-        let origin = origin.to_str().unwrap_or_default();
+        let origin = value.to_str().unwrap_or_default();
         let Ok(normalized) = normalize_origin(origin) else {
             return Err(foreign_origin(origin));
         };
-        if self.allowed_origins.contains(&normalized) {
-            return Ok(());
-        }
         // The server's own origin: the page was loaded from the host and port this request
         // goes to (the port the scheme implies when the Host header names none).
         let own = host.and_then(|(name, port)| {
@@ -153,7 +161,10 @@ impl Guard {
             normalize_origin(&format!("{scheme}://{name}:{}", port.unwrap_or(default))).ok()
         });
         if own.as_deref() == Some(normalized.as_str()) {
-            return Ok(());
+            return Ok(Admitted::SameOrigin);
+        }
+        if self.allowed_origins.contains(&normalized) {
+            return Ok(Admitted::Listed(value.clone()));
         }
         Err(foreign_origin(origin))
     }
@@ -183,10 +194,42 @@ fn refusal(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-/// Middleware applying [`Guard`] to every request.
+/// Middleware applying [`Guard`] to every request. A listed origin also gets what browsers
+/// need to call across origins: preflights are answered here, and answers carry
+/// `Access-Control-Allow-Origin` for that origin (never `*`, never credentials: callers send
+/// tokens in headers).
 pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     match guard.admit(&request) {
-        Ok(()) => next.run(request).await,
+        Ok(Admitted::Listed(origin)) => {
+            let preflight = request.method() == Method::OPTIONS
+                && request
+                    .headers()
+                    .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+            let mut response = if preflight {
+                let mut response = StatusCode::NO_CONTENT.into_response();
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("GET, POST"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("content-type, authorization, access-token, email-id"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("600"),
+                );
+                response
+            } else {
+                next.run(request).await
+            };
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
+            response
+        }
+        Ok(Admitted::NoOrigin | Admitted::SameOrigin) => next.run(request).await,
         Err(refused) => {
             tracing::warn!(
                 method = %request.method(),

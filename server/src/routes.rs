@@ -76,6 +76,7 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
                 server_wide: security.max_subscriptions,
                 open: AtomicUsize::new(0),
                 revalidate: security.ws_revalidate,
+                max_message: settings.max_body_bytes,
             }),
             metrics_token: security
                 .metrics_token
@@ -172,6 +173,8 @@ async fn graphql_ws(
     let from_headers = credentials::from_headers(&headers);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(http.websockets.max_message)
+        .max_frame_size(http.websockets.max_message)
         .on_upgrade(move |socket| {
             crate::graphql_ws::serve(
                 socket,

@@ -1,19 +1,20 @@
 //! What a local run may touch: never the server's data directory (its key file and database),
-//! never the server's environment, only its own scratch directory.
+//! never the server's environment, and for writing only its own scratch directory.
 //!
 //! Every run starts in a directory of its own (`<tmp>/proctor-run-<id>-<random>`, mode 0700,
-//! `HOME` and `TMPDIR` point there), removed when the run ends. Then, by how proctord runs:
-//! - **as root**: the run runs as `PROCTOR_LOCAL_RUN_AS` (default `nobody`), without
-//!   supplementary groups. The data directory is 0700 and owned by root, so it cannot be read;
-//!   the server's `/proc/<pid>/environ` belongs to root too.
-//! - **as any other user** (or `PROCTOR_LOCAL_RUN_AS=self` as root): a Landlock ruleset, where
-//!   the kernel has Landlock (Linux 5.13+, enabled), allows the whole file system except the
-//!   data directory. Landlock allows by path, so the rules list the siblings of the data
-//!   directory and of each of its ancestors: entries created later next to them are not
-//!   covered (they are denied), which is why runs get their own `TMPDIR`. Landlock also keeps
-//!   the run from inspecting the server process (`/proc/<pid>/environ`, ptrace). Without
-//!   Landlock the run is only as separated as the user account allows; proctord says so at
-//!   start-up.
+//! `HOME` and `TMPDIR` point there), removed when the run ends. Then:
+//! - **proctord as root**: the run runs as `PROCTOR_LOCAL_RUN_AS` (default `nobody`), without
+//!   supplementary groups; the data directory is made 0700, so that account cannot enter it.
+//! - **Landlock** (Linux 5.13+, enabled), whatever the user: the run may read and execute the
+//!   whole file system except the denied directories (the data directory, and the directory
+//!   of a SQLite file kept elsewhere), write only its scratch directory and `/dev`, and cannot
+//!   inspect processes outside its own Landlock domain: not the server (`/proc/<pid>/environ`,
+//!   ptrace) and not other runs, even of the same account. Landlock allows by path, so the
+//!   rules list the siblings of each denied directory and of its ancestors; a sibling that is
+//!   a symbolic link to a denied directory or one of its ancestors is left out, and entries
+//!   created later next to them are not covered (denied).
+//! - **neither** (not root, no Landlock): the run has the server user's rights and can read
+//!   the data directory; proctord says so at start-up.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct RunAs {
 pub struct Isolation {
     /// The directory runs must not read.
     pub data_dir: PathBuf,
+    /// Other directories runs must not read (e.g. that of a SQLite file kept elsewhere).
+    pub also_denied: Vec<PathBuf>,
     /// Switch to this account (proctord runs as root).
     pub run_as: Option<RunAs>,
     /// Restrict runs with Landlock (proctord runs as another user and the kernel has it).
@@ -49,10 +52,14 @@ const LANDLOCK_ABI: ABI = ABI::V5;
 impl Isolation {
     /// Chooses the isolation for a server whose data directory is `data_dir`; `run_as` is
     /// `PROCTOR_LOCAL_RUN_AS` (`self` means: do not switch users).
-    pub fn choose(data_dir: &Path, run_as: &str) -> Result<Self, String> {
-        let data_dir = data_dir
-            .canonicalize()
-            .unwrap_or_else(|_| data_dir.to_path_buf());
+    pub fn choose(data_dir: &Path, also_denied: &[PathBuf], run_as: &str) -> Result<Self, String> {
+        let canonical = |path: &Path| path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let data_dir = canonical(data_dir);
+        let also_denied: Vec<PathBuf> = also_denied
+            .iter()
+            .map(|path| canonical(path))
+            .filter(|path| !path.starts_with(&data_dir) && path != Path::new("/"))
+            .collect();
         let root = rustix::process::geteuid().is_root();
         let run_as = if root && run_as != "self" {
             Some(lookup_user(run_as)?)
@@ -62,9 +69,10 @@ impl Isolation {
         if run_as.is_some() {
             close_to_others(&data_dir)?;
         }
-        let landlock = run_as.is_none() && landlock_available();
+        let landlock = landlock_available();
         Ok(Self {
             data_dir,
+            also_denied,
             run_as,
             landlock,
         })
@@ -74,6 +82,7 @@ impl Isolation {
     pub fn none(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
+            also_denied: Vec::new(),
             run_as: None,
             landlock: false,
         }
@@ -86,19 +95,23 @@ impl Isolation {
 
     /// One line for the start-up log: what protects the data directory.
     pub fn describe(&self) -> String {
+        let dir = self.data_dir.display();
         match (self.run_as, self.landlock) {
-            (Some(RunAs { uid, gid }), _) => format!(
-                "local runs run as uid {uid} gid {gid} and cannot read {}",
-                self.data_dir.display()
+            (Some(RunAs { uid, gid }), true) => format!(
+                "local runs run as uid {uid} gid {gid} under Landlock: they cannot read {dir} \
+                 nor see other processes, and write only their own directory"
+            ),
+            (Some(RunAs { uid, gid }), false) => format!(
+                "local runs run as uid {uid} gid {gid} and cannot read {dir} (no Landlock in \
+                 this kernel: runs of the same account can see each other's processes)"
             ),
             (None, true) => format!(
-                "local runs are restricted by Landlock and cannot read {}",
-                self.data_dir.display()
+                "local runs run under Landlock: they cannot read {dir} nor see other \
+                 processes, and write only their own directory"
             ),
             (None, false) => format!(
-                "local runs run as this server's user and CAN read {} (no Landlock in this \
-                 kernel; run proctord as root to run procs as PROCTOR_LOCAL_RUN_AS)",
-                self.data_dir.display()
+                "local runs run as this server's user and CAN read {dir} (no Landlock in this \
+                 kernel; run proctord as root to run procs as PROCTOR_LOCAL_RUN_AS)"
             ),
         }
     }
@@ -147,24 +160,29 @@ impl Isolation {
         Ok(())
     }
 
-    /// Everything but the data directory (and the way to it), for files and directories.
+    /// Read and execute everything but the denied directories; write the scratch directory
+    /// and `/dev`.
     fn ruleset(&self, scratch: &Path) -> io::Result<RulesetCreated> {
         let all = AccessFs::from_all(LANDLOCK_ABI);
+        let read = AccessFs::from_read(LANDLOCK_ABI);
         let mut ruleset = Ruleset::default()
             .handle_access(all)
             .and_then(Ruleset::create)
             .map_err(io::Error::other)?;
-        for path in allowed_paths(&self.data_dir)
+        let mut denied = vec![self.data_dir.clone()];
+        denied.extend(self.also_denied.iter().cloned());
+        let rules = allowed_paths(&denied)
             .into_iter()
-            .chain([scratch.to_path_buf()])
-        {
+            .map(|path| (path, read))
+            .chain([(scratch.to_path_buf(), all), (PathBuf::from("/dev"), all)]);
+        for (path, access) in rules {
             let Ok(fd) = PathFd::new(&path) else {
                 continue; // Gone since it was listed.
             };
             let access = if path.is_dir() {
-                all
+                access
             } else {
-                all & AccessFs::from_file(LANDLOCK_ABI)
+                access & AccessFs::from_file(LANDLOCK_ABI)
             };
             ruleset = ruleset
                 .add_rule(PathBeneath::new(fd, access))
@@ -191,23 +209,41 @@ fn close_to_others(data_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The siblings of `denied` and of each of its ancestors: together, everything but `denied`.
-pub fn allowed_paths(denied: &Path) -> Vec<PathBuf> {
+/// The siblings of each `denied` directory and of its ancestors: together, everything but
+/// them. A symbolic link among them that leads to a denied directory, into one, or to one of
+/// their ancestors is left out (a rule follows the link).
+pub fn allowed_paths(denied: &[PathBuf]) -> Vec<PathBuf> {
     let mut allowed = Vec::new();
-    let mut parent = PathBuf::from("/");
-    for component in denied.components().skip(1) {
-        let next = parent.join(component);
-        if let Ok(entries) = std::fs::read_dir(&parent) {
-            allowed.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .map(|entry| entry.path())
-                    .filter(|path| *path != next),
-            );
-        }
-        parent = next;
-    }
+    walk(Path::new("/"), denied, &mut allowed);
     allowed
+}
+
+fn walk(dir: &Path, denied: &[PathBuf], allowed: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if denied.iter().any(|denied| *denied == path) {
+            continue;
+        }
+        let is_link = entry.file_type().is_ok_and(|kind| kind.is_symlink());
+        if is_link {
+            let Ok(target) = path.canonicalize() else {
+                continue;
+            };
+            let reaches_denied = denied
+                .iter()
+                .any(|denied| denied.starts_with(&target) || target.starts_with(denied));
+            if !reaches_denied {
+                allowed.push(path);
+            }
+        } else if denied.iter().any(|denied| denied.starts_with(&path)) {
+            walk(&path, denied, allowed);
+        } else {
+            allowed.push(path);
+        }
+    }
 }
 
 /// Whether the running kernel enforces Landlock.
@@ -222,13 +258,23 @@ pub fn landlock_available() -> bool {
 /// The uid and gid of `name` (a user name from `/etc/passwd`, or `uid` / `uid:gid`).
 pub fn lookup_user(name: &str) -> Result<RunAs, String> {
     let name = name.trim();
+    let never_root = |run_as: RunAs| {
+        if run_as.uid == 0 || run_as.gid == 0 {
+            Err(format!(
+                "{name:?} is root; runs need an unprivileged user (or self to keep proctord's \
+                 user)"
+            ))
+        } else {
+            Ok(run_as)
+        }
+    };
     if let Some((uid, gid)) = name.split_once(':')
         && let (Ok(uid), Ok(gid)) = (uid.parse(), gid.parse())
     {
-        return Ok(RunAs { uid, gid });
+        return never_root(RunAs { uid, gid });
     }
     if let Ok(uid) = name.parse::<u32>() {
-        return Ok(RunAs { uid, gid: uid });
+        return never_root(RunAs { uid, gid: uid });
     }
     let passwd = std::fs::read_to_string("/etc/passwd")
         .map_err(|e| format!("cannot read /etc/passwd to find {name:?}: {e}"))?;
@@ -256,15 +302,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn allowed_paths_cover_everything_but_the_denied_directory() {
+    fn allowed_paths_cover_everything_but_the_denied_directories() {
         let root = tempfile::tempdir().unwrap();
-        let denied = root.path().join("data");
-        std::fs::create_dir(&denied).unwrap();
-        std::fs::create_dir(root.path().join("other")).unwrap();
-        std::fs::write(root.path().join("file"), b"x").unwrap();
-        let allowed = allowed_paths(&denied);
-        assert!(allowed.contains(&root.path().join("other")));
-        assert!(allowed.contains(&root.path().join("file")));
+        let base = root.path().canonicalize().unwrap();
+        let denied = base.join("data");
+        std::fs::create_dir_all(denied.join("inner")).unwrap();
+        std::fs::create_dir(base.join("other")).unwrap();
+        std::fs::create_dir(base.join("db")).unwrap();
+        std::fs::write(base.join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink(&base, base.join("up")).unwrap();
+        std::os::unix::fs::symlink(denied.join("inner"), base.join("into")).unwrap();
+        std::os::unix::fs::symlink(base.join("other"), base.join("sideways")).unwrap();
+        let allowed = allowed_paths(&[denied.clone(), base.join("db")]);
+        assert!(allowed.contains(&base.join("other")));
+        assert!(allowed.contains(&base.join("file")));
+        assert!(
+            allowed.contains(&base.join("sideways")),
+            "a harmless link stays"
+        );
+        for left_out in ["up", "into", "db", "data"] {
+            assert!(
+                !allowed.contains(&base.join(left_out)),
+                "{left_out}: {allowed:?}"
+            );
+        }
         assert!(
             !allowed.iter().any(|path| denied.starts_with(path)),
             "{allowed:?}"
@@ -280,6 +341,9 @@ mod tests {
             RunAs { uid: 1234, gid: 55 }
         );
         assert!(lookup_user("root").is_err(), "never root");
+        assert!(lookup_user("0").is_err(), "never root");
+        assert!(lookup_user("0:0").is_err(), "never root");
+        assert!(lookup_user("1000:0").is_err(), "never root's group");
         assert!(lookup_user("no-such-user-here").is_err());
     }
 }

@@ -154,6 +154,44 @@ async fn listed_origins_are_admitted() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://console.example.com"
+    );
+    // The browser's preflight for a JSON POST is answered.
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+        .header("Origin", "https://console.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "content-type, authorization",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://console.example.com"
+    );
+    assert!(
+        preflight.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    // Same-origin pages need no CORS headers; other origins get none either (they are refused).
+    let own = app
+        .http
+        .post(app.url("/graphql"))
+        .header("Origin", format!("http://{}", app.address))
+        .json(&json!({ "query": PROCS }))
+        .send()
+        .await
+        .unwrap();
+    assert!(own.headers().get("access-control-allow-origin").is_none());
 }
 
 #[tokio::test]
@@ -518,6 +556,43 @@ fn peak_rss_mib(pid: u32) -> u64 {
     kib / 1024
 }
 
+/// The review's query: a hundred executions, each with its logs eight times over.
+fn reviewer_query() -> String {
+    let aliases: String = (0..8)
+        .map(|n| {
+            format!(
+                "l{n}: logs(first: 10000, afterSeq: {}) {{ seq line }} ",
+                n * 100
+            )
+        })
+        .collect();
+    format!("{{ executions(first: 100) {{ edges {{ node {{ id {aliases} }} }} }} }}")
+}
+
+#[tokio::test]
+async fn the_reviewers_query_is_refused_by_its_cost_before_anything_is_read() {
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    let refused = app.graphql(&reviewer_query(), json!({})).await;
+    assert_eq!(refused["data"], Value::Null, "{refused}");
+    let message = refused["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("too complex") && message.contains("first"),
+        "{message}"
+    );
+    // A lookup by key costs 10: aliasing it a thousand times is refused too.
+    let aliases: String = (0..1000)
+        .map(|n| format!("e{n}: execution(id: {}) {{ id }} ", n + 1))
+        .collect();
+    let refused = app.graphql(&format!("{{ {aliases} }}"), json!({})).await;
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too complex"),
+        "{refused}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn big_log_queries_are_refused_and_memory_stays_bounded() {
     use proctor_tests::{Proctord, proctord_command};
@@ -525,7 +600,9 @@ async fn big_log_queries_are_refused_and_memory_stays_bounded() {
     let mut command = proctord_command(directory.path());
     command
         .env("PROCTOR_APP_PORT", "0")
-        .env("PROCTOR_REGISTER_EXAMPLES", "false");
+        .env("PROCTOR_REGISTER_EXAMPLES", "false")
+        // As a careless operator might: the cost limit out of the way.
+        .env("PROCTOR_GRAPHQL_MAX_COMPLEXITY", "1000000000");
     let server = Proctord::spawn(command);
     let base = server.url("");
     let graphql = |query: String, variables: Value| {
@@ -566,29 +643,15 @@ async fn big_log_queries_are_refused_and_memory_stays_bounded() {
         }
     }
 
-    // The reviewer's query: every execution, each with its logs many times over.
-    let aliases: String = (0..8)
-        .map(|n| {
-            format!(
-                "l{n}: logs(first: 10000, afterSeq: {}) {{ seq line }} ",
-                n * 100
-            )
-        })
-        .collect();
-    let reviewer =
-        format!("{{ executions(first: 100) {{ edges {{ node {{ id {aliases} }} }} }} }}");
-    let refused = graphql(reviewer.clone(), json!({})).await;
-    assert_eq!(refused["data"], Value::Null, "{refused}");
-    let message = refused["errors"][0]["message"].as_str().unwrap();
-    assert!(
-        message.contains("too complex") && message.contains("first"),
-        "{message}"
-    );
-
-    // With the cost limit out of the way (as a careless operator might), the per-response
-    // budget still stops it, after reading at most a page too many.
+    // The reviewer's query (every execution, each with its logs many times over), on a
+    // server whose cost limit was lifted: the per-response budget stops it.
     let _ = std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5");
     let before = peak_rss_mib(server.pid());
+    let refused = graphql(reviewer_query(), json!({})).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED",
+        "{refused}"
+    );
     let query = |aliases: &str| format!("query($id: ID!) {{ execution(id: $id) {{ {aliases} }} }}");
     let lines = graphql(
         query("a: logs(first: 6000) { line } b: logs(first: 6000, afterSeq: 6000) { line }"),
@@ -903,8 +966,13 @@ async fn the_101st_operation_on_a_socket_gets_an_error_and_the_socket_stays_usab
             Protocol::LegacyWs => "stop",
         };
         socket.send_raw(json!({ "type": stop, "id": "s0" })).await;
+        // A stopped id is free again at once (graphql-transport-ws), and counts again.
+        socket.start("s0", WATCH, json!({})).await;
         let completed = socket.next_message().await;
         assert_eq!(completed["type"], "complete", "{completed}");
+        socket.send_raw(json!({ "type": stop, "id": "s1" })).await;
+        let completed = socket.next_message().await;
+        assert_eq!(completed["id"], "s1", "{completed}");
         let info = socket
             .run("q", "{ serverInfo { version } }", json!({}))
             .await;
@@ -913,6 +981,29 @@ async fn the_101st_operation_on_a_socket_gets_an_error_and_the_socket_stays_usab
             "{info:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_subscription_selects_one_root_field() {
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    let mut socket = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
+    let aliased = socket
+        .run(
+            "1",
+            "subscription { a: executionEvents { id } b: executionEvents { id } }",
+            json!({}),
+        )
+        .await;
+    let text = format!("{aliased:?}");
+    assert!(text.contains("exactly one root field"), "{text}");
+    let through_fragment = socket
+        .run(
+            "2",
+            "subscription { ...both } fragment both on Subscription { a: executionEvents { id } b: executionEvents { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(format!("{through_fragment:?}").contains("exactly one root field"));
 }
 
 #[tokio::test]
@@ -1147,7 +1238,9 @@ async fn try_to_read_the_data_dir(app: &TestApp) -> (String, Vec<String>) {
     assert!(!files.is_empty(), "the data directory holds the key file");
     let script = format!(
         "pwd; for f in {}; do cat \"$f\" && echo LEAKED; done; ls {} && echo LISTED; \
-         cat /proc/$PPID/environ && echo ENVIRON; exit 0",
+         cat /proc/$PPID/environ && echo ENVIRON; \
+         touch /var/tmp/proctor-escape-$$ && echo WROTE_OUTSIDE && rm /var/tmp/proctor-escape-$$; \
+         echo kept > \"$TMPDIR/mine\" && cat \"$TMPDIR/mine\"; exit 0",
         files.join(" "),
         data_dir.display()
     );
@@ -1172,7 +1265,19 @@ async fn try_to_read_the_data_dir(app: &TestApp) -> (String, Vec<String>) {
     (lines.join("\n"), secrets)
 }
 
-fn assert_denied(output: &str, secrets: &[String]) {
+/// `environ_protected`: whether the run must not read the server's `/proc/<pid>/environ`
+/// (root, which `self` keeps as root, may).
+fn assert_denied(output: &str, secrets: &[String], environ_protected: bool) {
+    assert!(
+        output.contains("\nkept"),
+        "the run writes its own directory:\n{output}"
+    );
+    if proctor_server::sandbox::landlock_available() {
+        assert!(!output.contains("WROTE_OUTSIDE"), "{output}");
+    }
+    if environ_protected {
+        assert!(!output.contains("ENVIRON"), "{output}");
+    }
     for marker in ["LEAKED", "LISTED"] {
         assert!(!output.contains(marker), "{marker}:\n{output}");
     }
@@ -1195,7 +1300,7 @@ async fn local_procs_cannot_read_the_data_directory_and_run_in_a_scratch_directo
         );
         return;
     }
-    assert_denied(&output, &secrets);
+    assert_denied(&output, &secrets, true);
     let scratch = output.lines().next().unwrap();
     assert!(scratch.contains("proctor-run-"), "{output}");
     assert!(
@@ -1218,7 +1323,7 @@ async fn landlock_keeps_the_data_directory_from_runs_of_the_same_user() {
         .spawn()
         .await;
     let (output, secrets) = try_to_read_the_data_dir(&app).await;
-    assert_denied(&output, &secrets);
+    assert_denied(&output, &secrets, !rustix::process::geteuid().is_root());
 }
 
 #[tokio::test]
@@ -1412,3 +1517,68 @@ async fn a_run_taken_over_masks_the_values_it_started_with(stack: Stack) {
 }
 
 on_both_stacks!(a_run_taken_over_masks_the_values_it_started_with);
+
+#[tokio::test]
+async fn a_run_cannot_read_another_runs_environment() {
+    if !proctor_server::sandbox::landlock_available() {
+        eprintln!("SKIPPED: without Landlock, runs of one account can see each other (README)");
+        return;
+    }
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    define(
+        &app,
+        json!({ "name": "holder", "command": ["sleep", "30"], "secrets": [{ "name": "TOKEN" }] }),
+    )
+    .await;
+    let set = app
+        .graphql(
+            "mutation { setSecrets(proc: \"holder\", secrets: [{ key: \"TOKEN\", value: \"neighbour-secret-4242\" }]) { key } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(set["errors"], Value::Null, "{set}");
+    let started = app.graphql(EXECUTE, json!({ "p": "holder" })).await;
+    let id = started["data"]["execute"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let state = app
+                .graphql(
+                    "query($id: ID!) { execution(id: $id) { status executorRef } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            if state["data"]["execution"]["status"] == "RUNNING" {
+                break state["data"]["execution"]["executorRef"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "{state}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    define(
+        &app,
+        json!({ "name": "peek", "command": ["sh", "-c",
+            format!("cat /proc/{pid}/environ | tr '\\000' '\\n' | grep TOKEN; echo done")] }),
+    )
+    .await;
+    let (peek, last) = run_to_end(&app, "peek").await;
+    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    let text: Vec<String> = all_lines(&app, &peek)
+        .await
+        .iter()
+        .map(|line| line["line"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!text.join("\n").contains("neighbour-secret"), "{text:?}");
+    assert!(text.join("\n").contains("Permission denied"), "{text:?}");
+    app.graphql(
+        "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await;
+}

@@ -205,7 +205,7 @@ impl Execution {
     /// Stored output after `afterSeq` (default 0), at most `first` lines (default 1000,
     /// at most 10000).
     #[graphql(
-        complexity = "crate::pagination::list_cost(first, DEFAULT_LOG_PAGE, MAX_LOG_PAGE as u64, child_complexity)"
+        complexity = "crate::pagination::list_cost(first, DEFAULT_LOG_PAGE, MAX_LOG_PAGE as u64, child_complexity) / crate::pagination::LINES_PER_COST"
     )]
     async fn logs(
         &self,
@@ -276,6 +276,7 @@ pub struct ExecutionsQuery;
 #[Object]
 impl ExecutionsQuery {
     /// One execution; null when there is none, `FORBIDDEN` when the caller may not see it.
+    #[graphql(complexity = "crate::pagination::LOOKUP_COST + child_complexity")]
     async fn execution(
         &self,
         ctx: &Context<'_>,

@@ -109,6 +109,22 @@ pub async fn prepare(
     args: &[ArgValue],
 ) -> Result<PreparedRun, ApiError> {
     caller.require_may_run(&proc)?;
+    // A proc stored before a name was reserved must not run with it either.
+    let declared = proc
+        .args
+        .0
+        .iter()
+        .map(|arg| arg.name.as_str())
+        .chain(proc.secret_specs.0.iter().map(|spec| spec.name.as_str()));
+    for name in declared {
+        if let Some(rule) = crate::procs::definition::reserved_name(name) {
+            return Err(ApiError::Conflict(format!(
+                "proc {:?} cannot run: it declares {name}, which is reserved ({rule}); \
+                 redefine the proc without it",
+                proc.name
+            )));
+        }
+    }
     let args = validate_args(&proc, args)?;
     let secrets = secret_values(state, &proc).await?;
     let missing: Vec<&str> = proc

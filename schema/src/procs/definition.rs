@@ -276,11 +276,47 @@ pub const RESERVED_NAMES: &[&str] = &[
     "JAVA_TOOL_OPTIONS",
     "_JAVA_OPTIONS",
     "JDK_JAVA_OPTIONS",
+    "GLIBC_TUNABLES",
+    "LOCPATH",
+    "NLSPATH",
+    "TZDIR",
+    "TERMINFO",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_EXEC_PATH",
+    "GIT_ASKPASS",
+    "GIT_PROXY_COMMAND",
+    "SSH_ASKPASS",
+    "PYTHONWARNINGS",
+    "PYTHONINSPECT",
+    "PERL5DB",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "LUA_INIT",
+    "LUA_PATH",
+    "LUA_CPATH",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "FTP_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CURL_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
 ];
 
 /// Prefixes of reserved variables (the dynamic loaders', bash's exported functions', and
 /// Proctor's own).
-pub const RESERVED_PREFIXES: &[&str] = &["LD_", "DYLD_", "BASH_FUNC_", "PROCTOR_", "MALLOC_"];
+pub const RESERVED_PREFIXES: &[&str] = &[
+    "LD_",
+    "DYLD_",
+    "BASH_FUNC_",
+    "PROCTOR_",
+    "MALLOC_",
+    "GIT_CONFIG_",
+];
 
 /// Why `name` is reserved, if it is.
 pub fn reserved_name(name: &str) -> Option<&'static str> {

@@ -218,6 +218,7 @@ impl ProcsQuery {
     }
 
     /// One proc by name; null when there is none, `FORBIDDEN` when the caller may not run it.
+    #[graphql(complexity = "crate::pagination::LOOKUP_COST + child_complexity")]
     async fn proc(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Option<Proc>> {
         let state = app_state(ctx).gql()?;
         let caller = caller(ctx).await.gql()?;

@@ -107,7 +107,13 @@ async fn owner_refusal(
     let Some(owner) = &schedule.created_by else {
         return Ok(None); // Created by Proctor itself (an administrator's tool).
     };
-    let Some(groups) = crate::auth::tokens::standing_of(state.db(), owner).await? else {
+    let standing = match crate::auth::tokens::standing_of(state.db(), owner).await {
+        Ok(standing) => standing,
+        // Not an address (e.g. created before authentication was on): nobody to act for.
+        Err(ApiError::BadUserInput { .. }) => None,
+        Err(other) => return Err(other),
+    };
+    let Some(groups) = standing else {
         return Ok(Some(format!(
             "the schedule's owner {owner} no longer exists or holds no active token; an \
              administrator may transfer the schedule to somebody else"
@@ -199,7 +205,59 @@ async fn fire_schedule(
     };
     let mut started: Vec<Started> = Vec::new();
     let mut to_cancel: Vec<i64> = Vec::new();
+    // People hear once that a schedule stopped running for its owner, not at every slot.
+    let mut told_forbidden = match &forbidden {
+        Some(_) => schedule_run::Entity::find()
+            .filter(schedule_run::Column::ScheduleId.eq(schedule.id))
+            .order_by_desc(schedule_run::Column::Slot)
+            .one(&txn)
+            .await?
+            .is_some_and(|last| last.outcome == RunOutcome::SkippedForbidden),
+        None => false,
+    };
     for slot in &plan.fire {
+        if let Some(reason) = &forbidden {
+            // Nothing runs and nothing is replaced: the slot is recorded with why, and the
+            // first such slot in a row also reaches the notification channels (as a run that
+            // could not be created).
+            let detail = format!("skipped: {reason}");
+            if !record_run(
+                &txn,
+                schedule.id,
+                slot.at,
+                now,
+                RunOutcome::SkippedForbidden,
+                None,
+                Some(detail.clone()),
+            )
+            .await?
+            {
+                continue;
+            }
+            report.skipped += 1;
+            state.metrics().schedule_skipped("forbidden", 1);
+            if !told_forbidden {
+                told_forbidden = true;
+                let new = NewExecution {
+                    user_email: schedule.created_by.clone(),
+                    trigger: Trigger::Schedule,
+                    schedule_id: Some(schedule.id),
+                };
+                let execution =
+                    insert_not_started(&txn, &proc, schedule.args.0.clone(), new, detail).await?;
+                schedule_run::Entity::update_many()
+                    .col_expr(schedule_run::Column::ExecutionId, Expr::value(execution.id))
+                    .filter(schedule_run::Column::ScheduleId.eq(schedule.id))
+                    .filter(schedule_run::Column::Slot.eq(slot.at))
+                    .exec(&txn)
+                    .await?;
+                started.push(Started {
+                    execution,
+                    prepared: None,
+                });
+            }
+            continue;
+        }
         let unfinished: Vec<i64> = execution::Entity::find()
             .select_only()
             .column(execution::Column::Id)
@@ -232,16 +290,9 @@ async fn fire_schedule(
         if schedule.overlap_policy == OverlapPolicy::Replace {
             to_cancel = unfinished;
         }
-        let (outcome, failure) = match (&prepared, &forbidden) {
-            (_, Some(reason)) => {
-                state.metrics().schedule_skipped("forbidden", 1);
-                (
-                    RunOutcome::SkippedForbidden,
-                    Some(format!("skipped: {reason}")),
-                )
-            }
-            (Ok(_), None) => (RunOutcome::Started, None),
-            (Err(error), None) => (
+        let (outcome, failure) = match &prepared {
+            Ok(_) => (RunOutcome::Started, None),
+            Err(error) => (
                 RunOutcome::NotStarted,
                 Some(format!("the schedule could not start its run: {error}")),
             ),

@@ -357,6 +357,7 @@ impl SchedulesQuery {
     }
 
     /// One schedule; null when there is none, `FORBIDDEN` when the caller may not see it.
+    #[graphql(complexity = "crate::pagination::LOOKUP_COST + child_complexity")]
     async fn schedule(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Schedule>> {
         let state = app_state(ctx).gql()?;
         let caller = caller(ctx).await.gql()?;

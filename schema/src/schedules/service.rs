@@ -417,6 +417,16 @@ pub async fn transfer_schedule(
 ) -> Result<ScheduleView, ApiError> {
     caller.require_admin(state, "transfer schedules")?;
     let owner = normalize_email("owner", owner)?;
+    if state.authenticator().keeps_users()
+        && crate::auth::tokens::standing_of(state.db(), &owner)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::bad_input(
+            "owner",
+            format!("{owner} is not a user with an active token; issue one first"),
+        ));
+    }
     let current = get_schedule(state, caller, id).await?;
     let previous = current.schedule.created_by.clone();
     let mut model = current.schedule.clone().into_active_model();
