@@ -224,7 +224,7 @@ fn walk(dir: &Path, denied: &[PathBuf], allowed: &mut Vec<PathBuf>) {
     };
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        if denied.iter().any(|denied| *denied == path) {
+        if denied.contains(&path) {
             continue;
         }
         let is_link = entry.file_type().is_ok_and(|kind| kind.is_symlink());
