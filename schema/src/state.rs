@@ -61,6 +61,8 @@ pub struct AppParts {
     pub log_readers: usize,
     /// Shortest interval between two fires of a non-administrator's schedule.
     pub schedule_min_interval: std::time::Duration,
+    /// How often long-lived connections check their caller's credentials again.
+    pub credentials_recheck: std::time::Duration,
 }
 
 /// Shared, cheaply clonable state.
@@ -145,5 +147,10 @@ impl AppState {
     /// Shortest interval between fires of a non-administrator's schedule.
     pub fn schedule_min_interval(&self) -> std::time::Duration {
         self.inner.schedule_min_interval
+    }
+
+    /// How often long-lived connections check their caller's credentials again.
+    pub fn credentials_recheck(&self) -> std::time::Duration {
+        self.inner.credentials_recheck
     }
 }

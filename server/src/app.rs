@@ -145,6 +145,7 @@ impl Server {
             limits: settings.graphql_limits,
             log_readers: database::log_readers(&settings.database, &settings.pool),
             schedule_min_interval: settings.security.schedule_min_interval,
+            credentials_recheck: settings.security.ws_revalidate,
         });
         // With the in-memory bus this is the only replica: everything unfinished is ours at once.
         let single_replica = settings.redis.is_none();

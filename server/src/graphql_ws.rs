@@ -342,14 +342,27 @@ async fn concerns(identity: &Mutex<Option<Identity>>, email: Option<&str>) -> bo
 /// the next occasion: an outage must not look like a revocation to every client.
 async fn still_valid(identity: &Mutex<Option<Identity>>, state: &AppState) -> Option<String> {
     let identity = identity.lock().await.clone()?;
+    recheck(state, identity.credentials, &identity.caller).await
+}
+
+/// `None` while `credentials` still give the caller `original`; else why not (a revoked,
+/// expired or changed user). Internal failures count as "still valid until the next check".
+pub async fn recheck(
+    state: &AppState,
+    credentials: Credentials,
+    original: &Option<Caller>,
+) -> Option<String> {
     if !state.auth_enabled() {
         return None;
     }
-    match RequestAuth::new(identity.credentials).resolve(state).await {
-        Ok(current) if current == identity.caller => None,
+    match RequestAuth::new(credentials).resolve(state).await {
+        Ok(current) if current == *original => None,
         Ok(_) => Some("Forbidden: your groups or identity changed; reconnect".to_owned()),
         Err(ApiError::Internal(error)) => {
-            tracing::warn!(error = %format!("{error:#}"), "cannot re-check a websocket's credentials now; keeping it until the next check");
+            tracing::warn!(
+                error = %format!("{error:#}"),
+                "cannot re-check a websocket's credentials now; keeping it until the next check"
+            );
             None
         }
         Err(error) => Some(format!("Forbidden: {error}")),

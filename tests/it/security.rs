@@ -787,7 +787,7 @@ on_both_stacks!(a_recreated_proc_does_not_expose_earlier_runs);
 
 const CREATE_SCHEDULE: &str = "mutation($i: ScheduleInput!) { createSchedule(input: $i) { id } }";
 const SCHEDULE_RUNS: &str = "query($id: ID!) { schedule(id: $id) { createdBy runs(first: 100) {
-    edges { node { outcome detail } } } } }";
+    edges { node { outcome detail execution { status } } } } } }";
 
 /// Waits until the schedule has a run with `outcome`; returns its detail.
 async fn wait_for_outcome(app: &TestApp, token: &str, id: &str, outcome: &str) -> Value {
@@ -852,6 +852,34 @@ async fn schedules_fire_with_their_owners_current_rights(stack: Stack) {
         detail.as_str().unwrap().contains("bo@example.com"),
         "{detail}"
     );
+    // Every slot is recorded, but only the first of a row reaches the channels (as a run that
+    // could not be created); nothing runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let runs = app
+            .graphql_as(&admin, SCHEDULE_RUNS, json!({ "id": id }))
+            .await;
+        let forbidden: Vec<&Value> = runs["data"]["schedule"]["runs"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|edge| edge["node"]["outcome"] == "SKIPPED_FORBIDDEN")
+            .collect();
+        if forbidden.len() >= 3 {
+            let with_run: Vec<&&Value> = forbidden
+                .iter()
+                .filter(|edge| !edge["node"]["execution"].is_null())
+                .collect();
+            assert_eq!(with_run.len(), 1, "{runs}");
+            assert_eq!(
+                with_run[0]["node"]["execution"]["status"],
+                "CREATION_FAILED"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runs}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // An administrator gives it to al, who may run it: it fires again.
     let transferred = app
         .graphql_as(
@@ -1514,6 +1542,22 @@ async fn a_run_taken_over_masks_the_values_it_started_with(stack: Stack) {
         )
         .await;
     assert_eq!(cancelled["errors"], Value::Null, "{cancelled}");
+    // Once it ended, the sealed values are gone from its row.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = proctor_entity::execution::Entity::find_by_id(id)
+            .one(app.state.db())
+            .await
+            .unwrap()
+            .unwrap();
+        if row.status.is_final() {
+            assert_eq!(row.mask_sealed, None);
+            assert_eq!(row.mask_key_id, None);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{row:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 on_both_stacks!(a_run_taken_over_masks_the_values_it_started_with);
@@ -1577,6 +1621,66 @@ async fn a_run_cannot_read_another_runs_environment() {
     assert!(!text.join("\n").contains("neighbour-secret"), "{text:?}");
     assert!(text.join("\n").contains("Permission denied"), "{text:?}");
     app.graphql(
+        "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_legacy_log_socket_is_cut_when_its_token_is_revoked() {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let (app, admin, user) = auth_app(Stack::Embedded, Duration::from_secs(30))
+        .await
+        .expect("the embedded stack needs nothing");
+    define_as(
+        &app,
+        &admin,
+        json!({ "name": "long", "command": ["sh", "-c", "echo started; sleep 30"] }),
+    )
+    .await;
+    let started = app.graphql_as(&user, EXECUTE, json!({ "p": "long" })).await;
+    let id = started["data"]["execute"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    let mut request = format!("ws://{}/execution/logs?context_id={id}", app.address)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Access-Token", HeaderValue::from_str(&user).unwrap());
+    request
+        .headers_mut()
+        .insert("Email-Id", HeaderValue::from_static("bo@example.com"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, Message::text("started"));
+    app.graphql_as(
+        &admin,
+        r#"mutation { revokeApiToken(email: "bo@example.com") }"#,
+        json!({}),
+    )
+    .await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed within 10 s");
+    assert_eq!(closed, Some(4403));
+    app.graphql_as(
+        &admin,
         "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
         json!({ "id": id }),
     )

@@ -25,7 +25,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use proctor_entity::values::{ExecutionStatus, LogStream};
 use proctor_entity::{execution, execution_log};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
 };
@@ -729,6 +729,15 @@ async fn try_transition(
                 execution::Column::LogLinesLost,
                 Expr::col(execution::Column::LogLinesLost).add(Expr::val(outcome.lines_lost)),
             )
+            // Nobody supervises a finished run: the values it was masked with go.
+            .col_expr(
+                execution::Column::MaskKeyId,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                execution::Column::MaskSealed,
+                Expr::value(Option::<Vec<u8>>::None),
+            )
             .col_expr(
                 execution::Column::LeaseExpiresAt,
                 Expr::value(Option::<chrono::DateTime<Utc>>::None),
@@ -977,19 +986,31 @@ impl LogPipeline {
 
     /// The fallback after repeated failures: each line in its own statement; a line the
     /// database refuses is replaced (same seq, so no gap) by a marker saying it was lost, and
-    /// the execution counts it. Fails only when even a marker cannot be stored (the database
-    /// is away), so nothing is dropped while a retry can still store it.
+    /// the execution counts it. Fenced like [`LogPipeline::store`] (nothing is written once
+    /// another replica owns the run) and idempotent (a line stored by an earlier, interrupted
+    /// attempt is not stored or counted again). Fails only when even a marker cannot be stored
+    /// (the database is away), so nothing is dropped while a retry can still store it; the
+    /// cursor moves only once every line is stored.
     async fn store_line_by_line(&mut self) -> Result<bool, sea_orm::DbErr> {
+        let db = self.state.db();
+        let owned = execution::Entity::update_many()
+            .filter(execution::Column::Id.eq(self.execution_id))
+            .filter(execution::Column::Owner.eq(self.owner.as_str()))
+            .col_expr(
+                execution::Column::LogOffset,
+                Expr::col(execution::Column::LogOffset),
+            )
+            .exec(db)
+            .await?;
+        if owned.rows_affected == 0 {
+            return Ok(false);
+        }
         let mut lost = 0;
         for index in 0..self.buffer.len() {
             let record = self.buffer[index].clone();
-            if insert_lines(
-                self.state.db(),
-                self.execution_id,
-                std::slice::from_ref(&record),
-            )
-            .await
-            .is_ok()
+            if insert_line_once(db, self.execution_id, &record)
+                .await
+                .is_ok()
             {
                 continue;
             }
@@ -1007,25 +1028,30 @@ impl LogPipeline {
                 replaced: false,
                 ..record
             };
-            insert_lines(
-                self.state.db(),
-                self.execution_id,
-                std::slice::from_ref(&marker),
-            )
-            .await?;
+            if insert_line_once(db, self.execution_id, &marker).await? {
+                lost += 1;
+            }
             self.buffer[index] = marker;
-            lost += 1;
         }
-        let claimed = execution::Entity::update_many()
+        let mut done = execution::Entity::update_many()
             .filter(execution::Column::Id.eq(self.execution_id))
             .filter(execution::Column::Owner.eq(self.owner.as_str()))
             .col_expr(
                 execution::Column::LogLinesLost,
                 Expr::col(execution::Column::LogLinesLost).add(Expr::val(lost)),
-            )
-            .exec(self.state.db())
-            .await?;
-        Ok(claimed.rows_affected > 0)
+            );
+        if let Some(cursor) = &self.cursor {
+            done = done
+                .col_expr(
+                    execution::Column::LogSource,
+                    Expr::value(cursor.source.as_str()),
+                )
+                .col_expr(
+                    execution::Column::LogOffset,
+                    Expr::value(i64::try_from(cursor.offset).unwrap_or(i64::MAX)),
+                );
+        }
+        Ok(done.exec(db).await?.rows_affected > 0)
     }
 
     /// Stores what is left, retrying for a while if the database is away.
@@ -1057,6 +1083,34 @@ impl LogPipeline {
             }
         }
     }
+}
+
+/// Stores one line unless its seq is stored already; `true` when this call stored it.
+async fn insert_line_once<C: ConnectionTrait>(
+    db: &C,
+    execution_id: i64,
+    record: &LogRecord,
+) -> Result<bool, sea_orm::DbErr> {
+    let row = execution_log::ActiveModel {
+        execution_id: Set(execution_id),
+        seq: Set(record.seq),
+        stream: Set(record.stream),
+        line: Set(record.line.clone()),
+        logged_at: Set(record.logged_at),
+        replaced: Set(record.replaced),
+    };
+    let stored = execution_log::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([
+                execution_log::Column::ExecutionId,
+                execution_log::Column::Seq,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(stored == 1)
 }
 
 async fn insert_lines<C: ConnectionTrait>(

@@ -1,5 +1,6 @@
 //! `POST /execution`, `GET /execution/{id}/status` and the `/execution/logs` websocket.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -7,15 +8,18 @@ use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use axum::extract::{Path, RawQuery, State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use proctor_entity::execution;
 use proctor_entity::values::Trigger;
 use proctor_schema::AppState;
+use proctor_schema::auth::Caller;
 use proctor_schema::error::ApiError;
 use proctor_schema::executions::service::{ExecuteRequest, execute, get_execution};
 use proctor_schema::executions::stream::follow_logs;
+use proctor_schema::ports::authenticator::Credentials;
+use proctor_schema::ports::event_bus::{Delivery, Event, Topic};
 use serde::Deserialize;
 
 use super::wire::{ExecutionResult, arg_values};
@@ -71,11 +75,7 @@ pub async fn create(
 }
 
 /// Execution `id` if the caller may see it (ids beyond `i64::MAX` do not exist).
-async fn find(
-    state: &AppState,
-    caller: &proctor_schema::auth::Caller,
-    id: u64,
-) -> Result<execution::Model, ApiError> {
+async fn find(state: &AppState, caller: &Caller, id: u64) -> Result<execution::Model, ApiError> {
     let not_found = || ApiError::NotFound {
         kind: "execution",
         key: id.to_string(),
@@ -111,6 +111,7 @@ pub async fn status(
 pub async fn logs(
     State(state): State<AppState>,
     LegacyCaller(caller): LegacyCaller,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -125,7 +126,13 @@ pub async fn logs(
         );
     };
     match find(&state, &caller, id).await {
-        Ok(execution) => upgrade.on_upgrade(move |socket| stream_lines(state, execution, socket)),
+        Ok(execution) => {
+            let watcher = Watcher {
+                credentials: crate::credentials::from_headers(&headers),
+                caller: Some(caller),
+            };
+            upgrade.on_upgrade(move |socket| stream_lines(state, execution, socket, watcher))
+        }
         Err(ApiError::NotFound { .. }) => {
             close_at_once(upgrade, format!("No execution context found with id {id}"))
         }
@@ -141,6 +148,18 @@ fn context_id(query: &str) -> Option<u64> {
         .and_then(|(_, value)| value.trim().parse::<u64>().ok())
 }
 
+/// A close reason within the 123 bytes a close frame holds.
+fn forbidden(mut reason: String) -> Cow<'static, str> {
+    if reason.len() > 120 {
+        let mut cut = 120;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    Cow::Owned(reason)
+}
+
 /// Upgrades and closes at once with a normal close and `reason`.
 fn close_at_once(upgrade: WebSocketUpgrade, reason: String) -> Response {
     upgrade.on_upgrade(move |mut socket| async move {
@@ -154,18 +173,36 @@ fn close_at_once(upgrade: WebSocketUpgrade, reason: String) -> Response {
 }
 
 /// Sends every log line of `execution` as a text frame until it has ended, then closes.
-async fn stream_lines(state: AppState, execution: execution::Model, socket: WebSocket) {
+/// Who a log socket streams to, re-checked while it streams (like GraphQL websockets): a
+/// revoked or changed caller is cut off with close code 4403.
+struct Watcher {
+    credentials: Credentials,
+    caller: Option<Caller>,
+}
+
+async fn stream_lines(
+    state: AppState,
+    execution: execution::Model,
+    socket: WebSocket,
+    watcher: Watcher,
+) {
     let (mut sink, mut incoming) = socket.split();
+    let mut recheck = tokio::time::interval(state.credentials_recheck());
+    recheck.tick().await;
+    let mut changes = state.event_bus().subscribe(Topic::Credentials);
     let reason = if execution.status.is_final() {
         "Finished Streaming log from repository"
     } else {
         "Finished Streaming log from pod"
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-    let close = match follow_logs(state, execution.id, 0).await {
+    let close = match follow_logs(state.clone(), execution.id, 0).await {
         Err(error) => {
             error.log_if_internal();
-            (close_code::ERROR, "failed to stream the execution's log")
+            (
+                close_code::ERROR,
+                Cow::Borrowed("failed to stream the execution's log"),
+            )
         }
         Ok(mut lines) => loop {
             tokio::select! {
@@ -177,9 +214,9 @@ async fn stream_lines(state: AppState, execution: execution::Model, socket: WebS
                     }
                     Some(Err(error)) => {
                         error.log_if_internal();
-                        break (close_code::ERROR, "failed to stream the execution's log");
+                        break (close_code::ERROR, Cow::Borrowed("failed to stream the execution's log"));
                     }
-                    None => break (close_code::NORMAL, reason),
+                    None => break (close_code::NORMAL, Cow::Borrowed(reason)),
                 },
                 message = incoming.next() => match message {
                     // The client went away (v2 ignored client frames; nothing else is expected).
@@ -191,13 +228,25 @@ async fn stream_lines(state: AppState, execution: execution::Model, socket: WebS
                         return;
                     }
                 }
+                _ = recheck.tick() => {
+                    if let Some(reason) = crate::graphql_ws::recheck(&state, watcher.credentials.clone(), &watcher.caller).await {
+                        break (crate::graphql_ws::CLOSE_FORBIDDEN, forbidden(reason));
+                    }
+                }
+                change = changes.next() => {
+                    if matches!(change, Some(Delivery::Event(Event::CredentialsChanged { .. }) | Delivery::Missed(_)))
+                        && let Some(reason) = crate::graphql_ws::recheck(&state, watcher.credentials.clone(), &watcher.caller).await
+                    {
+                        break (crate::graphql_ws::CLOSE_FORBIDDEN, forbidden(reason));
+                    }
+                }
             }
         },
     };
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
             code: close.0,
-            reason: close.1.into(),
+            reason: close.1.into_owned().into(),
         })))
         .await;
 }
