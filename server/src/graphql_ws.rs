@@ -385,8 +385,13 @@ mod tests {
         ));
         assert!(matches!(
             classify(r#"{"type":"complete","id":"1"}"#),
-            ClientKind::Other
+            ClientKind::Stop(id) if id == "1"
         ));
+        assert!(matches!(
+            classify(r#"{"type":"stop","id":"2"}"#),
+            ClientKind::Stop(id) if id == "2"
+        ));
+        assert!(matches!(classify(r#"{"type":"ping"}"#), ClientKind::Other));
         assert!(matches!(classify("not json"), ClientKind::Other));
     }
 

@@ -17,11 +17,23 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// What secret values are replaced with.
 pub const MASK: &str = "***";
 
-/// Masks the secret values of one execution in its output.
-#[derive(Clone, Debug, Default)]
+/// Masks the secret values of one execution in its output, in one pass over each line
+/// (Aho-Corasick, leftmost-longest: a secret containing another is masked whole).
+#[derive(Clone, Default)]
 pub struct Masker {
-    /// Longest first, so a secret containing another is masked whole.
+    /// Longest first.
     needles: Vec<String>,
+    /// Finds every needle at once; `None` when there is none.
+    automaton: Option<aho_corasick::AhoCorasick>,
+}
+
+/// Never prints the values it masks.
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field("needles", &self.needles.len())
+            .finish()
+    }
 }
 
 impl Masker {
@@ -48,7 +60,15 @@ impl Masker {
             }
         }
         needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
-        Self { needles }
+        let automaton = (!needles.is_empty())
+            .then(|| {
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(&needles)
+                    .ok()
+            })
+            .flatten();
+        Self { needles, automaton }
     }
 
     /// The longest text masked; a cut piece holds back one byte less than this.
@@ -79,13 +99,27 @@ impl Masker {
 
     /// `line` with every secret value replaced by `***`.
     pub fn mask(&self, line: &str) -> String {
-        let mut masked = line.to_owned();
-        for needle in &self.needles {
-            if masked.contains(needle.as_str()) {
-                masked = masked.replace(needle.as_str(), MASK);
+        match &self.automaton {
+            Some(automaton) => {
+                let mut masked = String::with_capacity(line.len());
+                automaton.replace_all_with(line, &mut masked, |_, _, out| {
+                    out.push_str(MASK);
+                    true
+                });
+                masked
+            }
+            // The automaton could not be built (far beyond any real set of secrets): mask
+            // one needle after the other, longest first, rather than not at all.
+            None => {
+                let mut masked = line.to_owned();
+                for needle in &self.needles {
+                    if masked.contains(needle.as_str()) {
+                        masked = masked.replace(needle.as_str(), MASK);
+                    }
+                }
+                masked
             }
         }
-        masked
     }
 }
 
@@ -100,6 +134,23 @@ fn encodings(secret: &str) -> Vec<String> {
         URL_SAFE.encode(bytes),
         URL_SAFE_NO_PAD.encode(bytes),
     ];
+    // Inside a longer base64 text (e.g. `user:secret` in a Basic header) the secret starts at
+    // any of three byte offsets: the characters that encode only its bytes are masked (the
+    // one or two at each edge that mix in neighbouring bytes stay).
+    for engine in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+        for offset in 0..3usize {
+            let mut shifted = vec![0u8; offset];
+            shifted.extend_from_slice(bytes);
+            let encoded = engine.encode(&shifted);
+            let first = [0, 2, 3][offset];
+            let last = shifted.len() * 8 / 6;
+            if let Some(inner) = encoded.get(first..last)
+                && inner.len() >= 8
+            {
+                forms.push(inner.to_owned());
+            }
+        }
+    }
     let mut percent = String::new();
     let mut percent_lower = String::new();
     let mut form = String::new();
@@ -173,6 +224,18 @@ mod tests {
             assert_eq!(masked, "token=***;", "{encoded}");
         }
         assert_eq!(masker.mask("q=s3cr3t%20value%2F%2B%3F"), "q=***");
+        // Embedded at every byte offset of a longer base64 text, as in `Basic user:secret`.
+        for prefix in ["", "u:", "us:", "use:"] {
+            for engine in [
+                base64::engine::general_purpose::STANDARD,
+                base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            ] {
+                let header = engine.encode(format!("{prefix}{secret}!tail"));
+                let masked = masker.mask(&header);
+                assert!(masked.contains("***"), "{prefix:?}: {header} -> {masked}");
+                assert!(masked.len() < header.len(), "{prefix:?}");
+            }
+        }
         assert_eq!(masker.mask("q=s3cr3t+value%2F%2B%3F"), "q=***");
         let json = serde_json::to_string(&serde_json::json!({ "k": "s3cr3t \"x\\" })).unwrap();
         let quoted = Masker::new(["s3cr3t \"x\\"]);
