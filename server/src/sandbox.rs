@@ -1,8 +1,10 @@
 //! What a local run may touch: never the server's data directory (its key file and database),
 //! never the server's environment, and for writing only its own scratch directory.
 //!
-//! Every run starts in a directory of its own (`<tmp>/proctor-run-<id>-<random>`, mode 0700,
-//! `HOME` and `TMPDIR` point there), removed when the run ends. Then:
+//! Every run starts in a directory of its own
+//! (`<tmp>/proctor-runs-<data dir hash>/<pid>/run-<id>-<random>`, mode 0700, `HOME` and `TMPDIR`
+//! point there), removed when the run ends; what stopped servers left there is removed at
+//! start-up. Then:
 //! - **proctord as root**: the run runs as `PROCTOR_LOCAL_RUN_AS` (default `nobody`), without
 //!   supplementary groups; the data directory is made 0700, so that account cannot enter it.
 //! - **Landlock** (Linux 5.13+, enabled), whatever the user: the run may read and execute the
@@ -40,6 +42,9 @@ pub struct Isolation {
     pub data_dir: PathBuf,
     /// Other directories runs must not read (e.g. that of a SQLite file kept elsewhere).
     pub also_denied: Vec<PathBuf>,
+    /// Where this process makes its runs' scratch directories:
+    /// `<tmp>/proctor-runs-<hash of the data directory>/<pid>`.
+    pub scratch_root: PathBuf,
     /// Switch to this account (proctord runs as root).
     pub run_as: Option<RunAs>,
     /// Restrict runs with Landlock (proctord runs as another user and the kernel has it).
@@ -70,9 +75,12 @@ impl Isolation {
             close_to_others(&data_dir)?;
         }
         let landlock = landlock_available();
+        let scratch_root = scratch_root(&data_dir);
+        sweep_scratch(&scratch_root);
         Ok(Self {
             data_dir,
             also_denied,
+            scratch_root,
             run_as,
             landlock,
         })
@@ -81,6 +89,7 @@ impl Isolation {
     /// No isolation beyond the scratch directory (unit tests of the executor).
     pub fn none(data_dir: PathBuf) -> Self {
         Self {
+            scratch_root: scratch_root(&data_dir),
             data_dir,
             also_denied: Vec::new(),
             run_as: None,
@@ -120,10 +129,25 @@ impl Isolation {
     pub fn scratch_dir(&self, execution_id: i64) -> io::Result<PathBuf> {
         let mut random = [0u8; 6];
         getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
-        let dir = std::env::temp_dir().join(format!(
-            "proctor-run-{execution_id}-{}",
-            hex::encode(random)
-        ));
+        // Others may pass through the parents (a run's account reaches its own directory)
+        // but not list them.
+        for parent in [
+            self.scratch_root.clone(),
+            self.scratch_root.join(std::process::id().to_string()),
+        ] {
+            match std::fs::create_dir(&parent) {
+                Ok(()) => std::fs::set_permissions(
+                    &parent,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o711),
+                )?,
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let dir = self
+            .scratch_root
+            .join(std::process::id().to_string())
+            .join(format!("run-{execution_id}-{}", hex::encode(random)));
         let mut builder = std::fs::DirBuilder::new();
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(&dir)?;
@@ -189,6 +213,42 @@ impl Isolation {
                 .map_err(io::Error::other)?;
         }
         Ok(ruleset)
+    }
+}
+
+/// The parent of the scratch directories of the server whose data directory is `data_dir`.
+fn scratch_root(data_dir: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    std::env::temp_dir().join(format!("proctor-runs-{}", hex::encode(&digest[..6])))
+}
+
+/// Removes the scratch directories that processes no longer running left behind (a server
+/// that crashed or was killed), keeping those of live ones (another replica started from the
+/// same data directory).
+fn sweep_scratch(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|name| name.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => tracing::info!(
+                path = %entry.path().display(),
+                "removed the run directories a stopped server left behind"
+            ),
+            Err(error) => tracing::warn!(
+                path = %entry.path().display(),
+                %error,
+                "cannot remove run directories a stopped server left behind"
+            ),
+        }
     }
 }
 
@@ -331,6 +391,21 @@ mod tests {
             "{allowed:?}"
         );
         assert!(allowed.contains(&PathBuf::from("/usr")));
+    }
+
+    #[test]
+    fn leftovers_of_stopped_servers_are_swept_and_live_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = root.path().join("999999999");
+        let live = root.path().join(std::process::id().to_string());
+        let other = root.path().join("not-a-pid");
+        for dir in [&dead, &live, &other] {
+            std::fs::create_dir_all(dir.join("run-1-ab")).unwrap();
+        }
+        sweep_scratch(root.path());
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(other.exists(), "only what a server made is touched");
     }
 
     #[test]

@@ -892,26 +892,26 @@ async fn schedules_fire_with_their_owners_current_rights(stack: Stack) {
         transferred["data"]["transferSchedule"]["createdBy"], "al@example.com",
         "{transferred}"
     );
-    let started_before = app
-        .graphql_as(&admin, SCHEDULE_RUNS, json!({ "id": id }))
-        .await["data"]["schedule"]["runs"]["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|edge| edge["node"]["outcome"] == "STARTED")
-        .count();
+    let started = |runs: &Value| {
+        runs["data"]["schedule"]["runs"]["edges"]
+            .as_array()
+            .map_or(0, |edges| {
+                edges
+                    .iter()
+                    .filter(|edge| edge["node"]["outcome"] == "STARTED")
+                    .count()
+            })
+    };
+    let started_before = started(
+        &app.graphql_as(&admin, SCHEDULE_RUNS, json!({ "id": id }))
+            .await,
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let runs = app
             .graphql_as(&admin, SCHEDULE_RUNS, json!({ "id": id }))
             .await;
-        let started = runs["data"]["schedule"]["runs"]["edges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|edge| edge["node"]["outcome"] == "STARTED")
-            .count();
-        if started > started_before {
+        if started(&runs) > started_before {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{runs}");
@@ -1330,7 +1330,7 @@ async fn local_procs_cannot_read_the_data_directory_and_run_in_a_scratch_directo
     }
     assert_denied(&output, &secrets, true);
     let scratch = output.lines().next().unwrap();
-    assert!(scratch.contains("proctor-run-"), "{output}");
+    assert!(scratch.contains("/proctor-runs-") && scratch.contains("/run-"), "{output}");
     assert!(
         !std::path::Path::new(scratch).exists(),
         "the run's directory is removed when it ends"

@@ -960,15 +960,7 @@ impl LogPipeline {
             .filter(execution::Column::Id.eq(self.execution_id))
             .filter(execution::Column::Owner.eq(self.owner.as_str()));
         claim = match &self.cursor {
-            Some(cursor) => claim
-                .col_expr(
-                    execution::Column::LogSource,
-                    Expr::value(cursor.source.as_str()),
-                )
-                .col_expr(
-                    execution::Column::LogOffset,
-                    Expr::value(i64::try_from(cursor.offset).unwrap_or(i64::MAX)),
-                ),
+            Some(cursor) => with_cursor(claim, cursor),
             None => claim.col_expr(
                 execution::Column::LogOffset,
                 Expr::col(execution::Column::LogOffset),
@@ -1041,15 +1033,7 @@ impl LogPipeline {
                 Expr::col(execution::Column::LogLinesLost).add(Expr::val(lost)),
             );
         if let Some(cursor) = &self.cursor {
-            done = done
-                .col_expr(
-                    execution::Column::LogSource,
-                    Expr::value(cursor.source.as_str()),
-                )
-                .col_expr(
-                    execution::Column::LogOffset,
-                    Expr::value(i64::try_from(cursor.offset).unwrap_or(i64::MAX)),
-                );
+            done = with_cursor(done, cursor);
         }
         Ok(done.exec(db).await?.rows_affected > 0)
     }
@@ -1083,6 +1067,22 @@ impl LogPipeline {
             }
         }
     }
+}
+
+/// `update` also recording that stored output reached `cursor`.
+fn with_cursor(
+    update: sea_orm::UpdateMany<execution::Entity>,
+    cursor: &LogCursor,
+) -> sea_orm::UpdateMany<execution::Entity> {
+    update
+        .col_expr(
+            execution::Column::LogSource,
+            Expr::value(cursor.source.as_str()),
+        )
+        .col_expr(
+            execution::Column::LogOffset,
+            Expr::value(i64::try_from(cursor.offset).unwrap_or(i64::MAX)),
+        )
 }
 
 /// Stores one line unless its seq is stored already; `true` when this call stored it.

@@ -133,6 +133,22 @@ async fn owner_refusal(
         .map(|error| format!("the schedule's owner {owner} may no longer run it: {error}")))
 }
 
+/// Records which execution slot `slot` of `schedule_id` produced.
+async fn link_run<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    schedule_id: i64,
+    slot: DateTime<Utc>,
+    execution_id: i64,
+) -> Result<(), ApiError> {
+    schedule_run::Entity::update_many()
+        .col_expr(schedule_run::Column::ExecutionId, Expr::value(execution_id))
+        .filter(schedule_run::Column::ScheduleId.eq(schedule_id))
+        .filter(schedule_run::Column::Slot.eq(slot))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
 async fn fire_schedule(
     state: &AppState,
     schedule: schedule::Model,
@@ -245,12 +261,7 @@ async fn fire_schedule(
                 };
                 let execution =
                     insert_not_started(&txn, &proc, schedule.args.0.clone(), new, detail).await?;
-                schedule_run::Entity::update_many()
-                    .col_expr(schedule_run::Column::ExecutionId, Expr::value(execution.id))
-                    .filter(schedule_run::Column::ScheduleId.eq(schedule.id))
-                    .filter(schedule_run::Column::Slot.eq(slot.at))
-                    .exec(&txn)
-                    .await?;
+                link_run(&txn, schedule.id, slot.at, execution.id).await?;
                 started.push(Started {
                     execution,
                     prepared: None,
@@ -322,12 +333,7 @@ async fn fire_schedule(
                 insert_not_started(&txn, &proc, schedule.args.0.clone(), new, reason).await?
             }
         };
-        schedule_run::Entity::update_many()
-            .col_expr(schedule_run::Column::ExecutionId, Expr::value(execution.id))
-            .filter(schedule_run::Column::ScheduleId.eq(schedule.id))
-            .filter(schedule_run::Column::Slot.eq(slot.at))
-            .exec(&txn)
-            .await?;
+        link_run(&txn, schedule.id, slot.at, execution.id).await?;
         report.fired += 1;
         let late = (now - slot.at).to_std().unwrap_or_default();
         state.metrics().schedule_fired(late, slot.caught_up);
