@@ -20,10 +20,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use landlock::{
-    ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
-    RulesetCreated, RulesetCreatedAttr,
+    ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreated, RulesetCreatedAttr,
 };
 
 /// The account a run switches to.
@@ -47,8 +48,10 @@ pub struct Isolation {
     pub scratch_root: PathBuf,
     /// Switch to this account (proctord runs as root).
     pub run_as: Option<RunAs>,
-    /// Restrict runs with Landlock (proctord runs as another user and the kernel has it).
+    /// Restrict runs with Landlock (the kernel has it).
     pub landlock: bool,
+    /// The read-only rules, shared by the runs of a few seconds.
+    rules: Arc<Mutex<CachedRules>>,
 }
 
 /// The Landlock ABI whose rights runs are restricted with (best effort below it).
@@ -83,6 +86,7 @@ impl Isolation {
             scratch_root,
             run_as,
             landlock,
+            rules: Arc::default(),
         })
     }
 
@@ -94,6 +98,7 @@ impl Isolation {
             also_denied: Vec::new(),
             run_as: None,
             landlock: false,
+            rules: Arc::default(),
         }
     }
 
@@ -188,33 +193,62 @@ impl Isolation {
     /// and `/dev`.
     fn ruleset(&self, scratch: &Path) -> io::Result<RulesetCreated> {
         let all = AccessFs::from_all(LANDLOCK_ABI);
-        let read = AccessFs::from_read(LANDLOCK_ABI);
         let mut ruleset = Ruleset::default()
             .handle_access(all)
             .and_then(Ruleset::create)
             .map_err(io::Error::other)?;
-        let mut denied = vec![self.data_dir.clone()];
-        denied.extend(self.also_denied.iter().cloned());
-        let rules = allowed_paths(&denied)
-            .into_iter()
-            .map(|path| (path, read))
-            .chain([(scratch.to_path_buf(), all), (PathBuf::from("/dev"), all)]);
-        for (path, access) in rules {
-            let Ok(fd) = PathFd::new(&path) else {
-                continue; // Gone since it was listed.
-            };
-            let access = if path.is_dir() {
-                access
-            } else {
-                access & AccessFs::from_file(LANDLOCK_ABI)
-            };
+        for (fd, access) in self.read_only_rules().iter() {
             ruleset = ruleset
-                .add_rule(PathBeneath::new(fd, access))
+                .add_rule(PathBeneath::new(fd, *access))
+                .map_err(io::Error::other)?;
+        }
+        for writable in [scratch, Path::new("/dev")] {
+            let fd = PathFd::new(writable).map_err(io::Error::other)?;
+            ruleset = ruleset
+                .add_rule(PathBeneath::new(fd, all))
                 .map_err(io::Error::other)?;
         }
         Ok(ruleset)
     }
+
+    /// The read-only part of the rules, opened once and kept for a few seconds: listing the
+    /// file system for every run would cost more than the run. Entries created since are not
+    /// covered, which denies them, as for entries created after a run started.
+    fn read_only_rules(&self) -> Arc<Vec<(PathFd, BitFlags<AccessFs>)>> {
+        let mut cached = self
+            .rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((made, rules)) = cached.as_ref()
+            && made.elapsed() < RULES_FRESH_FOR
+        {
+            return Arc::clone(rules);
+        }
+        let read = AccessFs::from_read(LANDLOCK_ABI);
+        let mut denied = vec![self.data_dir.clone()];
+        denied.extend(self.also_denied.iter().cloned());
+        let rules: Vec<(PathFd, BitFlags<AccessFs>)> = allowed_paths(&denied)
+            .into_iter()
+            .filter_map(|path| {
+                let access = if path.is_dir() {
+                    read
+                } else {
+                    read & AccessFs::from_file(LANDLOCK_ABI)
+                };
+                PathFd::new(&path).ok().map(|fd| (fd, access))
+            })
+            .collect();
+        let rules = Arc::new(rules);
+        *cached = Some((std::time::Instant::now(), Arc::clone(&rules)));
+        rules
+    }
 }
+
+/// How long the listed read-only rules are reused.
+const RULES_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Read-only rules with when they were made.
+type CachedRules = Option<(std::time::Instant, Arc<Vec<(PathFd, BitFlags<AccessFs>)>>)>;
 
 /// The parent of the scratch directories of the server whose data directory is `data_dir`.
 fn scratch_root(data_dir: &Path) -> PathBuf {
