@@ -1330,7 +1330,10 @@ async fn local_procs_cannot_read_the_data_directory_and_run_in_a_scratch_directo
     }
     assert_denied(&output, &secrets, true);
     let scratch = output.lines().next().unwrap();
-    assert!(scratch.contains("/proctor-runs-") && scratch.contains("/run-"), "{output}");
+    assert!(
+        scratch.contains("/proctor-runs-") && scratch.contains("/run-"),
+        "{output}"
+    );
     assert!(
         !std::path::Path::new(scratch).exists(),
         "the run's directory is removed when it ends"
