@@ -128,7 +128,7 @@ if [ "${1:-}" = "--bench" ]; then
   export PROCTOR_BENCH_DATABASE_URL="$PROCTOR_TEST_DATABASE_URL"
   export PROCTOR_BENCH_REDIS_URL="$PROCTOR_TEST_REDIS_URL"
   log "building the benchmark (release)"
-  cargo build --release --bin proctord --bin proctor-bench || exit 1
+  cargo build --release --bin proctord --bin proctor-run --bin proctor-bench || exit 1
   if [ "${1:-}" = "--own-servers" ]; then
     # The bench starts a server per scenario (and compares the in-memory bus with Redis).
     shift

@@ -141,9 +141,23 @@ impl Executor for LocalExecutor {
             .find(|(name, _)| name == "PATH")
             .map(|(_, value)| value.clone())
             .unwrap_or_default();
-        let mut command = Command::new(resolve_program(&argv[0], &search_path));
+        let program = resolve_program(&argv[0], &search_path);
+        let mut command = match self.isolation.launcher(&program, &argv[1..], &scratch) {
+            Ok(Some(launcher)) => launcher,
+            Ok(None) => {
+                let mut direct = Command::new(&program);
+                direct.args(&argv[1..]);
+                direct
+            }
+            Err(error) => {
+                remove_scratch(&scratch);
+                return Err(ExecutorError::Start(format!(
+                    "cannot start {:?}: {error}",
+                    argv[0]
+                )));
+            }
+        };
         command
-            .args(&argv[1..])
             .env_clear()
             .envs(env)
             .stdin(Stdio::null())

@@ -52,6 +52,8 @@ pub struct Isolation {
     pub landlock: bool,
     /// The read-only rules, shared by the runs of a few seconds.
     rules: Arc<Mutex<CachedRules>>,
+    /// `proctor-run`, when it was found: runs start through it (see [`Isolation::launcher`]).
+    pub helper: Option<PathBuf>,
 }
 
 /// The Landlock ABI whose rights runs are restricted with (best effort below it).
@@ -87,6 +89,7 @@ impl Isolation {
             run_as,
             landlock,
             rules: Arc::default(),
+            helper: find_helper(),
         })
     }
 
@@ -99,6 +102,7 @@ impl Isolation {
             run_as: None,
             landlock: false,
             rules: Arc::default(),
+            helper: None,
         }
     }
 
@@ -109,6 +113,17 @@ impl Isolation {
 
     /// One line for the start-up log: what protects the data directory.
     pub fn describe(&self) -> String {
+        let how = match (&self.helper, self.run_as.is_some() || self.landlock) {
+            (Some(helper), true) => format!(" (started through {})", helper.display()),
+            (None, true) => " (proctor-run was not found next to this program: runs start \
+                              through fork, which is slower)"
+                .to_owned(),
+            (_, false) => String::new(),
+        };
+        format!("{}{how}", self.protection())
+    }
+
+    fn protection(&self) -> String {
         let dir = self.data_dir.display();
         match (self.run_as, self.landlock) {
             (Some(RunAs { uid, gid }), true) => format!(
@@ -162,9 +177,66 @@ impl Isolation {
         Ok(dir)
     }
 
-    /// Applies the isolation to `command`, which will run in `scratch`.
+    /// The command that starts `program args…` through `proctor-run`, when runs are isolated
+    /// and the helper is there; `None` to start the program itself (then [`Isolation::apply`]
+    /// isolates it between fork and exec).
+    ///
+    /// Why a helper: switching user and installing Landlock must happen between fork and exec,
+    /// and `fork` of a large server copies its page tables for every run. Started through
+    /// `proctor-run`, a run is a `posix_spawn` of a small program that switches user, restricts
+    /// itself with the rules this server listed (a file in its scratch root, 0600) and execs
+    /// the program: the same isolation at a fraction of the cost.
+    pub fn launcher(
+        &self,
+        program: &Path,
+        args: &[String],
+        scratch: &Path,
+    ) -> io::Result<Option<tokio::process::Command>> {
+        let Some(helper) = &self.helper else {
+            return Ok(None);
+        };
+        if self.run_as.is_none() && !self.landlock {
+            return Ok(None);
+        }
+        // A missing program is the server's error to report (CREATION_FAILED), as without
+        // the helper, not an exit code of the helper.
+        std::fs::metadata(program)?;
+        let rules = if self.landlock {
+            self.read_only_rules();
+            self.rules_file().into_os_string()
+        } else {
+            "-".into()
+        };
+        let account = match self.run_as {
+            Some(RunAs { uid, gid }) => format!("{uid}:{gid}"),
+            None => "-".to_owned(),
+        };
+        let mut command = tokio::process::Command::new(helper);
+        command
+            .arg(rules)
+            .arg(scratch)
+            .arg(account)
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .current_dir(scratch);
+        Ok(Some(command))
+    }
+
+    /// Where the read-only rules are written for `proctor-run`.
+    fn rules_file(&self) -> PathBuf {
+        self.scratch_root
+            .join(std::process::id().to_string())
+            .join("landlock-rules")
+    }
+
+    /// Applies the isolation to `command`, which will run in `scratch`, unless it starts
+    /// through [`Isolation::launcher`] (which isolates it itself).
     pub fn apply(&self, command: &mut tokio::process::Command, scratch: &Path) -> io::Result<()> {
         command.current_dir(scratch);
+        if self.helper.is_some() && (self.run_as.is_some() || self.landlock) {
+            return Ok(());
+        }
         if let Some(RunAs { uid, gid }) = self.run_as {
             // As root, std also drops the supplementary groups before switching.
             command.uid(uid).gid(gid);
@@ -238,6 +310,18 @@ impl Isolation {
                 PathFd::new(&path).ok().map(|fd| (fd, access))
             })
             .collect();
+        if self.helper.is_some() {
+            let listed: Vec<(PathBuf, bool)> = allowed_paths(&denied)
+                .into_iter()
+                .map(|path| {
+                    let is_dir = path.is_dir();
+                    (path, is_dir)
+                })
+                .collect();
+            if let Err(error) = write_rules(&self.rules_file(), &listed) {
+                tracing::warn!(%error, "cannot write the Landlock rules for proctor-run");
+            }
+        }
         let rules = Arc::new(rules);
         *cached = Some((std::time::Instant::now(), Arc::clone(&rules)));
         rules
@@ -249,6 +333,130 @@ const RULES_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Read-only rules with when they were made.
 type CachedRules = Option<(std::time::Instant, Arc<Vec<(PathFd, BitFlags<AccessFs>)>>)>;
+
+/// `proctor-run` next to this program (or one directory up: test binaries live in `deps/`).
+fn find_helper() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join(HELPER), dir.parent()?.join(HELPER)]
+        .into_iter()
+        .find(|candidate| candidate.is_file())
+}
+
+/// The helper's file name.
+const HELPER: &str = "proctor-run";
+
+/// Writes the read-only rules for `proctor-run`: entries of `d` or `f`, a NUL, the path, a
+/// NUL (paths may hold any byte but NUL). Written to a new file and renamed over the old one,
+/// so a starting run reads a whole list.
+fn write_rules(file: &Path, rules: &[(PathBuf, bool)]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = Vec::new();
+    for (path, is_dir) in rules {
+        bytes.extend_from_slice(if *is_dir { b"d\0" } else { b"f\0" });
+        bytes.extend_from_slice(path.as_os_str().as_bytes());
+        bytes.push(0);
+    }
+    let fresh = file.with_extension("new");
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&fresh)?;
+    out.write_all(&bytes)?;
+    std::fs::rename(&fresh, file)
+}
+
+/// Reads what [`write_rules`] wrote.
+fn read_rules(file: &Path) -> io::Result<Vec<(PathBuf, bool)>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let bytes = std::fs::read(file)?;
+    let mut fields = bytes.split(|byte| *byte == 0);
+    let mut rules = Vec::new();
+    while let (Some(kind), Some(path)) = (fields.next(), fields.next()) {
+        if path.is_empty() {
+            break;
+        }
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(path));
+        rules.push((path, kind == b"d"));
+    }
+    Ok(rules)
+}
+
+/// `proctor-run RULES SCRATCH UID:GID -- PROGRAM ARGS…`: restricts itself with Landlock (the
+/// rules file, or `-` for none), switches to the account (or `-`), and execs the program. Its
+/// environment, working directory, process group and standard streams are the run's (the
+/// server set them). Never returns: on failure it says why on stderr and exits 126.
+pub fn helper_main() -> ! {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let error = match run_helper(&args) {
+        Ok(never) => match never {},
+        Err(error) => error,
+    };
+    eprintln!("proctor-run: {error}");
+    std::process::exit(126);
+}
+
+fn run_helper(args: &[std::ffi::OsString]) -> io::Result<std::convert::Infallible> {
+    use std::os::unix::process::CommandExt as _;
+    let usage = || io::Error::other("usage: proctor-run RULES SCRATCH UID:GID -- PROGRAM [ARG…]");
+    let [rules, scratch, account, separator, program, rest @ ..] = args else {
+        return Err(usage());
+    };
+    if separator != "--" {
+        return Err(usage());
+    }
+    // Build the Landlock rules while the files can still be opened with this account's rights.
+    let ruleset = if rules == "-" {
+        None
+    } else {
+        let all = AccessFs::from_all(LANDLOCK_ABI);
+        let read = AccessFs::from_read(LANDLOCK_ABI);
+        let mut ruleset = Ruleset::default()
+            .handle_access(all)
+            .and_then(Ruleset::create)
+            .map_err(io::Error::other)?;
+        for (path, is_dir) in read_rules(Path::new(rules))? {
+            let access = if is_dir {
+                read
+            } else {
+                read & AccessFs::from_file(LANDLOCK_ABI)
+            };
+            if let Ok(fd) = PathFd::new(&path) {
+                ruleset = ruleset
+                    .add_rule(PathBeneath::new(fd, access))
+                    .map_err(io::Error::other)?;
+            }
+        }
+        for writable in [Path::new(scratch), Path::new("/dev")] {
+            let fd = PathFd::new(writable).map_err(io::Error::other)?;
+            ruleset = ruleset
+                .add_rule(PathBeneath::new(fd, all))
+                .map_err(io::Error::other)?;
+        }
+        Some(ruleset)
+    };
+    if account != "-" {
+        let run_as = account
+            .to_str()
+            .and_then(|text| text.split_once(':'))
+            .and_then(|(uid, gid)| Some((uid.parse::<u32>().ok()?, gid.parse::<u32>().ok()?)))
+            .filter(|(uid, gid)| *uid != 0 && *gid != 0)
+            .ok_or_else(|| io::Error::other("the account must be UID:GID, not root"))?;
+        let gid = rustix::process::Gid::from_raw(run_as.1);
+        let uid = rustix::process::Uid::from_raw(run_as.0);
+        rustix::thread::set_thread_groups(&[])?;
+        rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+        rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+    }
+    if let Some(ruleset) = ruleset {
+        ruleset.restrict_self().map_err(io::Error::other)?;
+    }
+    Err(std::process::Command::new(program).args(rest).exec())
+}
 
 /// The parent of the scratch directories of the server whose data directory is `data_dir`.
 fn scratch_root(data_dir: &Path) -> PathBuf {
@@ -440,6 +648,23 @@ mod tests {
         assert!(!dead.exists());
         assert!(live.exists());
         assert!(other.exists(), "only what a server made is touched");
+    }
+
+    #[test]
+    fn rules_files_keep_any_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules");
+        let rules = vec![
+            (PathBuf::from("/usr"), true),
+            (PathBuf::from("/tmp/odd name\nwith newline"), false),
+        ];
+        write_rules(&file, &rules).unwrap();
+        assert_eq!(read_rules(&file).unwrap(), rules);
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

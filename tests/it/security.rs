@@ -1689,3 +1689,34 @@ async fn the_legacy_log_socket_is_cut_when_its_token_is_revoked() {
     )
     .await;
 }
+
+#[test]
+fn proctord_starts_isolated_runs_through_proctor_run() {
+    use proctor_tests::{Proctord, proctord_command};
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = proctord_command(directory.path());
+    command
+        .env("PROCTOR_APP_PORT", "0")
+        .env("PROCTOR_REGISTER_EXAMPLES", "false");
+    let server = Proctord::spawn(command);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("local runs") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = server.stderr();
+    if rustix::process::geteuid().is_root() || proctor_server::sandbox::landlock_available() {
+        assert!(
+            log.contains("started through") && log.contains("proctor-run"),
+            "{log}"
+        );
+    }
+    // The helper never runs anything as root.
+    let helper = proctor_tests::workspace_binary("proctor-run");
+    let refused = std::process::Command::new(&helper)
+        .args(["-", "/tmp", "0:0", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(126));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not root"));
+}
