@@ -33,6 +33,10 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::credentials;
 
+/// Largest `subscribe`/`start` message: an open operation keeps its request (query and
+/// variables) for its whole life, so this times the operation caps bounds what they hold.
+pub const MAX_OPERATION_BYTES: usize = 16 * 1024;
+
 /// Client messages queued for the protocol engine at most.
 const ENGINE_QUEUE: usize = 64;
 
@@ -239,7 +243,17 @@ pub async fn serve(
                         if let Some(reason) = still_valid(&identity, &state).await {
                             break Some((CLOSE_FORBIDDEN, reason));
                         }
-                        if let Err(message) = operations.try_open(&id) {
+                        let opened = if text.len() > MAX_OPERATION_BYTES {
+                            Err(format!(
+                                "an operation may be at most {} KiB (query and variables); \
+                                 this one is {} bytes",
+                                MAX_OPERATION_BYTES / 1024,
+                                text.len()
+                            ))
+                        } else {
+                            operations.try_open(&id)
+                        };
+                        if let Err(message) = opened {
                             let error = operation_error(protocol, &id, &message, "LIMIT_EXCEEDED");
                             if sink.send(Message::Text(error.into())).await.is_err() {
                                 break None;

@@ -368,22 +368,32 @@ async fn read_lines(
     }
 }
 
-/// A cut at or before `limit` that does not split a UTF-8 sequence.
+/// A cut at or before `limit` that does not split a UTF-8 sequence, judged from the bytes
+/// before the cut (the bytes after it may not have been read yet).
 fn char_boundary(bytes: &[u8], limit: usize) -> usize {
-    let mut cut = limit.min(bytes.len());
-    // Continuation bytes are 0b10xxxxxx; step back at most three of them.
-    for _ in 0..3 {
-        if cut > 0 && cut < bytes.len() && (bytes[cut] & 0b1100_0000) == 0b1000_0000 {
-            cut -= 1;
-        } else {
-            break;
+    let cut = limit.min(bytes.len());
+    for back in 1..=cut.min(3) {
+        let start = cut - back;
+        let byte = bytes[start];
+        if byte & 0b1100_0000 == 0b1000_0000 {
+            continue; // A continuation byte: the character starts further back.
         }
+        let length = match byte {
+            0x00..=0x7f => 1,
+            _ if byte & 0b1110_0000 == 0b1100_0000 => 2,
+            _ if byte & 0b1111_0000 == 0b1110_0000 => 3,
+            _ if byte & 0b1111_1000 == 0b1111_0000 => 4,
+            _ => 1, // Not UTF-8 at all: nothing to keep together.
+        };
+        // A character that goes on past the cut moves to the next piece (unless it is all
+        // there is, which only bytes that are not UTF-8 can make happen).
+        return if start + length > cut && start > 0 {
+            start
+        } else {
+            cut
+        };
     }
-    if cut == 0 {
-        limit.min(bytes.len())
-    } else {
-        cut
-    }
+    cut
 }
 
 async fn send(
@@ -454,6 +464,37 @@ mod tests {
         assert_eq!(char_boundary(text, 4), 3, "inside €");
         assert_eq!(char_boundary(text, 3), 3, "on a boundary");
         assert_eq!(char_boundary(text, 10), 6);
+        assert_eq!(
+            char_boundary(&text[..2], 2),
+            1,
+            "é cut at the end of what was read"
+        );
+        assert_eq!(
+            char_boundary(&text[..4], 4),
+            3,
+            "€ cut at the end of what was read"
+        );
+        assert_eq!(
+            char_boundary(&text[..5], 5),
+            3,
+            "€ cut at the end of what was read"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cut_inside_a_character_keeps_the_text_whole() {
+        for offset in 1..=8 {
+            let text = format!("{}Xä€-geheim-Wert-987\n", "C".repeat(MAX_CHUNK - offset));
+            let (events, mut received) = mpsc::channel(16);
+            let (_group_ended, ended) = watch::channel(false);
+            read_lines(text.as_bytes(), LogStream::Stdout, events, ended).await;
+            let mut joined = String::new();
+            while let Ok(RunEvent::Log { line, replaced, .. }) = received.try_recv() {
+                assert!(!replaced, "offset {offset}");
+                joined.push_str(&line);
+            }
+            assert_eq!(joined, text.trim_end(), "offset {offset}");
+        }
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use landlock::{
     ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreated, RulesetCreatedAttr,
+    RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope,
 };
 
 /// The account a run switches to.
@@ -57,7 +57,7 @@ pub struct Isolation {
 }
 
 /// The Landlock ABI whose rights runs are restricted with (best effort below it).
-const LANDLOCK_ABI: ABI = ABI::V5;
+const LANDLOCK_ABI: ABI = ABI::V6;
 
 impl Isolation {
     /// Chooses the isolation for a server whose data directory is `data_dir`; `run_as` is
@@ -264,23 +264,13 @@ impl Isolation {
     /// Read and execute everything but the denied directories; write the scratch directory
     /// and `/dev`.
     fn ruleset(&self, scratch: &Path) -> io::Result<RulesetCreated> {
-        let all = AccessFs::from_all(LANDLOCK_ABI);
-        let mut ruleset = Ruleset::default()
-            .handle_access(all)
-            .and_then(Ruleset::create)
-            .map_err(io::Error::other)?;
+        let mut ruleset = new_ruleset()?;
         for (fd, access) in self.read_only_rules().iter() {
             ruleset = ruleset
                 .add_rule(PathBeneath::new(fd, *access))
                 .map_err(io::Error::other)?;
         }
-        for writable in [scratch, Path::new("/dev")] {
-            let fd = PathFd::new(writable).map_err(io::Error::other)?;
-            ruleset = ruleset
-                .add_rule(PathBeneath::new(fd, all))
-                .map_err(io::Error::other)?;
-        }
-        Ok(ruleset)
+        writable_rules(ruleset, Path::new(scratch))
     }
 
     /// The read-only part of the rules, opened once and kept for a few seconds: listing the
@@ -333,6 +323,51 @@ const RULES_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Read-only rules with when they were made.
 type CachedRules = Option<(std::time::Instant, Arc<Vec<(PathFd, BitFlags<AccessFs>)>>)>;
+
+/// Device files a run may write (the rest of `/dev`, `/dev/shm` included, is read-only: runs
+/// share nothing through it).
+const WRITABLE_DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
+
+/// A ruleset handling every file-system right, and scoped: a run cannot signal processes
+/// outside its own Landlock domain (other runs, the server) nor connect to their abstract Unix
+/// sockets, where the kernel has those scopes (Linux 6.12+).
+fn new_ruleset() -> io::Result<RulesetCreated> {
+    Ruleset::default()
+        .handle_access(AccessFs::from_all(LANDLOCK_ABI))
+        .and_then(|ruleset| ruleset.scope(Scope::Signal | Scope::AbstractUnixSocket))
+        .and_then(Ruleset::create)
+        .map_err(io::Error::other)
+}
+
+/// Adds what a run may write: its scratch directory and a few device files.
+fn writable_rules(mut ruleset: RulesetCreated, scratch: &Path) -> io::Result<RulesetCreated> {
+    let all = AccessFs::from_all(LANDLOCK_ABI);
+    let fd = PathFd::new(scratch).map_err(io::Error::other)?;
+    ruleset = ruleset
+        .add_rule(PathBeneath::new(fd, all))
+        .map_err(io::Error::other)?;
+    // `/proc`: `/dev/stdout`, `/dev/stderr` and `/dev/fd/N` reopen the run's own streams
+    // through `/proc/self/fd`. Whose files there may be written is decided by ownership and,
+    // for other processes, by Landlock's ptrace scope.
+    for file in WRITABLE_DEVICES.iter().chain(&["/proc"]) {
+        if let Ok(fd) = PathFd::new(file) {
+            ruleset = ruleset
+                .add_rule(PathBeneath::new(
+                    fd,
+                    all & AccessFs::from_file(LANDLOCK_ABI),
+                ))
+                .map_err(io::Error::other)?;
+        }
+    }
+    Ok(ruleset)
+}
 
 /// `proctor-run` next to this program (or one directory up: test binaries live in `deps/`).
 fn find_helper() -> Option<PathBuf> {
@@ -401,6 +436,7 @@ pub fn helper_main() -> ! {
 }
 
 fn run_helper(args: &[std::ffi::OsString]) -> io::Result<std::convert::Infallible> {
+    use std::os::fd::AsFd as _;
     use std::os::unix::process::CommandExt as _;
     let usage = || io::Error::other("usage: proctor-run RULES SCRATCH UID:GID -- PROGRAM [ARG…]");
     let [rules, scratch, account, separator, program, rest @ ..] = args else {
@@ -413,12 +449,8 @@ fn run_helper(args: &[std::ffi::OsString]) -> io::Result<std::convert::Infallibl
     let ruleset = if rules == "-" {
         None
     } else {
-        let all = AccessFs::from_all(LANDLOCK_ABI);
         let read = AccessFs::from_read(LANDLOCK_ABI);
-        let mut ruleset = Ruleset::default()
-            .handle_access(all)
-            .and_then(Ruleset::create)
-            .map_err(io::Error::other)?;
+        let mut ruleset = new_ruleset()?;
         for (path, is_dir) in read_rules(Path::new(rules))? {
             let access = if is_dir {
                 read
@@ -431,13 +463,7 @@ fn run_helper(args: &[std::ffi::OsString]) -> io::Result<std::convert::Infallibl
                     .map_err(io::Error::other)?;
             }
         }
-        for writable in [Path::new(scratch), Path::new("/dev")] {
-            let fd = PathFd::new(writable).map_err(io::Error::other)?;
-            ruleset = ruleset
-                .add_rule(PathBeneath::new(fd, all))
-                .map_err(io::Error::other)?;
-        }
-        Some(ruleset)
+        Some(writable_rules(ruleset, Path::new(scratch))?)
     };
     if account != "-" {
         let run_as = account
@@ -448,6 +474,17 @@ fn run_helper(args: &[std::ffi::OsString]) -> io::Result<std::convert::Infallibl
             .ok_or_else(|| io::Error::other("the account must be UID:GID, not root"))?;
         let gid = rustix::process::Gid::from_raw(run_as.1);
         let uid = rustix::process::Uid::from_raw(run_as.0);
+        // The run's output pipes were made by the server's account: hand them to the run's,
+        // so `/dev/stdout` and `/dev/stderr` (which reopen them) work for it too.
+        for stream in [
+            io::stdout().as_fd().try_clone_to_owned(),
+            io::stderr().as_fd().try_clone_to_owned(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = rustix::fs::fchown(&stream, Some(uid), Some(gid));
+        }
         rustix::thread::set_thread_groups(&[])?;
         rustix::thread::set_thread_res_gid(gid, gid, gid)?;
         rustix::thread::set_thread_res_uid(uid, uid, uid)?;
@@ -455,7 +492,34 @@ fn run_helper(args: &[std::ffi::OsString]) -> io::Result<std::convert::Infallibl
     if let Some(ruleset) = ruleset {
         ruleset.restrict_self().map_err(io::Error::other)?;
     }
+    close_inherited_descriptors();
     Err(std::process::Command::new(program).args(rest).exec())
+}
+
+/// Marks every descriptor but the standard streams close-on-exec, so the run gets none of
+/// what the server held open without the flag (inherited pipes, a socket-activation listener)
+/// and none of another run's that was being set up at the same moment.
+fn close_inherited_descriptors() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let numbers: Vec<i32> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for number in numbers {
+        // SAFETY: this single-threaded helper closes nothing between listing and flagging, so
+        // a listed descriptor is open while it is borrowed (the directory's own, gone by now,
+        // makes fcntl fail harmlessly); only the close-on-exec flag changes.
+        #[allow(
+            unsafe_code,
+            reason = "descriptors inherited from the server have no owner in this process; \
+                      borrowing them by number is the only way to flag them"
+        )]
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(number) };
+        let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
+    }
 }
 
 /// The parent of the scratch directories of the server whose data directory is `data_dir`.

@@ -1268,7 +1268,9 @@ async fn try_to_read_the_data_dir(app: &TestApp) -> (String, Vec<String>) {
         "pwd; for f in {}; do cat \"$f\" && echo LEAKED; done; ls {} && echo LISTED; \
          cat /proc/$PPID/environ && echo ENVIRON; \
          touch /var/tmp/proctor-escape-$$ && echo WROTE_OUTSIDE && rm /var/tmp/proctor-escape-$$; \
-         echo kept > \"$TMPDIR/mine\" && cat \"$TMPDIR/mine\"; exit 0",
+         echo kept > \"$TMPDIR/mine\" && cat \"$TMPDIR/mine\"; \
+         echo to-stderr > /dev/stderr; echo shared > /dev/shm/proctor-$$ && echo SHM; \
+         echo \"fds: $(ls /proc/self/fd | tr '\\n' ' ')\"; exit 0",
         files.join(" "),
         data_dir.display()
     );
@@ -1300,8 +1302,13 @@ fn assert_denied(output: &str, secrets: &[String], environ_protected: bool) {
         output.contains("\nkept"),
         "the run writes its own directory:\n{output}"
     );
+    assert!(output.contains("to-stderr"), "/dev/stderr works:\n{output}");
     if proctor_server::sandbox::landlock_available() {
         assert!(!output.contains("WROTE_OUTSIDE"), "{output}");
+        assert!(
+            !output.contains("\nSHM"),
+            "/dev/shm is not shared:\n{output}"
+        );
     }
     if environ_protected {
         assert!(!output.contains("ENVIRON"), "{output}");
@@ -1329,6 +1336,19 @@ async fn local_procs_cannot_read_the_data_directory_and_run_in_a_scratch_directo
         return;
     }
     assert_denied(&output, &secrets, true);
+    // Only the standard streams (and the listing's own handle) are open in a run.
+    let fds = output
+        .lines()
+        .find_map(|line| line.strip_prefix("fds: "))
+        .unwrap_or_else(|| panic!("{output}"));
+    let open: Vec<u32> = fds
+        .split_whitespace()
+        .filter_map(|fd| fd.parse().ok())
+        .collect();
+    assert!(
+        open.iter().filter(|fd| **fd > 2).count() <= 1,
+        "inherited descriptors: {fds}"
+    );
     let scratch = output.lines().next().unwrap();
     assert!(
         scratch.contains("/proctor-runs-") && scratch.contains("/run-"),
@@ -1611,7 +1631,7 @@ async fn a_run_cannot_read_another_runs_environment() {
     define(
         &app,
         json!({ "name": "peek", "command": ["sh", "-c",
-            format!("cat /proc/{pid}/environ | tr '\\000' '\\n' | grep TOKEN; echo done")] }),
+            format!("cat /proc/{pid}/environ | tr '\\000' '\\n' | grep TOKEN; kill -STOP {pid} && echo SIGNALLED; echo done")] }),
     )
     .await;
     let (peek, last) = run_to_end(&app, "peek").await;
@@ -1622,6 +1642,10 @@ async fn a_run_cannot_read_another_runs_environment() {
         .map(|line| line["line"].as_str().unwrap().to_owned())
         .collect();
     assert!(!text.join("\n").contains("neighbour-secret"), "{text:?}");
+    assert!(
+        !text.join("\n").contains("SIGNALLED"),
+        "a run cannot signal another: {text:?}"
+    );
     assert!(text.join("\n").contains("Permission denied"), "{text:?}");
     app.graphql(
         "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
@@ -1719,4 +1743,126 @@ fn proctord_starts_isolated_runs_through_proctor_run() {
         .unwrap();
     assert_eq!(refused.status.code(), Some(126));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not root"));
+}
+
+#[tokio::test]
+async fn oversized_operations_and_anonymous_previews_are_refused() {
+    let (app, _admin, user) = auth_app(Stack::Embedded, Duration::from_secs(30))
+        .await
+        .expect("the embedded stack needs nothing");
+    let mut socket = WsClient::connect(
+        &app.ws_url(),
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {user}") }),
+    )
+    .await;
+    socket
+        .start(
+            "big",
+            "subscription($p: String) { executionEvents(proc: $p) { id } }",
+            json!({ "p": "x".repeat(100_000) }),
+        )
+        .await;
+    let refused = socket.next_message().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert!(refused.to_string().contains("LIMIT_EXCEEDED"), "{refused}");
+    // Anonymous callers cannot spend the server's CPU on cron previews.
+    let anonymous = app
+        .graphql(
+            r#"{ cronPreview(cron: "* * * * * *", count: 100) }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        anonymous["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{anonymous}"
+    );
+    // And each preview costs what it computes.
+    let aliases: String = (0..200)
+        .map(|n| format!("p{n}: cronPreview(cron: \"* * * * * *\", count: 100) "))
+        .collect();
+    let greedy = app
+        .graphql_as(&user, &format!("{{ {aliases} }}"), json!({}))
+        .await;
+    assert!(
+        greedy["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too complex"),
+        "{greedy}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_administrator_changes_a_schedule() {
+    let (app, admin, user) = auth_app(Stack::Embedded, Duration::from_secs(30))
+        .await
+        .expect("the embedded stack needs nothing");
+    define_as(
+        &app,
+        &admin,
+        json!({ "name": "shared", "command": ["true"], "authorizedGroups": ["ops"] }),
+    )
+    .await;
+    let created = app
+        .graphql_as(
+            &admin,
+            CREATE_SCHEDULE,
+            json!({ "i": { "proc": "shared", "cron": "0 0 1 1 *", "enabled": false } }),
+        )
+        .await;
+    let id = created["data"]["createSchedule"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (mutation, variables) in [
+        (
+            "mutation($id: ID!) { updateSchedule(id: $id, input: { proc: \"shared\", cron: \"0 0 2 1 *\" }) { id } }",
+            json!({ "id": id }),
+        ),
+        (
+            "mutation($id: ID!) { setScheduleEnabled(id: $id, enabled: true) { id } }",
+            json!({ "id": id }),
+        ),
+        (
+            "mutation($id: ID!) { deleteSchedule(id: $id) }",
+            json!({ "id": id }),
+        ),
+    ] {
+        let refused = app.graphql_as(&user, mutation, variables).await;
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
+            "{refused}"
+        );
+    }
+    let still = app
+        .graphql_as(
+            &admin,
+            "query($id: ID!) { schedule(id: $id) { cron enabled } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(still["data"]["schedule"]["cron"], "0 0 1 1 *", "{still}");
+}
+
+#[tokio::test]
+async fn nul_characters_in_proc_files_are_refused() {
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    let refused = app
+        .graphql(
+            "mutation($c: String!) { applyProcFile(content: $c) { name } }",
+            json!({ "c": "name: nul\ncommand: [\"true\"]\ndescription: \"a\\0b\"\n" }),
+        )
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("description"),
+        "{refused}"
+    );
 }

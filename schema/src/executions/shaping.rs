@@ -151,37 +151,84 @@ fn encodings(secret: &str) -> Vec<String> {
             }
         }
     }
-    let mut percent = String::new();
-    let mut percent_lower = String::new();
-    let mut form = String::new();
-    for byte in bytes {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                percent.push(char::from(*byte));
-                percent_lower.push(char::from(*byte));
-                form.push(char::from(*byte));
+    // URL encodings as common encoders write them: which bytes they keep, whether a space
+    // becomes `+`, either hex case.
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+    let keep_sets: [(&dyn Fn(u8) -> bool, bool); 6] = [
+        (&unreserved, false),                     // RFC 3986, encodeURIComponent
+        (&unreserved, true),                      // HTML forms
+        (&|b| unreserved(b) || b == b'/', false), // Python quote()
+        (
+            &|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'),
+            true,
+        ), // PHP urlencode
+        (
+            &|b| unreserved(b) || b";,/?:@&=+$#!*'()".contains(&b),
+            false,
+        ), // encodeURI
+        (&|_| false, false),                      // every byte
+    ];
+    for (keep, space_plus) in keep_sets {
+        for lower in [false, true] {
+            let mut encoded = String::new();
+            for &byte in bytes {
+                if space_plus && byte == b' ' {
+                    encoded.push('+');
+                } else if keep(byte) {
+                    encoded.push(char::from(byte));
+                } else if lower {
+                    encoded.push_str(&format!("%{byte:02x}"));
+                } else {
+                    encoded.push_str(&format!("%{byte:02X}"));
+                }
             }
-            b' ' => {
-                percent.push_str("%20");
-                percent_lower.push_str("%20");
-                form.push('+');
-            }
-            other => {
-                percent.push_str(&format!("%{other:02X}"));
-                percent_lower.push_str(&format!("%{other:02x}"));
-                form.push_str(&format!("%{other:02X}"));
+            forms.push(encoded);
+        }
+    }
+    // JSON strings as common encoders write them: serde/JavaScript (controls, quote and
+    // backslash only), non-ASCII as \uXXXX (Python), `/` as `\/` (PHP), `<>&` and
+    // U+2028/U+2029 as \uXXXX (Go).
+    for ascii in [false, true] {
+        for slash in [false, true] {
+            for html in [false, true] {
+                forms.push(json_string(secret, ascii, slash, html));
             }
         }
     }
-    forms.push(percent_lower);
-    forms.push(percent);
-    forms.push(form);
-    if let Ok(json) = serde_json::to_string(secret) {
-        forms.push(json[1..json.len() - 1].to_owned());
-    }
     // Short secrets' encodings would mask ordinary words; the value itself is still masked.
     forms.retain(|form| form.len() >= 4 && form != secret);
+    forms.sort();
+    forms.dedup();
     forms
+}
+
+/// The inside of a JSON string holding `text`, escaped the way an encoder with these habits
+/// escapes it.
+fn json_string(text: &str, ascii: bool, slash: bool, html: bool) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '/' if slash => out.push_str("\\/"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' if html => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c if c.is_control() || (ascii && !c.is_ascii()) => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `line` cut into pieces of at most [`MAX_LINE_BYTES`], on character boundaries.
@@ -237,6 +284,33 @@ mod tests {
             }
         }
         assert_eq!(masker.mask("q=s3cr3t+value%2F%2B%3F"), "q=***");
+        assert_eq!(
+            masker.mask("q=s3cr3t%20value/%2B%3F"),
+            "q=***",
+            "Python quote()"
+        );
+        assert_eq!(masker.mask("q=s3cr3t%20value/+?"), "q=***", "encodeURI");
+        assert_eq!(
+            masker.mask("q=%73%33%63%72%33%74%20%76%61%6c%75%65%2f%2b%3f"),
+            "q=***"
+        );
+        let unicode = Masker::new(["T\u{f8}ken/<x>&\u{1F600}"]);
+        for (encoder, form) in [
+            ("Python", "T\\u00f8ken/<x>&\\ud83d\\ude00"),
+            ("PHP", "T\\u00f8ken\\/<x>&\\ud83d\\ude00"),
+            ("Go", "T\u{f8}ken/\\u003cx\\u003e\\u0026\u{1F600}"),
+        ] {
+            assert_eq!(
+                unicode.mask(&format!("{{\"k\":\"{form}\"}}")),
+                "{\"k\":\"***\"}",
+                "{encoder}"
+            );
+        }
+        assert_eq!(
+            Masker::new(["Tok~en 12"]).mask("Tok%7Een+12"),
+            "***",
+            "PHP urlencode"
+        );
         let json = serde_json::to_string(&serde_json::json!({ "k": "s3cr3t \"x\\" })).unwrap();
         let quoted = Masker::new(["s3cr3t \"x\\"]);
         assert_eq!(quoted.mask(&json), r#"{"k":"***"}"#);

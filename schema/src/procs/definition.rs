@@ -305,6 +305,35 @@ pub const RESERVED_NAMES: &[&str] = &[
     "CURL_CA_BUNDLE",
     "REQUESTS_CA_BUNDLE",
     "NODE_EXTRA_CA_CERTS",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_CONFIG",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_TEMPLATE_DIR",
+    "GIT_PAGER",
+    "GIT_EDITOR",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "SUDO_ASKPASS",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "SSLKEYLOGFILE",
+    "MAKEFLAGS",
+    "RUSTC_WRAPPER",
+    "CLASSPATH",
+    "GOFLAGS",
+    "ZDOTDIR",
+    "TCLLIBPATH",
+    "R_PROFILE_USER",
+    "R_ENVIRON_USER",
+    "GEM_PATH",
+    "GEM_HOME",
+    "KUBECONFIG",
+    "DOCKER_HOST",
+    "XDG_CONFIG_HOME",
 ];
 
 /// Prefixes of reserved variables (the dynamic loaders', bash's exported functions', and
@@ -338,6 +367,13 @@ impl ProcDefinition {
     /// `input.` for GraphQL, the file name for YAML).
     pub fn validate(&self, prefix: &str) -> Result<ValidProc, ApiError> {
         let check = Checker { prefix };
+        // Every text, wherever it came from (GraphQL checks its own inputs; YAML files and
+        // v2 metadata arrive here with whatever escapes they held).
+        if let Ok(value) = serde_json::to_value(self)
+            && let Some(field) = crate::limits::nul_path_json(&value, "")
+        {
+            return Err(check.error(&field, "must not contain NUL characters (\\u0000)"));
+        }
         if !DNS_LABEL.is_match(&self.name) {
             return Err(check.error(
                 "name",

@@ -371,12 +371,16 @@ impl SchedulesQuery {
 
     /// The next `count` (default 5, at most 100) slot times of a cron expression in a time
     /// zone (default UTC), to check an expression before saving it.
+    #[graphql(complexity = "1 + count.map_or(5, |n| n.clamp(1, 100) as usize)")]
     async fn cron_preview(
         &self,
+        ctx: &Context<'_>,
         cron: String,
         timezone: Option<String>,
         count: Option<i32>,
     ) -> async_graphql::Result<Vec<DateTime<Utc>>> {
+        // Callers only: computing slots costs CPU, which an anonymous caller should not spend.
+        caller(ctx).await.gql()?;
         let timezone = timezone.unwrap_or_else(|| "UTC".to_owned());
         service::preview(&cron, &timezone, count.unwrap_or(5)).gql()
     }

@@ -327,6 +327,7 @@ pub async fn update_schedule(
 ) -> Result<ScheduleView, ApiError> {
     let current = get_schedule(state, caller, id).await?;
     caller.require_may_run(&current.proc)?;
+    require_owner(caller, &current.schedule)?;
     let proc = if spec.proc == current.proc.name {
         current.proc.clone()
     } else {
@@ -381,6 +382,7 @@ pub async fn set_schedule_enabled(
 ) -> Result<ScheduleView, ApiError> {
     let current = get_schedule(state, caller, id).await?;
     caller.require_may_run(&current.proc)?;
+    require_owner(caller, &current.schedule)?;
     let now = Utc::now();
     let next_fire_at = if enabled {
         parse_timing(&current.schedule.cron, &current.schedule.timezone)?.next_after(now)
@@ -405,6 +407,20 @@ pub async fn set_schedule_enabled(
         schedule: model,
         proc: current.proc,
     })
+}
+
+/// `FORBIDDEN` unless `caller` owns `schedule` or is an administrator: a schedule runs with
+/// its owner's identity and rights, so nobody else may change what it runs or whom it tells.
+fn require_owner(caller: &Caller, schedule: &schedule::Model) -> Result<(), ApiError> {
+    let owns = caller.email.is_some() && caller.email == schedule.created_by;
+    if caller.admin || owns {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "schedule {} belongs to {}; only its owner or an administrator may change it",
+        schedule.id,
+        schedule.created_by.as_deref().unwrap_or("Proctor")
+    )))
 }
 
 /// Gives a schedule to another owner (administrators only): it fires with their rights from
@@ -455,6 +471,7 @@ pub async fn transfer_schedule(
 pub async fn delete_schedule(state: &AppState, caller: &Caller, id: i64) -> Result<(), ApiError> {
     let current = get_schedule(state, caller, id).await?;
     caller.require_may_run(&current.proc)?;
+    require_owner(caller, &current.schedule)?;
     let txn = crate::db::begin_write(state.db()).await?;
     schedule::Entity::delete_by_id(id).exec(&txn).await?;
     audit::record(
