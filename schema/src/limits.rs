@@ -120,7 +120,13 @@ impl Extension for ResponseLimitsExtension {
                 return Err(nul_error(&path));
             }
         }
-        if request.query.contains('\0') || request.query.to_ascii_lowercase().contains("\\u0000") {
+        if request.query.contains('\0')
+            || request
+                .query
+                .as_bytes()
+                .windows(6)
+                .any(|window| window.eq_ignore_ascii_case(b"\\u0000"))
+        {
             return Err(nul_error("query"));
         }
         next.run(ctx, request.data(ResponseBudget::default())).await
@@ -217,28 +223,15 @@ fn nul_error(path: &str) -> ServerError {
     server_error
 }
 
-/// The path of the first string (or object key) in `value` holding a NUL character.
+/// The path of the first string (or object key) in a GraphQL value holding a NUL character
+/// (the JSON walk of [`nul_path_json`]; only strings matter, and they convert as they are).
 pub fn nul_path_const(value: &async_graphql::Value, path: &str) -> Option<String> {
-    use async_graphql::Value;
-    match value {
-        Value::String(text) if text.contains('\0') => Some(path.to_owned()),
-        Value::List(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| nul_path_const(item, &format!("{path}[{i}]"))),
-        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
-            let here = format!("{path}.{}", key.as_str().replace('\0', "\\u0000"));
-            if key.contains('\0') {
-                Some(here)
-            } else {
-                nul_path_const(item, &here)
-            }
-        }),
-        _ => None,
-    }
+    let json = value.clone().into_json().ok()?;
+    nul_path_json(&json, path)
 }
 
-/// [`nul_path_const`] for a JSON body (the REST shim).
+/// The path of the first string (or object key) in `value` holding a NUL character, under
+/// `path` (`""` at the top: a REST body).
 pub fn nul_path_json(value: &serde_json::Value, path: &str) -> Option<String> {
     use serde_json::Value;
     match value {

@@ -309,15 +309,7 @@ pub async fn serve(
         if code == CLOSE_FORBIDDEN {
             tracing::info!(%reason, "closed a websocket whose caller lost their rights");
         }
-        // The reason of a close frame is at most 123 bytes.
-        let mut reason = reason;
-        if reason.len() > 120 {
-            let mut cut = 120;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
+        let reason = close_reason(reason);
         let _ = sink
             .send(Message::Close(Some(CloseFrame {
                 code,
@@ -325,6 +317,12 @@ pub async fn serve(
             })))
             .await;
     }
+}
+
+/// `reason` cut to fit a close frame (at most 123 bytes), on a character boundary.
+pub fn close_reason(mut reason: String) -> String {
+    reason.truncate(reason.floor_char_boundary(120));
+    reason
 }
 
 /// Whether a change announced for `email` may concern this connection.

@@ -289,29 +289,32 @@ impl Isolation {
         let read = AccessFs::from_read(LANDLOCK_ABI);
         let mut denied = vec![self.data_dir.clone()];
         denied.extend(self.also_denied.iter().cloned());
-        let rules: Vec<(PathFd, BitFlags<AccessFs>)> = allowed_paths(&denied)
+        let listed: Vec<(PathBuf, bool)> = allowed_paths(&denied)
             .into_iter()
-            .filter_map(|path| {
-                let access = if path.is_dir() {
-                    read
-                } else {
-                    read & AccessFs::from_file(LANDLOCK_ABI)
-                };
-                PathFd::new(&path).ok().map(|fd| (fd, access))
+            .map(|path| {
+                let is_dir = path.is_dir();
+                (path, is_dir)
             })
             .collect();
-        if self.helper.is_some() {
-            let listed: Vec<(PathBuf, bool)> = allowed_paths(&denied)
-                .into_iter()
-                .map(|path| {
-                    let is_dir = path.is_dir();
-                    (path, is_dir)
-                })
-                .collect();
+        // Through the helper, the rules travel as a file; without it, as open descriptors.
+        let rules: Vec<(PathFd, BitFlags<AccessFs>)> = if self.helper.is_some() {
             if let Err(error) = write_rules(&self.rules_file(), &listed) {
                 tracing::warn!(%error, "cannot write the Landlock rules for proctor-run");
             }
-        }
+            Vec::new()
+        } else {
+            listed
+                .iter()
+                .filter_map(|(path, is_dir)| {
+                    let access = if *is_dir {
+                        read
+                    } else {
+                        read & AccessFs::from_file(LANDLOCK_ABI)
+                    };
+                    PathFd::new(path).ok().map(|fd| (fd, access))
+                })
+                .collect()
+        };
         let rules = Arc::new(rules);
         *cached = Some((std::time::Instant::now(), Arc::clone(&rules)));
         rules

@@ -149,15 +149,8 @@ fn context_id(query: &str) -> Option<u64> {
 }
 
 /// A close reason within the 123 bytes a close frame holds.
-fn forbidden(mut reason: String) -> Cow<'static, str> {
-    if reason.len() > 120 {
-        let mut cut = 120;
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason.truncate(cut);
-    }
-    Cow::Owned(reason)
+fn forbidden(reason: String) -> Cow<'static, str> {
+    Cow::Owned(crate::graphql_ws::close_reason(reason))
 }
 
 /// Upgrades and closes at once with a normal close and `reason`.
