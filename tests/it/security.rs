@@ -1866,3 +1866,20 @@ async fn nul_characters_in_proc_files_are_refused() {
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn a_websocket_message_over_the_body_limit_ends_the_connection() {
+    let app = TestApp::builder()
+        .stack(Stack::Embedded)
+        .with_settings(|settings| settings.max_body_bytes = 64 * 1024)
+        .spawn()
+        .await;
+    let mut socket = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
+    socket
+        .send_raw(json!({ "type": "ping", "payload": { "pad": "x".repeat(200 * 1024) } }))
+        .await;
+    assert!(
+        socket.wait_closed(Duration::from_secs(5)).await.is_some(),
+        "a 200 KiB message on a 64 KiB limit is not taken"
+    );
+}
