@@ -13,8 +13,8 @@
 //!   inspect processes outside its own Landlock domain: not the server (`/proc/<pid>/environ`,
 //!   ptrace) and not other runs, even of the same account. Landlock allows by path, so the
 //!   rules list the siblings of each denied directory and of its ancestors; a sibling that is
-//!   a symbolic link to a denied directory or one of its ancestors is left out, and entries
-//!   created later next to them are not covered (denied).
+//!   a symbolic link to a denied directory or one of its ancestors is left out. The list is
+//!   made again whenever one of those directories changed, so what a run is given is current.
 //! - **neither** (not root, no Landlock): the run has the server user's rights and can read
 //!   the data directory; proctord says so at start-up.
 
@@ -273,22 +273,24 @@ impl Isolation {
         writable_rules(ruleset, Path::new(scratch))
     }
 
-    /// The read-only part of the rules, opened once and kept for a few seconds: listing the
-    /// file system for every run would cost more than the run. Entries created since are not
-    /// covered, which denies them, as for entries created after a run started.
+    /// The read-only part of the rules, listed again only when a directory on the way to a
+    /// denied one changed (its modification time moves when an entry is added or removed):
+    /// listing the file system for every run would cost more than the run, and a stale list
+    /// would deny what was created since.
     fn read_only_rules(&self) -> Arc<Vec<(PathFd, BitFlags<AccessFs>)>> {
         let mut cached = self
             .rules
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((made, rules)) = cached.as_ref()
-            && made.elapsed() < RULES_FRESH_FOR
+        let mut denied = vec![self.data_dir.clone()];
+        denied.extend(self.also_denied.iter().cloned());
+        let stamps = ancestor_stamps(&denied);
+        if let Some((listed_at, rules)) = cached.as_ref()
+            && *listed_at == stamps
         {
             return Arc::clone(rules);
         }
         let read = AccessFs::from_read(LANDLOCK_ABI);
-        let mut denied = vec![self.data_dir.clone()];
-        denied.extend(self.also_denied.iter().cloned());
         let listed: Vec<(PathBuf, bool)> = allowed_paths(&denied)
             .into_iter()
             .map(|path| {
@@ -316,16 +318,31 @@ impl Isolation {
                 .collect()
         };
         let rules = Arc::new(rules);
-        *cached = Some((std::time::Instant::now(), Arc::clone(&rules)));
+        *cached = Some((stamps, Arc::clone(&rules)));
         rules
     }
 }
 
-/// How long the listed read-only rules are reused.
-const RULES_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// The modification times of the directories [`allowed_paths`] lists (the ancestors of the
+/// denied directories): when one moves, an entry appeared or went and the list is redone.
+fn ancestor_stamps(denied: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> {
+    let mut directories: Vec<&Path> = denied
+        .iter()
+        .flat_map(|path| path.ancestors().skip(1))
+        .collect();
+    directories.sort();
+    directories.dedup();
+    directories
+        .into_iter()
+        .map(|dir| std::fs::metadata(dir).and_then(|meta| meta.modified()).ok())
+        .collect()
+}
 
-/// Read-only rules with when they were made.
-type CachedRules = Option<(std::time::Instant, Arc<Vec<(PathFd, BitFlags<AccessFs>)>>)>;
+/// Read-only rules with the directory stamps they were listed at.
+type CachedRules = Option<(
+    Vec<Option<std::time::SystemTime>>,
+    Arc<Vec<(PathFd, BitFlags<AccessFs>)>>,
+)>;
 
 /// Device files a run may write (the rest of `/dev`, `/dev/shm` included, is read-only: runs
 /// share nothing through it).

@@ -431,13 +431,30 @@ async fn subscriber(
     Ok(seen)
 }
 
+/// A copy of this program in a fresh directory every account may enter (0755), for procs that
+/// run it; the directory goes away with the returned guard.
+fn runnable_copy_of_self() -> anyhow::Result<(tempfile::TempDir, String)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::Builder::new()
+        .prefix("proctor-bench-emitter-")
+        .tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let copy = dir.path().join("proctor-bench");
+    std::fs::copy(std::env::current_exe()?, &copy)?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    let path = copy.to_string_lossy().into_owned();
+    Ok((dir, path))
+}
+
 /// One execution printing `rate` lines/s to `n` subscribers, on each bus.
 pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     let (rate, seconds) = plan.pick((1000u64, 60u64), (200, 2));
     let seconds = plan.fanout_seconds.unwrap_or(seconds).max(1);
     results.set("fanout_seconds", seconds);
     let counts: Vec<usize> = plan.pick(vec![1, 100, 1000], vec![1, 10]);
-    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    // The emitter is this program, run as a proc: under the server's account for runs
+    // (`nobody` when proctord is root), which may not enter the directory it was built in.
+    let (_emitter_dir, exe) = runnable_copy_of_self()?;
     // Both buses on servers of our own; the running server's bus when one was given.
     let mut buses = vec![false];
     if plan.redis_url.is_some() && plan.target.is_none() {

@@ -1883,3 +1883,43 @@ async fn a_websocket_message_over_the_body_limit_ends_the_connection() {
         "a 200 KiB message on a 64 KiB limit is not taken"
     );
 }
+
+#[tokio::test]
+async fn a_file_created_next_to_the_data_directory_after_earlier_runs_is_readable() {
+    if !proctor_server::sandbox::landlock_available() {
+        eprintln!("SKIPPED: no Landlock here");
+        return;
+    }
+    let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    define(&app, json!({ "name": "first", "command": ["true"] })).await;
+    let (_, last) = run_to_end(&app, "first").await;
+    assert_eq!(last["status"], "SUCCEEDED");
+    // Created after the rules were listed for the first run, next to the data directory.
+    let sibling = app
+        .settings
+        .data_dir
+        .canonicalize()
+        .unwrap()
+        .with_extension("fresh");
+    std::fs::create_dir(&sibling).unwrap();
+    std::fs::set_permissions(
+        &sibling,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(sibling.join("note"), "fresh-content").unwrap();
+    std::fs::set_permissions(
+        sibling.join("note"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    define(
+        &app,
+        json!({ "name": "reader", "command": ["cat", sibling.join("note").to_str().unwrap()] }),
+    )
+    .await;
+    let (id, last) = run_to_end(&app, "reader").await;
+    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    assert_eq!(all_lines(&app, &id).await[0]["line"], "fresh-content");
+    std::fs::remove_dir_all(&sibling).unwrap();
+}
