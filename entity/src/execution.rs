@@ -62,6 +62,13 @@ pub struct Model {
     /// it masks exactly those; never sent on the event bus.
     #[serde(skip)]
     pub mask_sealed: Option<Vec<u8>>,
+    /// Attempts so far: 1, plus one per retry of a failed attempt.
+    #[serde(default = "first_attempt")]
+    pub attempts: i32,
+}
+
+fn first_attempt() -> i32 {
+    1
 }
 
 /// An execution refers to its proc and schedule and owns its log lines.

@@ -19,6 +19,7 @@ mod m20261122_000012_drop_user_admin;
 mod m20261122_000013_add_execution_leases;
 mod m20261122_000014_add_schedule_notifications;
 mod m20261130_000015_add_run_integrity;
+mod m20261201_000016_add_execution_attempts;
 
 /// Applies Proctor's migrations in order.
 pub struct Migrator;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000013_add_execution_leases::Migration),
             Box::new(m20261122_000014_add_schedule_notifications::Migration),
             Box::new(m20261130_000015_add_run_integrity::Migration),
+            Box::new(m20261201_000016_add_execution_attempts::Migration),
         ]
     }
 }

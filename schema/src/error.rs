@@ -38,6 +38,10 @@ pub enum ApiError {
     /// response, operations per connection); the message says which limit and how to page.
     #[error("{0}")]
     LimitExceeded(String),
+    /// The server cannot do this right now (it is shutting down); retrying later, or on
+    /// another replica, works.
+    #[error("{0}")]
+    Unavailable(String),
     /// Anything unexpected: database failures, broken invariants.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -71,6 +75,7 @@ impl ApiError {
             Self::BadUserInput { .. } => "BAD_USER_INPUT",
             Self::Conflict(_) => "CONFLICT",
             Self::LimitExceeded(_) => "LIMIT_EXCEEDED",
+            Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -84,6 +89,7 @@ impl ApiError {
             Self::BadUserInput { .. } => 400,
             Self::Conflict(_) => 409,
             Self::LimitExceeded(_) => 413,
+            Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
         }
     }

@@ -216,16 +216,31 @@ impl Server {
             None => {}
         }
 
-        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
+        let (signalled_tx, signalled_rx) = tokio::sync::watch::channel(false);
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
-            // The receiver only goes away when serving already ended.
-            let _ = signalled_tx.send(());
+            let _ = signalled_tx.send(true);
         });
         let grace = settings.shutdown_grace;
+        // Runs stop alongside the requests: no new run is accepted from the first moment,
+        // local runs get the same grace to finish (then are stopped and recorded as
+        // CANCELLED), Kubernetes runs are left for another replica to re-attach.
+        let runner = Arc::clone(self.state.runner());
+        let runs_state = self.state.clone();
+        let mut runs_signal = signalled_rx.clone();
+        let runs_stopped = tokio::spawn(async move {
+            // Also when serving ended on its own (the sender is gone then).
+            let _ = runs_signal.wait_for(|signalled| *signalled).await;
+            runner.shutdown(&runs_state, grace).await;
+        });
+        let mut deadline_signal = signalled_rx;
         let deadline = async move {
-            if signalled_rx.await.is_ok() {
+            if deadline_signal
+                .wait_for(|signalled| *signalled)
+                .await
+                .is_ok()
+            {
                 tokio::time::sleep(grace).await;
             } else {
                 std::future::pending::<()>().await;
@@ -237,6 +252,9 @@ impl Server {
                 grace_seconds = grace.as_secs(),
                 "grace period over; closing the remaining connections"
             ),
+        }
+        if runs_stopped.await.is_err() {
+            tracing::error!("stopping the runs failed");
         }
 
         if let Some(bus) = &self.redis_bus {

@@ -1224,6 +1224,7 @@ impl Settings {
                 max_parallel: parse_positive(names::MAX_PARALLEL, &options.max_parallel_runs)?,
                 log_max_lines: parse_positive(names::LOG_MAX_LINES, &options.log_max_lines)?,
                 lease: Duration::from_secs(parse_positive(names::LEASE, &options.lease_seconds)?),
+                default_timeout,
                 ..RunSettings::default()
             },
             default_timeout,

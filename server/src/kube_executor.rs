@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -28,11 +27,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use proctor_entity::values::LogStream;
 use proctor_schema::executions::runner::run_name;
 use proctor_schema::ports::executor::{
-    EnvValue, Executor, ExecutorError, LogCursor, RunEvent, RunEvents, RunSpec,
+    EnvValue, Executor, ExecutorError, LogCursor, RunEvent, RunEvents, RunRef, RunSpec,
 };
 use proctor_schema::system::ExecutorKind;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{KubeAccess, KubeSettings};
 
@@ -64,13 +64,6 @@ pub enum KubeSetupError {
 pub struct KubernetesExecutor {
     client: kube::Client,
     settings: KubeSettings,
-    runs: Arc<Mutex<HashMap<i64, watch::Sender<bool>>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl KubernetesExecutor {
@@ -108,11 +101,7 @@ impl KubernetesExecutor {
 
     /// An executor using an existing client (tests inject mocked ones).
     pub fn with_client(client: kube::Client, settings: KubeSettings) -> Self {
-        Self {
-            client,
-            settings,
-            runs: Arc::new(Mutex::new(HashMap::new())),
-        }
+        Self { client, settings }
     }
 
     fn jobs(&self) -> Api<Job> {
@@ -197,10 +186,9 @@ impl KubernetesExecutor {
         execution_id: i64,
         cursor: Option<LogCursor>,
         started: bool,
+        cancelled: CancellationToken,
     ) -> RunEvents {
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
-        let (cancel, cancelled) = watch::channel(false);
-        lock(&self.runs).insert(execution_id, cancel);
         let follower = Follower {
             client: self.client.clone(),
             namespace: self.settings.namespace.clone(),
@@ -212,11 +200,7 @@ impl KubernetesExecutor {
             events,
             cancelled,
         };
-        let runs = Arc::clone(&self.runs);
-        tokio::spawn(async move {
-            follower.run().await;
-            lock(&runs).remove(&execution_id);
-        });
+        tokio::spawn(follower.run());
         futures::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|event| (event, receiver))
         })
@@ -237,7 +221,21 @@ impl Executor for KubernetesExecutor {
         ExecutorKind::Kubernetes
     }
 
-    async fn start(&self, spec: RunSpec) -> Result<RunEvents, ExecutorError> {
+    /// A Job's `backoffLimit` starts failed attempts again.
+    fn retries_attempts(&self) -> bool {
+        true
+    }
+
+    /// A Job runs on without its server; another replica re-attaches.
+    fn runs_outlive_server(&self) -> bool {
+        true
+    }
+
+    async fn start(
+        &self,
+        spec: RunSpec,
+        cancel: CancellationToken,
+    ) -> Result<RunEvents, ExecutorError> {
         let image = spec.image.clone().ok_or_else(|| {
             ExecutorError::Start(
                 "the proc has no image, and the Kubernetes executor runs images (set `image`)"
@@ -287,7 +285,7 @@ impl Executor for KubernetesExecutor {
                 tracing::warn!(job = %name, %error, "cannot make the Job own its Secret");
             }
         }
-        Ok(self.follow(name, spec.execution_id, None, false))
+        Ok(self.follow(name, spec.execution_id, None, false, cancel))
     }
 
     async fn check(&self) -> Result<(), ExecutorError> {
@@ -298,22 +296,17 @@ impl Executor for KubernetesExecutor {
             .map_err(|e| ExecutorError::Unavailable(format!("the Kubernetes API: {e}")))
     }
 
-    async fn cancel(&self, execution_id: i64, executor_ref: &str) -> Result<(), ExecutorError> {
-        if let Some(cancel) = lock(&self.runs).get(&execution_id) {
-            cancel.send_replace(true);
-            return Ok(());
-        }
-        delete_job(&self.jobs(), executor_ref)
-            .await
-            .map_err(|e| ExecutorError::Unavailable(e.to_string()))
-    }
-
     async fn reattach(
         &self,
-        execution_id: i64,
-        executor_ref: &str,
-        cursor: Option<LogCursor>,
+        run: RunRef,
+        cancel: CancellationToken,
     ) -> Result<RunEvents, ExecutorError> {
+        let RunRef {
+            execution_id,
+            executor_ref,
+            cursor,
+        } = run;
+        let executor_ref = executor_ref.as_str();
         let unavailable = |e: kube::Error| ExecutorError::Unavailable(e.to_string());
         let job = if executor_ref.is_empty() {
             // Stopped before the run was seen starting: find its Job by label.
@@ -342,7 +335,7 @@ impl Executor for KubernetesExecutor {
             ))
         })?;
         let name = job.metadata.name.unwrap_or_default();
-        Ok(self.follow(name, execution_id, cursor, !executor_ref.is_empty()))
+        Ok(self.follow(name, execution_id, cursor, !executor_ref.is_empty(), cancel))
     }
 }
 
@@ -374,7 +367,7 @@ struct Follower {
     started: bool,
     image_pull_grace: Duration,
     events: mpsc::Sender<RunEvent>,
-    cancelled: watch::Receiver<bool>,
+    cancelled: CancellationToken,
 }
 
 /// What the follower knows about the cluster.
@@ -499,7 +492,7 @@ impl Follower {
         .boxed();
         let mut seen = Seen::default();
         let mut reading: Option<Reading> = None;
-        let mut cancelled = self.cancelled.clone();
+        let cancelled = self.cancelled.clone();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -532,7 +525,7 @@ impl Follower {
                         }
                     }
                 },
-                () = cancel_requested(&mut cancelled) => {
+                () = cancelled.cancelled() => {
                     if let Err(error) = delete_job(&jobs, &self.job).await {
                         tracing::warn!(job = %self.job, %error, "cannot delete the Job");
                     }
@@ -598,14 +591,9 @@ impl Follower {
                     Some(cursor) if cursor.source == *pod => cursor.offset,
                     _ => {
                         if index > 0 {
-                            let marker =
-                                format!("[proctor] attempt {} of this run (pod {pod})", index + 1);
-                            self.emit(RunEvent::Log {
-                                stream: LogStream::System,
-                                line: marker,
-                                cursor: None,
-                                continues: false,
-                                replaced: false,
+                            self.emit(RunEvent::Attempt {
+                                number: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                                detail: format!("pod {pod}"),
                             })
                             .await;
                         }
@@ -710,13 +698,6 @@ impl Follower {
                 },
             },
         })
-    }
-}
-
-/// Completes once cancellation is requested (never, if the switch is dropped unused).
-async fn cancel_requested(switch: &mut watch::Receiver<bool>) {
-    if switch.wait_for(|cancel| *cancel).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 
@@ -833,7 +814,12 @@ mod tests {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let executor =
             KubernetesExecutor::with_client(kube::Client::new(service, "jobs"), settings());
-        let started = tokio::spawn(async move { executor.start(spec(true)).await.map(drop) });
+        let started = tokio::spawn(async move {
+            executor
+                .start(spec(true), CancellationToken::new())
+                .await
+                .map(drop)
+        });
         let labels = json!({
             "app.kubernetes.io/managed-by": "proctor",
             "proctor.io/execution-id": "7",
@@ -912,7 +898,12 @@ mod tests {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let executor =
             KubernetesExecutor::with_client(kube::Client::new(service, "jobs"), settings());
-        let started = tokio::spawn(async move { executor.start(spec(false)).await.map(drop) });
+        let started = tokio::spawn(async move {
+            executor
+                .start(spec(false), CancellationToken::new())
+                .await
+                .map(drop)
+        });
         let (_, job) = expect(&mut handle, Method::POST, "/apis/batch/v1/namespaces/jobs/jobs", 201,
             json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": "proctor-7-deploy", "uid": "u" } })).await;
         assert_eq!(
@@ -930,7 +921,12 @@ mod tests {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let executor =
             KubernetesExecutor::with_client(kube::Client::new(service, "jobs"), settings());
-        let started = tokio::spawn(async move { executor.start(spec(true)).await.map(drop) });
+        let started = tokio::spawn(async move {
+            executor
+                .start(spec(true), CancellationToken::new())
+                .await
+                .map(drop)
+        });
         expect(&mut handle, Method::POST, "/api/v1/namespaces/jobs/secrets", 201,
             json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "proctor-7-deploy" } })).await;
         expect(&mut handle, Method::POST, "/apis/batch/v1/namespaces/jobs/jobs", 403, json!({

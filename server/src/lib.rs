@@ -17,6 +17,7 @@ pub mod guard;
 pub mod kube_executor;
 pub mod local_executor;
 pub mod notifiers;
+pub mod orphans;
 pub mod playground;
 pub mod redis_bus;
 pub mod rest;

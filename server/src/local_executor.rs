@@ -8,27 +8,31 @@
 //!   left in its group is killed too, as a container's end would.
 //! - stdout and stderr are read line by line; a line without a newline for 1 MiB is emitted in
 //!   pieces (on a character boundary) so memory stays bounded.
+//! - The runner owns the run: cancelling its token stops the process group. Retries are the
+//!   runner's (one `start` per attempt). A run is recorded as `<pid>:<start time>`
+//!   ([`ProcessRef`]); a local run cannot be followed again by another server process, so
+//!   `reattach` stops whatever is left of it (see [`crate::orphans`]) and reports it gone.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use proctor_entity::values::LogStream;
 use proctor_schema::ports::executor::{
-    Executor, ExecutorError, LogCursor, RunEvent, RunEvents, RunSpec,
+    Executor, ExecutorError, RunEvent, RunEvents, RunRef, RunSpec,
 };
 use proctor_schema::system::ExecutorKind;
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
+use crate::orphans::{self, ProcessRef, Stopped};
 use crate::sandbox::Isolation;
 
 /// Longest piece of a line read at once.
@@ -50,7 +54,6 @@ pub struct LocalExecutor {
     grace: Duration,
     default_timeout: Duration,
     isolation: Isolation,
-    runs: Arc<Mutex<HashMap<i64, watch::Sender<bool>>>>,
 }
 
 impl LocalExecutor {
@@ -61,7 +64,6 @@ impl LocalExecutor {
             grace,
             default_timeout,
             isolation,
-            runs: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
@@ -94,19 +96,17 @@ fn remove_scratch(scratch: &std::path::Path) {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[async_trait]
 impl Executor for LocalExecutor {
     fn kind(&self) -> ExecutorKind {
         ExecutorKind::Local
     }
 
-    async fn start(&self, spec: RunSpec) -> Result<RunEvents, ExecutorError> {
+    async fn start(
+        &self,
+        spec: RunSpec,
+        cancel: CancellationToken,
+    ) -> Result<RunEvents, ExecutorError> {
         let argv = spec
             .command
             .as_deref()
@@ -183,19 +183,17 @@ impl Executor for LocalExecutor {
             .id()
             .ok_or_else(|| ExecutorError::Start("the process ended before it started".into()))?;
 
+        // Identified by pid and start time, so a server started after a crash can tell this
+        // process from a later one that got the same pid.
+        let executor_ref =
+            ProcessRef::of(pid).map_or_else(|| pid.to_string(), |run| run.to_string());
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
-        let (cancel, cancelled) = watch::channel(false);
-        lock(&self.runs).insert(spec.execution_id, cancel);
         // The channel has room: the runner sees Started before any output.
-        let _ = events.try_send(RunEvent::Started {
-            executor_ref: pid.to_string(),
-        });
-        let runs = Arc::clone(&self.runs);
+        let _ = events.try_send(RunEvent::Started { executor_ref });
         let grace = self.grace;
         let timeout = spec.timeout.unwrap_or(self.default_timeout);
         tokio::spawn(async move {
-            supervise(child, pid, timeout, grace, cancelled, events).await;
-            lock(&runs).remove(&spec.execution_id);
+            supervise(child, pid, timeout, grace, cancel, events).await;
             remove_scratch(&scratch);
         });
         Ok(
@@ -206,27 +204,35 @@ impl Executor for LocalExecutor {
         )
     }
 
-    async fn cancel(&self, execution_id: i64, _executor_ref: &str) -> Result<(), ExecutorError> {
-        match lock(&self.runs).get(&execution_id) {
-            Some(cancel) => {
-                cancel.send_replace(true);
-                Ok(())
-            }
-            None => Err(ExecutorError::NotFound(format!(
-                "execution {execution_id} is not running here"
-            ))),
-        }
-    }
-
     async fn reattach(
         &self,
-        _execution_id: i64,
-        _executor_ref: &str,
-        _cursor: Option<LogCursor>,
+        run: RunRef,
+        _cancel: CancellationToken,
     ) -> Result<RunEvents, ExecutorError> {
-        Err(ExecutorError::NotFound(
-            "local processes cannot be re-attached once their server is gone".to_owned(),
-        ))
+        let Some(process) = ProcessRef::parse(&run.executor_ref) else {
+            return Err(ExecutorError::NotFound(
+                "local runs cannot be followed again once their server stopped, and this one \
+                 has no process recorded to stop"
+                    .to_owned(),
+            ));
+        };
+        let what = match orphans::stop(process, self.grace).await {
+            Stopped::Killed => format!(
+                "its local process group (pid {}) was still running and was stopped",
+                process.pid
+            ),
+            Stopped::AlreadyGone => {
+                format!("its local process (pid {}) had already ended", process.pid)
+            }
+            Stopped::Survived => format!(
+                "its local process group (pid {}) survived SIGKILL; check the machine",
+                process.pid
+            ),
+        };
+        tracing::warn!(execution.id = run.execution_id, "{what}");
+        Err(ExecutorError::NotFound(format!(
+            "local runs cannot be followed again once their server stopped; {what}"
+        )))
     }
 }
 
@@ -242,7 +248,7 @@ async fn supervise(
     pid: u32,
     timeout: Duration,
     grace: Duration,
-    mut cancelled: watch::Receiver<bool>,
+    cancel: CancellationToken,
     events: mpsc::Sender<RunEvent>,
 ) {
     let (group_ended, ended) = watch::channel(false);
@@ -267,7 +273,7 @@ async fn supervise(
     let ending = tokio::select! {
         status = child.wait() => Ending::Exited(status),
         () = tokio::time::sleep(timeout) => Ending::TimedOut,
-        _ = cancelled.wait_for(|cancel| *cancel) => Ending::Cancelled,
+        () = cancel.cancelled() => Ending::Cancelled,
     };
     if !matches!(ending, Ending::Exited(_)) {
         signal_group(pid, Signal::TERM);
@@ -524,15 +530,18 @@ mod tests {
             Isolation::none(std::env::temp_dir()),
         );
         let mut events = executor
-            .start(RunSpec {
-                execution_id: 1,
-                proc_name: "flood".into(),
-                image: None,
-                command: Some(vec!["seq".into(), "1".into(), "5000".into()]),
-                env: Vec::new(),
-                timeout: None,
-                retries: None,
-            })
+            .start(
+                RunSpec {
+                    execution_id: 1,
+                    proc_name: "flood".into(),
+                    image: None,
+                    command: Some(vec!["seq".into(), "1".into(), "5000".into()]),
+                    env: Vec::new(),
+                    timeout: None,
+                    retries: None,
+                },
+                CancellationToken::new(),
+            )
             .await
             .expect("seq starts");
         tokio::time::sleep(DRAIN_LIMIT + Duration::from_secs(1)).await;

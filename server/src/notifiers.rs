@@ -12,7 +12,6 @@ use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use proctor_schema::executions::status_name;
 use proctor_schema::ports::notifier::{
     EMAIL, Notification, Notifier, NotifyError, SLACK, WEBHOOK, summary,
 };
@@ -106,7 +105,7 @@ impl EmailNotifier {
 /// The e-mail about a finished run: the subject and body layout of Proctor v2's scheduled-run
 /// mail, with the final status (v2 sent `CREATED`) and how the run ended.
 pub fn email_text(notification: &Notification) -> (String, String) {
-    let status = status_name(notification.status);
+    let status = notification.status.name();
     let subject = format!("{} | scheduled execution {status}", notification.proc_name);
     let args: Vec<String> = notification
         .args
@@ -241,7 +240,7 @@ pub fn webhook_body(notification: &Notification) -> serde_json::Value {
             "id": notification.execution_id.to_string(),
             "proc": notification.proc_name,
             "args": args,
-            "status": status_name(notification.status),
+            "status": notification.status.name(),
             "exitCode": notification.exit_code,
             "reason": notification.reason,
             "durationSeconds": notification.duration.map(|d| d.as_secs_f64()),

@@ -57,6 +57,7 @@ fn running(execution_id: i64) -> Event {
             log_source: None,
             log_offset: 0,
             log_lines_lost: 0,
+            attempts: 1,
             mask_key_id: None,
             mask_sealed: None,
         }),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proctor_server::config::AuthMode;
 use proctor_tests::graphql_ws::{Protocol, WsClient};
-use proctor_tests::{Stack, TestApp};
+use proctor_tests::{Stack, TestApp, live_members};
 use serde_json::{Value, json};
 
 const UPSERT: &str = "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }";
@@ -290,28 +290,6 @@ async fn cancel_stops_the_whole_process_group(stack: Stack) {
         again["errors"][0]["extensions"]["code"], "CONFLICT",
         "{again}"
     );
-}
-
-/// Processes of process group `group` that are still alive (zombies waiting for PID 1 to reap
-/// them are already dead).
-fn live_members(group: i32) -> Vec<i32> {
-    let mut members = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid pgrp …"; comm may hold spaces, so split after the last ')'.
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
-            .split_whitespace()
-            .collect();
-        if fields[2].parse::<i32>() == Ok(group) && fields[0] != "Z" {
-            members.push(pid);
-        }
-    }
-    members
 }
 
 async fn subscribe_first_line(app: &TestApp, id: &str) -> String {

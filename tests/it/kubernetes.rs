@@ -292,7 +292,7 @@ async fn retries_are_marked_and_the_last_exit_code_counts(stack: Stack) {
     assert_eq!(shown[0], ("STDOUT", "try"));
     assert_eq!(shown[1].0, "SYSTEM");
     assert!(
-        shown[1].1.starts_with("[proctor] attempt 2 of this run"),
+        shown[1].1.starts_with("[proctor] attempt 2 (pod "),
         "{shown:?}"
     );
     assert_eq!(shown[2], ("STDOUT", "try"));

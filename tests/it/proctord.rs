@@ -270,7 +270,7 @@ async fn run_to_end(base: &str, proc: &str, args: Value) -> (Value, Vec<String>)
 }
 
 #[test]
-fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost() {
+fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost_and_their_processes_killed() {
     let directory = tempfile::tempdir().unwrap();
     let start = || {
         let mut command = proctord_command(directory.path());
@@ -280,7 +280,7 @@ fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = start();
     let base = server.url("");
-    let orphan_group = runtime.block_on(async {
+    let (id, group) = runtime.block_on(async {
         let (hello, lines) = run_to_end(&base, "say-hello", json!([{ "name": "NAME", "value": "Ada" }])).await;
         assert_eq!(hello["status"], "SUCCEEDED");
         assert_eq!(lines, ["Hello, Ada!"]);
@@ -289,9 +289,17 @@ fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost() {
         let (_, lines) = run_to_end(&base, "secret-demo", json!([])).await;
         assert_eq!(lines[0], "Calling the demo API with token ***");
 
+        // A proc that survives its output pipe breaking: only being killed ends it.
+        let defined = graphql(
+            &base,
+            "mutation($c: [String!]) { upsertProc(input: { name: \"stubborn\", command: $c }) { name } }",
+            json!({ "c": ["sh", "-c", "trap '' PIPE; while :; do echo tick; sleep 0.2; done"] }),
+        )
+        .await;
+        assert_eq!(defined["errors"], Value::Null, "{defined}");
         let started = graphql(
             &base,
-            "mutation { execute(proc: \"countdown\", args: [{ name: \"SECONDS\", value: \"60\" }]) { id } }",
+            "mutation { execute(proc: \"stubborn\") { id } }",
             json!({}),
         )
         .await;
@@ -299,31 +307,59 @@ fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost() {
         loop {
             let state = graphql(&base, "query($id: ID!) { execution(id: $id) { status executorRef } }", json!({ "id": id })).await;
             if state["data"]["execution"]["status"] == "RUNNING" {
-                return (id, state["data"]["execution"]["executorRef"].as_str().unwrap().to_owned());
+                let group: i32 = state["data"]["execution"]["executorRef"].as_str().unwrap().parse().unwrap();
+                return (id, group);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
     drop(server); // SIGKILL: a crash, not a shutdown.
+    // The run outlived its server, ignoring the broken pipe.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !proctor_tests::live_members(group).is_empty(),
+        "the orphaned run is still alive before the restart"
+    );
 
     let restarted = start();
-    let (id, group) = orphan_group;
-    let state = runtime.block_on(graphql(
-        &restarted.url(""),
-        "query($id: ID!) { execution(id: $id) { status reason } }",
-        json!({ "id": id }),
-    ));
-    // The crashed server's process group outlived it; end it before asserting.
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{group}")])
-        .status();
+    let state = runtime.block_on(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = graphql(
+                &restarted.url(""),
+                "query($id: ID!) { execution(id: $id) { status reason } }",
+                json!({ "id": id }),
+            )
+            .await;
+            if state["data"]["execution"]["status"] != "RUNNING"
+                || std::time::Instant::now() > deadline
+            {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let survivors = proctor_tests::live_members(group);
+    if !survivors.is_empty() {
+        // Clean up before failing.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .status();
+    }
     assert_eq!(state["data"]["execution"]["status"], "LOST", "{state}");
+    let reason = state["data"]["execution"]["reason"].as_str().unwrap();
     assert!(
-        state["data"]["execution"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("its supervisor stopped while it was RUNNING"),
+        reason.contains("its supervisor stopped while it was RUNNING"),
         "{state}"
+    );
+    assert!(
+        reason.contains("was still running and was stopped"),
+        "{state}"
+    );
+    assert_eq!(
+        survivors,
+        Vec::<i32>::new(),
+        "no process of the run survives the restart"
     );
     assert!(restarted.terminate().success());
 }

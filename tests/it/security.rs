@@ -1551,7 +1551,7 @@ async fn a_run_taken_over_masks_the_values_it_started_with(stack: Stack) {
         !String::from_utf8_lossy(row.mask_sealed.as_ref().unwrap()).contains("first-value"),
         "and encrypted"
     );
-    let (_, masker) = proctor_schema::executions::service::prepare_run(&app.state, &row)
+    let (_, masker) = proctor_schema::executions::runner::prepare_run(&app.state, &row)
         .await
         .unwrap();
     assert_eq!(

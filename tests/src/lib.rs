@@ -26,6 +26,6 @@ mod test_database;
 pub use infra::{
     RedisServer, free_port, http_client, init_tracing, post_graphql, workspace_binary,
 };
-pub use process::{Proctord, proctord_command};
+pub use process::{Proctord, live_members, proctord_command};
 pub use test_app::{Backend, Bus, Stack, TestApp, TestAppBuilder};
 pub use test_database::TestDatabase;

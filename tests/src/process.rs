@@ -126,3 +126,31 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
     let (_, rest) = line.split_once("listening on http://")?;
     rest.split_whitespace().next()?.parse().ok()
 }
+
+/// Processes of process group `group` that are still alive (zombies waiting for PID 1 to reap
+/// them are already dead).
+pub fn live_members(group: i32) -> Vec<i32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .expect("/proc is readable")
+        .flatten()
+    {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp …"; comm may hold spaces, so split after the last ')'.
+        let fields: Vec<&str> = stat[stat
+            .rfind(')')
+            .expect("a stat line has its comm in parentheses")
+            + 1..]
+            .split_whitespace()
+            .collect();
+        if fields[2].parse::<i32>() == Ok(group) && fields[0] != "Z" {
+            members.push(pid);
+        }
+    }
+    members
+}

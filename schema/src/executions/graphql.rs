@@ -7,7 +7,7 @@ use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
-use proctor_entity::values::{self, ExecutionStatus as Status};
+use proctor_entity::values;
 use proctor_entity::{execution, execution_log, proc};
 use sea_orm::EntityTrait;
 
@@ -42,21 +42,6 @@ pub enum ExecutionStatus {
     CreationFailed,
     /// The executor lost track of it.
     Lost,
-}
-
-/// The stable name of a status (GraphQL, metrics, messages).
-pub fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Pending => "PENDING",
-        Status::Starting => "STARTING",
-        Status::Running => "RUNNING",
-        Status::Succeeded => "SUCCEEDED",
-        Status::Failed => "FAILED",
-        Status::TimedOut => "TIMED_OUT",
-        Status::Cancelled => "CANCELLED",
-        Status::CreationFailed => "CREATION_FAILED",
-        Status::Lost => "LOST",
-    }
 }
 
 /// What started an execution.
@@ -178,6 +163,11 @@ impl Execution {
     async fn log_lines_lost(&self) -> i64 {
         self.0.log_lines_lost
     }
+    /// Attempts so far: 1, plus one for each time a failed attempt was started again (the
+    /// proc's `retries`); a `SYSTEM` line `[proctor] attempt N` opens each one in the output.
+    async fn attempts(&self) -> i32 {
+        self.0.attempts
+    }
     /// The schedule that fired it.
     async fn schedule_id(&self) -> Option<ID> {
         self.0.schedule_id.map(|id| ID(id.to_string()))
@@ -188,7 +178,10 @@ impl Execution {
     }
     /// Process id (local) or Job name (Kubernetes).
     async fn executor_ref(&self) -> Option<&str> {
-        self.0.executor_ref.as_deref()
+        self.0
+            .executor_ref
+            .as_deref()
+            .map(crate::ports::executor::shown_ref)
     }
     /// When it was submitted.
     async fn created_at(&self) -> DateTime<Utc> {

@@ -13,5 +13,5 @@ pub mod stream;
 
 pub use graphql::{
     Execution, ExecutionStatus, ExecutionsMutation, ExecutionsQuery, ExecutionsSubscription,
-    LogLine, status_name,
+    LogLine,
 };

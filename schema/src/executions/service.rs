@@ -5,23 +5,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use proctor_entity::json::{ArgValue, ArgValues};
+use futures::future::BoxFuture;
+use proctor_entity::json::ArgValue;
 use proctor_entity::values::{ExecutionStatus, Trigger};
 use proctor_entity::{execution, execution_log, proc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, NotSet, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::json;
 
-use super::graphql::status_name;
-use super::runner::{cancel_unheld, publish, run_name};
-use super::shaping::Masker;
+use super::runner::{NewExecution, PreparedRun, cancel_unheld, publish};
 use crate::auth::{Caller, audit};
 use crate::error::ApiError;
 use crate::pagination::PageRequest;
 use crate::ports::event_bus::{Delivery, Event, Topic};
-use crate::ports::executor::{EnvValue, RunSpec};
 use crate::procs::service::find_proc;
 use crate::procs::validate_args;
 use crate::secrets::service::secret_values;
@@ -54,50 +51,64 @@ pub async fn execute(
 ) -> Result<execution::Model, ApiError> {
     let proc = find_proc(state.db(), &request.proc).await?;
     let prepared = prepare(state, caller, proc, &request.args).await?;
+    let new = NewExecution {
+        user_email: caller.email.clone(),
+        trigger: request.trigger,
+        schedule_id: request.schedule_id,
+    };
+    submit(state, caller, &prepared, new).await
+}
+
+/// Stores a prepared run (audited as `execution.create` for `caller`) and hands it to the
+/// runner after the commit; the one sequence every API's "run it now" goes through.
+pub async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    prepared: &PreparedRun,
+    new: NewExecution,
+) -> Result<execution::Model, ApiError> {
+    submit_with(state, caller, prepared, new, |_, _| {
+        Box::pin(async { Ok(()) })
+    })
+    .await
+}
+
+/// [`submit`], also doing `also` in the same transaction (e.g. recording a schedule's run).
+pub async fn submit_with<F>(
+    state: &AppState,
+    caller: &Caller,
+    prepared: &PreparedRun,
+    new: NewExecution,
+    also: F,
+) -> Result<execution::Model, ApiError>
+where
+    F: for<'t> FnOnce(
+        &'t DatabaseTransaction,
+        &'t execution::Model,
+    ) -> BoxFuture<'t, Result<(), ApiError>>,
+{
+    let trigger = new.trigger;
+    let schedule_id = new.schedule_id;
     let txn = crate::db::begin_write(state.db()).await?;
-    let execution = insert_pending(
-        &txn,
-        state,
-        &prepared,
-        NewExecution {
-            user_email: caller.email.clone(),
-            trigger: request.trigger,
-            schedule_id: request.schedule_id,
-        },
-    )
-    .await?;
+    let submitted = state.runner().submit(&txn, state, prepared, new).await?;
+    let execution = submitted.execution().clone();
+    let mut detail = json!({ "proc": execution.proc_name, "trigger": trigger });
+    if let Some(schedule_id) = schedule_id {
+        detail["schedule"] = json!(schedule_id);
+    }
     audit::record(
         &txn,
         caller,
         "execution.create",
         "execution",
         &execution.id.to_string(),
-        Some(json!({ "proc": execution.proc_name, "trigger": request.trigger })),
+        Some(detail),
     )
     .await?;
+    also(&txn, &execution).await?;
     txn.commit().await?;
-    start(state, &execution, prepared).await;
+    state.runner().hand_off(state, submitted).await;
     Ok(execution)
-}
-
-/// A run that passed every check: the proc, its validated arguments and its secret values.
-/// (No `Debug`: it holds secret values.)
-#[derive(Clone)]
-pub struct PreparedRun {
-    proc: proc::Model,
-    args: Vec<ArgValue>,
-    secrets: Vec<(String, String)>,
-}
-
-/// Who and what a new execution row records besides the proc and arguments.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewExecution {
-    /// Shown as the execution's user (the caller, or a schedule's creator).
-    pub user_email: Option<String>,
-    /// What started it.
-    pub trigger: Trigger,
-    /// The schedule it belongs to.
-    pub schedule_id: Option<i64>,
 }
 
 /// Checks that `caller` may run `proc` with `args` and that it can run now (every declared
@@ -141,184 +152,7 @@ pub async fn prepare(
             missing.join(", ")
         )));
     }
-    Ok(PreparedRun {
-        proc,
-        args,
-        secrets,
-    })
-}
-
-/// Stores a prepared run as `PENDING`, owned (leased) by this replica, inside `txn`; nothing
-/// runs until [`start`] after the commit.
-pub async fn insert_pending<C: ConnectionTrait>(
-    txn: &C,
-    state: &AppState,
-    prepared: &PreparedRun,
-    new: NewExecution,
-) -> Result<execution::Model, ApiError> {
-    let now = Utc::now();
-    let lease = chrono::Duration::from_std(state.runner().settings().lease)
-        .unwrap_or(chrono::Duration::seconds(15));
-    let mut row = new_row(&prepared.proc, prepared.args.clone(), new, now);
-    if !prepared.secrets.is_empty() {
-        let sealed = crate::secrets::service::seal_run_mask(
-            state.keyring(),
-            prepared.proc.id,
-            &prepared.secrets,
-        )?;
-        row.mask_key_id = Set(Some(sealed.key_id));
-        row.mask_sealed = Set(Some(sealed.ciphertext));
-    }
-    row.owner = Set(Some(state.runner().replica().to_owned()));
-    row.lease_expires_at = Set(Some(now + lease));
-    Ok(row.insert(txn).await?)
-}
-
-/// Stores a run that could not even be created (its schedule's arguments no longer fit the
-/// proc, a secret is missing) as `CREATION_FAILED` with why, inside `txn`, so it is listed and
-/// reported like any other run. Announce it with [`announce`] after the commit.
-pub async fn insert_not_started<C: ConnectionTrait>(
-    txn: &C,
-    proc: &proc::Model,
-    args: Vec<ArgValue>,
-    new: NewExecution,
-    reason: String,
-) -> Result<execution::Model, ApiError> {
-    let now = Utc::now();
-    let mut row = new_row(proc, args, new, now);
-    row.status = Set(ExecutionStatus::CreationFailed);
-    row.reason = Set(Some(reason));
-    row.finished_at = Set(Some(now));
-    Ok(row.insert(txn).await?)
-}
-
-fn new_row(
-    proc: &proc::Model,
-    args: Vec<ArgValue>,
-    new: NewExecution,
-    now: DateTime<Utc>,
-) -> execution::ActiveModel {
-    execution::ActiveModel {
-        id: NotSet,
-        proc_id: Set(Some(proc.id)),
-        proc_name: Set(proc.name.clone()),
-        args: Set(ArgValues(args)),
-        status: Set(ExecutionStatus::Pending),
-        trigger: Set(new.trigger),
-        schedule_id: Set(new.schedule_id),
-        user_email: Set(new.user_email),
-        image: Set(proc.image.clone()),
-        executor_ref: Set(None),
-        exit_code: Set(None),
-        reason: Set(None),
-        created_at: Set(now),
-        started_at: Set(None),
-        finished_at: Set(None),
-        updated_at: Set(now),
-        owner: Set(None),
-        lease_expires_at: Set(None),
-        log_source: Set(None),
-        log_offset: Set(0),
-        log_lines_lost: Set(0),
-        mask_key_id: Set(None),
-        mask_sealed: Set(None),
-    }
-}
-
-/// Publishes a committed new execution (subscribers of all executions see it appear).
-pub async fn announce(state: &AppState, execution: &execution::Model) {
-    publish(
-        state,
-        Event::ExecutionStatus {
-            execution: Box::new(execution.clone()),
-        },
-    )
-    .await;
-}
-
-/// Announces a committed `PENDING` execution and hands it to this replica's runner.
-pub async fn start(state: &AppState, execution: &execution::Model, prepared: PreparedRun) {
-    announce(state, execution).await;
-    let (spec, masker) = run_spec(&prepared.proc, execution, prepared.secrets);
-    state
-        .runner()
-        .launch(state.clone(), execution.clone(), spec, masker);
-}
-
-/// What a supervisor needs to run (or resume) `execution`, rebuilt from the database: the
-/// proc as it is now, the stored argument values and the current secret values.
-pub async fn prepare_run(
-    state: &AppState,
-    execution: &execution::Model,
-) -> Result<(RunSpec, Masker), ApiError> {
-    let proc = match execution.proc_id {
-        Some(proc_id) => proc::Entity::find_by_id(proc_id).one(state.db()).await?,
-        None => None,
-    }
-    .ok_or_else(|| ApiError::NotFound {
-        kind: "proc",
-        key: execution.proc_name.clone(),
-    })?;
-    let secrets = secret_values(state, &proc).await?;
-    // Mask what the run started with too: a value changed since is still in its output.
-    let started_with = crate::secrets::service::open_run_mask(state.keyring(), proc.id, execution)?;
-    let (spec, _) = run_spec(&proc, execution, secrets.clone());
-    let masker = Masker::new(
-        secrets
-            .iter()
-            .map(|(_, value)| value.as_str())
-            .chain(started_with.iter().map(String::as_str)),
-    );
-    Ok((spec, masker))
-}
-
-/// The environment is `args ⊕ secrets ⊕ context`: secrets override arguments of the same
-/// name, and Proctor's context variables override both (as in Proctor v2). The masker hides
-/// the secret values in the run's output.
-fn run_spec(
-    proc: &proc::Model,
-    execution: &execution::Model,
-    secrets: Vec<(String, String)>,
-) -> (RunSpec, Masker) {
-    let masker = Masker::new(secrets.iter().map(|(_, value)| value.as_str()));
-    let args: &[ArgValue] = &execution.args.0;
-    let name = run_name(&proc.name, execution.id);
-    let mut env: Vec<(String, EnvValue)> = Vec::new();
-    let mut set = |key: String, value: EnvValue| {
-        env.retain(|(existing, _)| *existing != key);
-        env.push((key, value));
-    };
-    for arg in args {
-        set(arg.name.clone(), EnvValue::Plain(arg.value.clone()));
-    }
-    for (key, value) in secrets {
-        set(key, EnvValue::Secret(value));
-    }
-    for (key, value) in [
-        ("EXECUTION_ID", execution.id.to_string()),
-        ("JOB_NAME", proc.name.clone()),
-        ("EXECUTION_NAME", name),
-        (
-            "USER_EMAIL",
-            execution.user_email.clone().unwrap_or_default(),
-        ),
-        ("IMAGE_TAG", proc.image.clone().unwrap_or_default()),
-    ] {
-        set(key.to_owned(), EnvValue::Plain(value));
-    }
-    let spec = RunSpec {
-        execution_id: execution.id,
-        proc_name: proc.name.clone(),
-        image: proc.image.clone(),
-        command: proc.command.as_ref().map(|argv| argv.0.clone()),
-        env,
-        timeout: proc
-            .timeout_seconds
-            .and_then(|seconds| u64::try_from(seconds).ok())
-            .map(Duration::from_secs),
-        retries: proc.retries.and_then(|retries| u32::try_from(retries).ok()),
-    };
-    (spec, masker)
+    Ok(PreparedRun::new(proc, args, secrets))
 }
 
 /// Whether `caller` may see `execution`: administrators, whoever started it, and whoever may
@@ -378,7 +212,7 @@ pub async fn cancel_execution(
     if execution.status.is_final() {
         return Err(ApiError::Conflict(format!(
             "execution {id} already ended ({})",
-            status_name(execution.status)
+            execution.status.name()
         )));
     }
     let mut updates = state.event_bus().subscribe(Topic::Execution(id));
@@ -393,7 +227,7 @@ pub async fn cancel_execution(
     )
     .await?;
     txn.commit().await?;
-    if !state.runner().cancel_here(id) {
+    if !state.runner().cancel_here(id, "cancelled") {
         publish(state, Event::CancelRequested { execution_id: id }).await;
     }
     let ended = tokio::time::timeout(CANCEL_WAIT, async {

@@ -26,7 +26,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
-use proctor_entity::values::ExecutionStatus;
 use proctor_entity::{execution, execution_log};
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::time::Interval;
@@ -43,16 +42,6 @@ const SAFETY_CHECK: Duration = Duration::from_secs(5);
 /// How long a log subscription keeps retrying a failing database read (the pool busy, a
 /// connection dropped) before it reports the error.
 const READ_PATIENCE: Duration = Duration::from_secs(60);
-
-/// How far along an execution is; transitions only go up.
-pub fn rank(status: ExecutionStatus) -> u8 {
-    match status {
-        ExecutionStatus::Pending => 0,
-        ExecutionStatus::Starting => 1,
-        ExecutionStatus::Running => 2,
-        _ => 3,
-    }
-}
 
 fn safety_check() -> Interval {
     // The first check is one period away: the follower has just read the database.
@@ -270,7 +259,7 @@ struct StatusFollower {
 
 impl StatusFollower {
     fn offer(&mut self, row: execution::Model) {
-        let rank = rank(row.status);
+        let rank = row.status.order();
         if self.last_rank.is_some_and(|last| rank <= last) {
             return;
         }

@@ -1,8 +1,13 @@
 //! The executor port: where a run actually happens (local processes or Kubernetes Jobs).
 //!
-//! The domain persists an execution as `PENDING`, hands the executor a [`RunSpec`] and turns
-//! the [`RunEvent`]s it yields into persisted transitions and log lines. Implementations live
-//! in `proctor-server`: the local-process executor and the Kubernetes Job executor.
+//! The domain persists an execution as `PENDING`, hands the executor a [`RunSpec`] with the
+//! run's [`CancellationToken`] and turns the [`RunEvent`]s it yields into persisted
+//! transitions and log lines. The runner owns every run; an executor keeps no registry of its
+//! own: cancelling the token is how a run is stopped (the events then end with
+//! [`RunEvent::Cancelled`]), the same for every implementation.
+//!
+//! Implementations live in `proctor-server` (local processes, Kubernetes Jobs); a scripted
+//! one for tests is [`scripted`](crate::ports::scripted_executor) (feature `testing`).
 
 use std::fmt;
 use std::time::Duration;
@@ -10,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use proctor_entity::values::LogStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::system::ExecutorKind;
 
@@ -79,6 +85,14 @@ pub enum RunEvent {
         /// Local pid or Kubernetes Job name.
         executor_ref: String,
     },
+    /// The executor started attempt `number` (2, 3, …) of the run after a failed one (a
+    /// Kubernetes Job's `backoffLimit`); the runner writes the marker line and counts it.
+    Attempt {
+        /// The attempt now starting.
+        number: u32,
+        /// What distinguishes it, e.g. the pod; may be empty.
+        detail: String,
+    },
     /// One output line.
     Log {
         /// Which stream.
@@ -134,30 +148,63 @@ pub enum ExecutorError {
     Unavailable(String),
 }
 
+/// A run a previous supervisor started, as stored on its execution.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRef {
+    /// The execution.
+    pub execution_id: i64,
+    /// What [`RunEvent::Started`] reported (empty when the run was never seen starting).
+    pub executor_ref: String,
+    /// How far its stored output reaches; output up to it must not be emitted again.
+    pub cursor: Option<LogCursor>,
+}
+
+/// The part of a stored executor reference people see: a local run is stored as
+/// `<pid>:<start time>` (so a restarted server can tell it from a later process with the same
+/// pid) and shown as its pid; a Kubernetes Job name (a DNS label, never holding `:`) as is.
+pub fn shown_ref(stored: &str) -> &str {
+    stored.split(':').next().unwrap_or(stored)
+}
+
 /// Runs procs. Selected by `PROCTOR_EXECUTOR`.
 #[async_trait]
 pub trait Executor: Send + Sync {
     /// Which implementation this is (reported by `serverInfo`).
     fn kind(&self) -> ExecutorKind;
 
-    /// Starts a run and returns its events.
-    async fn start(&self, spec: RunSpec) -> Result<RunEvents, ExecutorError>;
+    /// Whether the executor starts a failed attempt again itself (a Kubernetes Job's
+    /// `backoffLimit`); otherwise the runner does, up to [`RunSpec::retries`] times, giving
+    /// each attempt what is left of the run's deadline as its timeout.
+    fn retries_attempts(&self) -> bool {
+        false
+    }
+
+    /// Whether a run goes on without its server (a Kubernetes Job), so a shutdown leaves it
+    /// to be re-attached; otherwise (local processes) a shutdown stops it.
+    fn runs_outlive_server(&self) -> bool {
+        false
+    }
+
+    /// Starts a run and returns its events. Cancelling `cancel` stops it; its events then end
+    /// with [`RunEvent::Cancelled`] (or the end that came first).
+    async fn start(
+        &self,
+        spec: RunSpec,
+        cancel: CancellationToken,
+    ) -> Result<RunEvents, ExecutorError>;
 
     /// Whether the executor's backend answers (used by `/readyz`); local processes always do.
     async fn check(&self) -> Result<(), ExecutorError> {
         Ok(())
     }
 
-    /// Asks a run to stop; its event stream then ends with [`RunEvent::Cancelled`].
-    async fn cancel(&self, execution_id: i64, executor_ref: &str) -> Result<(), ExecutorError>;
-
-    /// Re-attaches to a run whose supervisor went away (a restart, a dead replica). Output up
-    /// to `cursor` is already stored and must not be emitted again.
+    /// Re-attaches to a run whose supervisor went away (a restart, a dead replica), with the
+    /// same cancellation contract as [`Executor::start`]. An executor whose runs cannot be
+    /// followed again makes sure the run is gone and says so in the error.
     async fn reattach(
         &self,
-        execution_id: i64,
-        executor_ref: &str,
-        cursor: Option<LogCursor>,
+        run: RunRef,
+        cancel: CancellationToken,
     ) -> Result<RunEvents, ExecutorError>;
 }
 

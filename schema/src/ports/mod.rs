@@ -6,3 +6,5 @@ pub mod authenticator;
 pub mod event_bus;
 pub mod executor;
 pub mod notifier;
+#[cfg(any(test, feature = "testing"))]
+pub mod scripted_executor;

@@ -81,7 +81,7 @@ pub trait Notifier: Send + Sync {
 
 /// One plain-text summary for every channel: what ran, how it ended, with which arguments.
 pub fn summary(notification: &Notification) -> String {
-    let status = crate::executions::status_name(notification.status);
+    let status = notification.status.name();
     let mut text = format!(
         "Proctor: {} finished {status} (execution {})",
         notification.proc_name, notification.execution_id

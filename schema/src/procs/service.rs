@@ -234,11 +234,7 @@ pub async fn delete_proc(state: &AppState, caller: &Caller, name: &str) -> Resul
     let proc = find_proc(&txn, name).await?;
     let unfinished = execution::Entity::find()
         .filter(execution::Column::ProcId.eq(proc.id))
-        .filter(execution::Column::Status.is_in([
-            ExecutionStatus::Pending,
-            ExecutionStatus::Starting,
-            ExecutionStatus::Running,
-        ]))
+        .filter(execution::Column::Status.is_in(ExecutionStatus::UNFINISHED))
         .count(&txn)
         .await?;
     if unfinished > 0 {

@@ -10,21 +10,20 @@
 //! (their lease runs out), so no claimed slot is lost either.
 
 use chrono::{DateTime, Utc};
-use proctor_entity::values::{OverlapPolicy, RunOutcome, Trigger};
+use proctor_entity::values::{ExecutionStatus, OverlapPolicy, RunOutcome, Trigger};
 use proctor_entity::{execution, proc, schedule, schedule_run};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::cron::CronSchedule;
-use super::notify;
 use super::plan::plan;
 use super::service::record_run;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::executions::runner::{UNFINISHED, publish};
-use crate::executions::service::{
-    NewExecution, PreparedRun, announce, insert_not_started, insert_pending, prepare, start,
+use crate::executions::runner::{
+    NewExecution, Submitted, announce_final, publish, record_not_started,
 };
+use crate::executions::service::prepare;
 use crate::ports::event_bus::Event;
 use crate::state::AppState;
 
@@ -85,10 +84,12 @@ pub async fn next_due(state: &AppState) -> Result<Option<DateTime<Utc>>, ApiErro
     Ok(next.flatten())
 }
 
-/// What to do after the commit for one started slot.
-struct Started {
-    execution: execution::Model,
-    prepared: Option<PreparedRun>,
+/// What to do after the commit for one slot that produced an execution.
+enum Started {
+    /// Hand it to the runner.
+    Run(Submitted),
+    /// Stored as `CREATION_FAILED`: announce it.
+    NotStarted(execution::Model),
 }
 
 /// Why the owner of `schedule` may no longer have it run `proc`, if so. Checked at every
@@ -260,12 +261,10 @@ async fn fire_schedule(
                     schedule_id: Some(schedule.id),
                 };
                 let execution =
-                    insert_not_started(&txn, &proc, schedule.args.0.clone(), new, detail).await?;
+                    record_not_started(&txn, state, &proc, schedule.args.clone(), new, detail)
+                        .await?;
                 link_run(&txn, schedule.id, slot.at, execution.id).await?;
-                started.push(Started {
-                    execution,
-                    prepared: None,
-                });
+                started.push(Started::NotStarted(execution));
             }
             continue;
         }
@@ -273,7 +272,7 @@ async fn fire_schedule(
             .select_only()
             .column(execution::Column::Id)
             .filter(execution::Column::ScheduleId.eq(schedule.id))
-            .filter(execution::Column::Status.is_in(UNFINISHED))
+            .filter(execution::Column::Status.is_in(ExecutionStatus::UNFINISHED))
             .into_tuple()
             .all(&txn)
             .await?;
@@ -326,21 +325,27 @@ async fn fire_schedule(
             trigger: Trigger::Schedule,
             schedule_id: Some(schedule.id),
         };
-        let execution = match (&prepared, failure) {
-            (Ok(prepared), _) => insert_pending(&txn, state, prepared, new).await?,
+        let outcome = match (&prepared, failure) {
+            (Ok(prepared), _) => {
+                Started::Run(state.runner().submit(&txn, state, prepared, new).await?)
+            }
             (Err(_), reason) => {
                 let reason = reason.unwrap_or_default();
-                insert_not_started(&txn, &proc, schedule.args.0.clone(), new, reason).await?
+                Started::NotStarted(
+                    record_not_started(&txn, state, &proc, schedule.args.clone(), new, reason)
+                        .await?,
+                )
             }
         };
-        link_run(&txn, schedule.id, slot.at, execution.id).await?;
+        let execution_id = match &outcome {
+            Started::Run(submitted) => submitted.execution().id,
+            Started::NotStarted(execution) => execution.id,
+        };
+        link_run(&txn, schedule.id, slot.at, execution_id).await?;
         report.fired += 1;
         let late = (now - slot.at).to_std().unwrap_or_default();
         state.metrics().schedule_fired(late, slot.caught_up);
-        started.push(Started {
-            execution,
-            prepared: prepared.as_ref().ok().cloned(),
-        });
+        started.push(outcome);
     }
     txn.commit().await?;
 
@@ -359,24 +364,17 @@ async fn fire_schedule(
             execution.id = id,
             "replacing the unfinished run (overlap policy REPLACE)"
         );
-        if !state.runner().cancel_here(id) {
+        if !state
+            .runner()
+            .cancel_here(id, "replaced by the schedule's next run")
+        {
             publish(state, Event::CancelRequested { execution_id: id }).await;
         }
     }
-    for Started {
-        execution,
-        prepared,
-    } in started
-    {
-        match prepared {
-            Some(prepared) => start(state, &execution, prepared).await,
-            None => {
-                state
-                    .metrics()
-                    .execution_finished(&execution.proc_name, "CREATION_FAILED", None);
-                announce(state, &execution).await;
-                notify::after_finish(state, &execution);
-            }
+    for outcome in started {
+        match outcome {
+            Started::Run(submitted) => state.runner().hand_off(state, submitted).await,
+            Started::NotStarted(execution) => announce_final(state, &execution).await,
         }
     }
     Ok(report)

@@ -17,8 +17,9 @@ use super::cron::{CronSchedule, ScheduleSpecError};
 use crate::auth::tokens::normalize_email;
 use crate::auth::{Caller, audit};
 use crate::error::ApiError;
+use crate::executions::runner::NewExecution;
 use crate::executions::runner::publish;
-use crate::executions::service::{NewExecution, insert_pending, prepare, start};
+use crate::executions::service::{prepare, submit_with};
 use crate::pagination::PageRequest;
 use crate::ports::event_bus::Event;
 use crate::procs::service::find_proc;
@@ -498,40 +499,37 @@ pub async fn trigger_schedule(
 ) -> Result<proctor_entity::execution::Model, ApiError> {
     let view = get_schedule(state, caller, id).await?;
     let prepared = prepare(state, caller, view.proc, &view.schedule.args.0).await?;
-    let txn = crate::db::begin_write(state.db()).await?;
-    let execution = insert_pending(
-        &txn,
-        state,
-        &prepared,
-        NewExecution {
-            user_email: caller.email.clone(),
-            trigger: Trigger::Schedule,
-            schedule_id: Some(id),
-        },
-    )
-    .await?;
-    record_run(
-        &txn,
-        id,
-        execution.created_at,
-        execution.created_at,
-        RunOutcome::Triggered,
-        Some(execution.id),
-        None,
-    )
-    .await?;
-    audit::record(
-        &txn,
-        caller,
-        "schedule.trigger",
-        "schedule",
-        &id.to_string(),
-        Some(json!({ "execution": execution.id })),
-    )
-    .await?;
-    txn.commit().await?;
-    start(state, &execution, prepared).await;
-    Ok(execution)
+    let new = NewExecution {
+        user_email: caller.email.clone(),
+        trigger: Trigger::Schedule,
+        schedule_id: Some(id),
+    };
+    let auditor = caller.clone();
+    submit_with(state, caller, &prepared, new, move |txn, execution| {
+        Box::pin(async move {
+            record_run(
+                txn,
+                id,
+                execution.created_at,
+                execution.created_at,
+                RunOutcome::Triggered,
+                Some(execution.id),
+                None,
+            )
+            .await?;
+            audit::record(
+                txn,
+                &auditor,
+                "schedule.trigger",
+                "schedule",
+                &id.to_string(),
+                Some(json!({ "execution": execution.id })),
+            )
+            .await?;
+            Ok(())
+        })
+    })
+    .await
 }
 
 /// Inserts the run of `(schedule_id, slot)` unless that slot already has one; `false` when it

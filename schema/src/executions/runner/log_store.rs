@@ -1,0 +1,163 @@
+//! Storing output: each batch in one transaction with the executor's log cursor, fenced by
+//! the lease owner, and a line-by-line fallback that is idempotent (a retried batch never
+//! stores or counts a line twice) and replaces a line the database refuses by a marker.
+
+use proctor_entity::values::LogStream;
+use proctor_entity::{execution, execution_log};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+
+use super::log_pipeline::{BATCH_LINES, LogPipeline};
+use crate::ports::event_bus::LogRecord;
+use crate::ports::executor::LogCursor;
+
+impl LogPipeline {
+    /// In one transaction: claims the row (fenced by owner) with the new cursor, then inserts
+    /// the buffer in chunks of [`BATCH_LINES`]. `false` when this replica lost the execution.
+    pub(super) async fn store(&self) -> Result<bool, sea_orm::DbErr> {
+        let txn = crate::db::begin_write(self.state.db()).await?;
+        let mut claim = execution::Entity::update_many()
+            .filter(execution::Column::Id.eq(self.execution_id))
+            .filter(execution::Column::Owner.eq(self.owner.as_str()));
+        claim = match &self.cursor {
+            Some(cursor) => with_cursor(claim, cursor),
+            None => claim.col_expr(
+                execution::Column::LogOffset,
+                Expr::col(execution::Column::LogOffset),
+            ),
+        };
+        if claim.exec(&txn).await?.rows_affected == 0 {
+            return Ok(false);
+        }
+        for chunk in self.buffer.chunks(BATCH_LINES) {
+            insert_lines(&txn, self.execution_id, chunk).await?;
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// The fallback after repeated failures: each line in its own statement; a line the
+    /// database refuses is replaced (same seq, so no gap) by a marker saying it was lost, and
+    /// the execution counts it. Fenced like [`LogPipeline::store`] (nothing is written once
+    /// another replica owns the run) and idempotent (a line stored by an earlier, interrupted
+    /// attempt is not stored or counted again). Fails only when even a marker cannot be stored
+    /// (the database is away), so nothing is dropped while a retry can still store it; the
+    /// cursor moves only once every line is stored.
+    pub(super) async fn store_line_by_line(&mut self) -> Result<bool, sea_orm::DbErr> {
+        let db = self.state.db();
+        let owned = execution::Entity::update_many()
+            .filter(execution::Column::Id.eq(self.execution_id))
+            .filter(execution::Column::Owner.eq(self.owner.as_str()))
+            .col_expr(
+                execution::Column::LogOffset,
+                Expr::col(execution::Column::LogOffset),
+            )
+            .exec(db)
+            .await?;
+        if owned.rows_affected == 0 {
+            return Ok(false);
+        }
+        let mut lost = 0;
+        for index in 0..self.buffer.len() {
+            let record = self.buffer[index].clone();
+            if insert_line_once(db, self.execution_id, &record)
+                .await
+                .is_ok()
+            {
+                continue;
+            }
+            let marker = LogRecord {
+                stream: LogStream::System,
+                line: format!(
+                    "[proctor] a {}-byte line of {} could not be stored and was lost",
+                    record.line.len(),
+                    match record.stream {
+                        LogStream::Stdout => "stdout",
+                        LogStream::Stderr => "stderr",
+                        LogStream::System => "proctor",
+                    }
+                ),
+                replaced: false,
+                ..record
+            };
+            if insert_line_once(db, self.execution_id, &marker).await? {
+                lost += 1;
+            }
+            self.buffer[index] = marker;
+        }
+        let mut done = execution::Entity::update_many()
+            .filter(execution::Column::Id.eq(self.execution_id))
+            .filter(execution::Column::Owner.eq(self.owner.as_str()))
+            .col_expr(
+                execution::Column::LogLinesLost,
+                Expr::col(execution::Column::LogLinesLost).add(Expr::val(lost)),
+            );
+        if let Some(cursor) = &self.cursor {
+            done = with_cursor(done, cursor);
+        }
+        Ok(done.exec(db).await?.rows_affected > 0)
+    }
+}
+
+/// `update` also recording that stored output reached `cursor`.
+fn with_cursor(
+    update: sea_orm::UpdateMany<execution::Entity>,
+    cursor: &LogCursor,
+) -> sea_orm::UpdateMany<execution::Entity> {
+    update
+        .col_expr(
+            execution::Column::LogSource,
+            Expr::value(cursor.source.as_str()),
+        )
+        .col_expr(
+            execution::Column::LogOffset,
+            Expr::value(i64::try_from(cursor.offset).unwrap_or(i64::MAX)),
+        )
+}
+
+/// Stores one line unless its seq is stored already; `true` when this call stored it.
+async fn insert_line_once<C: ConnectionTrait>(
+    db: &C,
+    execution_id: i64,
+    record: &LogRecord,
+) -> Result<bool, sea_orm::DbErr> {
+    let row = execution_log::ActiveModel {
+        execution_id: Set(execution_id),
+        seq: Set(record.seq),
+        stream: Set(record.stream),
+        line: Set(record.line.clone()),
+        logged_at: Set(record.logged_at),
+        replaced: Set(record.replaced),
+    };
+    let stored = execution_log::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([
+                execution_log::Column::ExecutionId,
+                execution_log::Column::Seq,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(stored == 1)
+}
+
+async fn insert_lines<C: ConnectionTrait>(
+    db: &C,
+    execution_id: i64,
+    lines: &[LogRecord],
+) -> Result<(), sea_orm::DbErr> {
+    let rows = lines.iter().map(|record| execution_log::ActiveModel {
+        execution_id: Set(execution_id),
+        seq: Set(record.seq),
+        stream: Set(record.stream),
+        line: Set(record.line.clone()),
+        logged_at: Set(record.logged_at),
+        replaced: Set(record.replaced),
+    });
+    execution_log::Entity::insert_many(rows)
+        .exec(db)
+        .await
+        .map(drop)
+}
