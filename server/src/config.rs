@@ -413,7 +413,10 @@ pub struct Options {
         global = true
     )]
     pub max_body_bytes: String,
-    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    /// Seconds to let in-flight requests and local runs finish after SIGTERM/SIGINT; local
+    /// runs still going then are stopped (SIGTERM, then SIGKILL after the cancel grace) and
+    /// recorded as CANCELLED ("server shut down"). Kubernetes runs are left running for
+    /// another replica (or this one, restarted) to re-attach.
     #[arg(
         long,
         env = "PROCTOR_SHUTDOWN_GRACE_SECONDS",

@@ -674,6 +674,56 @@ async fn metrics_count_executions_lines_and_subscriptions(stack: Stack) {
     }
 }
 
+async fn a_local_run_is_retried_and_succeeds_on_its_second_attempt(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
+        return;
+    };
+    // A directory every account may read (runs may use another account than the tests).
+    let flags = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        flags.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let ok = flags.path().join("ok");
+    let go = flags.path().join("go");
+    // Attempt 1 (no `ok` yet) says so, waits for `go`, and exits 3; attempt 2 sees `ok`.
+    let script = format!(
+        "if [ -e {ok} ]; then echo second; exit 0; fi; echo first; \
+         while [ ! -e {go} ]; do sleep 0.05; done; exit 3",
+        ok = ok.display(),
+        go = go.display()
+    );
+    define(&app, "flaky", &sh(&script), json!({ "retries": 2 })).await;
+    let id = execute(&app, "flaky", json!([])).await;
+    assert_eq!(subscribe_first_line(&app, &id).await, "first");
+    std::fs::write(&ok, "").unwrap();
+    std::fs::write(&go, "").unwrap();
+    let done = final_state(&app, &id).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["exitCode"], 0, "{done}");
+    let shown: Vec<String> = lines(&app, &id, 0)
+        .await
+        .into_iter()
+        .map(|(_, line)| line)
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "first",
+            "[proctor] attempt 2 (of 3; the previous one exited with code 3)",
+            "second"
+        ]
+    );
+    let attempts = app
+        .graphql(
+            "query($id: ID!) { execution(id: $id) { attempts } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(attempts["data"]["execution"]["attempts"], 2, "{attempts}");
+}
+
 on_both_stacks!(
     every_line_arrives_in_order_then_success,
     late_joiners_and_resumers_get_each_line_once,
@@ -687,4 +737,5 @@ on_both_stacks!(
     output_is_capped_and_long_lines_are_split,
     executions_are_listed_newest_first_with_filters,
     metrics_count_executions_lines_and_subscriptions,
+    a_local_run_is_retried_and_succeeds_on_its_second_attempt,
 );

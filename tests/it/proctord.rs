@@ -363,3 +363,57 @@ fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost_and_their_processes_
     );
     assert!(restarted.terminate().success());
 }
+
+#[test]
+fn sigterm_stops_local_runs_records_them_cancelled_and_leaves_no_process() {
+    let directory = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut command = proctord_command(directory.path());
+        command
+            .env("PROCTOR_APP_PORT", "0")
+            .env("PROCTOR_SHUTDOWN_GRACE_SECONDS", "1")
+            .env("PROCTOR_CANCEL_GRACE_SECONDS", "1");
+        Proctord::spawn(command)
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = start();
+    let base = server.url("");
+    // It ignores SIGTERM: only SIGKILL, after the grace periods, ends it.
+    let (id, group) = runtime.block_on(async {
+        let defined = graphql(
+            &base,
+            "mutation($c: [String!]) { upsertProc(input: { name: \"deaf\", command: $c }) { name } }",
+            json!({ "c": ["sh", "-c", "trap '' TERM; sleep 300 & while :; do echo tick; sleep 0.2; done"] }),
+        )
+        .await;
+        assert_eq!(defined["errors"], Value::Null, "{defined}");
+        let started = graphql(&base, "mutation { execute(proc: \"deaf\") { id } }", json!({})).await;
+        let id = started["data"]["execute"]["id"].as_str().unwrap().to_owned();
+        loop {
+            let state = graphql(&base, "query($id: ID!) { execution(id: $id) { status executorRef } }", json!({ "id": id })).await;
+            if state["data"]["execution"]["status"] == "RUNNING" {
+                let group: i32 = state["data"]["execution"]["executorRef"].as_str().unwrap().parse().unwrap();
+                return (id, group);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(server.terminate().success(), "a clean exit after SIGTERM");
+    let survivors = proctor_tests::live_members(group);
+    if !survivors.is_empty() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .status();
+    }
+    assert_eq!(survivors, Vec::<i32>::new(), "no process of the run outlives its server");
+
+    let restarted = start();
+    let state = runtime.block_on(graphql(
+        &restarted.url(""),
+        "query($id: ID!) { execution(id: $id) { status reason } }",
+        json!({ "id": id }),
+    ));
+    assert_eq!(state["data"]["execution"]["status"], "CANCELLED", "{state}");
+    assert_eq!(state["data"]["execution"]["reason"], "server shut down", "{state}");
+    assert!(restarted.terminate().success());
+}
