@@ -65,6 +65,9 @@ pub struct Model {
     /// Attempts so far: 1, plus one per retry of a failed attempt.
     #[serde(default = "first_attempt")]
     pub attempts: i32,
+    /// The version of its proc it ran (none for runs stored before versions were kept).
+    #[serde(default)]
+    pub proc_version: Option<i32>,
 }
 
 fn first_attempt() -> i32 {

@@ -11,6 +11,7 @@ pub mod execution_log;
 pub mod group_membership;
 pub mod json;
 pub mod proc;
+pub mod proc_version;
 pub mod schedule;
 pub mod schedule_run;
 pub mod secret;

@@ -20,6 +20,7 @@ mod m20261122_000013_add_execution_leases;
 mod m20261122_000014_add_schedule_notifications;
 mod m20261130_000015_add_run_integrity;
 mod m20261201_000016_add_execution_attempts;
+mod m20261201_000017_create_proc_versions;
 
 /// Applies Proctor's migrations in order.
 pub struct Migrator;
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000014_add_schedule_notifications::Migration),
             Box::new(m20261130_000015_add_run_integrity::Migration),
             Box::new(m20261201_000016_add_execution_attempts::Migration),
+            Box::new(m20261201_000017_create_proc_versions::Migration),
         ]
     }
 }
@@ -60,4 +62,5 @@ pub const TABLES: &[&str] = &[
     "execution_logs",
     "schedule_runs",
     "audit_events",
+    "proc_versions",
 ];

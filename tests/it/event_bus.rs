@@ -58,6 +58,7 @@ fn running(execution_id: i64) -> Event {
             log_offset: 0,
             log_lines_lost: 0,
             attempts: 1,
+            proc_version: Some(1),
             mask_key_id: None,
             mask_sealed: None,
         }),

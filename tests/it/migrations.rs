@@ -9,8 +9,8 @@ use proctor_entity::values::{
     CatchUpPolicy, ExecutionStatus, LogStream, OverlapPolicy, RunOutcome, Trigger,
 };
 use proctor_entity::{
-    api_token, audit_event, execution, execution_log, group_membership, proc, schedule,
-    schedule_run, secret, user,
+    api_token, audit_event, execution, execution_log, group_membership, proc, proc_version,
+    schedule, schedule_run, secret, user,
 };
 use proctor_migration::{Migrator, MigratorTrait, SchemaManager, TABLES};
 use proctor_server::config::PoolSettings;
@@ -359,6 +359,31 @@ async fn data_model_holds(db: &DatabaseConnection) {
         Some(audit)
     );
 
+    let first_version = proc_version::ActiveModel {
+        id: NotSet,
+        proc_id: Set(echo.id),
+        version: Set(1),
+        definition: Set(serde_json::json!({ "name": "echo", "command": ["echo"] })),
+        changed_by: Set(Some("ada@example.com".into())),
+        changed_at: Set(t),
+    }
+    .insert(db)
+    .await
+    .expect("insert a proc version");
+    assert_eq!(
+        proc_version::Entity::find_by_id(first_version.id)
+            .one(db)
+            .await
+            .unwrap(),
+        Some(first_version.clone())
+    );
+    let mut same_version: proc_version::ActiveModel = first_version.into();
+    same_version.id = NotSet;
+    assert!(
+        same_version.insert(db).await.is_err(),
+        "(proc, version) is unique"
+    );
+
     // Unique keys.
     let mut same_name: proc::ActiveModel = echo.clone().into();
     same_name.id = NotSet;
@@ -413,6 +438,14 @@ async fn data_model_holds(db: &DatabaseConnection) {
     assert!(
         schedule::Entity::find().all(db).await.unwrap().is_empty(),
         "schedules cascade"
+    );
+    assert!(
+        proc_version::Entity::find()
+            .all(db)
+            .await
+            .unwrap()
+            .is_empty(),
+        "versions cascade"
     );
     assert!(
         schedule_run::Entity::find()

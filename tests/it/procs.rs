@@ -457,6 +457,91 @@ async fn concurrent_writers_never_see_a_locked_database(stack: Stack) {
     assert_eq!(versions, vec![5; 8]);
 }
 
+async fn every_version_is_kept_and_runs_record_theirs(stack: Stack) {
+    let Some(app) = TestApp::builder()
+        .stack(stack)
+        .with_settings(|settings| settings.auth = proctor_server::config::AuthMode::Builtin)
+        .try_spawn()
+        .await
+    else {
+        return;
+    };
+    let admin = app.issue_token("root@example.com", &[], true).await;
+    let as_admin = |query: &'static str, variables: Value| {
+        let app = &app;
+        let admin = admin.clone();
+        async move { app.graphql_as(&admin, query, variables).await }
+    };
+    const UPSERT_ECHO: &str = "mutation($c: [String!]) { upsertProc(input: { name: \"echo\", command: $c }) { version } }";
+    const RUN: &str = "mutation { execute(proc: \"echo\") { id procVersion } }";
+    let first = as_admin(UPSERT_ECHO, json!({ "c": ["echo", "one"] })).await;
+    assert_eq!(data(&first)["upsertProc"]["version"], 1);
+    let run_one = as_admin(RUN, json!({})).await;
+    assert_eq!(data(&run_one)["execute"]["procVersion"], 1);
+    let second = as_admin(UPSERT_ECHO, json!({ "c": ["echo", "two"] })).await;
+    assert_eq!(data(&second)["upsertProc"]["version"], 2);
+    let run_two = as_admin(RUN, json!({})).await;
+    assert_eq!(data(&run_two)["execute"]["procVersion"], 2);
+
+    const VERSIONS: &str = "{ proc(name: \"echo\") { version
+        versions { number changedBy command yaml changedAt }
+        definitionAt(version: 1) { number command }
+        missing: definitionAt(version: 9) { number } } }";
+    let listed = as_admin(VERSIONS, json!({})).await;
+    let proc = &data(&listed)["proc"];
+    assert_eq!(proc["version"], 2);
+    let versions = proc["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{proc}");
+    assert_eq!(versions[0]["number"], 2, "newest first");
+    assert_eq!(versions[0]["command"], json!(["echo", "two"]));
+    assert_eq!(versions[1]["number"], 1);
+    assert_eq!(versions[1]["command"], json!(["echo", "one"]));
+    assert_eq!(versions[1]["changedBy"], "root@example.com");
+    assert!(
+        versions[1]["yaml"].as_str().unwrap().contains("- one"),
+        "{proc}"
+    );
+    assert_eq!(
+        proc["definitionAt"],
+        json!({ "number": 1, "command": ["echo", "one"] })
+    );
+    assert_eq!(proc["missing"], Value::Null);
+
+    // A rollback is a new version equal to the old one; a version never stored is NOT_FOUND.
+    let rolled = as_admin(
+        "mutation { rollbackProc(name: \"echo\", version: 1) { version command } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        data(&rolled)["rollbackProc"],
+        json!({ "version": 3, "command": ["echo", "one"] })
+    );
+    let unknown = as_admin(
+        "mutation { rollbackProc(name: \"echo\", version: 7) { version } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(error_code(&unknown), "NOT_FOUND", "{unknown}");
+    // Only administrators roll back.
+    let user = app.issue_token("ann@example.com", &[], false).await;
+    let refused = app
+        .graphql_as(
+            &user,
+            "mutation { rollbackProc(name: \"echo\", version: 1) { version } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&refused), "FORBIDDEN", "{refused}");
+    let run_id = data(&run_one)["execute"]["id"].clone();
+    let recorded = as_admin(
+        "query($id: ID!) { execution(id: $id) { procVersion } }",
+        json!({ "id": run_id }),
+    )
+    .await;
+    assert_eq!(data(&recorded)["execution"]["procVersion"], 1);
+}
+
 on_both_stacks!(
     concurrent_writers_never_see_a_locked_database,
     arguments_are_checked_by_type_and_rule,
@@ -466,4 +551,5 @@ on_both_stacks!(
     delete_is_refused_while_an_execution_runs,
     yaml_files_round_trip_and_errors_name_the_line,
     dropping_a_secret_declaration_deletes_its_value,
+    every_version_is_kept_and_runs_record_theirs,
 );

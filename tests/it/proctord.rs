@@ -405,7 +405,11 @@ fn sigterm_stops_local_runs_records_them_cancelled_and_leaves_no_process() {
             .args(["-KILL", "--", &format!("-{group}")])
             .status();
     }
-    assert_eq!(survivors, Vec::<i32>::new(), "no process of the run outlives its server");
+    assert_eq!(
+        survivors,
+        Vec::<i32>::new(),
+        "no process of the run outlives its server"
+    );
 
     let restarted = start();
     let state = runtime.block_on(graphql(
@@ -414,6 +418,9 @@ fn sigterm_stops_local_runs_records_them_cancelled_and_leaves_no_process() {
         json!({ "id": id }),
     ));
     assert_eq!(state["data"]["execution"]["status"], "CANCELLED", "{state}");
-    assert_eq!(state["data"]["execution"]["reason"], "server shut down", "{state}");
+    assert_eq!(
+        state["data"]["execution"]["reason"], "server shut down",
+        "{state}"
+    );
     assert!(restarted.terminate().success());
 }

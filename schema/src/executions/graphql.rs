@@ -168,6 +168,11 @@ impl Execution {
     async fn attempts(&self) -> i32 {
         self.0.attempts
     }
+    /// The version of its proc it ran (see `Proc.definitionAt`); null for runs stored before
+    /// versions were kept.
+    async fn proc_version(&self) -> Option<i32> {
+        self.0.proc_version
+    }
     /// The schedule that fired it.
     async fn schedule_id(&self) -> Option<ID> {
         self.0.schedule_id.map(|id| ID(id.to_string()))

@@ -309,6 +309,7 @@ mod tests {
                 log_offset: 0,
                 log_lines_lost: 0,
                 attempts: 1,
+                proc_version: None,
                 mask_key_id: None,
                 mask_sealed: None,
             }),

@@ -8,6 +8,7 @@ use proctor_entity::json::ArgValue;
 use super::args::validate_args;
 use super::definition::{ArgType, ProcDefinition};
 use super::service::{self, ProcQuery, ProcView};
+use super::versions::{self, VersionView};
 use crate::auth::{app_state, caller};
 use crate::error::{ApiError, ApiResultExt};
 use crate::secrets::SecretInfo;
@@ -69,21 +70,7 @@ impl Proc {
     }
     /// Arguments, in declaration order.
     async fn args(&self) -> Vec<ArgSpecView> {
-        self.view
-            .model
-            .args
-            .0
-            .iter()
-            .map(|arg| ArgSpecView {
-                name: arg.name.clone(),
-                description: arg.description.clone(),
-                arg_type: arg.arg_type.into(),
-                required: arg.required,
-                default: arg.default.clone(),
-                pattern: arg.pattern.clone(),
-                values: arg.values.clone(),
-            })
-            .collect()
+        arg_views(&self.view.model)
     }
     /// Declared secrets: names, descriptions and whether each is set. Never values.
     async fn secrets(&self) -> &[SecretInfo] {
@@ -129,6 +116,116 @@ impl Proc {
     /// reads).
     async fn yaml(&self) -> String {
         ProcDefinition::from_model(&self.view.model).to_yaml()
+    }
+    /// Every definition it has had, newest first (at most `first`, default 20, up to 200).
+    #[graphql(
+        complexity = "crate::pagination::LOOKUP_COST + first.unwrap_or(20).clamp(1, 200) as usize * child_complexity"
+    )]
+    async fn versions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(minimum = 1, maximum = 200))] first: Option<i32>,
+    ) -> async_graphql::Result<Vec<ProcVersion>> {
+        let state = app_state(ctx).gql()?;
+        let limit = u64::try_from(first.unwrap_or(20)).unwrap_or(20);
+        let versions = versions::list(state, &self.view.model, limit).await.gql()?;
+        Ok(versions.into_iter().map(ProcVersion).collect())
+    }
+    /// The definition it had at `version` (`version` itself stays the current number); null
+    /// when that version was never stored.
+    #[graphql(complexity = "crate::pagination::LOOKUP_COST + child_complexity")]
+    async fn definition_at(
+        &self,
+        ctx: &Context<'_>,
+        version: i32,
+    ) -> async_graphql::Result<Option<ProcVersion>> {
+        let state = app_state(ctx).gql()?;
+        let found = versions::get(state, &self.view.model, version)
+            .await
+            .gql()?;
+        Ok(found.map(ProcVersion))
+    }
+}
+
+fn arg_views(model: &proctor_entity::proc::Model) -> Vec<ArgSpecView> {
+    model
+        .args
+        .0
+        .iter()
+        .map(|arg| ArgSpecView {
+            name: arg.name.clone(),
+            description: arg.description.clone(),
+            arg_type: arg.arg_type.into(),
+            required: arg.required,
+            default: arg.default.clone(),
+            pattern: arg.pattern.clone(),
+            values: arg.values.clone(),
+        })
+        .collect()
+}
+
+/// One stored definition of a proc: the whole definition, who stored it and when.
+pub struct ProcVersion(VersionView);
+
+#[Object]
+impl ProcVersion {
+    /// The version number.
+    async fn number(&self) -> i32 {
+        self.0.number
+    }
+    /// Who stored it (null: Proctor itself, or stored before versions were kept).
+    async fn changed_by(&self) -> Option<&str> {
+        self.0.changed_by.as_deref()
+    }
+    /// When it was stored.
+    async fn changed_at(&self) -> DateTime<Utc> {
+        self.0.changed_at
+    }
+    /// What the proc did.
+    async fn description(&self) -> Option<&str> {
+        self.0.snapshot.description.as_deref()
+    }
+    /// Container image.
+    async fn image(&self) -> Option<&str> {
+        self.0.snapshot.image.as_deref()
+    }
+    /// argv the local executor ran.
+    async fn command(&self) -> Option<&[String]> {
+        self.0
+            .snapshot
+            .command
+            .as_ref()
+            .map(|argv| argv.0.as_slice())
+    }
+    /// Arguments, in declaration order.
+    async fn args(&self) -> Vec<ArgSpecView> {
+        arg_views(&self.0.snapshot)
+    }
+    /// Names of the declared secrets.
+    async fn secret_names(&self) -> Vec<&str> {
+        self.0
+            .snapshot
+            .secret_specs
+            .0
+            .iter()
+            .map(|spec| spec.name.as_str())
+            .collect()
+    }
+    /// Groups whose members could run it.
+    async fn authorized_groups(&self) -> &[String] {
+        &self.0.snapshot.authorized_groups.0
+    }
+    /// Run deadline in seconds.
+    async fn timeout_seconds(&self) -> Option<i32> {
+        self.0.snapshot.timeout_seconds
+    }
+    /// Retries after a failed attempt.
+    async fn retries(&self) -> Option<i32> {
+        self.0.snapshot.retries
+    }
+    /// The definition as a YAML proc file.
+    async fn yaml(&self) -> String {
+        ProcDefinition::from_model(&self.0.snapshot).to_yaml()
     }
 }
 
@@ -260,6 +357,22 @@ impl ProcsMutation {
         let caller = caller(ctx).await.gql()?;
         let definition = ProcDefinition::from_yaml("content", &content).gql()?;
         let view = service::upsert_proc(state, &caller, &definition, "content: ")
+            .await
+            .gql()?;
+        Ok(Proc::from(view))
+    }
+
+    /// Stores version `version` of proc `name` again, as its newest version (administrators
+    /// only). History only grows: the rollback is a new version, audited as `proc.rollback`.
+    async fn rollback_proc(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        version: i32,
+    ) -> async_graphql::Result<Proc> {
+        let state = app_state(ctx).gql()?;
+        let caller = caller(ctx).await.gql()?;
+        let view = versions::rollback(state, &caller, &name, version)
             .await
             .gql()?;
         Ok(Proc::from(view))

@@ -6,6 +6,7 @@ pub mod definition;
 pub mod examples;
 mod graphql;
 pub mod service;
+pub mod versions;
 
 pub use args::validate_args;
 pub use definition::{LegacyMetadata, ProcDefinition};

@@ -113,7 +113,7 @@ pub async fn upsert_proc(
 ) -> Result<ProcView, ApiError> {
     caller.require_admin(state, "create or change procs")?;
     let valid = definition.validate(field_prefix)?;
-    let model = crate::db::retry_on_conflict(|| store_proc(state, caller, &valid)).await?;
+    let model = crate::db::retry_on_conflict(|| store_proc(state, caller, &valid, None)).await?;
     Ok(with_secrets(state.db(), vec![model]).await?.remove(0))
 }
 
@@ -140,17 +140,19 @@ pub async fn apply_legacy_metadata(
     }
     let mut stored = Vec::with_capacity(checked.len());
     for valid in &checked {
-        stored.push(crate::db::retry_on_conflict(|| store_proc(state, caller, valid)).await?);
+        stored.push(crate::db::retry_on_conflict(|| store_proc(state, caller, valid, None)).await?);
     }
     with_secrets(state.db(), stored).await
 }
 
-/// Inserts or updates the proc in one transaction; the row is locked while it is read, so
-/// concurrent updates bump the version one after another.
-async fn store_proc(
+/// Inserts or updates the proc in one transaction, recording the new version; the row is
+/// locked while it is read, so concurrent updates bump the version one after another.
+/// `rolled_back_to`: the version whose definition this is again (audited).
+pub(super) async fn store_proc(
     state: &AppState,
     caller: &Caller,
     valid: &ValidProc,
+    rolled_back_to: Option<i32>,
 ) -> Result<proc::Model, ApiError> {
     let now = Utc::now();
     let txn = crate::db::begin_write(state.db()).await?;
@@ -166,7 +168,9 @@ async fn store_proc(
             model.version = Set(1);
             model.created_at = Set(now);
             model.updated_at = Set(now);
-            (model.insert(&txn).await?, "proc.create", Vec::new())
+            let model = model.insert(&txn).await?;
+            super::versions::record(&txn, None, &model, caller.email.as_deref()).await?;
+            (model, "proc.create", Vec::new())
         }
         Some(current) => {
             let declared: Vec<&str> = valid.secrets.iter().map(|s| s.name.as_str()).collect();
@@ -189,7 +193,14 @@ async fn store_proc(
             model.version = Set(current.version + 1);
             model.created_at = Set(current.created_at);
             model.updated_at = Set(now);
-            (model.update(&txn).await?, "proc.update", removed)
+            let model = model.update(&txn).await?;
+            super::versions::record(&txn, Some(&current), &model, caller.email.as_deref()).await?;
+            let action = if rolled_back_to.is_some() {
+                "proc.rollback"
+            } else {
+                "proc.update"
+            };
+            (model, action, removed)
         }
     };
     audit::record(
@@ -198,32 +209,47 @@ async fn store_proc(
         action,
         "proc",
         &model.name,
-        Some(json!({ "version": model.version, "removedSecrets": removed_secrets })),
+        Some(json!({
+            "version": model.version,
+            "removedSecrets": removed_secrets,
+            "rolledBackTo": rolled_back_to,
+        })),
     )
     .await?;
     txn.commit().await?;
     Ok(model)
 }
 
-fn active_model(valid: &ValidProc) -> proc::ActiveModel {
-    proc::ActiveModel {
-        id: NotSet,
-        name: Set(valid.name.clone()),
-        description: Set(valid.description.clone()),
-        image: Set(valid.image.clone()),
-        command: Set(valid.command.clone().map(StringList)),
-        args: Set(ArgSpecs(valid.args.clone())),
-        secret_specs: Set(SecretSpecs(valid.secrets.clone())),
-        authorized_groups: Set(StringList(valid.authorized_groups.clone())),
-        author: Set(valid.author.clone()),
-        contributors: Set(valid.contributors.clone()),
-        organization: Set(valid.organization.clone()),
-        timeout_seconds: Set(valid.timeout_seconds),
-        retries: Set(valid.retries),
-        version: NotSet,
-        created_at: NotSet,
-        updated_at: NotSet,
+/// The stored shape of a valid definition (id, version and times left at zero).
+pub(super) fn model_of(valid: &ValidProc) -> proc::Model {
+    let epoch = chrono::DateTime::<Utc>::UNIX_EPOCH;
+    proc::Model {
+        id: 0,
+        name: valid.name.clone(),
+        description: valid.description.clone(),
+        image: valid.image.clone(),
+        command: valid.command.clone().map(StringList),
+        args: ArgSpecs(valid.args.clone()),
+        secret_specs: SecretSpecs(valid.secrets.clone()),
+        authorized_groups: StringList(valid.authorized_groups.clone()),
+        author: valid.author.clone(),
+        contributors: valid.contributors.clone(),
+        organization: valid.organization.clone(),
+        timeout_seconds: valid.timeout_seconds,
+        retries: valid.retries,
+        version: 0,
+        created_at: epoch,
+        updated_at: epoch,
     }
+}
+
+fn active_model(valid: &ValidProc) -> proc::ActiveModel {
+    let mut model = model_of(valid).into_active_model().reset_all();
+    model.id = NotSet;
+    model.version = NotSet;
+    model.created_at = NotSet;
+    model.updated_at = NotSet;
+    model
 }
 
 /// Deletes the proc, its secrets and schedules (administrators only). Refused with `CONFLICT`

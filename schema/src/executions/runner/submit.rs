@@ -155,6 +155,7 @@ pub(super) fn new_row(
         mask_key_id: Set(None),
         mask_sealed: Set(None),
         attempts: Set(1),
+        proc_version: Set(Some(proc.version)),
     }
 }
 
