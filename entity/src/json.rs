@@ -82,3 +82,21 @@ pub struct ArgValue {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, FromJsonQueryResult)]
 #[serde(transparent)]
 pub struct ArgValues(pub Vec<ArgValue>);
+
+/// Who hears about a proc's runs, and on which final states (`procs.notifications`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, FromJsonQueryResult)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationPolicy {
+    /// E-mail recipients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
+    /// Slack incoming webhook (a credential: never shown back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_webhook_url: Option<String>,
+    /// URL the signed JSON outcome is posted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// The final states that notify (names as in `ExecutionStatus::name`); empty: every one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<String>,
+}

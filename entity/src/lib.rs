@@ -10,6 +10,7 @@ pub mod execution;
 pub mod execution_log;
 pub mod group_membership;
 pub mod json;
+pub mod notification;
 pub mod proc;
 pub mod proc_version;
 pub mod schedule;

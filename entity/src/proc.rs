@@ -2,7 +2,7 @@
 
 use sea_orm::entity::prelude::*;
 
-use crate::json::{ArgSpecs, SecretSpecs, StringList};
+use crate::json::{ArgSpecs, NotificationPolicy, SecretSpecs, StringList};
 
 /// A proc: an image or command with typed arguments, declared secrets and an access policy.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -42,6 +42,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// Last update time.
     pub updated_at: DateTimeUtc,
+    /// Who hears about its runs (besides a schedule's own and the server-wide targets).
+    pub notifications: Option<NotificationPolicy>,
 }
 
 /// Tables that point at a proc.

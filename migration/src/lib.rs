@@ -21,6 +21,7 @@ mod m20261122_000014_add_schedule_notifications;
 mod m20261130_000015_add_run_integrity;
 mod m20261201_000016_add_execution_attempts;
 mod m20261201_000017_create_proc_versions;
+mod m20261201_000018_create_notifications;
 
 /// Applies Proctor's migrations in order.
 pub struct Migrator;
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000015_add_run_integrity::Migration),
             Box::new(m20261201_000016_add_execution_attempts::Migration),
             Box::new(m20261201_000017_create_proc_versions::Migration),
+            Box::new(m20261201_000018_create_notifications::Migration),
         ]
     }
 }
@@ -63,4 +65,5 @@ pub const TABLES: &[&str] = &[
     "schedule_runs",
     "audit_events",
     "proc_versions",
+    "notifications",
 ];

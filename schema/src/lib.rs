@@ -16,6 +16,7 @@ pub mod error;
 pub mod executions;
 pub mod limits;
 pub mod metrics;
+pub mod notifications;
 pub mod pagination;
 pub mod ports;
 pub mod procs;

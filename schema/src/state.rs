@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use crate::executions::runner::Runner;
 use crate::metrics::Metrics;
+use crate::notifications::NotificationDefaults;
 use crate::ports::authenticator::Authenticator;
 use crate::ports::event_bus::EventBus;
 use crate::ports::notifier::Notifier;
@@ -63,6 +64,8 @@ pub struct AppParts {
     pub schedule_min_interval: std::time::Duration,
     /// How often long-lived connections check their caller's credentials again.
     pub credentials_recheck: std::time::Duration,
+    /// The server-wide notification targets.
+    pub notification_defaults: NotificationDefaults,
 }
 
 /// Shared, cheaply clonable state.
@@ -70,6 +73,7 @@ pub struct AppParts {
 pub struct AppState {
     inner: Arc<AppParts>,
     log_reads: Arc<Semaphore>,
+    outbox_wakeup: Arc<Notify>,
 }
 
 impl AppState {
@@ -77,6 +81,7 @@ impl AppState {
     pub fn new(parts: AppParts) -> Self {
         Self {
             log_reads: Arc::new(Semaphore::new(parts.log_readers.max(1))),
+            outbox_wakeup: Arc::new(Notify::new()),
             inner: Arc::new(parts),
         }
     }
@@ -127,6 +132,16 @@ impl AppState {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The server-wide notification targets.
+    pub fn notification_defaults(&self) -> &NotificationDefaults {
+        &self.inner.notification_defaults
+    }
+
+    /// Wakes this replica's notification delivery (a final state was just stored here).
+    pub fn outbox_wakeup(&self) -> &Notify {
+        &self.outbox_wakeup
     }
 
     /// The configured notification channels.

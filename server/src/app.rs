@@ -146,11 +146,16 @@ impl Server {
             log_readers: database::log_readers(&settings.database, &settings.pool),
             schedule_min_interval: settings.security.schedule_min_interval,
             credentials_recheck: settings.security.ws_revalidate,
+            notification_defaults: settings.notifications.defaults.clone(),
         });
         // With the in-memory bus this is the only replica: everything unfinished is ours at once.
         let single_replica = settings.redis.is_none();
         tokio::spawn(Arc::clone(&runner).maintain_leases(state.clone(), single_replica));
         tokio::spawn(runner.serve_cancel_requests(state.clone()));
+        tokio::spawn(proctor_schema::notifications::deliver_forever(
+            state.clone(),
+            single_replica,
+        ));
         if settings.scheduler_enabled {
             tokio::spawn(crate::scheduler::run(state.clone()));
         }

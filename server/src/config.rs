@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use proctor_schema::SchemaLimits;
 use proctor_schema::executions::runner::RunSettings;
+use proctor_schema::notifications::NotificationDefaults;
 use proctor_schema::secrets::keyring::Keyring;
 use proctor_schema::system::{EventBusKind, ExecutorKind, StorageBackend};
 use url::Url;
@@ -483,7 +484,25 @@ pub struct Options {
         help_heading = "Schedules and notifications"
     )]
     pub mail_tls: Option<String>,
-    /// Slack incoming webhook told about every scheduled run without its own.
+    /// E-mail recipients (comma-separated) told about every run whose proc and schedule name
+    /// none, on the states of `PROCTOR_NOTIFY_ON`.
+    #[arg(
+        long,
+        env = "PROCTOR_NOTIFY_EMAILS",
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub notify_emails: Option<String>,
+    /// The final states (comma-separated, e.g. `FAILED,TIMED_OUT`) the server-wide targets hear
+    /// about; default: every final state.
+    #[arg(
+        long,
+        env = "PROCTOR_NOTIFY_ON",
+        global = true,
+        help_heading = "Schedules and notifications"
+    )]
+    pub notify_on: Option<String>,
+    /// Slack incoming webhook told about every run whose proc and schedule name none.
     #[arg(
         long,
         env = "PROCTOR_SLACK_WEBHOOK_URL",
@@ -492,7 +511,7 @@ pub struct Options {
         help_heading = "Schedules and notifications"
     )]
     pub slack_webhook_url: Option<String>,
-    /// URL a signed JSON outcome of every scheduled run without its own webhook is posted to.
+    /// URL a signed JSON outcome of every run whose proc and schedule name none is posted to.
     #[arg(
         long,
         env = "PROCTOR_NOTIFY_WEBHOOK_URL",
@@ -742,6 +761,8 @@ mod names {
     pub const MAIL_FROM: &str = "PROCTOR_MAIL_FROM (--mail-from)";
     pub const MAIL_TLS: &str = "PROCTOR_MAIL_TLS (--mail-tls)";
     pub const SLACK_URL: &str = "PROCTOR_SLACK_WEBHOOK_URL (--slack-webhook-url)";
+    pub const NOTIFY_EMAILS: &str = "PROCTOR_NOTIFY_EMAILS (--notify-emails)";
+    pub const NOTIFY_ON: &str = "PROCTOR_NOTIFY_ON (--notify-on)";
     pub const NOTIFY_URL: &str = "PROCTOR_NOTIFY_WEBHOOK_URL (--notify-webhook-url)";
     pub const NOTIFY_SECRET: &str = "PROCTOR_NOTIFY_WEBHOOK_SECRET (--notify-webhook-secret)";
     pub const ALLOWED_ORIGINS: &str = "PROCTOR_ALLOWED_ORIGINS (--allowed-origins)";
@@ -1009,11 +1030,13 @@ impl Default for SecuritySettings {
 /// Server-wide notification channels.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NotificationSettings {
+    /// The server-wide targets, as the domain sees them.
+    pub defaults: NotificationDefaults,
     /// The SMTP server, when e-mail is configured.
     pub mail: Option<MailSettings>,
-    /// Slack webhook for schedules without their own.
+    /// Slack webhook for runs whose proc and schedule name none.
     pub slack_webhook_url: Option<Credential>,
-    /// Webhook for schedules without their own.
+    /// Webhook for runs whose proc and schedule name none.
     pub webhook_url: Option<String>,
     /// HMAC key signing webhook notifications.
     pub webhook_secret: Option<Credential>,
@@ -1433,7 +1456,37 @@ fn notification_settings(options: &Options) -> Result<NotificationSettings, Conf
             "must be set with PROCTOR_NOTIFY_WEBHOOK_URL: receivers check the signature with it",
         ));
     }
+    let list = |raw: &Option<String>| -> Vec<String> {
+        given(raw.as_ref())
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let emails = proctor_schema::notifications::check_emails("", &list(&options.notify_emails))
+        .map_err(|error| ConfigError::new(names::NOTIFY_EMAILS, error.to_string()))?;
+    if !emails.is_empty() && mail.is_none() {
+        return Err(ConfigError::new(
+            names::NOTIFY_EMAILS,
+            "is set but no SMTP server is (PROCTOR_MAIL_SERVER_HOST)",
+        ));
+    }
+    let on = match list(&options.notify_on) {
+        states if states.is_empty() => proctor_schema::notifications::final_states(),
+        states => proctor_schema::notifications::parse_states("", &states)
+            .map_err(|error| ConfigError::new(names::NOTIFY_ON, error.to_string()))?,
+    };
     Ok(NotificationSettings {
+        defaults: NotificationDefaults {
+            emails,
+            slack: slack_webhook_url.is_some(),
+            webhook: webhook_url.is_some(),
+            on,
+        },
         mail,
         slack_webhook_url,
         webhook_url,

@@ -27,6 +27,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(20);
 pub const SIGNATURE_HEADER: &str = "X-Proctor-Signature";
 /// Header carrying the Unix time the signature covers (receivers reject old ones).
 pub const TIMESTAMP_HEADER: &str = "X-Proctor-Timestamp";
+/// Header carrying the notification's idempotency key: the same on every attempt, so a
+/// receiver that got it already can drop a repeat (delivery is at least once).
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 /// The notifiers the settings ask for: e-mail when an SMTP host is set; Slack and the webhook
 /// always (they need no server setting: a schedule can name its own target).
@@ -102,11 +105,16 @@ impl EmailNotifier {
     }
 }
 
-/// The e-mail about a finished run: the subject and body layout of Proctor v2's scheduled-run
-/// mail, with the final status (v2 sent `CREATED`) and how the run ended.
+/// The e-mail about a finished run: the subject and body layout of Proctor v2's mail, with the
+/// final status (v2 sent `CREATED`) and how the run ended.
 pub fn email_text(notification: &Notification) -> (String, String) {
     let status = notification.status.name();
-    let subject = format!("{} | scheduled execution {status}", notification.proc_name);
+    let kind = if notification.schedule_id.is_some() {
+        "scheduled execution"
+    } else {
+        "execution"
+    };
+    let subject = format!("{} | {kind} {status}", notification.proc_name);
     let args: Vec<String> = notification
         .args
         .iter()
@@ -140,14 +148,12 @@ impl Notifier for EmailNotifier {
         EMAIL
     }
 
-    fn applies(&self, notification: &Notification) -> bool {
-        !notification.emails.is_empty()
-    }
-
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
         let (subject, body) = email_text(notification);
         let mut message = Message::builder()
             .from(self.from.clone())
+            // The same on every attempt: mail systems and readers drop repeats by it.
+            .message_id(Some(format!("<{}@proctor>", notification.idempotency_key)))
             .subject(subject)
             .header(ContentType::TEXT_PLAIN);
         for address in &notification.emails {
@@ -189,13 +195,11 @@ impl Notifier for SlackNotifier {
         SLACK
     }
 
-    fn applies(&self, notification: &Notification) -> bool {
-        self.target(notification).is_some()
-    }
-
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
         let Some(url) = self.target(notification) else {
-            return Ok(());
+            return Err(NotifyError(
+                "no Slack webhook URL: neither the run's nor a server-wide one".to_owned(),
+            ));
         };
         let url = self
             .egress
@@ -204,6 +208,7 @@ impl Notifier for SlackNotifier {
         let request = self
             .client
             .post(url)
+            .header(IDEMPOTENCY_HEADER, &notification.idempotency_key)
             .json(&json!({ "text": summary(notification) }));
         answered(request.send().await, "Slack")
     }
@@ -265,13 +270,11 @@ impl Notifier for WebhookNotifier {
         WEBHOOK
     }
 
-    fn applies(&self, notification: &Notification) -> bool {
-        self.target(notification).is_some()
-    }
-
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
         let Some(url) = self.target(notification) else {
-            return Ok(());
+            return Err(NotifyError(
+                "no webhook URL: neither the run's nor a server-wide one".to_owned(),
+            ));
         };
         let url = self
             .egress
@@ -285,6 +288,7 @@ impl Notifier for WebhookNotifier {
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("X-Proctor-Event", "execution.finished")
+            .header(IDEMPOTENCY_HEADER, &notification.idempotency_key)
             .header(TIMESTAMP_HEADER, timestamp.to_string());
         if let Some(secret) = &self.secret {
             request = request.header(
@@ -341,6 +345,7 @@ mod tests {
             exit_code: Some(3),
             reason: Some("exited with code 3".into()),
             duration: Some(Duration::from_millis(2500)),
+            idempotency_key: "proctor-42-email-0011aabbccdd".into(),
             schedule_id: Some(7),
             emails: vec!["ops@example.com".into()],
             slack_webhook_url: None,

@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use proctor_entity::json::{
-    ArgSpec, ArgSpecs, ArgType, ArgValue, ArgValues, SecretSpec, SecretSpecs, StringList,
+    ArgSpec, ArgSpecs, ArgType, ArgValue, ArgValues, NotificationPolicy, SecretSpec, SecretSpecs,
+    StringList,
 };
 use proctor_entity::values::{
     CatchUpPolicy, ExecutionStatus, LogStream, OverlapPolicy, RunOutcome, Trigger,
@@ -154,6 +155,11 @@ async fn data_model_holds(db: &DatabaseConnection) {
         organization: Set(Some("Proctor".into())),
         timeout_seconds: Set(Some(300)),
         retries: Set(Some(2)),
+        notifications: Set(Some(NotificationPolicy {
+            emails: vec!["dev@example.com".into()],
+            on: vec!["FAILED".into()],
+            ..NotificationPolicy::default()
+        })),
         version: Set(1),
         created_at: Set(t),
         updated_at: Set(t),

@@ -424,3 +424,105 @@ fn sigterm_stops_local_runs_records_them_cancelled_and_leaves_no_process() {
     );
     assert!(restarted.terminate().success());
 }
+
+#[test]
+fn a_manual_runs_failure_is_notified_once_per_channel_even_across_a_kill_9() {
+    let directory = tempfile::tempdir().unwrap();
+    // The receivers are down at first: the notifications wait in the outbox.
+    let (smtp_port, http_port) = (proctor_tests::free_port(), proctor_tests::free_port());
+    let start = || {
+        let mut command = proctord_command(directory.path());
+        command
+            .env("PROCTOR_APP_PORT", "0")
+            .env("PROCTOR_MAIL_SERVER_HOST", "127.0.0.1")
+            .env("PROCTOR_MAIL_SERVER_PORT", smtp_port.to_string())
+            .env("PROCTOR_MAIL_TLS", "none")
+            .env("PROCTOR_MAIL_FROM", "proctor@example.com")
+            .env("PROCTOR_NOTIFY_ALLOWED_HOSTS", "127.0.0.1");
+        Proctord::spawn(command)
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = start();
+    let base = server.url("");
+    let hook = |path: &str| format!("http://127.0.0.1:{http_port}{path}");
+    let id = runtime.block_on(async {
+        let defined = graphql(
+            &base,
+            "mutation($n: NotificationsInput) { upsertProc(input: { name: \"breaks\", command: [\"sh\", \"-c\", \"exit 4\"], notifications: $n }) { name notifications { emails slack webhookUrl on } } }",
+            json!({ "n": {
+                "emails": ["dev@example.com"],
+                "slackWebhookUrl": hook("/slack/T0/B0/secret"),
+                "webhookUrl": hook("/events"),
+                "on": ["FAILED", "TIMED_OUT"],
+            } }),
+        )
+        .await;
+        assert_eq!(defined["errors"], Value::Null, "{defined}");
+        assert_eq!(
+            defined["data"]["upsertProc"]["notifications"],
+            json!({ "emails": ["dev@example.com"], "slack": true, "webhookUrl": hook("/events"), "on": ["FAILED", "TIMED_OUT"] })
+        );
+        let started = graphql(&base, "mutation { execute(proc: \"breaks\") { id } }", json!({})).await;
+        let id = started["data"]["execute"]["id"].as_str().unwrap().to_owned();
+        // Killed as soon as the final state shows, with every notification still pending.
+        loop {
+            let state = graphql(&base, "query($id: ID!) { execution(id: $id) { status notifications { channel state } } }", json!({ "id": id })).await;
+            let execution = &state["data"]["execution"];
+            if execution["status"] == "FAILED" {
+                let pending: Vec<&Value> = execution["notifications"].as_array().unwrap().iter().collect();
+                assert_eq!(pending.len(), 3, "{state}");
+                assert!(pending.iter().all(|n| n["state"] == "PENDING"), "{state}");
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    drop(server); // SIGKILL
+
+    let (mut smtp, mut hooks) = runtime.block_on(async {
+        (
+            proctor_tests::sinks::SmtpSink::start_on(smtp_port).await,
+            proctor_tests::sinks::HttpSink::start_on(http_port).await,
+        )
+    });
+    let restarted = start();
+    runtime.block_on(async {
+        let mail = smtp.next_mail(Duration::from_secs(30)).await;
+        assert_eq!(mail.to, ["dev@example.com"]);
+        assert!(mail.data.contains("Subject: breaks | execution FAILED"), "{}", mail.data);
+        let mut paths = Vec::new();
+        let mut keys = Vec::new();
+        for _ in 0..2 {
+            let request = hooks.next_request(Duration::from_secs(30)).await;
+            keys.push(request.headers["idempotency-key"].to_str().unwrap().to_owned());
+            paths.push(request.path);
+        }
+        paths.sort();
+        assert_eq!(paths, ["/events", "/slack/T0/B0/secret"]);
+        // Once each: nothing more arrives.
+        assert!(smtp.maybe_next_mail(Duration::from_secs(3)).await.is_none(), "a second e-mail");
+        assert!(hooks.maybe_next_request(Duration::from_millis(500)).await.is_none(), "a second call");
+
+        let shown = graphql(
+            &restarted.url(""),
+            "query($id: ID!) { execution(id: $id) { notifications { channel target state attempts idempotencyKey deliveredAt } } }",
+            json!({ "id": id }),
+        )
+        .await;
+        let notifications = shown["data"]["execution"]["notifications"].as_array().unwrap().clone();
+        assert_eq!(notifications.len(), 3, "{shown}");
+        for notification in &notifications {
+            assert_eq!(notification["state"], "DELIVERED", "{shown}");
+            assert!(notification["deliveredAt"].is_string(), "{shown}");
+            assert!(!notification["target"].as_str().unwrap().contains("secret"), "a Slack URL is a credential: {shown}");
+        }
+        for key in keys {
+            assert!(
+                notifications.iter().any(|n| n["idempotencyKey"] == key.as_str()),
+                "the receiver got the key GraphQL shows: {key} in {shown}"
+            );
+        }
+        assert!(mail.data.contains("Message-ID: <proctor-"), "{}", mail.data);
+    });
+    assert!(restarted.terminate().success());
+}

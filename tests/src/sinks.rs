@@ -37,7 +37,12 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Starts listening.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0).await
+    }
+
+    /// Starts listening on `port` (0: any), e.g. one a server was told about before.
+    pub async fn start_on(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the SMTP sink");
         let address = listener.local_addr().expect("bound address");
@@ -73,6 +78,14 @@ impl SmtpSink {
             .await
             .unwrap_or_else(|_| panic!("no e-mail arrived within {timeout:?}"))
             .expect("the SMTP sink is running")
+    }
+
+    /// The next message if one arrives within `timeout`.
+    pub async fn maybe_next_mail(&mut self, timeout: Duration) -> Option<ReceivedMail> {
+        tokio::time::timeout(timeout, self.received.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -207,7 +220,12 @@ pub struct HttpSink {
 impl HttpSink {
     /// Starts listening.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0).await
+    }
+
+    /// Starts listening on `port` (0: any), e.g. one a server was told about before.
+    pub async fn start_on(port: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind the HTTP sink");
         let address = listener.local_addr().expect("bound address");
@@ -255,6 +273,14 @@ impl HttpSink {
             .await
             .unwrap_or_else(|_| panic!("no request arrived within {timeout:?}"))
             .expect("the HTTP sink is running")
+    }
+
+    /// The next request if one arrives within `timeout`.
+    pub async fn maybe_next_request(&mut self, timeout: Duration) -> Option<ReceivedRequest> {
+        tokio::time::timeout(timeout, self.received.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 

@@ -44,6 +44,56 @@ pub enum ExecutionStatus {
     Lost,
 }
 
+/// Where a notification stands.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::notifications::DeliveryState")]
+pub enum NotificationState {
+    /// Not delivered yet; retried with backoff.
+    Pending,
+    /// The channel accepted it.
+    Delivered,
+    /// Given up.
+    Failed,
+}
+
+/// One notification about an execution's end.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct NotificationDelivery {
+    /// `email`, `slack` or `webhook`.
+    pub channel: String,
+    /// The recipients, the URL's host, or `server default`.
+    pub target: String,
+    /// Where it stands.
+    pub state: NotificationState,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Why the last attempt failed (administrators; others see `failed`).
+    pub last_error: Option<String>,
+    /// When the next attempt is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Sent along (`Idempotency-Key`, e-mail `Message-ID`) so receivers drop duplicates.
+    pub idempotency_key: String,
+}
+
+impl NotificationDelivery {
+    fn shown(delivery: crate::notifications::Delivery, admin: bool) -> Self {
+        Self {
+            channel: delivery.channel,
+            target: delivery.target,
+            state: delivery.state.into(),
+            attempts: delivery.attempts,
+            last_error: delivery
+                .last_error
+                .map(|error| if admin { error } else { "failed".to_owned() }),
+            next_attempt_at: delivery.next_attempt_at,
+            delivered_at: delivery.delivered_at,
+            idempotency_key: delivery.idempotency_key,
+        }
+    }
+}
+
 /// What started an execution.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 #[graphql(remote = "values::Trigger")]
@@ -167,6 +217,22 @@ impl Execution {
     /// proc's `retries`); a `SYSTEM` line `[proctor] attempt N` opens each one in the output.
     async fn attempts(&self) -> i32 {
         self.0.attempts
+    }
+    /// Who was told how it ended, and how that went (empty until it ended, or when nobody
+    /// is to be told). Why a delivery failed is shown to administrators only.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<NotificationDelivery>> {
+        let state = app_state(ctx).gql()?;
+        let admin = caller(ctx).await.is_ok_and(|caller| caller.admin);
+        let deliveries = crate::notifications::deliveries(state, self.0.id)
+            .await
+            .gql()?;
+        Ok(deliveries
+            .into_iter()
+            .map(|delivery| NotificationDelivery::shown(delivery, admin))
+            .collect())
     }
     /// The version of its proc it ran (see `Proc.definitionAt`); null for runs stored before
     /// versions were kept.

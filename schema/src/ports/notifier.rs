@@ -1,5 +1,6 @@
-//! The notifier port: telling people how a scheduled run ended (e-mail, Slack, signed
-//! webhooks). A failed notification is recorded and logged; it never fails the run.
+//! The notifier port: telling people how a run ended (e-mail, Slack, signed webhooks). A
+//! failed notification is recorded, retried and logged (see `notifications::outbox`); it never
+//! fails the run.
 
 use std::time::Duration;
 
@@ -31,31 +32,15 @@ pub struct Notification {
     pub slack_webhook_url: Option<String>,
     /// The schedule's own webhook URL.
     pub webhook_url: Option<String>,
+    /// The same for every attempt of this notification: receivers drop duplicates by it
+    /// (`Idempotency-Key` header, the e-mail's `Message-ID`).
+    pub idempotency_key: String,
 }
 
 /// Why a notification was not delivered.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct NotifyError(pub String);
-
-impl Notification {
-    /// The channels this notification names targets on by itself (the schedule's own
-    /// addresses); a server-wide target can add more. Used to record "not configured" when no
-    /// notifier serves one of them.
-    pub fn requested_channels(&self) -> Vec<&'static str> {
-        let mut channels = Vec::new();
-        if !self.emails.is_empty() {
-            channels.push(EMAIL);
-        }
-        if self.slack_webhook_url.is_some() {
-            channels.push(SLACK);
-        }
-        if self.webhook_url.is_some() {
-            channels.push(WEBHOOK);
-        }
-        channels
-    }
-}
 
 /// Channel name of the e-mail notifier.
 pub const EMAIL: &str = "email";
@@ -71,9 +56,6 @@ pub const WEBHOOK: &str = "webhook";
 pub trait Notifier: Send + Sync {
     /// [`EMAIL`], [`SLACK`], [`WEBHOOK`] (or another short name for logs and records).
     fn channel(&self) -> &'static str;
-
-    /// Whether this notification has a target on this channel.
-    fn applies(&self, notification: &Notification) -> bool;
 
     /// Sends one notification.
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError>;

@@ -81,6 +81,7 @@ mod tests {
             organization: None,
             timeout_seconds: None,
             retries: None,
+            notifications: None,
             version: 1,
             created_at: Utc::now(),
             updated_at: Utc::now(),

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use async_graphql::{Enum, InputObject};
-use proctor_entity::json::{ArgSpec, ArgType as StoredArgType, SecretSpec};
+use proctor_entity::json::{ArgSpec, ArgType as StoredArgType, NotificationPolicy, SecretSpec};
 use proctor_entity::proc;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -116,6 +116,29 @@ pub struct SecretDefinition {
     pub description: Option<String>,
 }
 
+/// Who hears about a proc's runs (e-mail, Slack, signed webhook) and on which final states.
+#[derive(InputObject, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[graphql(name = "NotificationsInput")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationsDefinition {
+    /// E-mail recipients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emails: Option<Vec<String>>,
+    /// Slack incoming webhook URL (a credential: shown back as `***`; sending `***` keeps the
+    /// stored one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_webhook_url: Option<String>,
+    /// URL the JSON outcome, signed with the server's webhook secret, is posted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// The final states that notify (e.g. `FAILED`, `TIMED_OUT`); absent or empty: every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<String>>,
+}
+
+/// What a stored credential is shown as; sent back, it keeps the stored value.
+pub const KEPT_SECRET: &str = "***";
+
 /// A proc as users write it: GraphQL `ProcInput` and the YAML proc file.
 #[derive(InputObject, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[graphql(name = "ProcInput")]
@@ -156,6 +179,9 @@ pub struct ProcDefinition {
     /// Retries after a failed attempt (server default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i32>,
+    /// Who hears about its runs, besides a schedule's own and the server-wide targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotificationsDefinition>,
 }
 
 /// A definition that passed validation, in the shape it is stored in.
@@ -185,6 +211,8 @@ pub struct ValidProc {
     pub timeout_seconds: Option<i32>,
     /// Retries.
     pub retries: Option<i32>,
+    /// Notifications; a Slack URL of [`KEPT_SECRET`] means "keep the stored one".
+    pub notifications: Option<NotificationPolicy>,
 }
 
 /// Collects field errors so a user sees which field is wrong.
@@ -528,6 +556,27 @@ impl ProcDefinition {
             return Err(check.error("retries", format!("must be between 0 and {MAX_RETRIES}")));
         }
 
+        let notifications = match &self.notifications {
+            None => None,
+            Some(given) => {
+                let field = format!("{prefix}notifications");
+                let keep_slack = given.slack_webhook_url.as_deref() == Some(KEPT_SECRET);
+                let mut policy = crate::notifications::check_policy(
+                    &field,
+                    &NotificationPolicy {
+                        emails: given.emails.clone().unwrap_or_default(),
+                        slack_webhook_url: given.slack_webhook_url.clone().filter(|_| !keep_slack),
+                        webhook_url: given.webhook_url.clone(),
+                        on: given.on.clone().unwrap_or_default(),
+                    },
+                )?;
+                if keep_slack {
+                    policy.slack_webhook_url = Some(KEPT_SECRET.to_owned());
+                }
+                (policy != NotificationPolicy::default()).then_some(policy)
+            }
+        };
+
         Ok(ValidProc {
             name: self.name.clone(),
             description: check.text("description", &self.description, 4096)?,
@@ -541,6 +590,7 @@ impl ProcDefinition {
             organization: check.text("organization", &self.organization, 255)?,
             timeout_seconds: self.timeout_seconds,
             retries: self.retries,
+            notifications,
         })
     }
 
@@ -585,7 +635,27 @@ impl ProcDefinition {
             organization: model.organization.clone(),
             timeout_seconds: model.timeout_seconds,
             retries: model.retries,
+            notifications: model
+                .notifications
+                .as_ref()
+                .map(|policy| NotificationsDefinition {
+                    emails: (!policy.emails.is_empty()).then(|| policy.emails.clone()),
+                    slack_webhook_url: policy.slack_webhook_url.clone(),
+                    webhook_url: policy.webhook_url.clone(),
+                    on: (!policy.on.is_empty()).then(|| policy.on.clone()),
+                }),
         }
+    }
+
+    /// The definition as shown to people: a Slack webhook URL (a credential) reads
+    /// [`KEPT_SECRET`], which keeps the stored URL when the definition is applied again.
+    pub fn redacted(mut self) -> Self {
+        if let Some(notifications) = &mut self.notifications
+            && notifications.slack_webhook_url.is_some()
+        {
+            notifications.slack_webhook_url = Some(KEPT_SECRET.to_owned());
+        }
+        self
     }
 
     /// Parses a YAML proc file; errors name the file, line and column.
@@ -710,7 +780,7 @@ impl LegacyMetadata {
     /// STRING arguments; v2 had no command, timeout or retries. What the v2 shape cannot
     /// express is kept from `existing` (its command, limits, and the type and rules of every
     /// argument that is still declared), so a legacy script re-posting metadata never strips
-    /// what was defined over GraphQL.
+    /// what was defined over GraphQL (notifications included).
     pub fn to_definition(&self, existing: Option<&proc::Model>) -> ProcDefinition {
         let non_empty = |text: &str| (!text.is_empty()).then(|| text.to_owned());
         let kept = existing.map(ProcDefinition::from_model).unwrap_or_default();
@@ -747,6 +817,7 @@ impl LegacyMetadata {
             organization: non_empty(&self.organization),
             timeout_seconds: kept.timeout_seconds,
             retries: kept.retries,
+            notifications: kept.notifications,
         }
     }
 
@@ -816,6 +887,7 @@ mod tests {
             organization: valid.organization.clone(),
             timeout_seconds: valid.timeout_seconds,
             retries: valid.retries,
+            notifications: valid.notifications.clone(),
             version: 1,
             created_at: Utc::now(),
             updated_at: Utc::now(),

@@ -3,7 +3,7 @@
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use proctor_entity::json::ArgValue;
+use proctor_entity::json::{ArgValue, NotificationPolicy};
 
 use super::args::validate_args;
 use super::definition::{ArgType, ProcDefinition};
@@ -115,7 +115,14 @@ impl Proc {
     /// The proc as a YAML proc file (what `proctor procs export` writes and `applyProcFile`
     /// reads).
     async fn yaml(&self) -> String {
-        ProcDefinition::from_model(&self.view.model).to_yaml()
+        ProcDefinition::from_model(&self.view.model)
+            .redacted()
+            .to_yaml()
+    }
+    /// Who hears about its runs (besides a schedule's own and the server-wide targets); null
+    /// when nobody.
+    async fn notifications(&self) -> Option<ProcNotifications> {
+        self.view.model.notifications.clone().map(ProcNotifications)
     }
     /// Every definition it has had, newest first (at most `first`, default 20, up to 200).
     #[graphql(
@@ -162,6 +169,33 @@ fn arg_views(model: &proctor_entity::proc::Model) -> Vec<ArgSpecView> {
             values: arg.values.clone(),
         })
         .collect()
+}
+
+/// Who hears about a proc's runs. The Slack URL is a credential and never shown.
+pub struct ProcNotifications(NotificationPolicy);
+
+#[Object]
+impl ProcNotifications {
+    /// E-mail recipients.
+    async fn emails(&self) -> &[String] {
+        &self.0.emails
+    }
+    /// Whether a Slack webhook is set.
+    async fn slack(&self) -> bool {
+        self.0.slack_webhook_url.is_some()
+    }
+    /// The signed webhook's URL.
+    async fn webhook_url(&self) -> Option<&str> {
+        self.0.webhook_url.as_deref()
+    }
+    /// The final states that notify.
+    async fn on(&self) -> Vec<crate::executions::ExecutionStatus> {
+        crate::notifications::final_states()
+            .into_iter()
+            .filter(|status| crate::notifications::policy_covers(&self.0, *status))
+            .map(Into::into)
+            .collect()
+    }
 }
 
 /// One stored definition of a proc: the whole definition, who stored it and when.
@@ -225,7 +259,9 @@ impl ProcVersion {
     }
     /// The definition as a YAML proc file.
     async fn yaml(&self) -> String {
-        ProcDefinition::from_model(&self.0.snapshot).to_yaml()
+        ProcDefinition::from_model(&self.0.snapshot)
+            .redacted()
+            .to_yaml()
     }
 }
 

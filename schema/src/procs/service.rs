@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::definition::{LegacyMetadata, ProcDefinition, ValidProc};
+use super::definition::{KEPT_SECRET, LegacyMetadata, ProcDefinition, ValidProc};
 use crate::auth::{Caller, audit};
 use crate::error::ApiError;
 use crate::secrets::service::{SecretInfo, secret_infos};
@@ -161,6 +161,8 @@ pub(super) async fn store_proc(
         lookup = lookup.lock_exclusive();
     }
     let existing = lookup.one(&txn).await?;
+    let kept = keep_stored_credentials(valid, existing.as_ref())?;
+    let valid = &kept;
     let (model, action, removed_secrets) = match existing {
         None => {
             let mut model = active_model(valid);
@@ -220,6 +222,33 @@ pub(super) async fn store_proc(
     Ok(model)
 }
 
+/// `valid` with a Slack URL given as [`KEPT_SECRET`] replaced by the stored one.
+fn keep_stored_credentials(
+    valid: &ValidProc,
+    existing: Option<&proc::Model>,
+) -> Result<ValidProc, ApiError> {
+    let mut valid = valid.clone();
+    if let Some(policy) = &mut valid.notifications
+        && policy.slack_webhook_url.as_deref() == Some(KEPT_SECRET)
+    {
+        let stored = existing
+            .and_then(|proc| proc.notifications.as_ref())
+            .and_then(|policy| policy.slack_webhook_url.clone());
+        match stored {
+            Some(url) => policy.slack_webhook_url = Some(url),
+            None => {
+                return Err(ApiError::bad_input(
+                    "notifications.slackWebhookUrl",
+                    format!(
+                        "{KEPT_SECRET:?} keeps the stored URL, and this proc has none; give the URL"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(valid)
+}
+
 /// The stored shape of a valid definition (id, version and times left at zero).
 pub(super) fn model_of(valid: &ValidProc) -> proc::Model {
     let epoch = chrono::DateTime::<Utc>::UNIX_EPOCH;
@@ -237,6 +266,7 @@ pub(super) fn model_of(valid: &ValidProc) -> proc::Model {
         organization: valid.organization.clone(),
         timeout_seconds: valid.timeout_seconds,
         retries: valid.retries,
+        notifications: valid.notifications.clone(),
         version: 0,
         created_at: epoch,
         updated_at: epoch,

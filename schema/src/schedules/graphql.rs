@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use proctor_entity::schedule_run;
 use proctor_entity::values;
 
-use super::notify::NotificationRecord;
 use super::service::{self, ScheduleQuery, ScheduleSpec, ScheduleView, parse_schedule_id};
 use crate::auth::{app_state, caller};
 use crate::error::{ApiError, ApiResultExt};
 use crate::executions::Execution;
 use crate::executions::service::get_execution;
+use crate::notifications::outbox::NotificationRecord;
 use crate::pagination::{PageRequest, connection};
 use crate::procs::{Arg, ArgInput, Proc, arg_values};
 

@@ -5,14 +5,12 @@
 //! - [`plan`]: which due slots fire now (catch-up policies), a pure decision;
 //! - [`firing`]: one scheduler tick against the database, exactly once across replicas;
 //! - [`service`]: create, edit, pause, delete, trigger and read schedules (every API);
-//! - [`notify`]: the outcome of each scheduled run, through the configured notifiers.
 //!
 //! The loop that calls [`firing::fire_due`] on time lives in `proctor-server`.
 
 pub mod cron;
 pub mod firing;
 mod graphql;
-pub mod notify;
 pub mod plan;
 pub mod service;
 

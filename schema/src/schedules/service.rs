@@ -20,6 +20,7 @@ use crate::error::ApiError;
 use crate::executions::runner::NewExecution;
 use crate::executions::runner::publish;
 use crate::executions::service::{prepare, submit_with};
+use crate::notifications::{check_emails, check_url};
 use crate::pagination::PageRequest;
 use crate::ports::event_bus::Event;
 use crate::procs::service::find_proc;
@@ -32,8 +33,6 @@ const MAX_LIST: usize = 50;
 const MAX_TAG: usize = 64;
 /// Longest group label.
 const MAX_GROUP: usize = 255;
-/// Longest notification URL.
-const MAX_URL: usize = 1024;
 /// Most times `nextFireTimes` lists.
 pub const MAX_PREVIEW: usize = 100;
 
@@ -622,7 +621,7 @@ impl Fields {
             (None, None) => None,
         };
         let emails = match (&spec.notification_emails, current) {
-            (Some(emails), _) => check_emails(emails)?,
+            (Some(emails), _) => check_emails("input.notificationEmails", emails)?,
             (None, Some(current)) => current.notification_emails.0.clone(),
             (None, None) => Vec::new(),
         };
@@ -702,54 +701,6 @@ fn check_group(group: &str) -> Result<Option<String>, ApiError> {
     Ok((!group.is_empty()).then(|| group.to_owned()))
 }
 
-fn check_emails(emails: &[String]) -> Result<Vec<String>, ApiError> {
-    let mut checked: Vec<String> = Vec::new();
-    for (index, email) in emails.iter().enumerate() {
-        let email = normalize_email(&format!("input.notificationEmails[{index}]"), email)?;
-        if !checked.contains(&email) {
-            checked.push(email);
-        }
-    }
-    if checked.len() > MAX_LIST {
-        return Err(ApiError::bad_input(
-            "input.notificationEmails",
-            format!("at most {MAX_LIST} addresses"),
-        ));
-    }
-    Ok(checked)
-}
-
-/// An `http(s)` URL with a host, or nothing for an empty string. The message never repeats the
-/// URL: a Slack webhook URL is a credential.
-fn check_url(field: &str, url: &str) -> Result<Option<String>, ApiError> {
-    let url = url.trim();
-    if url.is_empty() {
-        return Ok(None);
-    }
-    if url.len() > MAX_URL {
-        return Err(ApiError::bad_input(
-            field,
-            format!("at most {MAX_URL} characters"),
-        ));
-    }
-    let parsed = url::Url::parse(url)
-        .map_err(|error| ApiError::bad_input(field, format!("is not a URL ({error})")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(ApiError::bad_input(
-            field,
-            "must be an http:// or https:// URL with a host",
-        ));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(ApiError::bad_input(
-            field,
-            "must not carry a user name or password (put a token in the path or use the \
-             signed webhook)",
-        ));
-    }
-    Ok(Some(url.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -782,10 +733,18 @@ mod tests {
         let error = check_tags(&["ok".into(), "  ".into()]).unwrap_err();
         assert!(error.to_string().starts_with("input.tags[1]: "), "{error}");
         assert_eq!(
-            check_emails(&["Ops@Example.com".into(), "ops@example.com".into()]).unwrap(),
+            check_emails(
+                "input.notificationEmails",
+                &["Ops@Example.com".into(), "ops@example.com".into()]
+            )
+            .unwrap(),
             ["ops@example.com"]
         );
-        let error = check_emails(&["ops@example.com".into(), "nobody".into()]).unwrap_err();
+        let error = check_emails(
+            "input.notificationEmails",
+            &["ops@example.com".into(), "nobody".into()],
+        )
+        .unwrap_err();
         assert!(
             error
                 .to_string()

@@ -73,6 +73,7 @@ async fn core(settings: RunSettings) -> Core {
         organization: Set(None),
         timeout_seconds: Set(None),
         retries: Set(None),
+        notifications: Set(None),
         version: Set(1),
         created_at: Set(now),
         updated_at: Set(now),
@@ -100,6 +101,7 @@ async fn core(settings: RunSettings) -> Core {
         log_readers: 4,
         schedule_min_interval: Duration::from_secs(60),
         credentials_recheck: Duration::from_secs(30),
+        notification_defaults: crate::notifications::NotificationDefaults::default(),
     });
     Core {
         state,

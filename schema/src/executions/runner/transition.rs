@@ -343,15 +343,15 @@ pub async fn publish(state: &AppState, event: Event) {
 /// Reactions stored with a final state, in its transaction (so they survive a crash right
 /// after it).
 async fn in_final_txn<C: ConnectionTrait>(
-    _txn: &C,
-    _state: &AppState,
-    _row: &execution::Model,
+    txn: &C,
+    state: &AppState,
+    row: &execution::Model,
 ) -> Result<(), ApiError> {
-    Ok(())
+    crate::notifications::outbox::enqueue(txn, state, row).await
 }
 
-/// Reactions to a committed move: live delivery, then (for a final state) metrics and
-/// notifications.
+/// Reactions to a committed move: live delivery, then (for a final state) metrics and waking
+/// the notification delivery (its rows were stored with the state).
 async fn after_commit(state: &AppState, row: &execution::Model) {
     announce(state, row).await;
     if row.status.is_final() {
@@ -362,6 +362,6 @@ async fn after_commit(state: &AppState, row: &execution::Model) {
         state
             .metrics()
             .execution_finished(&row.proc_name, row.status.name(), ran_for);
-        crate::schedules::notify::after_finish(state, row);
+        state.outbox_wakeup().notify_one();
     }
 }
