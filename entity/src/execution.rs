@@ -50,8 +50,14 @@ pub struct Model {
     pub lease_expires_at: Option<DateTimeUtc>,
     /// Which output source (e.g. pod) the stored lines have reached.
     pub log_source: Option<String>,
-    /// How many raw lines of `log_source` are stored; a re-attached run skips them.
+    /// How many raw lines of `log_source` are stored (or, with `log_since`, how many stored
+    /// lines carry exactly that timestamp); a re-attached run skips them.
     pub log_offset: i64,
+    /// The timestamp of the last stored line of `log_source`, when the executor reads
+    /// timestamped output (Kubernetes): a re-attached run continues from it, which survives
+    /// log rotation.
+    #[serde(default)]
+    pub log_since: Option<DateTimeUtc>,
     /// Output lines that could not be stored and were lost (a marker line says where).
     #[serde(default)]
     pub log_lines_lost: i64,

@@ -22,6 +22,7 @@ mod m20261130_000015_add_run_integrity;
 mod m20261201_000016_add_execution_attempts;
 mod m20261201_000017_create_proc_versions;
 mod m20261201_000018_create_notifications;
+mod m20261201_000019_add_log_since;
 
 /// Applies Proctor's migrations in order.
 pub struct Migrator;
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000016_add_execution_attempts::Migration),
             Box::new(m20261201_000017_create_proc_versions::Migration),
             Box::new(m20261201_000018_create_notifications::Migration),
+            Box::new(m20261201_000019_add_log_since::Migration),
         ]
     }
 }

@@ -8,21 +8,23 @@
 //! - Secret values travel in a Secret of the same name, owned by the Job (so Kubernetes deletes
 //!   it with the Job) and referenced from the container env; the Job spec never holds a value.
 //! - The run is followed through watches on the Job and its pods; each attempt's log is read
-//!   with `follow=true`, a marker line separating attempts. The log cursor (pod, lines read)
-//!   lets a re-attached run skip exactly what was stored before.
+//!   with `follow=true` and `timestamps=true`, a marker line separating attempts. The log
+//!   cursor (pod, timestamp of the last stored line, lines at that timestamp) lets a
+//!   re-attached run continue exactly after what was stored, with `sinceTime`, even after the
+//!   kubelet rotated the log (see [`crate::kube_logs`]); a log stream that breaks is read on
+//!   the same way.
 //! - Image pull failures that last past a grace period fail the run; `DeadlineExceeded` is a
 //!   timeout; `BackoffLimitExceeded` a failure with the last exit code. Cancel deletes the Job
 //!   with background propagation.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::{AsyncBufReadExt, Stream, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use proctor_entity::values::LogStream;
 use proctor_schema::executions::runner::run_name;
@@ -35,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KubeAccess, KubeSettings};
+use crate::kube_logs::{Piece, PodLog, Position};
 
 /// The container's name in every Job.
 pub const CONTAINER: &str = "proc";
@@ -44,6 +47,8 @@ pub const EXECUTION_LABEL: &str = "proctor.io/execution-id";
 pub const PROC_LABEL: &str = "proctor.io/proc";
 /// Events buffered between the cluster and the runner.
 const EVENT_BUFFER: usize = 1024;
+/// How long a log that broke or ended early waits before it is opened again.
+const REOPEN_DELAY: Duration = Duration::from_millis(500);
 /// Container waiting reasons that mean the image cannot be pulled.
 const PULL_FAILURES: &[&str] = &[
     "ErrImagePull",
@@ -347,16 +352,6 @@ async fn delete_job(jobs: &Api<Job>, name: &str) -> Result<(), kube::Error> {
     }
 }
 
-type Lines = Pin<Box<dyn Stream<Item = std::io::Result<String>> + Send>>;
-
-/// The log being read: which pod, lines read so far, lines to skip (already stored).
-struct Reading {
-    pod: String,
-    lines: Lines,
-    read: u64,
-    skip: u64,
-}
-
 /// Follows one Job until it ends.
 struct Follower {
     client: kube::Client,
@@ -383,6 +378,11 @@ struct Seen {
     /// same second (`creationTimestamp` has whole seconds; pod names end in random suffixes).
     first_seen: HashMap<String, u64>,
     consumed: HashSet<String>,
+    /// Where the consumed output of each pod read so far ends (a read that broke continues
+    /// from there).
+    positions: HashMap<String, Position>,
+    /// A log that ended or broke before its container did is opened again no sooner.
+    reopen_after: Option<Instant>,
     pull_failing_since: HashMap<String, Instant>,
 }
 
@@ -491,7 +491,11 @@ impl Follower {
         .default_backoff()
         .boxed();
         let mut seen = Seen::default();
-        let mut reading: Option<Reading> = None;
+        if let Some(cursor) = &self.cursor {
+            seen.positions
+                .insert(cursor.source.clone(), Position::of(cursor));
+        }
+        let mut reading: Option<PodLog> = None;
         let cancelled = self.cancelled.clone();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -507,21 +511,38 @@ impl Follower {
                     Ok(None) => return,
                     Err(error) => tracing::debug!(job = %self.job, %error, "pod watch interrupted; resuming"),
                 },
-                line = next_line(&mut reading) => match line {
-                    Some(Ok(text)) => {
-                        let current = reading.as_mut().expect("a line came from a log being read");
-                        current.read += 1;
-                        if current.read > current.skip {
-                            let cursor = LogCursor { source: current.pod.clone(), offset: current.read };
-                            if !self.emit(RunEvent::Log { stream: LogStream::Stdout, line: text, cursor: Some(cursor), continues: false, replaced: false }).await {
-                                return;
-                            }
+                piece = next_piece(&mut reading) => match piece {
+                    Some(Ok(piece)) => {
+                        let event = RunEvent::Log {
+                            stream: LogStream::Stdout,
+                            line: piece.text,
+                            cursor: piece.cursor,
+                            continues: piece.continues,
+                            replaced: piece.replaced,
+                        };
+                        if !self.emit(event).await {
+                            return;
                         }
                     }
-                    // The container ended (or the stream broke): this attempt's log is read.
-                    _ => {
-                        if let Some(done) = reading.take() {
-                            seen.consumed.insert(done.pod);
+                    Some(Err(error)) => {
+                        // The stream broke (the API server went away): continue from the last
+                        // line read once it answers again.
+                        if let Some(broken) = reading.take() {
+                            tracing::debug!(pod = %broken.pod, %error, "log stream broke; reading on from the last line");
+                            seen.positions.insert(broken.pod.clone(), broken.position.clone());
+                            seen.reopen_after = Some(Instant::now() + REOPEN_DELAY);
+                        }
+                    }
+                    None => {
+                        if let Some(ended) = reading.take() {
+                            seen.positions.insert(ended.pod.clone(), ended.position.clone());
+                            if seen.pods.get(&ended.pod).is_some_and(finished) {
+                                // The container ended and its log is read to the end.
+                                seen.consumed.insert(ended.pod);
+                            } else {
+                                // Ended early (a connection closed): read on later.
+                                seen.reopen_after = Some(Instant::now() + REOPEN_DELAY);
+                            }
                         }
                     }
                 },
@@ -546,7 +567,7 @@ impl Follower {
     async fn advance(
         &mut self,
         seen: &mut Seen,
-        reading: &mut Option<Reading>,
+        reading: &mut Option<PodLog>,
         jobs: &Api<Job>,
     ) -> Option<RunEvent> {
         if seen.job_deleted {
@@ -581,15 +602,19 @@ impl Follower {
                 seen.consumed.insert(pod.clone());
             }
         }
-        if reading.is_none() {
+        let may_open = seen
+            .reopen_after
+            .is_none_or(|after| Instant::now() >= after);
+        if reading.is_none() && may_open {
             let next = attempts
                 .iter()
                 .enumerate()
                 .find(|(_, (pod, started))| *started && !seen.consumed.contains(pod));
             if let Some((index, (pod, _))) = next {
-                let skip = match &self.cursor {
-                    Some(cursor) if cursor.source == *pod => cursor.offset,
-                    _ => {
+                let from = match seen.positions.get(pod) {
+                    Some(position) => position.clone(),
+                    None => {
+                        // The first read of this attempt.
                         if index > 0 {
                             self.emit(RunEvent::Attempt {
                                 number: u32::try_from(index + 1).unwrap_or(u32::MAX),
@@ -597,27 +622,18 @@ impl Follower {
                             })
                             .await;
                         }
-                        0
+                        seen.positions.insert(pod.clone(), Position::default());
+                        Position::default()
                     }
                 };
-                let params = LogParams {
-                    container: Some(CONTAINER.to_owned()),
-                    follow: true,
-                    ..LogParams::default()
-                };
-                match self.pods().log_stream(pod, &params).await {
+                match PodLog::open(&self.pods(), pod, CONTAINER, from).await {
                     Ok(log) => {
-                        *reading = Some(Reading {
-                            pod: pod.clone(),
-                            lines: log.lines().boxed(),
-                            read: 0,
-                            skip,
-                        });
-                        // The cursor applies to this one read only.
-                        self.cursor = None;
+                        *reading = Some(log);
+                        seen.reopen_after = None;
                     }
                     Err(error) => {
                         tracing::debug!(pod = %pod, %error, "log not readable yet; retrying");
+                        seen.reopen_after = Some(Instant::now() + REOPEN_DELAY);
                     }
                 }
             }
@@ -701,9 +717,9 @@ impl Follower {
     }
 }
 
-async fn next_line(reading: &mut Option<Reading>) -> Option<std::io::Result<String>> {
+async fn next_piece(reading: &mut Option<PodLog>) -> Option<std::io::Result<Piece>> {
     match reading {
-        Some(current) => current.lines.next().await,
+        Some(current) => current.next().await,
         None => std::future::pending().await,
     }
 }

@@ -15,6 +15,7 @@ pub mod egress;
 pub mod graphql_ws;
 pub mod guard;
 pub mod kube_executor;
+pub mod kube_logs;
 pub mod local_executor;
 pub mod notifiers;
 pub mod orphans;

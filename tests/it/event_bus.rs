@@ -56,6 +56,7 @@ fn running(execution_id: i64) -> Event {
             lease_expires_at: None,
             log_source: None,
             log_offset: 0,
+            log_since: None,
             log_lines_lost: 0,
             attempts: 1,
             proc_version: Some(1),

@@ -214,6 +214,41 @@ async fn a_killed_proctord_resumes_its_run_exactly_once(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_proctord_resumes_after_the_kubelet_rotated_the_log_exactly_once() {
+    let workdir = tempfile::tempdir().unwrap();
+    let storage = Storage::Embedded(workdir.path().join("data"));
+    let fake = FakeKube::start().await;
+    let kubeconfig = workdir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig);
+
+    let first = spawn(replica(&storage, &kubeconfig, "replica-a", workdir.path())).await;
+    let id = start_slow_run(&first.url("")).await;
+    wait_for_stored(&first.url(""), &id, 15).await;
+    drop(first); // SIGKILL, mid-run; the pod keeps printing.
+    // The kubelet rotates the log: its first ten lines (all stored) are gone, so counting lines
+    // from the start of what is left would skip lines that were never stored.
+    fake.rotate_logs("default", &format!("proctor-{id}-slow-count"), 10);
+
+    let second = spawn(replica(&storage, &kubeconfig, "replica-a", workdir.path())).await;
+    let base = second.url("");
+    assert_eq!(final_status(&base, &id).await["status"], "SUCCEEDED");
+    assert_eq!(
+        stored_lines(&base, &id).await,
+        expected(),
+        "no line lost, none repeated"
+    );
+    let reads: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|request| request.contains("/log"))
+        .collect();
+    assert!(
+        reads.iter().any(|read| read.contains("sinceTime=")),
+        "the re-attach reads from a time: {reads:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_embedded_proctord_resumes_its_run_exactly_once() {
     let workdir = tempfile::tempdir().unwrap();
     let storage = Storage::Embedded(workdir.path().join("data"));

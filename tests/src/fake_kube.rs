@@ -1,6 +1,7 @@
 //! An in-process fake of the Kubernetes API, enough for the Kubernetes executor to run for
 //! real against it: Jobs, Pods and Secrets (create, get, list, watch, patch, delete), pod logs
-//! with `follow`, and a Job controller whose pods run the container's `command` as local
+//! with `follow`, `timestamps` and `sinceTime` (and rotation, [`FakeKube::rotate_logs`]), and
+//! a Job controller whose pods run the container's `command` as local
 //! processes, so end-to-end tests see real output, exit codes, retries and deadlines.
 //!
 //! It speaks the wire protocol the `kube` client uses: lists carry `metadata.resourceVersion`,
@@ -67,9 +68,12 @@ struct Change {
     object: Value,
 }
 
+/// One container's log as the kubelet keeps it: each line with the time it was written.
+/// Rotation drops lines from the front; `dropped` keeps positions absolute.
 #[derive(Default)]
 struct PodLog {
-    lines: Vec<String>,
+    lines: Vec<(chrono::DateTime<chrono::Utc>, String)>,
+    dropped: usize,
     done: bool,
 }
 
@@ -280,6 +284,20 @@ impl FakeKube {
             .filter(|((k, ns, _), _)| *k == kind && ns == namespace)
             .map(|(_, object)| object.clone())
             .collect()
+    }
+
+    /// Rotates the logs of the pods of `job`, as the kubelet does with a full log file: the
+    /// first `lines` lines written so far are gone, for every reader that comes after.
+    pub fn rotate_logs(&self, namespace: &str, job: &str, lines: usize) {
+        let mut store = self.cluster.lock();
+        let prefix = format!("{job}-");
+        for ((ns, pod), log) in &mut store.logs {
+            if ns == namespace && pod.starts_with(&prefix) {
+                let gone = lines.min(log.lines.len());
+                log.lines.drain(..gone);
+                log.dropped += gone;
+            }
+        }
     }
 
     /// Every request seen, as `METHOD path?query`.
@@ -680,19 +698,46 @@ async fn pod_log(
         );
     }
     let follow = query.get("follow").is_some_and(|f| f == "true");
+    let timestamps = query.get("timestamps").is_some_and(|t| t == "true");
+    // Whole seconds, as the API server takes it; a line written at or after it is shown.
+    let since = match query.get("sinceTime") {
+        Some(raw) => match chrono::DateTime::parse_from_rfc3339(raw) {
+            Ok(since) => Some(since.with_timezone(&chrono::Utc)),
+            Err(_) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid sinceTime {raw:?}"),
+                );
+            }
+        },
+        None => None,
+    };
     let key = (ns, name);
     let mut changed = cluster.changed.subscribe();
     let stream = async_stream_lines(move |sender| async move {
+        // Absolute position in the log (rotation keeps it meaningful).
         let mut sent = 0;
         loop {
             let (fresh, done) = {
                 let store = cluster.lock();
                 let log = &store.logs[&key];
-                (log.lines[sent..].to_vec(), log.done)
+                sent = sent.max(log.dropped);
+                (log.lines[sent - log.dropped..].to_vec(), log.done)
             };
-            for line in fresh {
+            for (at, line) in fresh {
                 sent += 1;
-                if sender.send(format!("{line}\n")).await.is_err() {
+                if since.is_some_and(|since| at < since) {
+                    continue;
+                }
+                let text = if timestamps {
+                    format!(
+                        "{} {line}\n",
+                        at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                    )
+                } else {
+                    format!("{line}\n")
+                };
+                if sender.send(text).await.is_err() {
                     return;
                 }
             }
@@ -910,7 +955,7 @@ async fn run_attempt(
                         .get_mut(&key)
                         .expect("log exists")
                         .lines
-                        .push(line);
+                        .push((chrono::Utc::now(), line));
                     store.version
                 };
                 cluster.notify(version);

@@ -307,6 +307,7 @@ mod tests {
                 lease_expires_at: None,
                 log_source: None,
                 log_offset: 0,
+                log_since: None,
                 log_lines_lost: 0,
                 attempts: 1,
                 proc_version: None,

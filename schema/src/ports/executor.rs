@@ -47,15 +47,19 @@ impl fmt::Debug for EnvValue {
     }
 }
 
-/// How far into a run's output the stored lines reach: the source (a pod, an attempt) and how
-/// many of its raw lines were consumed. Stored with every batch of lines, so a run re-attached
-/// after a restart continues exactly where the stored output ends.
+/// How far into a run's output the stored lines reach: the source (a pod, an attempt) and
+/// where in it. Stored with every batch of lines, so a run re-attached after a restart
+/// continues exactly where the stored output ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogCursor {
     /// The output source, e.g. a pod name.
     pub source: String,
-    /// Raw lines of `source` consumed so far.
+    /// With `since`: lines of `source` stamped exactly `since` that were consumed. Without:
+    /// raw lines of `source` consumed from its start.
     pub offset: u64,
+    /// The timestamp of the last consumed line, for timestamped output (Kubernetes logs read
+    /// with `timestamps=true`): re-reading from it survives log rotation.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Everything an executor needs to start one run.

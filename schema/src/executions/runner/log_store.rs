@@ -113,6 +113,7 @@ fn with_cursor(
             execution::Column::LogOffset,
             Expr::value(i64::try_from(cursor.offset).unwrap_or(i64::MAX)),
         )
+        .col_expr(execution::Column::LogSince, Expr::value(cursor.since))
 }
 
 /// Stores one line unless its seq is stored already; `true` when this call stored it.

@@ -151,6 +151,7 @@ pub(super) fn new_row(
         lease_expires_at: Set(None),
         log_source: Set(None),
         log_offset: Set(0),
+        log_since: Set(None),
         log_lines_lost: Set(0),
         mask_key_id: Set(None),
         mask_sealed: Set(None),

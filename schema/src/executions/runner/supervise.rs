@@ -208,6 +208,7 @@ impl Runner {
         let cursor = execution.log_source.clone().map(|source| LogCursor {
             source,
             offset: u64::try_from(execution.log_offset).unwrap_or(0),
+            since: execution.log_since,
         });
         let run = RunRef {
             execution_id: id,
