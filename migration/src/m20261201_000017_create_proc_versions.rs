@@ -1,7 +1,8 @@
 //! Keeps every definition a proc had: `proc_versions` holds one row per version (the full
 //! definition as JSON, who made the change and when), and `executions.proc_version` records
 //! which version a run ran. Procs stored before this migration get the row of their current
-//! version the first time they change (or are read through `Proc.versions`).
+//! version the first time they change (until then `Proc.versions` shows the current
+//! definition as that version, without storing it).
 
 use sea_orm_migration::{prelude::*, schema::*};
 

@@ -216,7 +216,7 @@ impl Executor for LocalExecutor {
                     .to_owned(),
             ));
         };
-        let what = match orphans::stop(process, self.grace).await {
+        let what = match orphans::stop(&process, run.execution_id, self.grace).await {
             Stopped::Killed => format!(
                 "its local process group (pid {}) was still running and was stopped",
                 process.pid

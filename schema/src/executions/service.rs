@@ -228,7 +228,11 @@ pub async fn cancel_execution(
     .await?;
     txn.commit().await?;
     if !state.runner().cancel_here(id, "cancelled") {
-        publish(state, Event::CancelRequested { execution_id: id }).await;
+        let request = Event::CancelRequested {
+            execution_id: id,
+            reason: None,
+        };
+        publish(state, request).await;
     }
     let ended = tokio::time::timeout(CANCEL_WAIT, async {
         while let Some(delivery) = updates.next().await {

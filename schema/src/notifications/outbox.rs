@@ -32,8 +32,9 @@ use crate::state::AppState;
 
 /// Attempts before a notification is given up.
 pub const MAX_ATTEMPTS: i32 = 10;
-/// How long a replica's claim on a row lasts (longer than any attempt may take).
-const CLAIM: Duration = Duration::from_secs(45);
+/// How long a replica's claim on a row lasts: longer than an attempt may take
+/// ([`ATTEMPT_TIMEOUT`]), and taken only when the attempt starts.
+const CLAIM: Duration = Duration::from_secs(60);
 /// Longest one attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a replica looks for due rows when nothing woke it.
@@ -197,12 +198,17 @@ fn targets(
     rows
 }
 
-fn idempotency_key(execution_id: i64, target: &Target) -> String {
-    let digest = sha2::Sha256::digest(target.target.as_deref().unwrap_or("server default"));
+/// Unique per execution, channel and target, and across installations (the execution's
+/// creation time goes into it: two databases reuse ids, not ids with their creation time).
+fn idempotency_key(execution: &execution::Model, target: &Target) -> String {
+    let mut digest = sha2::Sha256::new();
+    digest.update(target.target.as_deref().unwrap_or("server default"));
+    digest.update(execution.created_at.timestamp_micros().to_le_bytes());
     format!(
-        "proctor-{execution_id}-{}-{}",
+        "proctor-{}-{}-{}",
+        execution.id,
         target.channel,
-        hex::encode(&digest[..6])
+        hex::encode(&digest.finalize()[..8])
     )
 }
 
@@ -234,7 +240,7 @@ pub async fn enqueue<C: ConnectionTrait>(
         state.notification_defaults(),
         row.status,
     ) {
-        let key = idempotency_key(row.id, &target);
+        let key = idempotency_key(row, &target);
         let pending = notification::ActiveModel {
             id: sea_orm::NotSet,
             execution_id: Set(row.id),
@@ -315,8 +321,7 @@ async fn release_claims_of_a_previous_process(state: &AppState, only_replica: bo
 
 /// Claims due rows and starts delivering them (bounded); returns how many it claimed.
 async fn deliver_due(state: &AppState, slots: &Arc<Semaphore>) -> Result<usize, ApiError> {
-    let now = Utc::now();
-    let claimable = || {
+    let claimable = |now: DateTime<Utc>| {
         Condition::all()
             .add(notification::Column::State.eq(DeliveryState::Pending.name()))
             .add(notification::Column::NextAttemptAt.lte(now))
@@ -327,15 +332,22 @@ async fn deliver_due(state: &AppState, slots: &Arc<Semaphore>) -> Result<usize, 
             )
     };
     let due = notification::Entity::find()
-        .filter(claimable())
+        .filter(claimable(Utc::now()))
         .order_by_asc(notification::Column::NextAttemptAt)
         .limit(BATCH)
         .all(state.db())
         .await?;
     let replica = state.runner().replica().to_owned();
-    let until = now + chrono::Duration::from_std(CLAIM).unwrap_or(chrono::Duration::minutes(2));
     let mut claimed = 0;
     for row in due {
+        // A delivery slot first, then the claim: a claim is only ever held while its
+        // delivery runs, so it cannot lapse while the row waits its turn.
+        let permit = Arc::clone(slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(CLAIM).unwrap_or(chrono::Duration::minutes(2));
         let claim = notification::Entity::update_many()
             .col_expr(
                 notification::Column::ClaimedBy,
@@ -347,7 +359,7 @@ async fn deliver_due(state: &AppState, slots: &Arc<Semaphore>) -> Result<usize, 
                 Expr::col(notification::Column::Attempts).add(1),
             )
             .filter(notification::Column::Id.eq(row.id))
-            .filter(claimable())
+            .filter(claimable(now))
             .exec_with_returning(state.db())
             .await?
             .pop();
@@ -355,10 +367,6 @@ async fn deliver_due(state: &AppState, slots: &Arc<Semaphore>) -> Result<usize, 
             continue; // Another replica got it.
         };
         claimed += 1;
-        let permit = Arc::clone(slots)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
         let state = state.clone();
         let replica = replica.clone();
         tokio::spawn(async move {
@@ -396,7 +404,11 @@ async fn deliver_one(state: &AppState, row: notification::Model, replica: &str) 
             Expr::value(Option::<DateTime<Utc>>::None),
         )
         .filter(notification::Column::Id.eq(row.id))
-        .filter(notification::Column::ClaimedBy.eq(replica));
+        // Only the claim this attempt made: a row whose claim lapsed and was taken again is
+        // the newer attempt's to record.
+        .filter(notification::Column::ClaimedBy.eq(replica))
+        .filter(notification::Column::Attempts.eq(row.attempts))
+        .filter(notification::Column::State.eq(DeliveryState::Pending.name()));
     let delivered = outcome.is_ok();
     update = match outcome {
         Ok(()) => update
@@ -643,6 +655,37 @@ mod tests {
         }
     }
 
+    fn run(id: i64, created_at: DateTime<Utc>) -> execution::Model {
+        execution::Model {
+            id,
+            proc_id: None,
+            proc_name: "p".into(),
+            args: Default::default(),
+            status: ExecutionStatus::Failed,
+            trigger: proctor_entity::values::Trigger::Manual,
+            schedule_id: None,
+            user_email: None,
+            image: None,
+            executor_ref: None,
+            exit_code: None,
+            reason: None,
+            created_at,
+            started_at: None,
+            finished_at: None,
+            updated_at: created_at,
+            owner: None,
+            lease_expires_at: None,
+            log_source: None,
+            log_offset: 0,
+            log_since: None,
+            log_lines_lost: 0,
+            mask_key_id: None,
+            mask_sealed: None,
+            attempts: 1,
+            proc_version: None,
+        }
+    }
+
     fn defaults() -> NotificationDefaults {
         NotificationDefaults {
             emails: vec!["oncall@example.com".into()],
@@ -724,15 +767,28 @@ mod tests {
             channel: SLACK,
             target: Some("https://hooks.slack.com/services/T0/B0/secret".into()),
         };
-        assert_eq!(idempotency_key(7, &target), idempotency_key(7, &target));
-        assert_ne!(idempotency_key(7, &target), idempotency_key(8, &target));
+        let now = Utc::now();
+        let seven = run(7, now);
+        assert_eq!(
+            idempotency_key(&seven, &target),
+            idempotency_key(&seven, &target)
+        );
+        assert_ne!(
+            idempotency_key(&seven, &target),
+            idempotency_key(&run(8, now), &target)
+        );
+        assert_ne!(
+            idempotency_key(&seven, &target),
+            idempotency_key(&run(7, now + chrono::Duration::seconds(1)), &target),
+            "another installation's execution 7"
+        );
         let now = Utc::now();
         let row = notification::Model {
             id: 1,
             execution_id: 7,
             channel: SLACK.into(),
             target: target.target.clone(),
-            idempotency_key: idempotency_key(7, &target),
+            idempotency_key: idempotency_key(&seven, &target),
             state: "PENDING".into(),
             attempts: 0,
             next_attempt_at: now,

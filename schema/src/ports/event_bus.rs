@@ -62,6 +62,9 @@ pub enum Event {
     CancelRequested {
         /// The execution.
         execution_id: i64,
+        /// Why, as the run's end will say (plain "cancelled" when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A user's tokens were revoked or their groups changed: open websockets of that user
     /// (every user, when `None`) check their credentials again at once.

@@ -184,7 +184,7 @@ impl ProcNotifications {
     async fn slack(&self) -> bool {
         self.0.slack_webhook_url.is_some()
     }
-    /// The signed webhook's URL.
+    /// The signed webhook's URL (not a credential: the requests are signed).
     async fn webhook_url(&self) -> Option<&str> {
         self.0.webhook_url.as_deref()
     }

@@ -12,7 +12,9 @@ use sea_orm::{
     QuerySelect, Set,
 };
 
-use super::definition::ProcDefinition;
+use proctor_entity::json::{ArgSpec, NotificationPolicy, SecretSpec};
+
+use super::definition::{ProcDefinition, ValidProc};
 use super::service::{ProcView, find_proc, store_proc};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -82,7 +84,10 @@ fn view(proc: &proc::Model, row: proc_version::Model) -> Result<VersionView, Api
             proc.name
         ))
     })?;
-    let valid = definition.validate("")?;
+    // Shown as stored, even when a rule added since would refuse it (a rollback checks).
+    let valid = definition
+        .validate("")
+        .unwrap_or_else(|_| as_stored(&definition));
     let mut snapshot = super::service::model_of(&valid);
     snapshot.id = proc.id;
     snapshot.version = row.version;
@@ -94,6 +99,54 @@ fn view(proc: &proc::Model, row: proc_version::Model) -> Result<VersionView, Api
         changed_by: row.changed_by,
         changed_at: row.changed_at,
     })
+}
+
+/// A stored definition taken as it is, without today's validation.
+fn as_stored(definition: &ProcDefinition) -> ValidProc {
+    ValidProc {
+        name: definition.name.clone(),
+        description: definition.description.clone(),
+        image: definition.image.clone(),
+        command: definition.command.clone(),
+        args: definition
+            .args
+            .iter()
+            .flatten()
+            .map(|arg| ArgSpec {
+                name: arg.name.clone(),
+                description: arg.description.clone(),
+                arg_type: arg.arg_type.unwrap_or_default().into(),
+                required: arg.required.unwrap_or(false),
+                default: arg.default.clone(),
+                pattern: arg.pattern.clone(),
+                values: arg.values.clone().unwrap_or_default(),
+            })
+            .collect(),
+        secrets: definition
+            .secrets
+            .iter()
+            .flatten()
+            .map(|secret| SecretSpec {
+                name: secret.name.clone(),
+                description: secret.description.clone(),
+            })
+            .collect(),
+        authorized_groups: definition.authorized_groups.clone().unwrap_or_default(),
+        author: definition.author.clone(),
+        contributors: definition.contributors.clone(),
+        organization: definition.organization.clone(),
+        timeout_seconds: definition.timeout_seconds,
+        retries: definition.retries,
+        notifications: definition
+            .notifications
+            .as_ref()
+            .map(|given| NotificationPolicy {
+                emails: given.emails.clone().unwrap_or_default(),
+                slack_webhook_url: given.slack_webhook_url.clone(),
+                webhook_url: given.webhook_url.clone(),
+                on: given.on.clone().unwrap_or_default(),
+            }),
+    }
 }
 
 /// The current definition as a version, for a proc stored before versions were kept.

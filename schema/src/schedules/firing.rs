@@ -27,6 +27,9 @@ use crate::executions::service::prepare;
 use crate::ports::event_bus::Event;
 use crate::state::AppState;
 
+/// Why a run is cancelled by the overlap policy `REPLACE`.
+const REPLACED: &str = "replaced by the schedule's next run";
+
 /// Schedules handled per query; a tick continues until none is due.
 const BATCH: u64 = 100;
 
@@ -364,11 +367,16 @@ async fn fire_schedule(
             execution.id = id,
             "replacing the unfinished run (overlap policy REPLACE)"
         );
-        if !state
-            .runner()
-            .cancel_here(id, "replaced by the schedule's next run")
-        {
-            publish(state, Event::CancelRequested { execution_id: id }).await;
+        if !state.runner().cancel_here(id, REPLACED) {
+            let reason = Some(REPLACED.to_owned());
+            publish(
+                state,
+                Event::CancelRequested {
+                    execution_id: id,
+                    reason,
+                },
+            )
+            .await;
         }
     }
     for outcome in started {

@@ -13,14 +13,19 @@ use proctor_entity::values::ExecutionStatus;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
 
-use super::Runner;
+use tokio_util::sync::CancellationToken;
+
 use super::submit::prepare_run;
 use super::transition::{Fence, Outcome, finish};
+use super::{LET_GO_REASON, Runner};
 use crate::error::ApiError;
+use crate::ports::executor::RunRef;
 use crate::state::AppState;
 
 impl Runner {
-    /// Keeps this replica's leases and takes over executions nobody holds, until shutdown.
+    /// Keeps the leases of the runs this replica supervises and takes over executions nobody
+    /// holds; once shutdown began, it only renews (the runs being stopped stay ours until
+    /// their end is stored).
     ///
     /// `take_everything_now`: at start-up with the in-memory bus there can be no other
     /// replica, so every unfinished execution is taken over at once instead of after its
@@ -31,9 +36,6 @@ impl Runner {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if !self.accepting() {
-                return;
-            }
             if let Err(error) = self.renew_and_take_over(&state, everything).await {
                 tracing::warn!(%error, "cannot maintain execution leases; retrying");
                 continue;
@@ -49,16 +51,22 @@ impl Runner {
     ) -> Result<(), ApiError> {
         let now = Utc::now();
         let until = now + self.lease_length();
-        execution::Entity::update_many()
-            .col_expr(execution::Column::LeaseExpiresAt, Expr::value(until))
-            .filter(execution::Column::Owner.eq(self.replica.as_str()))
-            .filter(execution::Column::Status.is_in(ExecutionStatus::UNFINISHED))
-            .exec(state.db())
-            .await?;
+        // Only what is supervised here: a row this replica owns but nobody follows any more
+        // (its end could not be stored) lets its lease run out, so it is taken over.
+        let supervised: Vec<i64> = self.active().keys().copied().collect();
+        if !supervised.is_empty() {
+            execution::Entity::update_many()
+                .col_expr(execution::Column::LeaseExpiresAt, Expr::value(until))
+                .filter(execution::Column::Id.is_in(supervised.clone()))
+                .filter(execution::Column::Owner.eq(self.replica.as_str()))
+                .filter(execution::Column::Status.is_in(ExecutionStatus::UNFINISHED))
+                .exec(state.db())
+                .await?;
+        }
 
         // Runs this replica supervises but no longer owns were taken over elsewhere: stop
-        // supervising them (without touching the run itself).
-        let supervised: Vec<i64> = self.active().keys().copied().collect();
+        // supervising them (and, for runs that die with their server, the run itself: it
+        // cannot be followed from anywhere else).
         if !supervised.is_empty() {
             let lost: Vec<i64> = execution::Entity::find()
                 .select_only()
@@ -78,9 +86,15 @@ impl Runner {
                         execution.id = id,
                         "another replica took this execution over; letting go"
                     );
+                    if !self.executor.runs_outlive_server() {
+                        run.stop.request(LET_GO_REASON);
+                    }
                     run.task.abort();
                 }
             }
+        }
+        if !self.accepting() {
+            return Ok(());
         }
 
         // Nobody's, expired, or left by a previous process with this replica's (fixed) id:
@@ -140,6 +154,8 @@ impl Runner {
         let prepared = prepare_run(state, &execution).await;
         match (execution.status, prepared) {
             (ExecutionStatus::Pending, Ok((spec, masker))) => {
+                // It runs the proc as it is now: that is the version it records.
+                let execution = record_current_version(state, execution).await;
                 self.supervise_in_background(state.clone(), execution, Some(spec), masker);
             }
             (ExecutionStatus::Pending, Err(error)) => {
@@ -150,8 +166,17 @@ impl Runner {
                 self.supervise_in_background(state.clone(), execution, None, masker);
             }
             // Without the secret values its output cannot be masked: following it would
-            // publish them, so it is given up (its executor may still finish it unseen).
+            // publish them, so it is given up. A run that dies with its server is stopped
+            // first (re-attaching a local run stops it); a Kubernetes Job goes on unseen.
             (_, Err(error)) => {
+                if !self.executor.runs_outlive_server() {
+                    let run = RunRef {
+                        execution_id: id,
+                        executor_ref: execution.executor_ref.clone().unwrap_or_default(),
+                        cursor: None,
+                    };
+                    let _ = self.executor.reattach(run, CancellationToken::new()).await;
+                }
                 let outcome = Outcome::lost(format!(
                     "cannot be resumed: its secrets cannot be read to mask its output ({error})"
                 ));
@@ -163,6 +188,43 @@ impl Runner {
     fn lease_length(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::seconds(15))
     }
+}
+
+/// Stores the proc's current version on a `PENDING` execution about to run it again.
+async fn record_current_version(
+    state: &AppState,
+    mut execution: execution::Model,
+) -> execution::Model {
+    let Some(proc_id) = execution.proc_id else {
+        return execution;
+    };
+    let version: Option<i32> = match proctor_entity::proc::Entity::find_by_id(proc_id)
+        .select_only()
+        .column(proctor_entity::proc::Column::Version)
+        .into_tuple()
+        .one(state.db())
+        .await
+    {
+        Ok(version) => version,
+        Err(error) => {
+            tracing::warn!(execution.id = execution.id, %error, "cannot read the proc's version");
+            return execution;
+        }
+    };
+    if let Some(version) = version.filter(|version| Some(*version) != execution.proc_version) {
+        let updated = execution::Entity::update_many()
+            .col_expr(execution::Column::ProcVersion, Expr::value(version))
+            .filter(execution::Column::Id.eq(execution.id))
+            .exec(state.db())
+            .await;
+        match updated {
+            Ok(_) => execution.proc_version = Some(version),
+            Err(error) => {
+                tracing::warn!(execution.id = execution.id, %error, "cannot record the proc version");
+            }
+        }
+    }
+    execution
 }
 
 /// Gives up this replica's claim on `ids` (a shutdown that leaves the runs running), so any

@@ -148,6 +148,9 @@ pub struct Runner {
 
 /// The reason recorded for runs a shutdown stops.
 pub const SHUTDOWN_REASON: &str = "server shut down";
+/// Why a run that dies with its server is stopped when another replica took it over (its
+/// end is recorded there).
+const LET_GO_REASON: &str = "another replica took this run over";
 
 impl Runner {
     /// A runner for replica `replica` using `executor`.
@@ -214,8 +217,12 @@ impl Runner {
     pub async fn serve_cancel_requests(self: Arc<Self>, state: AppState) {
         let mut requests = state.event_bus().subscribe(Topic::Control);
         while let Some(delivery) = requests.next().await {
-            if let Delivery::Event(Event::CancelRequested { execution_id }) = delivery {
-                self.cancel_here(execution_id, "cancelled");
+            if let Delivery::Event(Event::CancelRequested {
+                execution_id,
+                reason,
+            }) = delivery
+            {
+                self.cancel_here(execution_id, reason.as_deref().unwrap_or("cancelled"));
             }
         }
     }

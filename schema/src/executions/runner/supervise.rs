@@ -19,7 +19,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::log_pipeline::{Flushed, LogPipeline, Piece};
 use super::transition::{Change, Fence, Outcome, finish, record_attempt, transition};
-use super::{ActiveRun, Runner, StopRequest};
+use super::{ActiveRun, Runner, SHUTDOWN_REASON, StopRequest};
 use crate::error::ApiError;
 use crate::executions::shaping::Masker;
 use crate::ports::executor::{LogCursor, RunEvent, RunEvents, RunRef, RunSpec};
@@ -111,7 +111,7 @@ impl Runner {
         let id = execution.id;
         let fence = Fence::Owner(&self.replica);
         let slot = tokio::select! {
-            slot = Arc::clone(&self.slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+            biased;
             () = stop.token.cancelled() => {
                 let reason = match stop.reason() {
                     "cancelled" => "cancelled before it started",
@@ -120,7 +120,13 @@ impl Runner {
                 finish(state, id, Outcome::cancelled(reason), fence).await;
                 return;
             }
+            slot = Arc::clone(&self.slots).acquire_owned() => slot.expect("the semaphore is never closed"),
         };
+        if self.stopping_for_shutdown() {
+            // Queued while the server began shutting down: it never starts.
+            finish(state, id, Outcome::cancelled(SHUTDOWN_REASON), fence).await;
+            return;
+        }
         if transition(state, id, Change::Starting, fence)
             .await
             .is_none()
@@ -146,6 +152,10 @@ impl Runner {
         let mut clock = RunClock::default();
         let mut attempt: u32 = 1;
         let outcome = loop {
+            if stop.token.is_cancelled() {
+                // Between attempts: no further one starts.
+                break Outcome::cancelled(stop.reason());
+            }
             let mut attempt_spec = spec.clone();
             if runner_retries {
                 attempt_spec.timeout = Some(deadline.saturating_duration_since(Instant::now()));
@@ -165,7 +175,10 @@ impl Runner {
                 .await
             {
                 Followed::Ended(outcome) => outcome,
-                Followed::Fenced => return,
+                Followed::Fenced => {
+                    self.let_go(stop);
+                    return;
+                }
             };
             let outcome = match outcome.status() {
                 // The deadline is the run's, not the attempt's.
@@ -175,6 +188,7 @@ impl Runner {
             let retry = attempt <= retries
                 && outcome.status() == ExecutionStatus::Failed
                 && !stop.token.is_cancelled()
+                && !self.stopping_for_shutdown()
                 && Instant::now() < deadline;
             if !retry {
                 break outcome;
@@ -186,6 +200,7 @@ impl Runner {
                 &format!("of {}; the previous one {why}", retries + 1),
             );
             if logs.system(marker) && logs.flush().await == Flushed::Fenced {
+                self.let_go(stop);
                 return;
             }
         };
@@ -245,7 +260,7 @@ impl Runner {
                     Followed::Ended(outcome) => {
                         self.conclude(state, id, outcome, logs, clock).await;
                     }
-                    Followed::Fenced => {}
+                    Followed::Fenced => self.let_go(stop),
                 }
             }
             Err(error) => {
@@ -254,6 +269,20 @@ impl Runner {
                 );
                 finish(state, id, Outcome::lost(reason), fence).await;
             }
+        }
+    }
+
+    /// Whether this run must not start (or start again) because the server is shutting down
+    /// and its runs die with it.
+    fn stopping_for_shutdown(&self) -> bool {
+        !self.accepting() && !self.executor.runs_outlive_server()
+    }
+
+    /// Another replica owns the run now: a run that dies with its server is stopped (it
+    /// cannot be followed from anywhere else; its end is recorded there).
+    fn let_go(&self, stop: &StopRequest) {
+        if !self.executor.runs_outlive_server() {
+            stop.request(super::LET_GO_REASON);
         }
     }
 
@@ -297,12 +326,13 @@ impl Runner {
             tokio::select! {
                 event = events.next() => match event {
                     Some(RunEvent::Started { executor_ref }) => {
-                        if attempt == 1 && clock.since.is_none() {
-                            let change = Change::Running { executor_ref };
+                        if clock.since.is_none() {
+                            let change = Change::Running { executor_ref: executor_ref.clone() };
                             if transition(state, id, change, fence).await.is_some() {
                                 clock.start(state);
                             }
-                        } else {
+                        }
+                        if attempt > 1 {
                             record_attempt(state, id, attempt, Some(executor_ref), &self.replica).await;
                         }
                     }
