@@ -373,6 +373,10 @@ struct Seen {
     /// Each watch delivered its initial list: the view is complete enough to decide.
     job_synced: bool,
     pods_synced: bool,
+    /// While a watch lists again (its history expired, `410 Gone`): what the list held so
+    /// far, so what it no longer holds is known to be gone.
+    job_relisted: Option<bool>,
+    pods_relisted: Option<HashSet<String>>,
     pods: HashMap<String, Pod>,
     /// The order pods were first delivered in, breaking ties between attempts created in the
     /// same second (`creationTimestamp` has whole seconds; pod names end in random suffixes).
@@ -436,6 +440,28 @@ fn finished(pod: &Pod) -> bool {
             .as_ref()
             .and_then(|status| status.phase.as_deref())
             .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
+}
+
+/// Why no attempt ever ran, when the scheduler said so: "its pod was never scheduled: …".
+fn never_scheduled(seen: &Seen) -> Option<String> {
+    if seen.attempts().iter().any(|pod| has_log(pod)) {
+        return None;
+    }
+    seen.attempts().iter().find_map(|pod| {
+        let condition = pod
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+        let why = condition
+            .message
+            .clone()
+            .or_else(|| condition.reason.clone())
+            .unwrap_or_else(|| "no reason given".to_owned());
+        Some(format!("its pod was never scheduled: {why}"))
+    })
 }
 
 fn exit_code(pod: &Pod) -> Option<i32> {
@@ -704,6 +730,7 @@ impl Follower {
                     .and_then(|job| job.spec.as_ref()?.active_deadline_seconds)
                     .and_then(|seconds| u64::try_from(seconds).ok())
                     .map(Duration::from_secs),
+                cause: never_scheduled(seen),
             },
             _ => match seen.attempts().last().and_then(|pod| exit_code(pod)) {
                 Some(code) if code != 0 => RunEvent::Exited { code },
@@ -726,24 +753,52 @@ async fn next_piece(reading: &mut Option<PodLog>) -> Option<std::io::Result<Piec
 
 fn apply_job_event(seen: &mut Seen, event: watcher::Event<Job>) {
     match event {
-        watcher::Event::Apply(job) | watcher::Event::InitApply(job) => seen.job = Some(job),
+        watcher::Event::Apply(job) => seen.job = Some(job),
+        watcher::Event::InitApply(job) => {
+            seen.job = Some(job);
+            seen.job_relisted = Some(true);
+        }
         watcher::Event::Delete(_) => seen.job_deleted = true,
-        watcher::Event::Init => seen.job_synced = false,
-        watcher::Event::InitDone => seen.job_synced = true,
+        watcher::Event::Init => {
+            seen.job_synced = false;
+            seen.job_relisted = Some(false);
+        }
+        watcher::Event::InitDone => {
+            // A list without the Job: it was deleted while nobody watched.
+            if seen.job_relisted.take() == Some(false) && seen.job.is_some() {
+                seen.job_deleted = true;
+            }
+            seen.job_synced = true;
+        }
     }
 }
 
 fn apply_pod_event(seen: &mut Seen, event: watcher::Event<Pod>) {
     match event {
-        watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => seen.put_pod(pod),
+        watcher::Event::Apply(pod) => seen.put_pod(pod),
+        watcher::Event::InitApply(pod) => {
+            if let (Some(listed), Some(name)) = (&mut seen.pods_relisted, &pod.metadata.name) {
+                listed.insert(name.clone());
+            }
+            seen.put_pod(pod);
+        }
         // A deleted pod's log is gone; it no longer holds the end back.
         watcher::Event::Delete(pod) => {
             if let Some(name) = pod.metadata.name {
                 seen.pods.remove(&name);
             }
         }
-        watcher::Event::Init => seen.pods_synced = false,
-        watcher::Event::InitDone => seen.pods_synced = true,
+        watcher::Event::Init => {
+            seen.pods_synced = false;
+            seen.pods_relisted = Some(HashSet::new());
+        }
+        watcher::Event::InitDone => {
+            // Pods the new list no longer holds were deleted while nobody watched.
+            if let Some(listed) = seen.pods_relisted.take() {
+                seen.pods.retain(|name, _| listed.contains(name));
+            }
+            seen.pods_synced = true;
+        }
     }
 }
 

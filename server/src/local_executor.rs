@@ -291,6 +291,7 @@ async fn supervise(
     let last = match ending {
         Ending::TimedOut => RunEvent::TimedOut {
             limit: Some(timeout),
+            cause: None,
         },
         Ending::Cancelled => RunEvent::Cancelled,
         Ending::Exited(Ok(status)) => match status.code() {

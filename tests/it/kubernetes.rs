@@ -88,6 +88,7 @@ async fn a_run_becomes_a_labelled_job_with_its_secrets_referenced(stack: Stack) 
     let Some(app) = spawn(stack, &fake, &directory).await else {
         return;
     };
+    fake.define_image("ghcr.io/acme/deploy:1.2", &["sh"]);
     define(&app, json!({
         "name": "deploy",
         "image": "ghcr.io/acme/deploy:1.2",
@@ -314,6 +315,238 @@ async fn a_proc_without_an_image_cannot_start(stack: Stack) {
     assert!(
         done["reason"].as_str().unwrap().contains("has no image"),
         "{done}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What real clusters do (the fake's demanding behaviours), on the embedded stack
+// ---------------------------------------------------------------------------------------------
+
+/// Lines the slow test proc prints, 50 ms apart.
+const SLOW_LINES: usize = 60;
+
+fn slow_proc(name: &str) -> Value {
+    json!({
+        "name": name,
+        "image": "busybox",
+        "command": ["sh", "-c", format!("for i in $(seq 1 {SLOW_LINES}); do echo line-$i; sleep 0.05; done")],
+    })
+}
+
+fn slow_lines() -> Vec<String> {
+    (1..=SLOW_LINES).map(|n| format!("line-{n}")).collect()
+}
+
+async fn stored(app: &TestApp, id: &str) -> Vec<String> {
+    let data = app
+        .graphql(
+            "query($id: ID!) { execution(id: $id) { logs(first: 10000) { line } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    data["data"]["execution"]["logs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{data}"))
+        .iter()
+        .map(|line| line["line"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn wait_for_stored(app: &TestApp, id: &str, at_least: usize) {
+    for _ in 0..400 {
+        if stored(app, id).await.len() >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("fewer than {at_least} lines were stored");
+}
+
+#[tokio::test]
+async fn image_only_procs_run_their_image_and_an_unknown_image_never_pulls() {
+    let fake = FakeKube::start().await;
+    let directory = tempfile::tempdir().unwrap();
+    let app = spawn(Stack::Embedded, &fake, &directory)
+        .await
+        .expect("embedded");
+    // The v2 shape: an image and its arguments, no command.
+    fake.define_image(
+        "registry.example/greet:2",
+        &["sh", "-c", "echo \"greetings, $NAME\"; echo from the image"],
+    );
+    define(
+        &app,
+        json!({ "name": "greet", "image": "registry.example/greet:2",
+        "args": [{ "name": "NAME", "required": true }] }),
+    )
+    .await;
+    let id = execute(&app, "greet", json!([{ "name": "NAME", "value": "Ada" }])).await;
+    assert_eq!(lines(&app, &id).await, ["greetings, Ada", "from the image"]);
+    assert_eq!(final_state(&app, &id).await["status"], "SUCCEEDED");
+
+    define(
+        &app,
+        json!({ "name": "typo", "image": "registry.example/gret:2" }),
+    )
+    .await;
+    let id = execute(&app, "typo", json!([])).await;
+    let done = final_state(&app, &id).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("image pull failed: ErrImagePull")
+            && reason.contains("registry.example/gret:2"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_that_is_never_scheduled_times_out_saying_why() {
+    let fake = FakeKube::start().await;
+    let directory = tempfile::tempdir().unwrap();
+    let app = spawn(Stack::Embedded, &fake, &directory)
+        .await
+        .expect("embedded");
+    fake.make_unschedulable("-huge");
+    define(
+        &app,
+        json!({ "name": "huge", "image": "busybox", "command": ["true"], "timeoutSeconds": 1 }),
+    )
+    .await;
+    let id = execute(&app, "huge", json!([])).await;
+    let done = final_state(&app, &id).await;
+    assert_eq!(done["status"], "TIMED_OUT", "{done}");
+    assert_eq!(
+        done["reason"],
+        "exceeded its timeout of 1 s: its pod was never scheduled: 0/3 nodes are available: 3 Insufficient cpu."
+    );
+    assert!(lines(&app, &id).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_watches_are_listed_again_and_no_line_is_lost_or_repeated() {
+    let fake = FakeKube::start().await;
+    let directory = tempfile::tempdir().unwrap();
+    let app = spawn(Stack::Embedded, &fake, &directory)
+        .await
+        .expect("embedded");
+    define(&app, slow_proc("counter")).await;
+    let id = execute(&app, "counter", json!([])).await;
+    let watching = {
+        let app_url = app.ws_url();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let mut client = WsClient::connect(&app_url, Protocol::TransportWs, json!({})).await;
+            client.run("1", LOGS, json!({ "id": id })).await
+        })
+    };
+    wait_for_stored(&app, &id, 10).await;
+    let before = fake.requests().len();
+    // The API server compacts its history: every watch ends, and resuming one from where it
+    // was answers 410 Gone.
+    fake.expire_watches();
+    let done = final_state(&app, &id).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let streamed: Vec<String> = watching
+        .await
+        .unwrap()
+        .iter()
+        .map(|payload| {
+            payload["data"]["executionLogs"]["line"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(streamed, slow_lines(), "streamed exactly once");
+    assert_eq!(stored(&app, &id).await, slow_lines(), "stored exactly once");
+    let after: Vec<String> = fake.requests().split_off(before);
+    assert!(
+        after.iter().any(
+            |request| request.starts_with("GET /api/v1/namespaces/default/pods?")
+                && !request.contains("watch=true")
+        ),
+        "the pods were listed again: {after:#?}"
+    );
+}
+
+#[tokio::test]
+async fn bookmarks_are_taken_in_stride() {
+    let fake = FakeKube::start().await;
+    let directory = tempfile::tempdir().unwrap();
+    let app = spawn(Stack::Embedded, &fake, &directory)
+        .await
+        .expect("embedded");
+    define(&app, slow_proc("counter")).await;
+    let id = execute(&app, "counter", json!([])).await;
+    assert_eq!(lines(&app, &id).await, slow_lines());
+    assert_eq!(final_state(&app, &id).await["status"], "SUCCEEDED");
+    assert!(
+        fake.bookmarks_sent() > 0,
+        "the watches asked for bookmarks and got some"
+    );
+}
+
+#[tokio::test]
+async fn finished_jobs_are_collected_after_their_ttl_and_the_run_keeps_its_end() {
+    let fake = FakeKube::start().await;
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("config");
+    fake.write_kubeconfig(&path);
+    let app = TestApp::builder()
+        .stack(Stack::Embedded)
+        .with_settings(move |settings| {
+            settings.executor = ExecutorKind::Kubernetes;
+            settings.kube.access = KubeAccess::Kubeconfig(path);
+            settings.kube.ttl_after_finished = Duration::from_secs(1);
+        })
+        .try_spawn()
+        .await
+        .expect("embedded");
+    define(
+        &app,
+        json!({ "name": "quick", "image": "busybox", "command": ["sh", "-c", "echo done"] }),
+    )
+    .await;
+    let id = execute(&app, "quick", json!([])).await;
+    assert_eq!(lines(&app, &id).await, ["done"]);
+    assert_eq!(final_state(&app, &id).await["status"], "SUCCEEDED");
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = fake.objects(Kind::Job, "default").len() + fake.objects(Kind::Pod, "default").len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the Job and its pods are gone after the TTL");
+    let done = final_state(&app, &id).await;
+    assert_eq!(
+        done["status"], "SUCCEEDED",
+        "its end stays as it was: {done}"
+    );
+    assert_eq!(stored(&app, &id).await, ["done"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_outage_loses_and_repeats_no_line() {
+    let fake = FakeKube::start().await;
+    let directory = tempfile::tempdir().unwrap();
+    let app = spawn(Stack::Embedded, &fake, &directory)
+        .await
+        .expect("embedded");
+    define(&app, slow_proc("counter")).await;
+    let id = execute(&app, "counter", json!([])).await;
+    wait_for_stored(&app, &id, 10).await;
+    // 503s for two seconds; every open watch and log stream breaks.
+    fake.outage(Duration::from_secs(2));
+    let done = final_state(&app, &id).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(stored(&app, &id).await, slow_lines(), "stored exactly once");
+    assert_eq!(
+        lines(&app, &id).await,
+        slow_lines(),
+        "replayed exactly once"
     );
 }
 

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use proctor_tests::fake_kube::FakeKube;
+use proctor_tests::fake_kube::{FakeKube, Kind};
 use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::infra::{postgres_url, redis_url, unique_suffix};
 use proctor_tests::{Proctord, TestDatabase, proctord_command};
@@ -245,6 +245,49 @@ async fn a_restarted_proctord_resumes_after_the_kubelet_rotated_the_log_exactly_
     assert!(
         reads.iter().any(|read| read.contains("sinceTime=")),
         "the re-attach reads from a time: {reads:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_collected_while_no_server_watched_is_lost_saying_why() {
+    let workdir = tempfile::tempdir().unwrap();
+    let storage = Storage::Embedded(workdir.path().join("data"));
+    let fake = FakeKube::start().await;
+    let kubeconfig = workdir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig);
+    let with_short_ttl = || {
+        let mut command = replica(&storage, &kubeconfig, "replica-a", workdir.path());
+        command.env("PROCTOR_KUBE_JOB_TTL_SECONDS", "1");
+        command
+    };
+
+    let first = spawn(with_short_ttl()).await;
+    let id = start_slow_run(&first.url("")).await;
+    wait_for_stored(&first.url(""), &id, 5).await;
+    drop(first); // SIGKILL; the Job finishes and is collected after its TTL meanwhile.
+    for _ in 0..200 {
+        if fake.objects(Kind::Job, "default").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        fake.objects(Kind::Job, "default").is_empty(),
+        "the Job was collected"
+    );
+    assert!(
+        fake.objects(Kind::Pod, "default").is_empty(),
+        "with its pods"
+    );
+
+    let second = spawn(with_short_ttl()).await;
+    let done = final_status(&second.url(""), &id).await;
+    assert_eq!(done["status"], "LOST", "{done}");
+    let reason = done["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("its supervisor stopped while it was RUNNING")
+            && reason.contains("no longer exists"),
+        "{reason}"
     );
 }
 

@@ -7,10 +7,24 @@
 //! It speaks the wire protocol the `kube` client uses: lists carry `metadata.resourceVersion`,
 //! watches honour `resourceVersion` and `timeoutSeconds` and stream newline-delimited events,
 //! label selectors (`a=b`, `a!=b`, `a`) and field selectors (`metadata.name=x`) filter.
-//! Not simulated: admission, RBAC, pagination, bookmarks, `410 Gone`.
 //!
-//! An image whose name contains one of the configured "unpullable" markers never pulls: its pod
-//! waits in `ErrImagePull`. A pod's env resolves `secretKeyRef`s from the stored Secrets.
+//! It behaves like a real cluster where the executor must cope:
+//! - images mean something: a pod runs its container's `command` (plus `args`), or else its
+//!   image's entrypoint ([`FakeKube::define_image`]; `busybox` and `alpine` are known); an
+//!   unknown image (or one marked with [`FakeKube::make_unpullable`]) never pulls: the pod
+//!   waits in `ErrImagePull`;
+//! - pods of Jobs marked with [`FakeKube::make_unschedulable`] stay `Pending` (`Unschedulable`)
+//!   until the Job's deadline;
+//! - watches get `BOOKMARK` events when they ask for them, and [`FakeKube::expire_watches`]
+//!   compacts the history and ends every watch, so the next one from an old
+//!   `resourceVersion` gets `410 Gone` (`Expired`) and must list again;
+//! - a finished Job with `ttlSecondsAfterFinished` is deleted with its pods, Secrets and logs
+//!   after that many seconds;
+//! - [`FakeKube::outage`] makes the API server answer `503` for a while and cuts every open
+//!   watch and log stream (the client sees the connection break).
+//!
+//! Not simulated: admission, RBAC, pagination. A pod's env resolves `secretKeyRef`s from the
+//! stored Secrets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -58,6 +72,9 @@ impl Kind {
 
 type Key = (Kind, String, String);
 
+/// How often a watch that asked for bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_millis(300);
+
 /// A change, kept for watches that start from an older resourceVersion.
 #[derive(Clone)]
 struct Change {
@@ -84,6 +101,17 @@ struct Store {
     changes: Vec<Change>,
     logs: HashMap<(String, String), PodLog>,
     unpullable: Vec<String>,
+    unschedulable: Vec<String>,
+    /// Image → the argv its entrypoint runs.
+    images: HashMap<String, Vec<String>>,
+    /// Changes up to this version are compacted away: a watch from before gets `410 Gone`.
+    compacted: u64,
+    /// Bumped to end every open watch and log stream; `cut_abruptly` says how.
+    generation: u64,
+    cut_abruptly: bool,
+    /// Requests are answered `503` until then.
+    unavailable_until: Option<tokio::time::Instant>,
+    bookmarks_sent: u64,
     requests: Vec<String>,
     /// Jobs being deleted: their simulations stop.
     deleted_jobs: Vec<(String, String)>,
@@ -200,8 +228,15 @@ impl FakeKube {
     /// Starts one.
     pub async fn start() -> Self {
         let (changed, _) = watch::channel(0);
+        let mut store = Store::default();
+        for (image, entrypoint) in [("busybox", ["sh"]), ("alpine", ["/bin/sh"])] {
+            store.images.insert(
+                normalize_image(image),
+                entrypoint.iter().map(|part| (*part).to_owned()).collect(),
+            );
+        }
         let cluster = Arc::new(Cluster {
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(store),
             changed,
         });
         let router = Router::new()
@@ -270,6 +305,55 @@ impl FakeKube {
         std::fs::write(path, self.kubeconfig_yaml()).expect("write the kubeconfig");
     }
 
+    /// Makes `image` pullable; its pods run `entrypoint` (then the container's `args`) unless
+    /// the container sets a `command`.
+    pub fn define_image(&self, image: &str, entrypoint: &[&str]) {
+        self.cluster.lock().images.insert(
+            normalize_image(image),
+            entrypoint.iter().map(|part| (*part).to_owned()).collect(),
+        );
+    }
+
+    /// Pods of Jobs whose name contains `marker` are never scheduled from now on.
+    pub fn make_unschedulable(&self, marker: &str) {
+        self.cluster.lock().unschedulable.push(marker.to_owned());
+    }
+
+    /// Compacts the history and ends every open watch: the next watch from an older
+    /// `resourceVersion` gets `410 Gone` and the client must list again.
+    pub fn expire_watches(&self) {
+        let version = {
+            let mut store = self.cluster.lock();
+            // Other objects changed meanwhile (the history moved on), then it was compacted:
+            // every watcher's last resourceVersion is now too old.
+            store.version += 1;
+            store.compacted = store.version;
+            store.changes.clear();
+            store.generation += 1;
+            store.cut_abruptly = false;
+            store.version
+        };
+        self.cluster.notify(version);
+    }
+
+    /// The API server is away for `length`: every request is answered `503`, and every open
+    /// watch and log stream breaks.
+    pub fn outage(&self, length: Duration) {
+        let version = {
+            let mut store = self.cluster.lock();
+            store.unavailable_until = Some(tokio::time::Instant::now() + length);
+            store.generation += 1;
+            store.cut_abruptly = true;
+            store.version
+        };
+        self.cluster.notify(version);
+    }
+
+    /// How many `BOOKMARK` events watches got.
+    pub fn bookmarks_sent(&self) -> u64 {
+        self.cluster.lock().bookmarks_sent
+    }
+
     /// Images whose name contains `marker` fail to pull from now on.
     pub fn make_unpullable(&self, marker: &str) {
         self.cluster.lock().unpullable.push(marker.to_owned());
@@ -317,10 +401,21 @@ async fn record_request(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    cluster
-        .lock()
-        .requests
-        .push(format!("{} {}", request.method(), request.uri()));
+    let unavailable = {
+        let mut store = cluster.lock();
+        store
+            .requests
+            .push(format!("{} {}", request.method(), request.uri()));
+        store
+            .unavailable_until
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+    };
+    if unavailable {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the API server is unavailable (simulated outage)",
+        );
+    }
     next.run(request).await
 }
 
@@ -328,6 +423,7 @@ fn status(code: StatusCode, message: &str) -> Response {
     let reason = match code {
         StatusCode::NOT_FOUND => "NotFound",
         StatusCode::CONFLICT => "AlreadyExists",
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
         _ => "BadRequest",
     };
     (
@@ -418,10 +514,30 @@ fn watch_response(
     namespace: String,
     query: HashMap<String, String>,
 ) -> Response {
+    let (current, compacted, generation) = {
+        let store = cluster.lock();
+        (store.version, store.compacted, store.generation)
+    };
     let mut since: u64 = query
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| cluster.lock().version);
+        .unwrap_or(current);
+    if since < compacted {
+        // What a real API server answers for a resourceVersion older than its history.
+        let gone = json!({ "type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("too old resource version: {since} ({compacted})"),
+            "reason": "Expired", "code": 410 } });
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{gone}\n"),
+        )
+            .into_response();
+    }
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
     let timeout = Duration::from_secs(
         query
             .get("timeoutSeconds")
@@ -431,7 +547,12 @@ fn watch_response(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut changed = cluster.changed.subscribe();
     let stream = async_stream_lines(move |sender| async move {
+        let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
+        bookmark.tick().await;
         loop {
+            if cut(&cluster, generation, &sender).await {
+                return;
+            }
             let fresh: Vec<Change> = cluster
                 .lock()
                 .changes
@@ -448,16 +569,33 @@ fn watch_response(
                         "{}\n",
                         json!({ "type": change.action, "object": change.object })
                     );
-                    if sender.send(line).await.is_err() {
+                    if sender.send(Ok(line)).await.is_err() {
                         return;
                     }
                 }
             }
-            if tokio::time::timeout_at(deadline, changed.changed())
-                .await
-                .is_err()
-            {
-                return;
+            tokio::select! {
+                woke = tokio::time::timeout_at(deadline, changed.changed()) => {
+                    if woke.is_err() {
+                        return;
+                    }
+                }
+                _ = bookmark.tick(), if bookmarks => {
+                    let version = {
+                        let mut store = cluster.lock();
+                        store.bookmarks_sent += 1;
+                        store.version
+                    };
+                    let line = format!(
+                        "{}\n",
+                        json!({ "type": "BOOKMARK", "object": {
+                            "kind": kind.name(), "apiVersion": kind.api_version(),
+                            "metadata": { "resourceVersion": version.to_string() } } })
+                    );
+                    if sender.send(Ok(line)).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     });
@@ -474,14 +612,39 @@ fn async_stream_lines<F, Fut>(
     produce: F,
 ) -> impl futures::Stream<Item = Result<String, std::io::Error>>
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<String>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<String, std::io::Error>>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (sender, receiver) = tokio::sync::mpsc::channel(256);
     tokio::spawn(produce(sender));
     futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|line| (Ok(line), receiver))
+        receiver.recv().await.map(|line| (line, receiver))
     })
+}
+
+/// Whether the stream started at `generation` was cut since; sends the break (an error, so
+/// the connection closes abruptly) when the cut was an outage.
+async fn cut(
+    cluster: &Cluster,
+    generation: u64,
+    sender: &tokio::sync::mpsc::Sender<Result<String, std::io::Error>>,
+) -> bool {
+    let (now, abrupt) = {
+        let store = cluster.lock();
+        (store.generation, store.cut_abruptly)
+    };
+    if now == generation {
+        return false;
+    }
+    if abrupt {
+        let _ = sender
+            .send(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the API server went away",
+            )))
+            .await;
+    }
+    true
 }
 
 async fn list_pods(
@@ -648,34 +811,12 @@ async fn delete_job(
     State(cluster): State<Arc<Cluster>>,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
-    let Some(job) = cluster.get(Kind::Job, &ns, &name) else {
+    if delete_job_cascade(&cluster, &ns, &name).is_none() {
         return status(
             StatusCode::NOT_FOUND,
             &format!("jobs.batch \"{name}\" not found"),
         );
-    };
-    cluster.lock().deleted_jobs.push((ns.clone(), name.clone()));
-    // Background propagation: the Job goes, its pods and owned Secrets follow.
-    let uid = job["metadata"]["uid"].clone();
-    for kind in [Kind::Pod, Kind::Secret] {
-        let owned: Vec<String> = cluster
-            .lock()
-            .objects
-            .iter()
-            .filter(|((k, n, _), object)| {
-                *k == kind
-                    && *n == ns
-                    && object["metadata"]["ownerReferences"]
-                        .as_array()
-                        .is_some_and(|owners| owners.iter().any(|owner| owner["uid"] == uid))
-            })
-            .map(|((_, _, object_name), _)| object_name.clone())
-            .collect();
-        for object in owned {
-            cluster.remove(kind, &ns, &object);
-        }
     }
-    cluster.remove(Kind::Job, &ns, &name);
     json_response(
         StatusCode::OK,
         &json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success" }),
@@ -714,10 +855,18 @@ async fn pod_log(
     };
     let key = (ns, name);
     let mut changed = cluster.changed.subscribe();
+    let generation = cluster.lock().generation;
     let stream = async_stream_lines(move |sender| async move {
         // Absolute position in the log (rotation keeps it meaningful).
         let mut sent = 0;
         loop {
+            if cut(&cluster, generation, &sender).await {
+                return;
+            }
+            let Some(log_exists) = cluster.lock().logs.get(&key).map(|_| ()) else {
+                return; // Garbage-collected with its pod.
+            };
+            let () = log_exists;
             let (fresh, done) = {
                 let store = cluster.lock();
                 let log = &store.logs[&key];
@@ -737,7 +886,7 @@ async fn pod_log(
                 } else {
                     format!("{line}\n")
                 };
-                if sender.send(text).await.is_err() {
+                if sender.send(Ok(text)).await.is_err() {
                     return;
                 }
             }
@@ -752,6 +901,49 @@ async fn pod_log(
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// `image` with the `:latest` tag it means when it has none.
+fn normalize_image(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') || last.contains('@') {
+        image.to_owned()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// Deletes a Job with background propagation: its pods (and their logs) and the Secrets it
+/// owns follow it.
+fn delete_job_cascade(cluster: &Cluster, ns: &str, name: &str) -> Option<Value> {
+    let job = cluster.get(Kind::Job, ns, name)?;
+    cluster
+        .lock()
+        .deleted_jobs
+        .push((ns.to_owned(), name.to_owned()));
+    let uid = job["metadata"]["uid"].clone();
+    for kind in [Kind::Pod, Kind::Secret] {
+        let owned: Vec<String> = cluster
+            .lock()
+            .objects
+            .iter()
+            .filter(|((k, n, _), object)| {
+                *k == kind
+                    && n == ns
+                    && object["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|owners| owners.iter().any(|owner| owner["uid"] == uid))
+            })
+            .map(|((_, _, object_name), _)| object_name.clone())
+            .collect();
+        for object in owned {
+            cluster.remove(kind, ns, &object);
+            if kind == Kind::Pod {
+                cluster.lock().logs.remove(&(ns.to_owned(), object));
+            }
+        }
+    }
+    cluster.remove(Kind::Job, ns, name)
 }
 
 /// The Job controller and the kubelet, for one Job: runs attempts until one succeeds, the
@@ -786,7 +978,7 @@ async fn simulate_job(cluster: Arc<Cluster>, ns: String, job_name: String) {
                     json!({ "type": "Complete", "status": "True", "lastTransitionTime": now() }),
                     json!({ "succeeded": 1, "completionTime": now() }),
                 );
-                return;
+                break;
             }
             Attempt::DeadlineExceeded => {
                 finish(
@@ -794,7 +986,7 @@ async fn simulate_job(cluster: Arc<Cluster>, ns: String, job_name: String) {
                             "message": "Job was active longer than specified deadline", "lastTransitionTime": now() }),
                     json!({ "failed": failures + 1 }),
                 );
-                return;
+                break;
             }
             Attempt::Failed => {
                 failures += 1;
@@ -807,10 +999,15 @@ async fn simulate_job(cluster: Arc<Cluster>, ns: String, job_name: String) {
                                 "message": "Job has reached the specified backoff limit", "lastTransitionTime": now() }),
                         json!({ "failed": failures }),
                     );
-                    return;
+                    break;
                 }
             }
         }
+    }
+    // The TTL controller: a finished Job goes, with its pods and their logs, after its TTL.
+    if let Some(ttl) = spec["ttlSecondsAfterFinished"].as_u64() {
+        tokio::time::sleep(Duration::from_secs(ttl)).await;
+        delete_job_cascade(&cluster, &ns, &job_name);
     }
 }
 
@@ -859,12 +1056,41 @@ async fn run_attempt(
     let gone = || cluster.job_deleted(ns, job_name);
     let past_deadline = || deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
 
-    if cluster
+    let unschedulable = cluster
         .lock()
-        .unpullable
+        .unschedulable
         .iter()
-        .any(|marker| image.contains(marker.as_str()))
-    {
+        .any(|marker| job_name.contains(marker.as_str()));
+    if unschedulable {
+        cluster.update(Kind::Pod, ns, &pod_name, |pod| {
+            pod["status"] = json!({ "phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient cpu." }] });
+        });
+        loop {
+            if gone() {
+                return Attempt::Deleted;
+            }
+            if past_deadline() {
+                return Attempt::DeadlineExceeded;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let entrypoint = {
+        let store = cluster.lock();
+        let marked = store
+            .unpullable
+            .iter()
+            .any(|marker| image.contains(marker.as_str()));
+        store
+            .images
+            .get(&normalize_image(&image))
+            .filter(|_| !marked)
+            .cloned()
+    };
+    let Some(entrypoint) = entrypoint else {
         cluster.update(Kind::Pod, ns, &pod_name, |pod| {
             pod["status"]["containerStatuses"] = container_status(json!({ "waiting": {
                 "reason": "ErrImagePull",
@@ -879,7 +1105,7 @@ async fn run_attempt(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
+    };
 
     // Resolve the env, waiting for referenced Secrets as the kubelet does.
     let env = loop {
@@ -891,14 +1117,20 @@ async fn run_attempt(
             None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    let argv: Vec<String> = container["command"]
-        .as_array()
-        .map(|argv| {
-            argv.iter()
-                .filter_map(|a| a.as_str().map(str::to_owned))
+    // `command` replaces the image's entrypoint; `args` follow either.
+    let strings = |value: &Value| -> Option<Vec<String>> {
+        value.as_array().map(|parts| {
+            parts
+                .iter()
+                .filter_map(|part| part.as_str().map(str::to_owned))
                 .collect()
         })
-        .unwrap_or_else(|| vec!["true".to_owned()]);
+    };
+    let mut argv = strings(&container["command"]).unwrap_or(entrypoint);
+    argv.extend(strings(&container["args"]).unwrap_or_default());
+    if argv.is_empty() {
+        argv.push("true".to_owned());
+    }
     let mut command = tokio::process::Command::new(&argv[0]);
     command
         .args(&argv[1..])

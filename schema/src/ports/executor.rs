@@ -125,6 +125,9 @@ pub enum RunEvent {
     TimedOut {
         /// The deadline, when known.
         limit: Option<Duration>,
+        /// What kept the run from finishing in time, when the executor knows (e.g. its pod
+        /// was never scheduled).
+        cause: Option<String>,
     },
     /// A cancel request killed it.
     Cancelled,

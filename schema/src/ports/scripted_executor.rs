@@ -193,6 +193,7 @@ fn play(script: Script, cancel: CancellationToken, timeout: Option<Duration>) ->
         let until = deadline.map_or(far, |(at, _)| at);
         let timed_out = RunEvent::TimedOut {
             limit: deadline.map(|(_, limit)| limit),
+            cause: None,
         };
         for step in script.steps {
             if cancel.is_cancelled() {

@@ -182,7 +182,9 @@ impl Runner {
             };
             let outcome = match outcome.status() {
                 // The deadline is the run's, not the attempt's.
-                ExecutionStatus::TimedOut if runner_retries => Outcome::timed_out(Some(timeout)),
+                ExecutionStatus::TimedOut if runner_retries => {
+                    Outcome::timed_out(Some(timeout), None)
+                }
                 _ => outcome,
             };
             let retry = attempt <= retries
@@ -353,7 +355,9 @@ impl Runner {
                         break Outcome::failed(Some(code), format!("exited with code {code}"))
                     }
                     Some(RunEvent::Failed { reason }) => break Outcome::failed(None, reason),
-                    Some(RunEvent::TimedOut { limit }) => break Outcome::timed_out(limit),
+                    Some(RunEvent::TimedOut { limit, cause }) => {
+                        break Outcome::timed_out(limit, cause)
+                    }
                     Some(RunEvent::Cancelled) => break Outcome::cancelled(stop.reason()),
                     Some(RunEvent::Lost { reason }) => break Outcome::lost(reason),
                     None => break Outcome::lost("the executor stopped reporting on this run".to_owned()),

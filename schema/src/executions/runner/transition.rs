@@ -94,14 +94,18 @@ impl Outcome {
     pub(super) fn failed(exit_code: Option<i32>, reason: String) -> Self {
         Self::new(ExecutionStatus::Failed, exit_code, Some(reason))
     }
-    /// The deadline ended it; `limit` when known.
-    pub(super) fn timed_out(limit: Option<std::time::Duration>) -> Self {
+    /// The deadline ended it; `limit` and what held it up when known.
+    pub(super) fn timed_out(limit: Option<std::time::Duration>, cause: Option<String>) -> Self {
         let reason = match limit {
             Some(limit) if limit.as_secs() > 0 && limit.subsec_millis() == 0 => {
                 format!("exceeded its timeout of {} s", limit.as_secs())
             }
             Some(limit) => format!("exceeded its timeout of {} ms", limit.as_millis()),
             None => "exceeded its deadline".to_owned(),
+        };
+        let reason = match cause {
+            Some(cause) => format!("{reason}: {cause}"),
+            None => reason,
         };
         Self::new(ExecutionStatus::TimedOut, None, Some(reason))
     }
