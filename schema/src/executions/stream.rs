@@ -121,7 +121,7 @@ async fn stored_lines(
 }
 
 /// Whether execution `id` has reached a final state.
-async fn is_final(state: &AppState, id: i64) -> Result<bool, ApiError> {
+async fn has_ended(state: &AppState, id: i64) -> Result<bool, ApiError> {
     let row = read_in_turn(state, id, || {
         execution::Entity::find_by_id(id).one(state.db())
     })
@@ -147,7 +147,7 @@ impl LogFollower {
 
     /// Re-reads the state: a final one means the stream ends after the stored lines.
     async fn check_state(&mut self) -> Result<(), ApiError> {
-        if is_final(&self.state, self.id).await? {
+        if has_ended(&self.state, self.id).await? {
             self.ending = true;
         }
         // Whatever happened, the database now has at least everything published so far.
