@@ -132,9 +132,13 @@ impl PodLog {
             ..LogParams::default()
         };
         let log = pods.log_stream(pod, &params).await?;
-        Ok(Self {
+        Ok(Self::reading(pod, chunks(log), from))
+    }
+
+    fn reading(pod: &str, chunks: Chunks, from: Position) -> Self {
+        Self {
             pod: pod.to_owned(),
-            chunks: chunks(log),
+            chunks,
             position: from.clone(),
             resume: from,
             seen_at_resume: 0,
@@ -142,7 +146,7 @@ impl PodLog {
             skipping: false,
             line_at: None,
             mid_line: false,
-        })
+        }
     }
 
     /// The next piece to emit; `None` at the end of the stream, an error when it broke.
@@ -304,17 +308,7 @@ mod tests {
     }
 
     fn log_of(text: &'static [u8], from: Position) -> PodLog {
-        PodLog {
-            pod: "p".into(),
-            chunks: chunks(futures::io::Cursor::new(text)),
-            position: from.clone(),
-            resume: from,
-            seen_at_resume: 0,
-            read: 0,
-            skipping: false,
-            line_at: None,
-            mid_line: false,
-        }
+        PodLog::reading("p", chunks(futures::io::Cursor::new(text)), from)
     }
 
     async fn texts(mut log: PodLog) -> Vec<(String, Option<LogCursor>)> {

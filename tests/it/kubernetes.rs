@@ -337,6 +337,16 @@ fn slow_lines() -> Vec<String> {
     (1..=SLOW_LINES).map(|n| format!("line-{n}")).collect()
 }
 
+/// A fake cluster and an embedded server using it (the directory holds its kubeconfig).
+async fn embedded() -> (FakeKube, tempfile::TempDir, TestApp) {
+    let fake = FakeKube::start().await;
+    let directory = tempfile::tempdir().unwrap();
+    let app = spawn(Stack::Embedded, &fake, &directory)
+        .await
+        .expect("the embedded stack needs nothing external");
+    (fake, directory, app)
+}
+
 async fn stored(app: &TestApp, id: &str) -> Vec<String> {
     let data = app
         .graphql(
@@ -364,11 +374,7 @@ async fn wait_for_stored(app: &TestApp, id: &str, at_least: usize) {
 
 #[tokio::test]
 async fn image_only_procs_run_their_image_and_an_unknown_image_never_pulls() {
-    let fake = FakeKube::start().await;
-    let directory = tempfile::tempdir().unwrap();
-    let app = spawn(Stack::Embedded, &fake, &directory)
-        .await
-        .expect("embedded");
+    let (fake, _directory, app) = embedded().await;
     // The v2 shape: an image and its arguments, no command.
     fake.define_image(
         "registry.example/greet:2",
@@ -402,11 +408,7 @@ async fn image_only_procs_run_their_image_and_an_unknown_image_never_pulls() {
 
 #[tokio::test]
 async fn a_pod_that_is_never_scheduled_times_out_saying_why() {
-    let fake = FakeKube::start().await;
-    let directory = tempfile::tempdir().unwrap();
-    let app = spawn(Stack::Embedded, &fake, &directory)
-        .await
-        .expect("embedded");
+    let (fake, _directory, app) = embedded().await;
     fake.make_unschedulable("-huge");
     define(
         &app,
@@ -425,11 +427,7 @@ async fn a_pod_that_is_never_scheduled_times_out_saying_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_watches_are_listed_again_and_no_line_is_lost_or_repeated() {
-    let fake = FakeKube::start().await;
-    let directory = tempfile::tempdir().unwrap();
-    let app = spawn(Stack::Embedded, &fake, &directory)
-        .await
-        .expect("embedded");
+    let (fake, _directory, app) = embedded().await;
     define(&app, slow_proc("counter")).await;
     let id = execute(&app, "counter", json!([])).await;
     let watching = {
@@ -472,11 +470,7 @@ async fn expired_watches_are_listed_again_and_no_line_is_lost_or_repeated() {
 
 #[tokio::test]
 async fn bookmarks_are_taken_in_stride() {
-    let fake = FakeKube::start().await;
-    let directory = tempfile::tempdir().unwrap();
-    let app = spawn(Stack::Embedded, &fake, &directory)
-        .await
-        .expect("embedded");
+    let (fake, _directory, app) = embedded().await;
     define(&app, slow_proc("counter")).await;
     let id = execute(&app, "counter", json!([])).await;
     assert_eq!(lines(&app, &id).await, slow_lines());
@@ -530,11 +524,7 @@ async fn finished_jobs_are_collected_after_their_ttl_and_the_run_keeps_its_end()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_server_outage_loses_and_repeats_no_line() {
-    let fake = FakeKube::start().await;
-    let directory = tempfile::tempdir().unwrap();
-    let app = spawn(Stack::Embedded, &fake, &directory)
-        .await
-        .expect("embedded");
+    let (fake, _directory, app) = embedded().await;
     define(&app, slow_proc("counter")).await;
     let id = execute(&app, "counter", json!([])).await;
     wait_for_stored(&app, &id, 10).await;

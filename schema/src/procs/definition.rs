@@ -868,30 +868,16 @@ impl LegacyMetadata {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use proctor_entity::json::{ArgSpecs, SecretSpecs, StringList};
 
     use super::*;
 
     fn stored(valid: &ValidProc) -> proc::Model {
-        proc::Model {
-            id: 7,
-            name: valid.name.clone(),
-            description: valid.description.clone(),
-            image: valid.image.clone(),
-            command: valid.command.clone().map(StringList),
-            args: ArgSpecs(valid.args.clone()),
-            secret_specs: SecretSpecs(valid.secrets.clone()),
-            authorized_groups: StringList(valid.authorized_groups.clone()),
-            author: valid.author.clone(),
-            contributors: valid.contributors.clone(),
-            organization: valid.organization.clone(),
-            timeout_seconds: valid.timeout_seconds,
-            retries: valid.retries,
-            notifications: valid.notifications.clone(),
-            version: 1,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-        }
+        let mut model = crate::procs::service::model_of(valid);
+        model.id = 7;
+        model.version = 1;
+        model.created_at = Utc::now();
+        model.updated_at = model.created_at;
+        model
     }
 
     const LEGACY: &str = r#"{"name":"echo-worker","description":"This procs will echo your name","image_name":"walbertusd/echo-worker","env_vars":{"secrets":[{"name":"SECRET_NAME","description":"My other secret name"}],"args":[{"name":"NAME","description":"Name to be echoed"}]},"authorized_groups":["my-group"],"author":"Dembo","contributors":"Dembo","organization":"GoJek"}"#;
