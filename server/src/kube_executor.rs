@@ -49,6 +49,8 @@ pub const PROC_LABEL: &str = "proctor.io/proc";
 const EVENT_BUFFER: usize = 1024;
 /// How long a log that broke or ended early waits before it is opened again.
 const REOPEN_DELAY: Duration = Duration::from_millis(500);
+/// Failed opens of a pod's log, once its Job ended, after which its rest is given up.
+const MAX_OPEN_FAILURES: u32 = 20;
 /// Container waiting reasons that mean the image cannot be pulled.
 const PULL_FAILURES: &[&str] = &[
     "ErrImagePull",
@@ -387,6 +389,14 @@ struct Seen {
     positions: HashMap<String, Position>,
     /// A log that ended or broke before its container did is opened again no sooner.
     reopen_after: Option<Instant>,
+    /// Failed attempts to open each pod's log in a row.
+    open_failures: HashMap<String, u32>,
+    /// Pods seen finished or deleted: attempts that ended (the Job counts them).
+    ended: HashSet<String>,
+    /// Some attempt's container ever started.
+    ever_started: bool,
+    /// Why the scheduler could not place a pod, as last reported (kept after the pod goes).
+    unscheduled: Option<String>,
     pull_failing_since: HashMap<String, Instant>,
 }
 
@@ -411,8 +421,21 @@ impl Seen {
         if let Some(name) = pod.metadata.name.clone() {
             let order = u64::try_from(self.first_seen.len()).unwrap_or(u64::MAX);
             self.first_seen.entry(name.clone()).or_insert(order);
+            if finished(&pod) {
+                self.ended.insert(name.clone());
+            }
+            self.ever_started |= has_log(&pod);
+            if let Some(why) = unschedulable(&pod) {
+                self.unscheduled = Some(why);
+            }
             self.pods.insert(name, pod);
         }
+    }
+
+    /// A pod that is gone (deleted, or missing from a new list): its attempt ended.
+    fn drop_pod(&mut self, name: &str) {
+        self.pods.remove(name);
+        self.ended.insert(name.to_owned());
     }
 }
 
@@ -442,26 +465,33 @@ fn finished(pod: &Pod) -> bool {
             .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
 }
 
-/// Why no attempt ever ran, when the scheduler said so: "its pod was never scheduled: …".
+/// Why no attempt ever ran, when the scheduler said so: "its pod was never scheduled: …"
+/// (remembered after the pod is gone: at the deadline the Job controller deletes it).
 fn never_scheduled(seen: &Seen) -> Option<String> {
-    if seen.attempts().iter().any(|pod| has_log(pod)) {
+    if seen.ever_started {
         return None;
     }
-    seen.attempts().iter().find_map(|pod| {
-        let condition = pod
-            .status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
-        let why = condition
+    seen.unscheduled
+        .as_ref()
+        .map(|why| format!("its pod was never scheduled: {why}"))
+}
+
+/// The scheduler's reason for not placing `pod`, when it gave one.
+fn unschedulable(pod: &Pod) -> Option<String> {
+    let condition = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    Some(
+        condition
             .message
             .clone()
             .or_else(|| condition.reason.clone())
-            .unwrap_or_else(|| "no reason given".to_owned());
-        Some(format!("its pod was never scheduled: {why}"))
-    })
+            .unwrap_or_else(|| "no reason given".to_owned()),
+    )
 }
 
 fn exit_code(pod: &Pod) -> Option<i32> {
@@ -562,12 +592,18 @@ impl Follower {
                     None => {
                         if let Some(ended) = reading.take() {
                             seen.positions.insert(ended.pod.clone(), ended.position.clone());
-                            if seen.pods.get(&ended.pod).is_some_and(finished) {
-                                // The container ended and its log is read to the end.
+                            if ended.final_read {
+                                // Opened after the container ended: its log is read to the end.
                                 seen.consumed.insert(ended.pod);
                             } else {
-                                // Ended early (a connection closed): read on later.
-                                seen.reopen_after = Some(Instant::now() + REOPEN_DELAY);
+                                // The container may still be writing, or the connection was
+                                // cut: read on from here (a read opened after it ended decides).
+                                let delay = if seen.pods.get(&ended.pod).is_some_and(finished) {
+                                    Duration::ZERO
+                                } else {
+                                    REOPEN_DELAY
+                                };
+                                seen.reopen_after = Some(Instant::now() + delay);
                             }
                         }
                     }
@@ -597,12 +633,16 @@ impl Follower {
         jobs: &Api<Job>,
     ) -> Option<RunEvent> {
         if seen.job_deleted {
-            if reading.is_none() {
-                return Some(RunEvent::Lost {
-                    reason: format!("its Kubernetes Job {} was deleted", self.job),
-                });
+            if reading.is_some() {
+                return None;
             }
-            return None;
+            // Collected after it ended (its TTL): the end it reached stands.
+            if let Some(outcome) = seen.job.as_ref().and_then(job_outcome) {
+                return Some(self.final_event(seen, outcome));
+            }
+            return Some(RunEvent::Lost {
+                reason: format!("its Kubernetes Job {} was deleted", self.job),
+            });
         }
         let attempts: Vec<(String, bool)> = seen
             .attempts()
@@ -652,14 +692,37 @@ impl Follower {
                         Position::default()
                     }
                 };
-                match PodLog::open(&self.pods(), pod, CONTAINER, from).await {
+                let final_read = seen.pods.get(pod).is_none_or(finished);
+                match PodLog::open(&self.pods(), pod, CONTAINER, from, final_read).await {
                     Ok(log) => {
                         *reading = Some(log);
                         seen.reopen_after = None;
+                        seen.open_failures.remove(pod);
                     }
                     Err(error) => {
-                        tracing::debug!(pod = %pod, %error, "log not readable yet; retrying");
-                        seen.reopen_after = Some(Instant::now() + REOPEN_DELAY);
+                        let failures = seen.open_failures.entry(pod.clone()).or_default();
+                        *failures += 1;
+                        let over = seen.job.as_ref().and_then(job_outcome).is_some();
+                        if over && *failures >= MAX_OPEN_FAILURES {
+                            // The Job ended and this pod's log stays unreadable (its node is
+                            // gone): say so and go on, rather than never finishing.
+                            let note = format!(
+                                "[proctor] the rest of the log of pod {pod} could not be read \
+                                 ({error}); it is lost"
+                            );
+                            self.emit(RunEvent::Log {
+                                stream: LogStream::System,
+                                line: note,
+                                cursor: None,
+                                continues: false,
+                                replaced: false,
+                            })
+                            .await;
+                            seen.consumed.insert(pod.clone());
+                        } else {
+                            tracing::debug!(pod = %pod, %error, "log not readable yet; retrying");
+                            seen.reopen_after = Some(Instant::now() + REOPEN_DELAY);
+                        }
                     }
                 }
             }
@@ -709,7 +772,7 @@ impl Follower {
         // The two watches are separate streams: the Job may report its end before the pod
         // watch shows the attempts that led there. Wait until they are accounted for (a
         // deadline is exempt: the cluster may delete those pods).
-        let finished_attempts = seen.attempts().iter().filter(|pod| finished(pod)).count();
+        let finished_attempts = seen.ended.len();
         let counted = seen
             .job
             .as_ref()
@@ -721,7 +784,16 @@ impl Follower {
         if reason.as_deref() != Some("DeadlineExceeded") && !accounted {
             return None;
         }
-        Some(match (kind.as_str(), reason.as_deref()) {
+        Some(self.final_event(seen, (kind, reason, message)))
+    }
+
+    /// The event a Job's final condition means.
+    fn final_event(
+        &self,
+        seen: &Seen,
+        (kind, reason, message): (String, Option<String>, Option<String>),
+    ) -> RunEvent {
+        match (kind.as_str(), reason.as_deref()) {
             ("Complete", _) => RunEvent::Exited { code: 0 },
             (_, Some("DeadlineExceeded")) => RunEvent::TimedOut {
                 limit: seen
@@ -740,7 +812,7 @@ impl Follower {
                         .unwrap_or_else(|| "the Job failed".to_owned()),
                 },
             },
-        })
+        }
     }
 }
 
@@ -764,8 +836,8 @@ fn apply_job_event(seen: &mut Seen, event: watcher::Event<Job>) {
             seen.job_relisted = Some(false);
         }
         watcher::Event::InitDone => {
-            // A list without the Job: it was deleted while nobody watched.
-            if seen.job_relisted.take() == Some(false) && seen.job.is_some() {
+            // A list without the Job (lists are consistent reads): it is gone.
+            if seen.job_relisted.take() == Some(false) {
                 seen.job_deleted = true;
             }
             seen.job_synced = true;
@@ -785,7 +857,7 @@ fn apply_pod_event(seen: &mut Seen, event: watcher::Event<Pod>) {
         // A deleted pod's log is gone; it no longer holds the end back.
         watcher::Event::Delete(pod) => {
             if let Some(name) = pod.metadata.name {
-                seen.pods.remove(&name);
+                seen.drop_pod(&name);
             }
         }
         watcher::Event::Init => {
@@ -795,7 +867,15 @@ fn apply_pod_event(seen: &mut Seen, event: watcher::Event<Pod>) {
         watcher::Event::InitDone => {
             // Pods the new list no longer holds were deleted while nobody watched.
             if let Some(listed) = seen.pods_relisted.take() {
-                seen.pods.retain(|name, _| listed.contains(name));
+                let gone: Vec<String> = seen
+                    .pods
+                    .keys()
+                    .filter(|name| !listed.contains(*name))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    seen.drop_pod(&name);
+                }
             }
             seen.pods_synced = true;
         }

@@ -88,7 +88,17 @@ pub struct Piece {
     pub cursor: Option<LogCursor>,
 }
 
-type Chunks = Pin<Box<dyn Stream<Item = std::io::Result<(Vec<u8>, bool)>> + Send>>;
+/// A piece of the log as read.
+enum Chunk {
+    /// A whole line (or the last piece of a cut one).
+    Line(Vec<u8>),
+    /// A piece of a line longer than [`MAX_PIECE`]; the line goes on.
+    Piece(Vec<u8>),
+    /// Text after the last newline when the stream ended: the line may not be complete.
+    Tail(Vec<u8>),
+}
+
+type Chunks = Pin<Box<dyn Stream<Item = std::io::Result<Chunk>> + Send>>;
 
 /// A pod's log being read.
 pub struct PodLog {
@@ -109,15 +119,20 @@ pub struct PodLog {
     line_at: Option<DateTime<Utc>>,
     /// A piece of the current line was delivered already.
     mid_line: bool,
+    /// Opened after the container was seen finished: the log is complete, and its end is
+    /// the end (text after the last newline is a last line, not a line still being written).
+    pub final_read: bool,
 }
 
 impl PodLog {
-    /// Opens the log of `pod`'s `container` after `from`, following it.
+    /// Opens the log of `pod`'s `container` after `from`, following it; `final_read` when the
+    /// container was already seen finished.
     pub async fn open(
         pods: &Api<Pod>,
         pod: &str,
         container: &str,
         from: Position,
+        final_read: bool,
     ) -> Result<Self, kube::Error> {
         // sinceTime is whole seconds: rounded down, everything from the position on is
         // included (and what comes before it in that second is skipped).
@@ -132,10 +147,10 @@ impl PodLog {
             ..LogParams::default()
         };
         let log = pods.log_stream(pod, &params).await?;
-        Ok(Self::reading(pod, chunks(log), from))
+        Ok(Self::reading(pod, chunks(log), from, final_read))
     }
 
-    fn reading(pod: &str, chunks: Chunks, from: Position) -> Self {
+    fn reading(pod: &str, chunks: Chunks, from: Position, final_read: bool) -> Self {
         Self {
             pod: pod.to_owned(),
             chunks,
@@ -146,14 +161,20 @@ impl PodLog {
             skipping: false,
             line_at: None,
             mid_line: false,
+            final_read,
         }
     }
 
-    /// The next piece to emit; `None` at the end of the stream, an error when it broke.
+    /// The next piece to emit; `None` at the end of the stream, an error when it broke. Text
+    /// after the last newline counts only in a final read; otherwise it is left for the next
+    /// read (the line may still be being written), and the position stays before it.
     pub async fn next(&mut self) -> Option<std::io::Result<Piece>> {
         loop {
             let (bytes, complete) = match self.chunks.next().await? {
-                Ok(chunk) => chunk,
+                Ok(Chunk::Line(bytes)) => (bytes, true),
+                Ok(Chunk::Piece(bytes)) => (bytes, false),
+                Ok(Chunk::Tail(bytes)) if self.final_read => (bytes, true),
+                Ok(Chunk::Tail(_)) => return None,
                 Err(error) => return Some(Err(error)),
             };
             let (text, replaced) = match String::from_utf8(bytes) {
@@ -248,7 +269,7 @@ fn chunks(reader: impl AsyncBufRead + Send + Unpin + 'static) -> Chunks {
                         return None;
                     }
                     let last = std::mem::take(&mut line);
-                    return Some((Ok((last, true)), (reader, Vec::new(), true)));
+                    return Some((Ok(Chunk::Tail(last)), (reader, Vec::new(), true)));
                 }
                 if let Some(newline) = available.iter().position(|byte| *byte == b'\n') {
                     line.extend_from_slice(&available[..newline]);
@@ -257,7 +278,7 @@ fn chunks(reader: impl AsyncBufRead + Send + Unpin + 'static) -> Chunks {
                         line.pop();
                     }
                     let complete = std::mem::take(&mut line);
-                    return Some((Ok((complete, true)), (reader, Vec::new(), false)));
+                    return Some((Ok(Chunk::Line(complete)), (reader, Vec::new(), false)));
                 }
                 let taken = available.len().min(MAX_PIECE - line.len());
                 line.extend_from_slice(&available[..taken]);
@@ -265,7 +286,7 @@ fn chunks(reader: impl AsyncBufRead + Send + Unpin + 'static) -> Chunks {
                 if line.len() >= MAX_PIECE {
                     let cut = utf8_boundary(&line);
                     let rest = line.split_off(cut);
-                    return Some((Ok((line, false)), (reader, rest, false)));
+                    return Some((Ok(Chunk::Piece(line)), (reader, rest, false)));
                 }
             }
         },
@@ -308,7 +329,7 @@ mod tests {
     }
 
     fn log_of(text: &'static [u8], from: Position) -> PodLog {
-        PodLog::reading("p", chunks(futures::io::Cursor::new(text)), from)
+        PodLog::reading("p", chunks(futures::io::Cursor::new(text)), from, true)
     }
 
     async fn texts(mut log: PodLog) -> Vec<(String, Option<LogCursor>)> {
@@ -379,6 +400,40 @@ mod tests {
         let second = log.next().await.expect("a line").expect("no error");
         assert_eq!(second.text, "next");
         assert!(!second.replaced);
+    }
+
+    #[tokio::test]
+    async fn text_after_the_last_newline_waits_unless_the_container_ended() {
+        let cut: &[u8] = b"2023-11-14T22:13:20Z whole\n2023-11-14T22:13:21Z half of a li";
+        let mut following = PodLog::reading(
+            "p",
+            chunks(futures::io::Cursor::new(cut)),
+            Position::default(),
+            false,
+        );
+        assert_eq!(
+            following
+                .next()
+                .await
+                .expect("a line")
+                .expect("no error")
+                .text,
+            "whole"
+        );
+        assert!(
+            following.next().await.is_none(),
+            "the half line is left for the next read"
+        );
+        assert_eq!(
+            following.position.last,
+            Some((at(0, 0), 1)),
+            "and not consumed"
+        );
+        let shown = texts(log_of(cut, Position::default())).await;
+        assert_eq!(
+            shown.last().map(|(text, _)| text.as_str()),
+            Some("half of a li")
+        );
     }
 
     #[test]

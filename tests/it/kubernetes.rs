@@ -468,6 +468,21 @@ async fn expired_watches_are_listed_again_and_no_line_is_lost_or_repeated() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_deleted_while_no_watch_saw_it_is_found_gone_by_the_new_list() {
+    let (fake, _directory, app) = embedded().await;
+    define(&app, slow_proc("counter")).await;
+    let id = execute(&app, "counter", json!([])).await;
+    wait_for_stored(&app, &id, 5).await;
+    fake.delete_job_unwatched("default", &format!("proctor-{id}-counter"));
+    let done = final_state(&app, &id).await;
+    assert_eq!(done["status"], "LOST", "{done}");
+    assert_eq!(
+        done["reason"],
+        format!("its Kubernetes Job proctor-{id}-counter was deleted")
+    );
+}
+
 #[tokio::test]
 async fn bookmarks_are_taken_in_stride() {
     let (fake, _directory, app) = embedded().await;

@@ -109,6 +109,8 @@ struct Store {
     /// Bumped to end every open watch and log stream; `cut_abruptly` says how.
     generation: u64,
     cut_abruptly: bool,
+    /// While set, every watch is refused with `410 Gone` (history being compacted).
+    quiet: bool,
     /// Requests are answered `503` until then.
     unavailable_until: Option<tokio::time::Instant>,
     bookmarks_sent: u64,
@@ -336,6 +338,21 @@ impl FakeKube {
         self.cluster.notify(version);
     }
 
+    /// Deletes a Job (with its pods, Secrets and logs) while no watch can see it happen: the
+    /// history is compacted right after, so watchers only learn it from a new list.
+    pub fn delete_job_unwatched(&self, namespace: &str, job: &str) {
+        {
+            // End every watch and refuse new ones until the deletion is compacted away.
+            let mut store = self.cluster.lock();
+            store.quiet = true;
+            store.generation += 1;
+            store.cut_abruptly = false;
+        }
+        delete_job_cascade(&self.cluster, namespace, job);
+        self.expire_watches();
+        self.cluster.lock().quiet = false;
+    }
+
     /// The API server is away for `length`: every request is answered `503`, and every open
     /// watch and log stream breaks.
     pub fn outage(&self, length: Duration) {
@@ -514,15 +531,20 @@ fn watch_response(
     namespace: String,
     query: HashMap<String, String>,
 ) -> Response {
-    let (current, compacted, generation) = {
+    let (current, compacted, generation, quiet) = {
         let store = cluster.lock();
-        (store.version, store.compacted, store.generation)
+        (
+            store.version,
+            store.compacted,
+            store.generation,
+            store.quiet,
+        )
     };
     let mut since: u64 = query
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(current);
-    if since < compacted {
+    if since < compacted || quiet {
         // What a real API server answers for a resourceVersion older than its history.
         let gone = json!({ "type": "ERROR", "object": {
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -553,15 +575,21 @@ fn watch_response(
             if cut(&cluster, generation, &sender).await {
                 return;
             }
-            let fresh: Vec<Change> = cluster
-                .lock()
-                .changes
-                .iter()
-                .filter(|change| {
-                    change.version > since && change.kind == kind && change.namespace == namespace
-                })
-                .cloned()
-                .collect();
+            // What this stream has seen up to: a bookmark may claim no more than that.
+            let (fresh, scanned): (Vec<Change>, u64) = {
+                let store = cluster.lock();
+                let fresh = store
+                    .changes
+                    .iter()
+                    .filter(|change| {
+                        change.version > since
+                            && change.kind == kind
+                            && change.namespace == namespace
+                    })
+                    .cloned()
+                    .collect();
+                (fresh, store.version)
+            };
             for change in fresh {
                 since = change.version;
                 if selected(&change.object, &query) {
@@ -581,11 +609,8 @@ fn watch_response(
                     }
                 }
                 _ = bookmark.tick(), if bookmarks => {
-                    let version = {
-                        let mut store = cluster.lock();
-                        store.bookmarks_sent += 1;
-                        store.version
-                    };
+                    cluster.lock().bookmarks_sent += 1;
+                    let version = scanned;
                     let line = format!(
                         "{}\n",
                         json!({ "type": "BOOKMARK", "object": {
@@ -1072,6 +1097,8 @@ async fn run_attempt(
                 return Attempt::Deleted;
             }
             if past_deadline() {
+                // The Job controller deletes the active pods before it marks the Job failed.
+                cluster.remove(Kind::Pod, ns, &pod_name);
                 return Attempt::DeadlineExceeded;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1147,7 +1174,7 @@ async fn run_attempt(
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
-            cluster.lock().logs.get_mut(&key).expect("log exists").done = true;
+            finish_log(cluster, &key);
             cluster.update(Kind::Pod, ns, &pod_name, |pod| {
                 pod["status"]["phase"] = json!("Failed");
                 pod["status"]["containerStatuses"] = container_status(json!({ "terminated": {
@@ -1182,12 +1209,10 @@ async fn run_attempt(
             while let Ok(Some(line)) = lines.next_line().await {
                 let version = {
                     let mut store = cluster.lock();
-                    store
-                        .logs
-                        .get_mut(&key)
-                        .expect("log exists")
-                        .lines
-                        .push((chrono::Utc::now(), line));
+                    // Gone with its pod (deleted, collected): the output goes nowhere.
+                    if let Some(log) = store.logs.get_mut(&key) {
+                        log.lines.push((chrono::Utc::now(), line));
+                    }
                     store.version
                 };
                 cluster.notify(version);
@@ -1211,7 +1236,7 @@ async fn run_attempt(
                     for reader in readers {
                         let _ = reader.await;
                     }
-                    cluster.lock().logs.get_mut(&key).expect("log exists").done = true;
+                    finish_log(cluster, &key);
                     let version = cluster.lock().version;
                     cluster.notify(version);
                     if gone() {
@@ -1231,7 +1256,7 @@ async fn run_attempt(
     for reader in readers {
         let _ = reader.await;
     }
-    cluster.lock().logs.get_mut(&key).expect("log exists").done = true;
+    finish_log(cluster, &key);
     let code = outcome.unwrap_or(137);
     cluster.update(Kind::Pod, ns, &pod_name, |pod| {
         pod["status"]["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
@@ -1242,6 +1267,13 @@ async fn run_attempt(
         Attempt::Succeeded
     } else {
         Attempt::Failed
+    }
+}
+
+/// Marks a pod's log complete (if the pod still has one).
+fn finish_log(cluster: &Cluster, key: &(String, String)) {
+    if let Some(log) = cluster.lock().logs.get_mut(key) {
+        log.done = true;
     }
 }
 

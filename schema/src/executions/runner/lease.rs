@@ -175,7 +175,11 @@ impl Runner {
                         executor_ref: execution.executor_ref.clone().unwrap_or_default(),
                         cursor: None,
                     };
-                    let _ = self.executor.reattach(run, CancellationToken::new()).await;
+                    // Stopping takes up to the grace period: not inside the lease loop.
+                    let executor = Arc::clone(&self.executor);
+                    tokio::spawn(async move {
+                        let _ = executor.reattach(run, CancellationToken::new()).await;
+                    });
                 }
                 let outcome = Outcome::lost(format!(
                     "cannot be resumed: its secrets cannot be read to mask its output ({error})"
