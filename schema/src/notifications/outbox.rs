@@ -213,20 +213,23 @@ fn idempotency_key(execution: &execution::Model, target: &Target) -> String {
 }
 
 /// Writes the notifications about `row` (which just reached its final state), inside the
-/// transaction storing that state.
+/// transaction storing that state; returns how many.
 pub async fn enqueue<C: ConnectionTrait>(
     txn: &C,
     state: &AppState,
     row: &execution::Model,
-) -> Result<(), ApiError> {
+) -> Result<usize, ApiError> {
     if !row.status.is_final() {
-        return Ok(());
+        return Ok(0);
     }
-    let policy = match row.proc_id {
+    let policy: Option<NotificationPolicy> = match row.proc_id {
         Some(id) => proc::Entity::find_by_id(id)
+            .select_only()
+            .column(proc::Column::Notifications)
+            .into_tuple::<Option<NotificationPolicy>>()
             .one(txn)
             .await?
-            .and_then(|proc| proc.notifications),
+            .flatten(),
         None => None,
     };
     let schedule = match row.schedule_id {
@@ -234,12 +237,14 @@ pub async fn enqueue<C: ConnectionTrait>(
         None => None,
     };
     let now = Utc::now();
-    for target in targets(
+    let targets = targets(
         policy.as_ref(),
         schedule.as_ref(),
         state.notification_defaults(),
         row.status,
-    ) {
+    );
+    let written = targets.len();
+    for target in targets {
         let key = idempotency_key(row, &target);
         let pending = notification::ActiveModel {
             id: sea_orm::NotSet,
@@ -265,7 +270,7 @@ pub async fn enqueue<C: ConnectionTrait>(
             .exec_without_returning(txn)
             .await?;
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Delivers due notifications, forever: woken at once after a final state was stored here,

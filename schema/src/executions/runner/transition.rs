@@ -184,8 +184,11 @@ pub(super) async fn apply(
             drop(txn);
             return Err(refusal(state, id, target).await);
         };
-        in_final_txn(&txn, state, &row).await?;
+        let notifications = in_final_txn(&txn, state, &row).await?;
         txn.commit().await.map_err(ApiError::from)?;
+        if notifications > 0 {
+            state.outbox_wakeup().notify_one();
+        }
         row
     } else {
         match update
@@ -315,7 +318,10 @@ pub async fn record_not_started<C: ConnectionTrait>(
     row.reason = Set(Some(reason));
     row.finished_at = Set(Some(now));
     let row = row.insert(txn).await?;
-    in_final_txn(txn, state, &row).await?;
+    if in_final_txn(txn, state, &row).await? > 0 {
+        // Delivered once the caller commits (and woken then, or by the next poll).
+        state.outbox_wakeup().notify_one();
+    }
     Ok(row)
 }
 
@@ -346,16 +352,17 @@ pub async fn publish(state: &AppState, event: Event) {
 
 /// Reactions stored with a final state, in its transaction (so they survive a crash right
 /// after it).
+/// Returns how many notifications were written.
 async fn in_final_txn<C: ConnectionTrait>(
     txn: &C,
     state: &AppState,
     row: &execution::Model,
-) -> Result<(), ApiError> {
+) -> Result<usize, ApiError> {
     crate::notifications::outbox::enqueue(txn, state, row).await
 }
 
-/// Reactions to a committed move: live delivery, then (for a final state) metrics and waking
-/// the notification delivery (its rows were stored with the state).
+/// Reactions to a committed move: live delivery, then (for a final state) metrics. (The
+/// notification delivery is woken where its rows were written.)
 async fn after_commit(state: &AppState, row: &execution::Model) {
     announce(state, row).await;
     if row.status.is_final() {
@@ -366,6 +373,5 @@ async fn after_commit(state: &AppState, row: &execution::Model) {
         state
             .metrics()
             .execution_finished(&row.proc_name, row.status.name(), ran_for);
-        state.outbox_wakeup().notify_one();
     }
 }
