@@ -290,6 +290,19 @@ pub async fn deliver_forever(state: AppState, only_replica: bool) {
     }
 }
 
+/// An update of outbox rows that gives up their claims.
+fn release_claims() -> sea_orm::UpdateMany<notification::Entity> {
+    notification::Entity::update_many()
+        .col_expr(
+            notification::Column::ClaimedBy,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            notification::Column::ClaimExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+}
+
 /// Rows claimed under this replica's id (or, as the only replica, under any id) were claimed
 /// by a process before this one (replica ids are unique among running processes, as the
 /// execution leases assume): nobody is delivering them, so they are due again now rather
@@ -300,18 +313,7 @@ async fn release_claims_of_a_previous_process(state: &AppState, only_replica: bo
     } else {
         notification::Column::ClaimedBy.eq(state.runner().replica())
     };
-    let released = notification::Entity::update_many()
-        .col_expr(
-            notification::Column::ClaimedBy,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            notification::Column::ClaimExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .filter(mine)
-        .exec(state.db())
-        .await;
+    let released = release_claims().filter(mine).exec(state.db()).await;
     match released {
         Ok(done) if done.rows_affected > 0 => tracing::info!(
             notifications = done.rows_affected,
@@ -399,15 +401,7 @@ fn backoff(attempts: i32) -> Duration {
 async fn deliver_one(state: &AppState, row: notification::Model, replica: &str) {
     let outcome = attempt(state, &row).await;
     let now = Utc::now();
-    let mut update = notification::Entity::update_many()
-        .col_expr(
-            notification::Column::ClaimedBy,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            notification::Column::ClaimExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
+    let mut update = release_claims()
         .filter(notification::Column::Id.eq(row.id))
         // Only the claim this attempt made: a row whose claim lapsed and was taken again is
         // the newer attempt's to record.
