@@ -74,6 +74,10 @@ async fn next_event(stream: &mut DeliveryStream) -> Delivery {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    proctor_no_redis,
+    ignore = "needs Redis: set PROCTOR_TEST_REDIS_URL, or run ./tests/run.sh"
+)]
 async fn events_published_on_one_replica_reach_subscribers_on_every_replica_in_order() {
     let Some(url) = redis_url() else { return };
     let prefix = format!("proctor_test_{}", unique_suffix());
@@ -117,6 +121,10 @@ async fn events_published_on_one_replica_reach_subscribers_on_every_replica_in_o
 }
 
 #[tokio::test]
+#[cfg_attr(
+    proctor_no_redis,
+    ignore = "needs Redis: set PROCTOR_TEST_REDIS_URL, or run ./tests/run.sh"
+)]
 async fn deployments_with_different_prefixes_do_not_see_each_other() {
     let Some(url) = redis_url() else { return };
     let ours = bus(&url, &format!("proctor_test_{}", unique_suffix()));
@@ -139,6 +147,10 @@ async fn deployments_with_different_prefixes_do_not_see_each_other() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    proctor_no_redis_server,
+    ignore = "needs the redis-server program (./tests/run.sh installs it)"
+)]
 async fn the_bus_recovers_after_redis_restarts_and_reports_the_gap() {
     let Some(mut redis) = RedisServer::start() else {
         return;

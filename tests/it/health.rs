@@ -45,6 +45,10 @@ async fn readyz_checks_only_the_database_with_the_embedded_default() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(proctor_no_postgres, proctor_no_redis),
+    ignore = "needs Postgres and Redis: set PROCTOR_TEST_DATABASE_URL and PROCTOR_TEST_REDIS_URL, or run ./tests/run.sh"
+)]
 async fn readyz_checks_postgres_and_redis_when_configured() {
     let Some(app) = TestApp::builder()
         .backend(Backend::Postgres)

@@ -15,6 +15,11 @@ macro_rules! on_both_stacks {
             }
 
             #[tokio::test]
+            #[cfg_attr(
+                any(proctor_no_postgres, proctor_no_redis),
+                ignore = "needs Postgres and Redis: set PROCTOR_TEST_DATABASE_URL and \
+                          PROCTOR_TEST_REDIS_URL, or run ./tests/run.sh"
+            )]
             async fn production() {
                 super::$scenario(proctor_tests::Stack::Production).await;
             }

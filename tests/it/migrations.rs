@@ -89,6 +89,10 @@ async fn migrations_go_up_down_and_up_again_on_sqlite() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    proctor_no_postgres,
+    ignore = "needs Postgres: set PROCTOR_TEST_DATABASE_URL, or run ./tests/run.sh"
+)]
 async fn migrations_go_up_down_and_up_again_on_postgres() {
     let Some(url) = postgres_url() else { return };
     let database = TestDatabase::postgres(&url).await;
@@ -96,6 +100,10 @@ async fn migrations_go_up_down_and_up_again_on_postgres() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    proctor_no_postgres,
+    ignore = "needs Postgres: set PROCTOR_TEST_DATABASE_URL, or run ./tests/run.sh"
+)]
 async fn replicas_migrating_at_once_on_postgres_do_not_collide() {
     let Some(url) = postgres_url() else { return };
     let database = TestDatabase::postgres(&url).await;
@@ -499,6 +507,10 @@ async fn the_data_model_holds_on_sqlite() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    proctor_no_postgres,
+    ignore = "needs Postgres: set PROCTOR_TEST_DATABASE_URL, or run ./tests/run.sh"
+)]
 async fn the_data_model_holds_on_postgres() {
     let Some(url) = postgres_url() else { return };
     let database = TestDatabase::postgres(&url).await;

@@ -87,6 +87,10 @@ fn the_embedded_default_serves_from_an_empty_directory_and_stops_on_sigterm() {
 }
 
 #[test]
+#[cfg_attr(
+    any(proctor_no_postgres, proctor_no_redis_server),
+    ignore = "needs Postgres and the redis-server program: set PROCTOR_TEST_DATABASE_URL, or run ./tests/run.sh"
+)]
 fn with_postgres_and_redis_readiness_follows_redis_without_a_restart() {
     let Some(admin_url) = postgres_url() else {
         return;

@@ -299,6 +299,10 @@ async fn a_killed_embedded_proctord_resumes_its_run_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(proctor_no_postgres, proctor_no_redis),
+    ignore = "needs Postgres and Redis: set PROCTOR_TEST_DATABASE_URL and PROCTOR_TEST_REDIS_URL, or run ./tests/run.sh"
+)]
 async fn a_killed_production_proctord_resumes_its_run_exactly_once() {
     let Some((storage, _database)) = production_storage().await else {
         return;
@@ -307,6 +311,10 @@ async fn a_killed_production_proctord_resumes_its_run_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(proctor_no_postgres, proctor_no_redis),
+    ignore = "needs Postgres and Redis: set PROCTOR_TEST_DATABASE_URL and PROCTOR_TEST_REDIS_URL, or run ./tests/run.sh"
+)]
 async fn a_second_replica_streams_and_takes_over_when_the_first_dies() {
     let Some((storage, _database)) = production_storage().await else {
         return;

@@ -1222,6 +1222,10 @@ fn assert_each_slot_fired_once(runs: &[Value], executions: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(proctor_no_postgres, proctor_no_redis),
+    ignore = "needs Postgres and Redis: set PROCTOR_TEST_DATABASE_URL and PROCTOR_TEST_REDIS_URL, or run ./tests/run.sh"
+)]
 async fn two_replicas_on_one_postgres_fire_each_slot_exactly_once_over_30_seconds() {
     let Some((database, redis, prefix)) = shared_storage().await else {
         return;
@@ -1242,6 +1246,10 @@ async fn two_replicas_on_one_postgres_fire_each_slot_exactly_once_over_30_second
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(proctor_no_postgres, proctor_no_redis),
+    ignore = "needs Postgres and Redis: set PROCTOR_TEST_DATABASE_URL and PROCTOR_TEST_REDIS_URL, or run ./tests/run.sh"
+)]
 async fn killing_a_replica_leaves_no_slot_unfired() {
     let Some((database, redis, prefix)) = shared_storage().await else {
         return;

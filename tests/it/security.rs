@@ -1378,6 +1378,10 @@ async fn landlock_keeps_the_data_directory_from_runs_of_the_same_user() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(proctor_no_postgres, proctor_no_redis),
+    ignore = "needs Postgres and Redis: set PROCTOR_TEST_DATABASE_URL and PROCTOR_TEST_REDIS_URL, or run ./tests/run.sh"
+)]
 async fn a_revocation_on_one_replica_closes_sockets_on_another_at_once() {
     let Some((first, admin, user)) = auth_app(Stack::Production, Duration::from_secs(30)).await
     else {
