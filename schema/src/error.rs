@@ -80,20 +80,6 @@ impl ApiError {
         }
     }
 
-    /// The HTTP status the REST routes answer with.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Self::Unauthenticated(_) => 401,
-            Self::Forbidden(_) => 403,
-            Self::NotFound { .. } => 404,
-            Self::BadUserInput { .. } => 400,
-            Self::Conflict(_) => 409,
-            Self::LimitExceeded(_) => 413,
-            Self::Unavailable(_) => 503,
-            Self::Internal(_) => 500,
-        }
-    }
-
     /// Logs an internal error with its whole cause chain; the single place that does so.
     pub fn log_if_internal(&self) {
         if let Self::Internal(source) = self {
@@ -195,30 +181,24 @@ mod tests {
     }
 
     #[test]
-    fn codes_and_statuses_are_stable() {
+    fn codes_are_stable() {
         let cases = [
-            (
-                ApiError::Unauthenticated("who?".into()),
-                "UNAUTHENTICATED",
-                401,
-            ),
-            (ApiError::Forbidden("no".into()), "FORBIDDEN", 403),
+            (ApiError::Unauthenticated("who?".into()), "UNAUTHENTICATED"),
+            (ApiError::Forbidden("no".into()), "FORBIDDEN"),
             (
                 ApiError::NotFound {
                     kind: "proc",
                     key: "x".into(),
                 },
                 "NOT_FOUND",
-                404,
             ),
-            (ApiError::bad_input("f", "m"), "BAD_USER_INPUT", 400),
-            (ApiError::Conflict("busy".into()), "CONFLICT", 409),
-            (ApiError::LimitExceeded("big".into()), "LIMIT_EXCEEDED", 413),
-            (ApiError::Internal(anyhow::anyhow!("x")), "INTERNAL", 500),
+            (ApiError::bad_input("f", "m"), "BAD_USER_INPUT"),
+            (ApiError::Conflict("busy".into()), "CONFLICT"),
+            (ApiError::LimitExceeded("big".into()), "LIMIT_EXCEEDED"),
+            (ApiError::Internal(anyhow::anyhow!("x")), "INTERNAL"),
         ];
-        for (error, code, status) in cases {
+        for (error, code) in cases {
             assert_eq!(error.code(), code);
-            assert_eq!(error.http_status(), status);
         }
     }
 }

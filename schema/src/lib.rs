@@ -11,7 +11,6 @@
 
 pub mod auth;
 pub mod db;
-pub mod document_cache;
 pub mod error;
 pub mod executions;
 pub mod limits;

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 mod credentials;
 pub mod database;
+pub mod document_cache;
 pub mod egress;
 pub mod graphql_ws;
 pub mod guard;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use crate::document_cache::DocumentCache;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::WebSocketProtocols;
 use async_graphql::parser::types::OperationType;
@@ -15,7 +16,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use proctor_schema::auth::RequestAuth;
-use proctor_schema::document_cache::DocumentCache;
 use proctor_schema::system::{EventBusKind, ExecutorKind};
 use proctor_schema::{AppState, ProctorSchema};
 use serde_json::{Map, Value, json};

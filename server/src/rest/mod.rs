@@ -83,9 +83,22 @@ impl LegacyError {
                 format!("{prefix}Something went wrong"),
             );
         }
-        let status =
-            StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = http_status(error);
         Self::new(status, format!("{prefix}{error}"))
+    }
+}
+
+/// The HTTP status a domain error is answered with on the REST routes.
+pub fn http_status(error: &ApiError) -> StatusCode {
+    match error {
+        ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ApiError::BadUserInput { .. } => StatusCode::BAD_REQUEST,
+        ApiError::Conflict(_) => StatusCode::CONFLICT,
+        ApiError::LimitExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -182,6 +195,29 @@ fn parse_path_id(raw: &str) -> Result<u64, LegacyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_has_its_status() {
+        let cases = [
+            (ApiError::Unauthenticated("who?".into()), 401),
+            (ApiError::Forbidden("no".into()), 403),
+            (
+                ApiError::NotFound {
+                    kind: "proc",
+                    key: "x".into(),
+                },
+                404,
+            ),
+            (ApiError::bad_input("f", "m"), 400),
+            (ApiError::Conflict("busy".into()), 409),
+            (ApiError::LimitExceeded("big".into()), 413),
+            (ApiError::Unavailable("later".into()), 503),
+            (ApiError::Internal(anyhow::anyhow!("x")), 500),
+        ];
+        for (error, status) in cases {
+            assert_eq!(http_status(&error).as_u16(), status, "{error:?}");
+        }
+    }
 
     #[test]
     fn decode_reads_the_first_json_value_like_go() {
