@@ -542,6 +542,72 @@ async fn every_version_is_kept_and_runs_record_theirs(stack: Stack) {
     assert_eq!(data(&recorded)["execution"]["procVersion"], 1);
 }
 
+async fn a_procs_slack_url_is_never_shown_and_stars_keep_it(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
+        return;
+    };
+    const SECRET_URL: &str = "https://hooks.slack.example/services/T0/B0/s3cr3t-path";
+    let created = app
+        .graphql(
+            "mutation($n: NotificationsInput) { upsertProc(input: { name: \"noisy\", command: [\"true\"], notifications: $n }) { yaml notifications { slack emails on } } }",
+            json!({ "n": { "slackWebhookUrl": SECRET_URL, "emails": ["a@example.com"], "on": ["failed"] } }),
+        )
+        .await;
+    let proc = &data(&created)["upsertProc"];
+    assert_eq!(
+        proc["notifications"],
+        json!({ "slack": true, "emails": ["a@example.com"], "on": ["FAILED"] })
+    );
+    let yaml = proc["yaml"].as_str().unwrap().to_owned();
+    assert!(
+        yaml.contains("slackWebhookUrl: '***'") || yaml.contains("slackWebhookUrl: \"***\""),
+        "{yaml}"
+    );
+    // Applied again as shown, the stored URL stays; nothing shows it.
+    let reapplied = app
+        .graphql(
+            "mutation($c: String!) { applyProcFile(content: $c) { version notifications { slack } } }",
+            json!({ "c": yaml }),
+        )
+        .await;
+    assert_eq!(
+        data(&reapplied)["applyProcFile"],
+        json!({ "version": 2, "notifications": { "slack": true } })
+    );
+    let everything = app
+        .graphql(
+            "{ proc(name: \"noisy\") { yaml versions { yaml } definitionAt(version: 1) { yaml } } }",
+            json!({}),
+        )
+        .await;
+    assert!(!everything.to_string().contains("s3cr3t"), "{everything}");
+    let stored = proctor_schema::procs::service::find_proc(app.state.db(), "noisy")
+        .await
+        .unwrap();
+    assert_eq!(
+        stored
+            .notifications
+            .and_then(|policy| policy.slack_webhook_url)
+            .as_deref(),
+        Some(SECRET_URL),
+        "*** kept the stored URL"
+    );
+    // *** without a stored URL is an error naming the field, not a URL of three stars.
+    let refused = app
+        .graphql(
+            "mutation { upsertProc(input: { name: \"fresh\", command: [\"true\"], notifications: { slackWebhookUrl: \"***\" } }) { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&refused), "BAD_USER_INPUT", "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("notifications.slackWebhookUrl"),
+        "{refused}"
+    );
+}
+
 on_both_stacks!(
     concurrent_writers_never_see_a_locked_database,
     arguments_are_checked_by_type_and_rule,
@@ -552,4 +618,5 @@ on_both_stacks!(
     yaml_files_round_trip_and_errors_name_the_line,
     dropping_a_secret_declaration_deletes_its_value,
     every_version_is_kept_and_runs_record_theirs,
+    a_procs_slack_url_is_never_shown_and_stars_keep_it,
 );
