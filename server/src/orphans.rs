@@ -17,6 +17,7 @@
 //!   environment are ours and are stopped one by one (a group id can outlive its leader and,
 //!   in a long-running machine, be reused later; the environment tells them apart).
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process, kill_process_group};
@@ -32,12 +33,16 @@ pub struct ProcessRef {
     pub boot: String,
 }
 
-/// This machine's current boot id.
+/// This machine's current boot id (read once: it does not change while the server runs).
 fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|id| id.trim().to_owned())
-        .filter(|id| !id.is_empty() && !id.contains(':'))
+    static BOOT: OnceLock<Option<String>> = OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty() && !id.contains(':'))
+    })
+    .clone()
 }
 
 impl ProcessRef {

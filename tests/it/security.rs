@@ -248,6 +248,16 @@ async fn auth_app(stack: Stack, revalidate: Duration) -> Option<(TestApp, String
 
 const WATCH: &str = "subscription { executionEvents { id status } }";
 
+/// A graphql-transport-ws connection to `app` authenticated with `token`.
+async fn socket_as(app: &TestApp, token: &str) -> WsClient {
+    WsClient::connect(
+        &app.ws_url(),
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {token}") }),
+    )
+    .await
+}
+
 async fn revoked_token_closes_the_socket(stack: Stack) {
     let Some((app, admin, user)) = auth_app(stack, Duration::from_secs(30)).await else {
         return;
@@ -286,12 +296,7 @@ async fn group_change_closes_the_socket_and_new_operations_fail(stack: Stack) {
     let Some((app, admin, user)) = auth_app(stack, Duration::from_secs(30)).await else {
         return;
     };
-    let mut socket = WsClient::connect(
-        &app.ws_url(),
-        Protocol::TransportWs,
-        json!({ "Authorization": format!("Bearer {user}") }),
-    )
-    .await;
+    let mut socket = socket_as(&app, &user).await;
     let me = socket.run("1", "{ me { email groups } }", json!({})).await;
     assert_eq!(me[0]["data"]["me"]["groups"], json!(["ops"]), "{me:?}");
     // The admin moves bo out of ops (a new token with other groups).
@@ -317,12 +322,7 @@ async fn a_revocation_nobody_announced_is_found_by_the_periodic_check() {
     let (app, _admin, user) = auth_app(Stack::Embedded, Duration::from_secs(1))
         .await
         .expect("the embedded stack needs nothing");
-    let mut socket = WsClient::connect(
-        &app.ws_url(),
-        Protocol::TransportWs,
-        json!({ "Authorization": format!("Bearer {user}") }),
-    )
-    .await;
+    let mut socket = socket_as(&app, &user).await;
     socket.start("1", WATCH, json!({})).await;
     // Revoked straight in the database (as another tool would): no event on the bus.
     proctor_schema::auth::tokens::revoke_tokens(
@@ -716,12 +716,7 @@ async fn a_recreated_proc_does_not_expose_earlier_runs(stack: Stack) {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut socket = WsClient::connect(
-        &app.ws_url(),
-        Protocol::TransportWs,
-        json!({ "Authorization": format!("Bearer {admin}") }),
-    )
-    .await;
+    let mut socket = socket_as(&app, &admin).await;
     let states = socket.run("1", FINAL, json!({ "id": id })).await;
     assert_eq!(
         states.last().unwrap()["data"]["executionStatus"]["status"],
@@ -1401,12 +1396,7 @@ async fn a_revocation_on_one_replica_closes_sockets_on_another_at_once() {
         })
         .spawn()
         .await;
-    let mut socket = WsClient::connect(
-        &second.ws_url(),
-        Protocol::TransportWs,
-        json!({ "Authorization": format!("Bearer {user}") }),
-    )
-    .await;
+    let mut socket = socket_as(&second, &user).await;
     socket.start("1", WATCH, json!({})).await;
     assert_eq!(socket.wait_closed(Duration::from_millis(300)).await, None);
     let started = std::time::Instant::now();
@@ -1754,12 +1744,7 @@ async fn oversized_operations_and_anonymous_previews_are_refused() {
     let (app, _admin, user) = auth_app(Stack::Embedded, Duration::from_secs(30))
         .await
         .expect("the embedded stack needs nothing");
-    let mut socket = WsClient::connect(
-        &app.ws_url(),
-        Protocol::TransportWs,
-        json!({ "Authorization": format!("Bearer {user}") }),
-    )
-    .await;
+    let mut socket = socket_as(&app, &user).await;
     socket
         .start(
             "big",

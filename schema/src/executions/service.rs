@@ -14,7 +14,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::runner::{NewExecution, PreparedRun, cancel_unheld, publish};
+use super::runner::{CANCELLED_REASON, NewExecution, PreparedRun, cancel_unheld, publish};
 use crate::auth::{Caller, audit};
 use crate::error::ApiError;
 use crate::pagination::PageRequest;
@@ -227,7 +227,7 @@ pub async fn cancel_execution(
     )
     .await?;
     txn.commit().await?;
-    if !state.runner().cancel_here(id, "cancelled") {
+    if !state.runner().cancel_here(id, CANCELLED_REASON) {
         let request = Event::CancelRequested {
             execution_id: id,
             reason: None,

@@ -108,8 +108,6 @@ pub enum Attempt {
 pub struct ScriptedExecutor {
     queued: Mutex<VecDeque<Attempt>>,
     started: Mutex<Vec<RunSpec>>,
-    retries_attempts: bool,
-    outlives_server: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -146,14 +144,6 @@ impl ScriptedExecutor {
 impl Executor for ScriptedExecutor {
     fn kind(&self) -> ExecutorKind {
         ExecutorKind::Local
-    }
-
-    fn retries_attempts(&self) -> bool {
-        self.retries_attempts
-    }
-
-    fn runs_outlive_server(&self) -> bool {
-        self.outlives_server
     }
 
     async fn start(

@@ -122,7 +122,7 @@ impl StopRequest {
     }
 
     fn reason(&self) -> &str {
-        self.reason.get().map_or("cancelled", String::as_str)
+        self.reason.get().map_or(CANCELLED_REASON, String::as_str)
     }
 }
 
@@ -146,6 +146,8 @@ pub struct Runner {
     accepting: AtomicBool,
 }
 
+/// The reason recorded for a run a user cancelled.
+pub const CANCELLED_REASON: &str = "cancelled";
 /// The reason recorded for runs a shutdown stops.
 pub const SHUTDOWN_REASON: &str = "server shut down";
 /// Why a run that dies with its server is stopped when another replica took it over (its
@@ -222,7 +224,7 @@ impl Runner {
                 reason,
             }) = delivery
             {
-                self.cancel_here(execution_id, reason.as_deref().unwrap_or("cancelled"));
+                self.cancel_here(execution_id, reason.as_deref().unwrap_or(CANCELLED_REASON));
             }
         }
     }

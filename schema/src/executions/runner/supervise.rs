@@ -19,7 +19,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::log_pipeline::{Flushed, LogPipeline, Piece};
 use super::transition::{Change, Fence, Outcome, finish, record_attempt, transition};
-use super::{ActiveRun, Runner, SHUTDOWN_REASON, StopRequest};
+use super::{ActiveRun, CANCELLED_REASON, Runner, SHUTDOWN_REASON, StopRequest};
 use crate::error::ApiError;
 use crate::executions::shaping::Masker;
 use crate::ports::executor::{LogCursor, RunEvent, RunEvents, RunRef, RunSpec};
@@ -114,7 +114,7 @@ impl Runner {
             biased;
             () = stop.token.cancelled() => {
                 let reason = match stop.reason() {
-                    "cancelled" => "cancelled before it started",
+                    CANCELLED_REASON => "cancelled before it started",
                     other => other,
                 };
                 finish(state, id, Outcome::cancelled(reason), fence).await;

@@ -268,12 +268,12 @@ async fn cancel_before_a_slot_never_reaches_the_executor() {
     core.wait_for(busy, |row| row.status == ExecutionStatus::Running)
         .await;
     let waiting = core.run().await;
-    assert!(core.state.runner().cancel_here(waiting, "cancelled"));
+    assert!(core.state.runner().cancel_here(waiting, CANCELLED_REASON));
     let row = core.finished(waiting).await;
     assert_eq!(row.status, ExecutionStatus::Cancelled);
     assert_eq!(row.reason.as_deref(), Some("cancelled before it started"));
     assert_eq!(core.executor.starts().len(), 1, "only the busy run started");
-    assert!(core.state.runner().cancel_here(busy, "cancelled"));
+    assert!(core.state.runner().cancel_here(busy, CANCELLED_REASON));
     assert_eq!(core.finished(busy).await.status, ExecutionStatus::Cancelled);
 }
 
@@ -296,7 +296,7 @@ async fn cancel_while_running_stops_the_run_and_keeps_its_output() {
         assert!(tokio::time::Instant::now() < until, "the line never came");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert!(core.state.runner().cancel_here(id, "cancelled"));
+    assert!(core.state.runner().cancel_here(id, CANCELLED_REASON));
     let row = core.finished(id).await;
     assert_eq!(row.status, ExecutionStatus::Cancelled);
     assert_eq!(row.reason.as_deref(), Some("cancelled"));
@@ -370,7 +370,7 @@ async fn a_cancel_stops_further_attempts() {
     let id = core.run_with(Some(3), &[]).await;
     core.wait_for(id, |row| row.status == ExecutionStatus::Running)
         .await;
-    assert!(core.state.runner().cancel_here(id, "cancelled"));
+    assert!(core.state.runner().cancel_here(id, CANCELLED_REASON));
     let row = core.finished(id).await;
     assert_eq!(row.status, ExecutionStatus::Cancelled);
     assert_eq!(row.attempts, 1);
