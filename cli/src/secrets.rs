@@ -13,11 +13,9 @@ use crate::output::{self, Format, green};
 #[derive(Subcommand, Debug)]
 pub enum SecretsAction {
     /// Set a secret value (administrators); the value comes from stdin or a hidden prompt
-    #[command(
-        after_help = "Examples:\n  proctor secrets set deploy API_TOKEN        (prompts, \
+    #[command(after_help = "Examples:\n  proctor secrets set deploy API_TOKEN        (prompts, \
                             input hidden)\n  vault read -field=token … | proctor secrets set \
-                            deploy API_TOKEN"
-    )]
+                            deploy API_TOKEN")]
     Set {
         /// The proc.
         proc: String,

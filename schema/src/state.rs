@@ -24,16 +24,6 @@ pub struct SchemaLimits {
     pub max_complexity: usize,
 }
 
-impl Default for SchemaLimits {
-    /// Deep enough for the playground's introspection query, low enough to stop abuse.
-    fn default() -> Self {
-        Self {
-            max_depth: 16,
-            max_complexity: 10_000,
-        }
-    }
-}
-
 /// Everything `proctord` (or a test) assembles at start-up.
 pub struct AppParts {
     /// The database pool (Postgres or SQLite).

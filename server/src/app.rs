@@ -18,8 +18,8 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 use crate::config::{
-    AuthMode, ConfigError, DATABASE_SETTING, DatabaseTarget, KUBE_CONFIG_SETTING,
-    LOCAL_RUN_AS_SETTING, PORT_SETTING, REDIS_SETTING, SecretKeys, Settings, ensure_data_dir,
+    AuthMode, ConfigError, DatabaseTarget, Http, Kube, Redis, Runs, SecretKeys, Settings, Storage,
+    ensure_data_dir, setting,
 };
 use crate::database;
 use crate::kube_executor::KubernetesExecutor;
@@ -58,48 +58,50 @@ impl Server {
     /// in the backlog until [`Server::run`] serves them.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         crate::install_crypto_provider();
-        if let DatabaseTarget::Sqlite { path } = &settings.database {
+        let storage = &settings.storage;
+        if let DatabaseTarget::Sqlite { path } = &storage.database {
             ensure_data_dir(sqlite_directory(path))?;
         }
         let keyring = open_keyring(&settings)?;
         let mut isolation_note = None;
-        let executor: Arc<dyn Executor> = match settings.executor {
+        let executor: Arc<dyn Executor> = match settings.runs.executor {
             ExecutorKind::Local => {
-                ensure_data_dir(&settings.data_dir)?;
+                ensure_data_dir(&storage.data_dir)?;
                 // A SQLite file kept outside the data directory is denied with its directory.
-                let database_dir: Vec<std::path::PathBuf> = match &settings.database {
+                let database_dir: Vec<std::path::PathBuf> = match &storage.database {
                     DatabaseTarget::Sqlite { path } => {
                         vec![sqlite_directory(path).to_path_buf()]
                     }
                     DatabaseTarget::Postgres { .. } => Vec::new(),
                 };
                 let isolation = Isolation::choose(
-                    &settings.data_dir,
+                    &storage.data_dir,
                     &database_dir,
-                    &settings.security.local_run_as,
+                    &settings.runs.local_run_as,
                 )
-                .map_err(|e| ConfigError::new(LOCAL_RUN_AS_SETTING, e))?;
+                .map_err(|e| ConfigError::new(setting!(Runs, local_run_as), e))?;
                 isolation_note = Some((isolation.protects_data_dir(), isolation.describe()));
                 Arc::new(LocalExecutor::new(
-                    settings.cancel_grace,
-                    settings.default_timeout,
+                    settings.runs.cancel_grace,
+                    settings.runs.supervision.default_timeout,
                     isolation,
                 ))
             }
             ExecutorKind::Kubernetes => Arc::new(
                 KubernetesExecutor::connect(settings.kube.clone())
                     .await
-                    .map_err(|e| ConfigError::new(KUBE_CONFIG_SETTING, e.to_string()))?,
+                    .map_err(|e| ConfigError::new(setting!(Kube, kube_config), e))?,
             ),
         };
-        let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
+        let listen = settings.http.listen();
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
             ConfigError::new(
-                PORT_SETTING,
-                format!("cannot listen on {}: {e}", settings.listen),
+                setting!(Http, port),
+                format!("cannot listen on {listen}: {e}"),
             )
         })?;
         let (db, fresh) = open_database(&settings).await?;
-        let authenticator: Arc<dyn Authenticator> = match &settings.auth {
+        let authenticator: Arc<dyn Authenticator> = match &settings.auth.mode {
             AuthMode::Off => Arc::new(AuthDisabled),
             AuthMode::Builtin => Arc::new(BuiltinAuthenticator::new(db.clone())),
             AuthMode::Webhook {
@@ -115,7 +117,8 @@ impl Server {
         let (event_bus, redis_bus): (Arc<dyn EventBus>, _) = match &settings.redis {
             Some(redis) => {
                 let bus = Arc::new(RedisEventBus::start(redis).map_err(|e| {
-                    ConfigError::new(REDIS_SETTING, format!("{}: {e}", redis.redacted()))
+                    let setting = setting!(Redis, redis_url);
+                    ConfigError::new(setting, format!("{}: {e}", redis.redacted()))
                 })?);
                 (bus.clone(), Some(bus))
             }
@@ -123,30 +126,31 @@ impl Server {
         };
         let server_info = ServerInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            storage: settings.database.backend(),
+            storage: storage.database.backend(),
             event_bus: event_bus.kind(),
-            executor: settings.executor,
+            executor: settings.runs.executor,
             auth_enabled: settings.auth_enabled(),
         };
-        let runner = Runner::new(executor, settings.runs, settings.replica_id.clone());
+        let runner = Runner::new(
+            executor,
+            settings.runs.supervision,
+            settings.runs.replica_id.clone(),
+        );
         let state = AppState::new(AppParts {
             db: db.clone(),
             event_bus,
             authenticator,
             keyring,
-            admin_groups: settings.admin_groups.clone(),
+            admin_groups: settings.auth.admin_groups.clone(),
             runner: Arc::clone(&runner),
             metrics: Arc::new(Metrics::new()),
-            notifiers: crate::notifiers::build(
-                &settings.notifications,
-                &settings.security.notify_allowed_hosts,
-            )?,
+            notifiers: crate::notifiers::build(&settings.notify)?,
             server_info,
-            limits: settings.graphql_limits,
-            log_readers: database::log_readers(&settings.database, &settings.pool),
-            schedule_min_interval: settings.security.schedule_min_interval,
-            credentials_recheck: settings.security.ws_revalidate,
-            notification_defaults: settings.notifications.defaults.clone(),
+            limits: settings.http.graphql_limits(),
+            log_readers: database::log_readers(&storage.database, &storage.pool),
+            schedule_min_interval: settings.runs.schedule_min_interval,
+            credentials_recheck: settings.http.ws_revalidate,
+            notification_defaults: settings.notify.defaults.clone(),
         });
         // With the in-memory bus this is the only replica: everything unfinished is ours at once.
         let single_replica = settings.redis.is_none();
@@ -156,12 +160,12 @@ impl Server {
             state.clone(),
             single_replica,
         ));
-        if settings.scheduler_enabled {
+        if settings.runs.scheduler_enabled {
             tokio::spawn(crate::scheduler::run(state.clone()));
         }
         if fresh
-            && settings.register_examples
-            && settings.database.backend() == StorageBackend::Sqlite
+            && storage.register_examples
+            && storage.database.backend() == StorageBackend::Sqlite
         {
             proctor_schema::procs::examples::register_examples(&state)
                 .await
@@ -208,10 +212,10 @@ impl Server {
         let address = self.local_addr();
         let settings = &self.settings;
         tracing::info!(
-            storage = %settings.database.redacted(),
+            storage = %settings.storage.database.redacted(),
             event_bus = ?settings.event_bus_kind(),
-            executor = ?settings.executor,
-            auth = ?settings.auth,
+            executor = ?settings.runs.executor,
+            auth = ?settings.auth.mode,
             "proctord {} listening on http://{address}",
             env!("CARGO_PKG_VERSION"),
         );
@@ -227,7 +231,7 @@ impl Server {
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
             let _ = signalled_tx.send(true);
         });
-        let grace = settings.shutdown_grace;
+        let grace = settings.http.shutdown_grace;
         // Runs stop alongside the requests: no new run is accepted from the first moment,
         // local runs get the same grace to finish (then are stopped and recorded as
         // CANCELLED), Kubernetes runs are left for another replica to re-attach.
@@ -278,36 +282,38 @@ impl Server {
 pub(crate) async fn open_database(
     settings: &Settings,
 ) -> Result<(DatabaseConnection, bool), StartError> {
-    let db = database::connect(&settings.database, &settings.pool)
+    let storage = &settings.storage;
+    let db = database::connect(&storage.database, &storage.pool)
         .await
         .map_err(|e| {
+            let setting = setting!(Storage, database_url);
             anyhow::anyhow!(
-                "{DATABASE_SETTING}: cannot open {}: {e}",
-                settings.database.redacted()
+                "{setting}: cannot open {}: {e}",
+                storage.database.redacted()
             )
         })?;
-    let migrate = settings.database.backend() == StorageBackend::Sqlite || settings.auto_migrate;
+    let migrate = storage.database.backend() == StorageBackend::Sqlite || storage.auto_migrate;
     let mut fresh = false;
     if migrate {
         let applied = database::migrate_up(&db)
             .await
-            .with_context(|| format!("migrating {}", settings.database.redacted()))?;
+            .with_context(|| format!("migrating {}", storage.database.redacted()))?;
         fresh = applied.len() == database::migration_count();
         if !applied.is_empty() {
             tracing::info!(
                 migrations = ?applied,
                 "applied {} migration(s) to {}",
                 applied.len(),
-                settings.database.redacted()
+                storage.database.redacted()
             );
         }
     } else {
         let pending = database::pending_migrations(&db)
             .await
-            .with_context(|| format!("reading migrations of {}", settings.database.redacted()))?;
+            .with_context(|| format!("reading migrations of {}", storage.database.redacted()))?;
         if let Some(first) = pending.first() {
             return Err(ConfigError::new(
-                DATABASE_SETTING,
+                setting!(Storage, database_url),
                 format!(
                     "the database is {} migration(s) behind (first: {first}); run `proctord \
                      migrate up` or start with --auto-migrate",
@@ -326,8 +332,8 @@ pub(crate) fn open_keyring(settings: &Settings) -> Result<Arc<Keyring>, ConfigEr
     match &settings.secret_keys {
         SecretKeys::Configured(keyring) => Ok(Arc::clone(keyring)),
         SecretKeys::File(path) => {
-            ensure_data_dir(&settings.data_dir)?;
-            if settings.database.backend() == StorageBackend::Postgres {
+            ensure_data_dir(&settings.storage.data_dir)?;
+            if settings.storage.database.backend() == StorageBackend::Postgres {
                 tracing::warn!(
                     key_file = %path.display(),
                     "secrets are encrypted with a key file; every replica needs the same key, \
@@ -336,7 +342,7 @@ pub(crate) fn open_keyring(settings: &Settings) -> Result<Arc<Keyring>, ConfigEr
             }
             Keyring::from_file(path)
                 .map(Arc::new)
-                .map_err(|e| ConfigError::new("PROCTOR_DATA_DIR (--data-dir)", e.to_string()))
+                .map_err(|e| ConfigError::new(setting!(Storage, data_dir), e))
         }
     }
 }

@@ -3,15 +3,13 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use clap::Parser;
-
 use crate::app::{Server, StartError, open_database, open_keyring, sqlite_directory};
 use crate::config::{
-    Cli, Command, DATABASE_SETTING, DatabaseTarget, MigrateAction, SecretsAction, Settings,
-    UsersAction, ensure_data_dir,
+    DatabaseTarget, Environment, Options, ParseError, Settings, Storage, ensure_data_dir, setting,
 };
 use crate::database;
+use anyhow::Context as _;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use proctor_schema::auth::Caller;
 use proctor_schema::auth::tokens::{self, TokenRequest};
 use proctor_schema::secrets;
@@ -19,10 +17,114 @@ use proctor_schema::secrets;
 /// Exit status for configuration errors, matching clap's usage errors.
 const EXIT_CONFIG: u8 = 2;
 
+/// `proctord`: the Proctor server.
+#[derive(Parser, Debug)]
+#[command(name = "proctord", version, about = "Proctor automation orchestrator server")]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply, roll back or list database migrations.
+    Migrate {
+        /// Which migration action.
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Print the GraphQL schema (SDL) and exit.
+    Schema,
+    /// Manage users of built-in authentication.
+    Users {
+        /// Which user action.
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+    /// Manage the encryption of secret values.
+    Secrets {
+        /// Which secrets action.
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
+}
+
+/// `proctord users …` actions.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum UsersAction {
+    /// Create (or update) a user and print a new API token as the last line.
+    Add {
+        /// The user's e-mail address.
+        #[arg(long)]
+        email: String,
+        /// A group to put the user in (repeat for several); replaces their groups.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Make the user an administrator (adds the admin groups).
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+/// `proctord secrets …` actions.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum SecretsAction {
+    /// Re-encrypt every stored secret with the current key. With the key file, a new key is
+    /// generated first; with a configured key, configure the new key and move the old one to
+    /// the previous keys before running this.
+    RotateKey,
+}
+
+/// `proctord migrate …` actions.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Roll back the most recent migrations.
+    Down {
+        /// How many migrations to roll back.
+        #[arg(long, default_value_t = 1, conflicts_with = "all")]
+        steps: u32,
+        /// Roll back every migration (drops all Proctor tables and their data).
+        #[arg(long)]
+        all: bool,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+/// Parses `proctord`'s arguments with the process environment.
+pub fn parse<I, T>(argv: I) -> Result<Cli, ParseError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let command = crate::config::prepare(Cli::command(), Environment::Process);
+    let mut matches = command
+        .clone()
+        .try_get_matches_from(argv)
+        .map_err(|error| crate::config::value_error(error, &command))?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(ParseError::Usage)
+}
+
 /// Runs `proctord` with the process arguments and environment.
 pub fn main() -> ExitCode {
     crate::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = match parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(ParseError::Usage(error)) => error.exit(),
+        Err(ParseError::Config(error)) => {
+            eprintln!("proctord: configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let command = cli.command.unwrap_or(Command::Serve);
     if command == Command::Schema {
         print!("{}", proctor_schema::sdl());
@@ -35,7 +137,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(error) = crate::telemetry::init(settings.log_format, &settings.log_filter) {
+    if let Err(error) = crate::telemetry::init(&settings.telemetry) {
         eprintln!("proctord: configuration error: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -113,7 +215,7 @@ async fn shutdown_signal() {
 
 /// Checks the SQLite file's directory, as `serve` does before it opens the database.
 fn check_sqlite_directory(settings: &Settings) -> Result<(), StartError> {
-    if let DatabaseTarget::Sqlite { path } = &settings.database {
+    if let DatabaseTarget::Sqlite { path } = &settings.storage.database {
         ensure_data_dir(sqlite_directory(path))?;
     }
     Ok(())
@@ -121,10 +223,13 @@ fn check_sqlite_directory(settings: &Settings) -> Result<(), StartError> {
 
 async fn migrate(settings: Settings, action: MigrateAction) -> Result<(), StartError> {
     check_sqlite_directory(&settings)?;
-    let target = settings.database.redacted();
-    let db = database::connect(&settings.database, &settings.pool)
+    let target = settings.storage.database.redacted();
+    let db = database::connect(&settings.storage.database, &settings.storage.pool)
         .await
-        .map_err(|e| anyhow::anyhow!("{DATABASE_SETTING}: cannot open {target}: {e}"))?;
+        .map_err(|e| {
+            let setting = setting!(Storage, database_url);
+            anyhow::anyhow!("{setting}: cannot open {target}: {e}")
+        })?;
     match action {
         MigrateAction::Up => {
             let applied = database::migrate_up(&db)
@@ -190,7 +295,7 @@ async fn add_user(
     let token = tokens::issue_token(
         &db,
         &actor,
-        &settings.admin_groups,
+        &settings.auth.admin_groups,
         TokenRequest {
             email: email.clone(),
             groups: (!groups.is_empty()).then_some(groups),
@@ -278,4 +383,22 @@ async fn rotate_key(settings: Settings) -> Result<(), StartError> {
     );
     db.close().await.context("closing the database")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+        let cli = parse(["proctord", "migrate", "up", "--port=7"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Migrate {
+                action: MigrateAction::Up
+            })
+        );
+        assert_eq!(cli.options.http.port, 7, "settings may follow a subcommand");
+    }
 }

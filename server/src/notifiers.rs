@@ -33,13 +33,10 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 /// The notifiers the settings ask for: e-mail when an SMTP host is set; Slack and the webhook
 /// always (they need no server setting: a schedule can name its own target).
-/// Slack and webhook calls follow the egress rules of [`crate::egress`] (`allowed_hosts` are
-/// exempt from the address check).
-pub fn build(
-    settings: &NotificationSettings,
-    allowed_hosts: &[String],
-) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
-    let egress = EgressPolicy::new(allowed_hosts);
+/// Slack and webhook calls follow the egress rules of [`crate::egress`] (the settings' allowed
+/// hosts are exempt from the address check).
+pub fn build(settings: &NotificationSettings) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
+    let egress = EgressPolicy::new(&settings.allowed_hosts);
     let client = reqwest::Client::builder()
         .timeout(SEND_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())

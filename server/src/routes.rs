@@ -50,11 +50,11 @@ impl FromRef<HttpState> for AppState {
 
 /// Every route `proctord` serves, behind the browser guard (`crate::guard`).
 pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Router {
-    let security = &settings.security;
+    let http = &settings.http;
     let guard = Arc::new(Guard {
         auth_enabled: settings.auth_enabled(),
-        allowed_origins: security.allowed_origins.clone(),
-        allowed_hosts: security.allowed_hosts.clone(),
+        allowed_origins: http.allowed_origins.clone(),
+        allowed_hosts: http.allowed_hosts.clone(),
     });
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -72,24 +72,22 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
             schema,
             documents: Arc::new(DocumentCache::new(CACHED_DOCUMENTS)),
             websockets: Arc::new(WsLimits {
-                per_connection: security.max_subscriptions_per_connection,
-                server_wide: security.max_subscriptions,
+                per_connection: http.max_subscriptions_per_connection,
+                server_wide: http.max_subscriptions,
                 open: AtomicUsize::new(0),
-                revalidate: security.ws_revalidate,
-                max_message: settings.max_body_bytes,
+                revalidate: http.ws_revalidate,
+                max_message: http.max_body_bytes,
             }),
-            metrics_token: security
+            metrics_token: settings
+                .telemetry
                 .metrics_token
                 .as_ref()
                 .filter(|_| settings.auth_enabled())
                 .map(|token| Arc::from(token.expose())),
         })
-        .merge(crate::rest::router(
-            state,
-            settings.min_client_version.clone(),
-        ))
-        .merge(crate::playground::router(settings.playground_dir.clone()))
-        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        .merge(crate::rest::router(state, http.min_client_version.clone()))
+        .merge(crate::playground::router(http.playground_dir()))
+        .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             guard,
             crate::guard::check,

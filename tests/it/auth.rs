@@ -2,7 +2,6 @@
 //! websocket payloads; admin rights; proc groups; token issue and revocation; the audit log.
 
 use proctor_schema::ports::authenticator::Credentials;
-use proctor_server::config::AuthMode;
 use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::{Stack, TestApp};
 use serde_json::{Value, json};
@@ -10,7 +9,7 @@ use serde_json::{Value, json};
 async fn spawn(stack: Stack) -> Option<TestApp> {
     TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| settings.auth = AuthMode::Builtin)
+        .with_args(&["--auth-enabled"])
         .try_spawn()
         .await
 }

@@ -55,7 +55,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proctor_server::config::AuthMode;
 use proctor_tests::proxy::DroppingProxy;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -146,10 +145,7 @@ async fn admin_call(app: &TestApp, token: &str, query: &str, variables: Value) -
 
 async fn auth_app() -> (TestApp, String) {
     let app = TestApp::builder()
-        .with_settings(|settings| {
-            settings.auth = AuthMode::Builtin;
-            settings.scheduler_enabled = false;
-        })
+        .with_args(&["--auth-enabled", "--scheduler-enabled=false"])
         .spawn()
         .await;
     let admin = app.issue_token("admin@example.com", &[], true).await;

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use proctor_server::config::AuthMode;
 use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::{Stack, TestApp, live_members};
 use serde_json::{Value, json};
@@ -209,7 +208,7 @@ async fn forty_subscribers_on_a_small_pool_each_get_every_line_once(stack: Stack
     // and forty subscribers catching up from the database at different points.
     let Some(app) = TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| settings.pool.max_connections = 3)
+        .with_args(&["--postgres-max-connections=3"])
         .try_spawn()
         .await
     else {
@@ -241,10 +240,7 @@ async fn forty_subscribers_on_a_small_pool_each_get_every_line_once(stack: Stack
 async fn cancel_stops_the_whole_process_group(stack: Stack) {
     let Some(app) = TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| {
-            settings.cancel_grace = Duration::from_secs(2);
-            settings.runs.max_parallel = 1;
-        })
+        .with_args(&["--cancel-grace-seconds=2", "--max-parallel-runs=1"])
         .try_spawn()
         .await
     else {
@@ -455,7 +451,7 @@ async fn arguments_are_validated_and_passed_with_context(stack: Stack) {
 async fn outsiders_can_neither_run_nor_watch(stack: Stack) {
     let Some(app) = TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| settings.auth = AuthMode::Builtin)
+        .with_args(&["--auth-enabled"])
         .try_spawn()
         .await
     else {
@@ -539,7 +535,7 @@ async fn outsiders_can_neither_run_nor_watch(stack: Stack) {
 async fn output_is_capped_and_long_lines_are_split(stack: Stack) {
     let Some(app) = TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| settings.runs.log_max_lines = 100)
+        .with_args(&["--log-max-lines=100"])
         .try_spawn()
         .await
     else {

@@ -10,7 +10,7 @@ const SERVER_INFO: &str = "{ serverInfo { version storage eventBus executor auth
 fn expected_server_info(app: &TestApp) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "storage": match app.settings.database.backend() {
+        "storage": match app.settings.storage.database.backend() {
             proctor_schema::system::StorageBackend::Sqlite => "SQLITE",
             proctor_schema::system::StorageBackend::Postgres => "POSTGRES",
         },
@@ -80,7 +80,7 @@ async fn server_info_over_legacy_graphql_ws() {
 #[tokio::test]
 async fn queries_deeper_than_the_limit_are_refused() {
     let app = TestApp::builder()
-        .with_settings(|settings| settings.graphql_limits.max_depth = 3)
+        .with_args(&["--graphql-max-depth=3"])
         .spawn()
         .await;
     let shallow = app.graphql("{ serverInfo { version } }", json!({})).await;
@@ -100,7 +100,7 @@ async fn queries_deeper_than_the_limit_are_refused() {
 #[tokio::test]
 async fn queries_more_complex_than_the_limit_are_refused() {
     let app = TestApp::builder()
-        .with_settings(|settings| settings.graphql_limits.max_complexity = 3)
+        .with_args(&["--graphql-max-complexity=3"])
         .spawn()
         .await;
     let response = app.graphql(SERVER_INFO, json!({})).await;
@@ -113,7 +113,7 @@ async fn queries_more_complex_than_the_limit_are_refused() {
 #[tokio::test]
 async fn request_bodies_over_the_limit_get_413() {
     let app = TestApp::builder()
-        .with_settings(|settings| settings.max_body_bytes = 1024)
+        .with_args(&["--max-body-bytes=1024"])
         .spawn()
         .await;
     let padding = " ".repeat(2048);

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use proctor_schema::system::ExecutorKind;
-use proctor_server::config::KubeAccess;
 use proctor_tests::fake_kube::{FakeKube, Kind};
 use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::{Stack, TestApp};
@@ -22,15 +20,12 @@ async fn spawn(stack: Stack, fake: &FakeKube, kubeconfig: &tempfile::TempDir) ->
     fake.write_kubeconfig(&path);
     TestApp::builder()
         .stack(stack)
-        .with_settings(move |settings| {
-            settings.executor = ExecutorKind::Kubernetes;
-            settings.kube.access = KubeAccess::Kubeconfig(path);
-            settings.kube.image_pull_grace = Duration::from_secs(1);
-            settings
-                .kube
-                .annotations
-                .insert("team".into(), "ops".into());
-        })
+        .with_args(&[
+            "--executor=kubernetes".to_owned(),
+            format!("--kube-config={}", path.display()),
+            "--kube-image-pull-grace-seconds=1".to_owned(),
+            r#"--job-pod-annotations={"team":"ops"}"#.to_owned(),
+        ])
         .try_spawn()
         .await
 }
@@ -504,11 +499,11 @@ async fn finished_jobs_are_collected_after_their_ttl_and_the_run_keeps_its_end()
     fake.write_kubeconfig(&path);
     let app = TestApp::builder()
         .stack(Stack::Embedded)
-        .with_settings(move |settings| {
-            settings.executor = ExecutorKind::Kubernetes;
-            settings.kube.access = KubeAccess::Kubeconfig(path);
-            settings.kube.ttl_after_finished = Duration::from_secs(1);
-        })
+        .with_args(&[
+            "--executor=kubernetes".to_owned(),
+            format!("--kube-config={}", path.display()),
+            "--kube-job-ttl-seconds=1".to_owned(),
+        ])
         .try_spawn()
         .await
         .expect("embedded");

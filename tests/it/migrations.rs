@@ -14,14 +14,18 @@ use proctor_entity::{
     schedule, schedule_run, secret, user,
 };
 use proctor_migration::{Migrator, MigratorTrait, SchemaManager, TABLES};
-use proctor_server::config::PoolSettings;
+use proctor_server::Settings;
 use proctor_server::database::{self, migrate_down, migrate_up, migration_states};
 use proctor_tests::TestDatabase;
 use proctor_tests::infra::postgres_url;
 use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, ModelTrait, NotSet, Set};
 
 async fn connect(database: &TestDatabase) -> DatabaseConnection {
-    database::connect(database.target(), &PoolSettings::default())
+    let pool = Settings::from_args(&["--database-url", &database.url()])
+        .expect("the test database's URL is accepted")
+        .storage
+        .pool;
+    database::connect(database.target(), &pool)
         .await
         .expect("connect to the test database")
 }

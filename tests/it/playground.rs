@@ -148,8 +148,10 @@ async fn graphiql_and_the_live_view_work_in_chromium_without_leaving_the_origin(
 async fn the_playground_is_served_same_origin_only_and_explains_a_missing_build() {
     let empty = tempfile::tempdir().unwrap();
     let dir = empty.path().to_owned();
+    // What a checkout without a build serves: a configured directory must hold one, so the
+    // empty directory stands in for the default.
     let app = TestApp::builder()
-        .with_settings(move |settings| settings.playground_dir = dir)
+        .with_settings(move |settings| settings.http.playground_dir = Some(dir))
         .spawn()
         .await;
     let page = app.http.get(app.url("/playground")).send().await.unwrap();

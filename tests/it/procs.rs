@@ -460,7 +460,7 @@ async fn concurrent_writers_never_see_a_locked_database(stack: Stack) {
 async fn every_version_is_kept_and_runs_record_theirs(stack: Stack) {
     let Some(app) = TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| settings.auth = proctor_server::config::AuthMode::Builtin)
+        .with_args(&["--auth-enabled"])
         .try_spawn()
         .await
     else {

@@ -530,3 +530,36 @@ fn a_manual_runs_failure_is_notified_once_per_channel_even_across_a_kill_9() {
     });
     assert!(restarted.terminate().success());
 }
+
+#[test]
+fn a_bad_variable_stops_start_up_naming_it_and_an_empty_one_counts_as_unset() {
+    let directory = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut command = proctord_command(directory.path());
+        command.envs(env.iter().copied()).args(args);
+        let output = command.output().expect("proctord runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    };
+    let (code, stderr) = run(&[("PROCTOR_APP_PORT", "http")], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "proctord: configuration error: PROCTOR_APP_PORT (--port): \"http\" is not a port number \
+         (0-65535)"
+    );
+    // A key that is not one: named, never repeated.
+    let (code, stderr) = run(&[("PROCTOR_SECRET_KEY", "aHVudGVyMi1ub3QtYS1rZXk=")], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("PROCTOR_SECRET_KEY (--secret-key): "), "{stderr}");
+    assert!(!stderr.contains("aHVudGVyMi1ub3QtYS1rZXk="), "{stderr}");
+    // Empty variables, as templated deployments leave them, are the defaults.
+    let empty = [
+        ("PROCTOR_APP_PORT", ""),
+        ("PROCTOR_DATABASE_URL", " "),
+        ("PROCTOR_EXECUTOR", ""),
+        ("PROCTOR_REGISTER_EXAMPLES", ""),
+    ];
+    let (code, stderr) = run(&empty, &["migrate", "status"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}

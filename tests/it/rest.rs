@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use proctor_schema::schedules::firing::fire_due;
-use proctor_server::config::AuthMode;
 use proctor_tests::legacy_cli::{
     LegacyCli, describe_output, line, list_output, schedule_describe_output, schedule_list_row,
     template_file,
@@ -27,10 +26,7 @@ const USER: &str = "ada@example.com";
 async fn start(stack: Stack) -> Option<TestApp> {
     TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| {
-            settings.auth = AuthMode::Builtin;
-            settings.scheduler_enabled = false;
-        })
+        .with_args(&["--auth-enabled", "--scheduler-enabled=false"])
         .try_spawn()
         .await
 }
@@ -141,10 +137,7 @@ async fn wait_final(app: &TestApp, id: u64, (email, token): (&str, &str)) -> Val
 #[tokio::test]
 async fn the_client_version_check_answers_like_v2_and_only_when_configured() {
     let app = TestApp::builder()
-        .with_settings(|settings| {
-            settings.auth = AuthMode::Builtin;
-            settings.min_client_version = Some("v2.0.8".parse().expect("a version"));
-        })
+        .with_args(&["--auth-enabled", "--min-client-version=v2.0.8"])
         .spawn()
         .await;
     let ping = |version: Option<&str>, method: Method, path: &str| {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use proctor_entity::schedule;
 use proctor_schema::schedules::firing::fire_due;
-use proctor_server::config::{Credential, MailSettings, MailTls};
 use proctor_tests::infra::{postgres_url, redis_url, unique_suffix};
 use proctor_tests::sinks::{HttpSink, SmtpSink};
 use proctor_tests::{Proctord, Stack, TestApp, TestDatabase, proctord_command};
@@ -34,7 +33,7 @@ fn utc(text: &str) -> DateTime<Utc> {
 async fn clocked(stack: Stack) -> Option<TestApp> {
     TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| settings.scheduler_enabled = false)
+        .with_args(&["--scheduler-enabled=false"])
         .try_spawn()
         .await
 }
@@ -343,10 +342,7 @@ async fn schedules_are_created_listed_edited_and_deleted(stack: Stack) {
 async fn only_those_who_may_run_the_proc_may_schedule_it(stack: Stack) {
     let Some(app) = TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| {
-            settings.auth = proctor_server::config::AuthMode::Builtin;
-            settings.scheduler_enabled = false;
-        })
+        .with_args(&["--auth-enabled", "--scheduler-enabled=false"])
         .try_spawn()
         .await
     else {
@@ -911,21 +907,18 @@ on_both_stacks!(
 
 /// A server whose mail goes to `sink` as `proctor@example.com` (plain SMTP with AUTH).
 async fn notifying(stack: Stack, smtp: &SmtpSink, webhook_secret: &str) -> Option<TestApp> {
-    let port = smtp.port();
-    let secret = webhook_secret.to_owned();
     TestApp::builder()
         .stack(stack)
-        .with_settings(move |settings| {
-            settings.scheduler_enabled = false;
-            settings.notifications.mail = Some(MailSettings {
-                host: "127.0.0.1".into(),
-                port,
-                tls: MailTls::None,
-                login: Some(("proctor".into(), Credential::new("smtp-password"))),
-                from: "Proctor <proctor@example.com>".into(),
-            });
-            settings.notifications.webhook_secret = Some(Credential::new(secret));
-        })
+        .with_args(&[
+            "--scheduler-enabled=false".to_owned(),
+            "--mail-server-host=127.0.0.1".to_owned(),
+            format!("--mail-server-port={}", smtp.port()),
+            "--mail-tls=none".to_owned(),
+            "--mail-username=proctor".to_owned(),
+            "--mail-password=smtp-password".to_owned(),
+            "--mail-from=Proctor <proctor@example.com>".to_owned(),
+            format!("--notify-webhook-secret={webhook_secret}"),
+        ])
         .try_spawn()
         .await
 }

@@ -12,7 +12,7 @@ use proctor_schema::ports::authenticator::Credentials;
 use proctor_schema::procs::service::find_proc;
 use proctor_schema::secrets::keyring::Keyring;
 use proctor_schema::secrets::service::{decrypt, reencrypt_all, secret_values};
-use proctor_server::config::SecretKeys;
+
 use proctor_tests::{Proctord, Stack, TestApp, proctord_command};
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
@@ -27,7 +27,7 @@ async fn with_proc(stack: Stack) -> Option<TestApp> {
     // The walk below asks for every field at once, lists included: far past the default cost.
     let app = TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| settings.graphql_limits.max_complexity = 10_000_000)
+        .with_args(&["--graphql-max-complexity=10000000"])
         .try_spawn()
         .await?;
     let created = app
@@ -304,10 +304,9 @@ async fn no_value_is_reachable_from_query_or_in_the_log(stack: Stack) {
 async fn rotation_reencrypts_every_row(stack: Stack) {
     let key = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
     let old_key = key(1);
-    let old = Arc::new(Keyring::from_config(&old_key, &[]).unwrap());
     let Some(app) = TestApp::builder()
         .stack(stack)
-        .with_settings(move |settings| settings.secret_keys = SecretKeys::Configured(old))
+        .with_args(&[format!("--secret-key={old_key}")])
         .try_spawn()
         .await
     else {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use proctor_server::config::AuthMode;
+use proctor_server::config::DatabaseTarget;
 use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::{Stack, TestApp};
 use serde_json::{Value, json};
@@ -140,9 +140,7 @@ async fn foreign_origins_are_refused_on_post_and_both_websocket_protocols() {
 async fn listed_origins_are_admitted() {
     let app = TestApp::builder()
         .stack(Stack::Embedded)
-        .with_settings(|settings| {
-            settings.security.allowed_origins = vec!["https://console.example.com:443".into()];
-        })
+        .with_args(&["--allowed-origins=https://console.example.com:443"])
         .spawn()
         .await;
     let response = app
@@ -235,10 +233,10 @@ async fn rebinding_hosts_are_refused_while_auth_is_off() {
 async fn auth_app(stack: Stack, revalidate: Duration) -> Option<(TestApp, String, String)> {
     let app = TestApp::builder()
         .stack(stack)
-        .with_settings(move |settings| {
-            settings.auth = AuthMode::Builtin;
-            settings.security.ws_revalidate = revalidate;
-        })
+        .with_args(&[
+            "--auth-enabled".to_owned(),
+            format!("--ws-revalidate-seconds={}", revalidate.as_secs()),
+        ])
         .try_spawn()
         .await?;
     let admin = app.issue_token("root@example.com", &[], true).await;
@@ -808,10 +806,7 @@ async fn wait_for_outcome(app: &TestApp, token: &str, id: &str, outcome: &str) -
 async fn schedules_fire_with_their_owners_current_rights(stack: Stack) {
     let Some(app) = TestApp::builder()
         .stack(stack)
-        .with_settings(|settings| {
-            settings.auth = AuthMode::Builtin;
-            settings.security.schedule_min_interval = Duration::from_secs(1);
-        })
+        .with_args(&["--auth-enabled", "--schedule-min-interval-seconds=1"])
         .try_spawn()
         .await
     else {
@@ -1033,7 +1028,7 @@ async fn a_subscription_selects_one_root_field() {
 async fn the_server_wide_operation_cap_holds_across_connections() {
     let app = TestApp::builder()
         .stack(Stack::Embedded)
-        .with_settings(|settings| settings.security.max_subscriptions = 3)
+        .with_args(&["--max-subscriptions=3"])
         .spawn()
         .await;
     let mut first = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
@@ -1072,11 +1067,7 @@ async fn the_server_wide_operation_cap_holds_across_connections() {
 async fn metrics_need_the_token_when_auth_is_on_and_one_is_set() {
     let app = TestApp::builder()
         .stack(Stack::Embedded)
-        .with_settings(|settings| {
-            settings.auth = AuthMode::Builtin;
-            settings.security.metrics_token =
-                Some(proctor_server::config::Credential::new("scrape-me"));
-        })
+        .with_args(&["--auth-enabled", "--metrics-token=scrape-me"])
         .spawn()
         .await;
     let anonymous = app.http.get(app.url("/metrics")).send().await.unwrap();
@@ -1159,7 +1150,7 @@ async fn webhook_result(app: &TestApp, token: Option<&str>, url: &str) -> Value 
 async fn notifications_never_reach_internal_addresses_or_follow_redirects() {
     let app = TestApp::builder()
         .stack(Stack::Embedded)
-        .with_settings(|settings| settings.security.notify_allowed_hosts.clear())
+        .with_args(&["--notify-allowed-hosts="])
         .spawn()
         .await;
     define(&app, json!({ "name": "hooked", "command": ["true"] })).await;
@@ -1253,7 +1244,7 @@ async fn define_as(app: &TestApp, token: &str, input: Value) {
 
 /// Runs a proc that tries to read every file of the server's data directory.
 async fn try_to_read_the_data_dir(app: &TestApp) -> (String, Vec<String>) {
-    let data_dir = app.settings.data_dir.canonicalize().unwrap();
+    let data_dir = app.settings.storage.data_dir.canonicalize().unwrap();
     let files: Vec<String> = std::fs::read_dir(&data_dir)
         .unwrap()
         .map(|entry| entry.unwrap().path().display().to_string())
@@ -1365,7 +1356,7 @@ async fn landlock_keeps_the_data_directory_from_runs_of_the_same_user() {
     }
     let app = TestApp::builder()
         .stack(Stack::Embedded)
-        .with_settings(|settings| settings.security.local_run_as = "self".to_owned())
+        .with_args(&["--local-run-as=self"])
         .spawn()
         .await;
     let (output, secrets) = try_to_read_the_data_dir(&app).await;
@@ -1382,18 +1373,23 @@ async fn a_revocation_on_one_replica_closes_sockets_on_another_at_once() {
     else {
         return;
     };
-    let (database, redis) = (
-        first.settings.database.clone(),
-        first.settings.redis.clone(),
-    );
+    let DatabaseTarget::Postgres { url: database } = &first.settings.storage.database else {
+        panic!("the production stack runs on Postgres");
+    };
+    let redis = first
+        .settings
+        .redis
+        .clone()
+        .expect("the production stack has Redis");
     let second = TestApp::builder()
         .stack(Stack::Production)
-        .with_settings(move |settings| {
-            settings.auth = AuthMode::Builtin;
-            settings.database = database;
-            settings.redis = redis;
-            settings.scheduler_enabled = false;
-        })
+        .with_args(&[
+            "--auth-enabled".to_owned(),
+            format!("--database-url={database}"),
+            format!("--redis-url={}", redis.url),
+            format!("--redis-channel-prefix={}", redis.channel_prefix),
+            "--scheduler-enabled=false".to_owned(),
+        ])
         .spawn()
         .await;
     let mut socket = socket_as(&second, &user).await;
@@ -1860,7 +1856,7 @@ async fn nul_characters_in_proc_files_are_refused() {
 async fn a_websocket_message_over_the_body_limit_ends_the_connection() {
     let app = TestApp::builder()
         .stack(Stack::Embedded)
-        .with_settings(|settings| settings.max_body_bytes = 64 * 1024)
+        .with_args(&["--max-body-bytes=65536"])
         .spawn()
         .await;
     let mut socket = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
@@ -1886,6 +1882,7 @@ async fn a_file_created_next_to_the_data_directory_after_earlier_runs_is_readabl
     // Created after the rules were listed for the first run, next to the data directory.
     let sibling = app
         .settings
+        .storage
         .data_dir
         .canonicalize()
         .unwrap()

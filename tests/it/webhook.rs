@@ -8,7 +8,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use proctor_server::config::AuthMode;
 use proctor_tests::{Stack, TestApp};
 use serde_json::{Value, json};
 
@@ -60,13 +59,12 @@ async fn the_identity_service_decides_and_is_asked_once_per_cache_period(stack: 
     let url = start_identity_service(identity.clone()).await;
     let Some(app) = TestApp::builder()
         .stack(stack)
-        .with_settings(move |settings| {
-            settings.auth = AuthMode::Webhook {
-                url: url.parse().unwrap(),
-                cache_ttl: Duration::from_secs(1),
-                timeout: Duration::from_secs(2),
-            }
-        })
+        .with_args(&[
+            "--auth-enabled".to_owned(),
+            format!("--auth-webhook-url={url}"),
+            "--auth-webhook-cache-seconds=1".to_owned(),
+            "--auth-webhook-timeout-seconds=2".to_owned(),
+        ])
         .try_spawn()
         .await
     else {

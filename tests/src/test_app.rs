@@ -6,7 +6,6 @@ use proctor_schema::auth::tokens::{self, TokenRequest};
 use proctor_schema::auth::{Caller, RequestAuth};
 use proctor_schema::ports::authenticator::Credentials;
 use proctor_schema::{AppState, ProctorSchema};
-use proctor_server::config::RedisSettings;
 use proctor_server::{Server, Settings};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -37,9 +36,6 @@ pub enum Bus {
     Redis,
 }
 
-/// A change a test makes to the settings before the server starts.
-type SettingsChange = Box<dyn FnOnce(&mut Settings) + Send>;
-
 /// A whole storage-and-events stack, as the issues ask behaviour to hold on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stack {
@@ -53,8 +49,12 @@ pub enum Stack {
 pub struct TestAppBuilder {
     backend: Backend,
     bus: Bus,
-    adjust: Vec<SettingsChange>,
+    args: Vec<String>,
+    adjust: Option<SettingsChange>,
 }
+
+/// A change to checked settings that no flag can express (e.g. an unbuilt default playground).
+type SettingsChange = Box<dyn FnOnce(&mut Settings) + Send>;
 
 impl TestAppBuilder {
     /// Use this database backend.
@@ -77,9 +77,18 @@ impl TestAppBuilder {
         self
     }
 
-    /// Change settings before the server starts.
+    /// Configure the server as an operator would, with `--flag=value` arguments (parsed by
+    /// the same code as `proctord`'s; a flag given here replaces the harness's own).
+    pub fn with_args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.args
+            .extend(args.iter().map(|arg| arg.as_ref().to_owned()));
+        self
+    }
+
+    /// Changes the checked settings before the server starts, for what no flag can express;
+    /// prefer [`TestAppBuilder::with_args`].
     pub fn with_settings(mut self, adjust: impl FnOnce(&mut Settings) + Send + 'static) -> Self {
-        self.adjust.push(Box::new(adjust));
+        self.adjust = Some(Box::new(adjust));
         self
     }
 
@@ -101,21 +110,32 @@ impl TestAppBuilder {
             Bus::Redis => Some(redis_url()?),
         };
         let data_dir = tempfile::tempdir().expect("temporary data directory");
-        let mut settings = Settings::embedded(data_dir.path());
-        settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        settings.database = database.target().clone();
-        settings.auto_migrate = true;
-        // Tests start from an empty catalogue; the examples have a test of their own.
-        settings.register_examples = false;
-        // The tests' notification sinks listen on loopback, which notifications may reach
-        // only when allowed (the SSRF tests take this away again).
-        settings.security.notify_allowed_hosts = vec!["127.0.0.1".to_owned()];
-        settings.redis = redis.map(|url| RedisSettings {
-            url: url.parse().expect("PROCTOR_TEST_REDIS_URL is a URL"),
+        let mut args = vec![
+            format!("--data-dir={}", data_dir.path().display()),
+            "--port=0".to_owned(),
+            format!("--database-url={}", database.url()),
+            "--auto-migrate".to_owned(),
+            // Tests start from an empty catalogue; the examples have a test of their own.
+            "--register-examples=false".to_owned(),
+            // The tests' notification sinks listen on loopback, which notifications may reach
+            // only when allowed (the SSRF tests take this away again).
+            "--notify-allowed-hosts=127.0.0.1".to_owned(),
+        ];
+        if let Some(url) = redis {
+            args.push(format!("--redis-url={url}"));
             // Tests share one Redis; a prefix per app keeps their events apart.
-            channel_prefix: format!("proctor_test_{}", unique_suffix()),
-        });
-        for adjust in self.adjust {
+            args.push(format!(
+                "--redis-channel-prefix=proctor_test_{}",
+                unique_suffix()
+            ));
+        }
+        let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
+        let overridden: Vec<String> = self.args.iter().map(|arg| flag(arg)).collect();
+        args.retain(|arg| !overridden.contains(&flag(arg)));
+        args.extend(self.args);
+        let mut settings = Settings::from_args(&args)
+            .unwrap_or_else(|e| panic!("test settings {args:?} are refused: {e}"));
+        if let Some(adjust) = self.adjust {
             adjust(&mut settings);
         }
 
@@ -184,7 +204,8 @@ impl TestApp {
         TestAppBuilder {
             backend: Backend::Default,
             bus: Bus::Default,
-            adjust: Vec::new(),
+            args: Vec::new(),
+            adjust: None,
         }
     }
 

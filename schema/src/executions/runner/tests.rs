@@ -36,8 +36,11 @@ struct Core {
 
 fn fast() -> RunSettings {
     RunSettings {
+        max_parallel: 16,
+        log_max_lines: 200_000,
         flush_interval: Duration::from_millis(5),
-        ..RunSettings::default()
+        lease: Duration::from_secs(15),
+        default_timeout: Duration::from_secs(3600),
     }
 }
 
@@ -97,7 +100,10 @@ async fn core(settings: RunSettings) -> Core {
             executor: ExecutorKind::Local,
             auth_enabled: false,
         },
-        limits: SchemaLimits::default(),
+        limits: SchemaLimits {
+            max_depth: 16,
+            max_complexity: 10_000,
+        },
         log_readers: 4,
         schedule_min_interval: Duration::from_secs(60),
         credentials_recheck: Duration::from_secs(30),
