@@ -551,7 +551,10 @@ fn a_bad_variable_stops_start_up_naming_it_and_an_empty_one_counts_as_unset() {
     // A key that is not one: named, never repeated.
     let (code, stderr) = run(&[("PROCTOR_SECRET_KEY", "aHVudGVyMi1ub3QtYS1rZXk=")], &[]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("PROCTOR_SECRET_KEY (--secret-key): "), "{stderr}");
+    assert!(
+        stderr.contains("PROCTOR_SECRET_KEY (--secret-key): "),
+        "{stderr}"
+    );
     assert!(!stderr.contains("aHVudGVyMi1ub3QtYS1rZXk="), "{stderr}");
     // Empty variables, as templated deployments leave them, are the defaults.
     let empty = [

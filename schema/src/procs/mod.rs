@@ -9,5 +9,5 @@ pub mod service;
 pub mod versions;
 
 pub use args::validate_args;
-pub use definition::{LegacyMetadata, ProcDefinition};
+pub use definition::ProcDefinition;
 pub use graphql::{Arg, ArgInput, Proc, ProcsMutation, ProcsQuery, arg_values};

@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::definition::{KEPT_SECRET, LegacyMetadata, ProcDefinition, ValidProc};
+use super::definition::{KEPT_SECRET, ProcDefinition, ValidProc};
 use crate::auth::{Caller, audit};
 use crate::error::ApiError;
 use crate::secrets::service::{SecretInfo, secret_infos};
@@ -117,26 +117,25 @@ pub async fn upsert_proc(
     Ok(with_secrets(state.db(), vec![model]).await?.remove(0))
 }
 
-/// Stores procs posted in the Proctor v2 metadata shape (administrators only; the REST shim's
-/// `POST /metadata`). Every element is checked before any is stored, so one bad element
-/// stores nothing; errors name it as `[index].field`. Existing procs keep what the v2 shape
-/// cannot express (see [`LegacyMetadata::to_definition`]).
-pub async fn apply_legacy_metadata(
+/// Creates or replaces the procs named `names` at once (administrators only). `define(index,
+/// stored)` gives the definition of the `index`th from the stored proc of that name, if any, so
+/// a caller whose shape says less than a definition (the REST shim's v2 metadata) keeps the
+/// rest. Every definition is checked before any is stored, so one bad element stores nothing;
+/// errors name it as `[index].field`.
+pub async fn upsert_procs(
     state: &AppState,
     caller: &Caller,
-    items: &[LegacyMetadata],
+    names: &[&str],
+    define: impl Fn(usize, Option<&proc::Model>) -> ProcDefinition,
 ) -> Result<Vec<ProcView>, ApiError> {
     caller.require_admin(state, "create or change procs")?;
-    let mut checked = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
+    let mut checked = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
         let existing = proc::Entity::find()
-            .filter(proc::Column::Name.eq(item.name.as_str()))
+            .filter(proc::Column::Name.eq(*name))
             .one(state.db())
             .await?;
-        checked.push(
-            item.to_definition(existing.as_ref())
-                .validate(&format!("[{index}]."))?,
-        );
+        checked.push(define(index, existing.as_ref()).validate(&format!("[{index}]."))?);
     }
     let mut stored = Vec::with_capacity(checked.len());
     for valid in &checked {
@@ -250,7 +249,7 @@ fn keep_stored_credentials(
 }
 
 /// The stored shape of a valid definition (id, version and times left at zero).
-pub(super) fn model_of(valid: &ValidProc) -> proc::Model {
+pub fn model_of(valid: &ValidProc) -> proc::Model {
     let epoch = chrono::DateTime::<Utc>::UNIX_EPOCH;
     proc::Model {
         id: 0,

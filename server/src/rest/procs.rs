@@ -7,11 +7,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use proctor_schema::AppState;
-use proctor_schema::procs::LegacyMetadata;
-use proctor_schema::procs::service::{ProcQuery, apply_legacy_metadata, list_procs};
+use proctor_schema::procs::service::{ProcQuery, list_procs, upsert_procs};
 use proctor_schema::secrets::service;
 use serde::Deserialize;
 
+use super::metadata::LegacyMetadata;
 use super::{LegacyCaller, LegacyError, decode, decode_object, json_response};
 
 /// The procs the caller may run, in name order, as a JSON array (`[]` when there are none).
@@ -44,7 +44,10 @@ pub async fn apply(
     let Some(items) = decode::<Vec<LegacyMetadata>>(&body) else {
         return LegacyError::bad_request("malformed request").into_response();
     };
-    match apply_legacy_metadata(&state, &caller, &items).await {
+    // Existing procs keep what the v2 shape cannot express (see `LegacyMetadata::to_definition`).
+    let names: Vec<&str> = items.iter().map(|item| item.name.as_str()).collect();
+    let define = |index: usize, stored: Option<&_>| items[index].to_definition(stored);
+    match upsert_procs(&state, &caller, &names, define).await {
         Ok(_) => StatusCode::CREATED.into_response(),
         Err(error) => LegacyError::from_api(&error, "").into_response(),
     }
