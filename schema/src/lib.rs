@@ -8,12 +8,21 @@
 //!
 //! This crate never depends on `kube`, `fred` or an HTTP server, so it builds fast and is tested
 //! with in-memory parts; `proctor-server` supplies the adapters.
+//!
+//! Service functions share one signature: `pub async fn verb(state: &AppState, caller: &Caller,
+//! input…) -> Result<T, ApiError>`. They check the caller's rights themselves, so a resolver
+//! (which starts with [`auth::request`] for the state and the caller) or a REST handler only
+//! converts shapes and calls one. Functions that act for the system (the runner, the scheduler,
+//! the batch lookups behind [`loaders`]) take no caller and say in their docs that they check no
+//! rights; the few that work below the server, before any `AppState` exists (`proctord users
+//! add`), take a database connection instead.
 
 pub mod auth;
 pub mod db;
 pub mod error;
 pub mod executions;
 pub mod limits;
+pub mod loaders;
 pub mod metrics;
 pub mod notifications;
 pub mod pagination;
@@ -23,6 +32,8 @@ pub mod schedules;
 pub mod secrets;
 pub mod state;
 pub mod system;
+#[cfg(test)]
+mod test_state;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 
@@ -72,12 +83,11 @@ fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> 
 /// the application state every resolver reads.
 pub fn build_schema(state: AppState) -> ProctorSchema {
     let limits = state.limits();
-    schema_builder()
+    let builder = schema_builder()
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
-        .extension(limits::ResponseLimits)
-        .data(state)
-        .finish()
+        .extension(limits::ResponseLimits);
+    loaders::install(builder, &state).data(state).finish()
 }
 
 /// The schema definition language text of the API; the committed `schema/schema.graphql` must

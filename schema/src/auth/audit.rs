@@ -13,6 +13,7 @@ use sea_orm::{
 use super::Caller;
 use crate::error::ApiError;
 use crate::pagination::{PageRequest, connection};
+use crate::state::AppState;
 
 /// Records one action. Call it in the same transaction as the change it describes.
 pub async fn record<C: ConnectionTrait>(
@@ -67,11 +68,14 @@ impl From<audit_event::Model> for AuditEvent {
     }
 }
 
-/// A page of the audit log, newest first.
-pub async fn list<C: ConnectionTrait>(
-    db: &C,
+/// A page of the audit log, newest first (administrators only).
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
     page: PageRequest,
 ) -> Result<Connection<String, AuditEvent>, ApiError> {
+    caller.require_admin(state, "read the audit log")?;
+    let db = state.db();
     let mut query = audit_event::Entity::find().order_by_desc(audit_event::Column::Id);
     if let Some(before) = page.before_id {
         query = query.filter(audit_event::Column::Id.lt(before));

@@ -5,7 +5,7 @@ use async_graphql::{Context, Object, SimpleObject};
 
 use super::audit::{self, AuditEvent};
 use super::tokens::{self, TokenRequest};
-use super::{RequestAuth, app_state, caller};
+use super::{RequestAuth, app_state, request};
 use crate::error::ApiResultExt;
 use crate::pagination::PageRequest;
 
@@ -53,11 +53,9 @@ impl AuthQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, AuditEvent>> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
-        caller.require_admin(state, "read the audit log").gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let page = PageRequest::new(first, after).gql()?;
-        audit::list(state.db(), page).await.gql()
+        audit::list(state, &caller, page).await.gql()
     }
 }
 
@@ -76,23 +74,13 @@ impl AuthMutation {
         groups: Option<Vec<String>>,
         admin: Option<bool>,
     ) -> async_graphql::Result<String> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
-        caller.require_admin(state, "issue API tokens").gql()?;
-        let token = tokens::issue_token(
-            state.db(),
-            &caller,
-            state.admin_groups(),
-            TokenRequest {
-                email: email.clone(),
-                groups,
-                admin,
-            },
-        )
-        .await
-        .gql()?;
-        tokens::announce_change(state, &email).await;
-        Ok(token)
+        let (state, caller) = request(ctx).await.gql()?;
+        let request = TokenRequest {
+            email,
+            groups,
+            admin,
+        };
+        tokens::create_token(state, &caller, request).await.gql()
     }
 
     /// Revokes every token of `email`; false when none was active.
@@ -101,13 +89,7 @@ impl AuthMutation {
         ctx: &Context<'_>,
         email: String,
     ) -> async_graphql::Result<bool> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
-        caller.require_admin(state, "revoke API tokens").gql()?;
-        let revoked = tokens::revoke_tokens(state.db(), &caller, &email)
-            .await
-            .gql()?;
-        tokens::announce_change(state, &email).await;
-        Ok(revoked)
+        let (state, caller) = request(ctx).await.gql()?;
+        tokens::revoke(state, &caller, &email).await.gql()
     }
 }

@@ -184,6 +184,12 @@ pub async fn caller(ctx: &Context<'_>) -> Result<Caller, ApiError> {
     }
 }
 
+/// The application state and the authenticated caller of the current GraphQL operation: what
+/// a resolver that acts for someone starts with (`UNAUTHENTICATED` without credentials).
+pub async fn request<'c>(ctx: &'c Context<'_>) -> Result<(&'c AppState, Caller), ApiError> {
+    Ok((app_state(ctx)?, caller(ctx).await?))
+}
+
 /// The application state of the current GraphQL operation.
 pub fn app_state<'c>(ctx: &'c Context<'_>) -> Result<&'c AppState, ApiError> {
     ctx.data::<AppState>()

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use super::{Caller, audit};
 use crate::error::ApiError;
 use crate::ports::authenticator::{Authenticator, Credentials, Principal};
+use crate::state::AppState;
 
 /// The prefix that makes Proctor tokens recognisable (e.g. by secret scanners).
 pub const TOKEN_PREFIX: &str = "prt_";
@@ -86,8 +87,33 @@ pub struct TokenRequest {
     pub admin: Option<bool>,
 }
 
+/// Issues a token as [`issue_token`] does (administrators only) and tells every replica that
+/// the user's groups may have changed.
+pub async fn create_token(
+    state: &AppState,
+    caller: &Caller,
+    request: TokenRequest,
+) -> Result<String, ApiError> {
+    caller.require_admin(state, "issue API tokens")?;
+    let email = request.email.clone();
+    let token = issue_token(state.db(), caller, state.admin_groups(), request).await?;
+    announce_change(state, &email).await;
+    Ok(token)
+}
+
+/// Revokes as [`revoke_tokens`] does (administrators only) and tells every replica, so open
+/// websockets of that user close at once.
+pub async fn revoke(state: &AppState, caller: &Caller, email: &str) -> Result<bool, ApiError> {
+    caller.require_admin(state, "revoke API tokens")?;
+    let revoked = revoke_tokens(state.db(), caller, email).await?;
+    announce_change(state, email).await;
+    Ok(revoked)
+}
+
 /// Issues a new token for `request.email`, creating the user and setting their groups as
 /// asked, and records it in the audit log. Returns the token; it is never shown again.
+/// Checks no rights: below the server, for `proctord users add` (acting as the system) and
+/// [`create_token`].
 pub async fn issue_token(
     db: &DatabaseConnection,
     actor: &Caller,
@@ -206,7 +232,8 @@ async fn store_token(
     Ok(())
 }
 
-/// Revokes every active token of `email`; `false` when there was none to revoke.
+/// Revokes every active token of `email`; `false` when there was none to revoke. Checks no
+/// rights (see [`revoke`]).
 pub async fn revoke_tokens(
     db: &DatabaseConnection,
     actor: &Caller,
@@ -248,7 +275,7 @@ pub async fn revoke_tokens(
 /// Tells every replica that `email`'s credentials or groups changed, so open websockets of
 /// that user check them again at once (they also do every `PROCTOR_WS_REVALIDATE_SECONDS`,
 /// which bounds the delay when the bus drops the event).
-pub async fn announce_change(state: &crate::state::AppState, email: &str) {
+pub async fn announce_change(state: &AppState, email: &str) {
     let email = email.trim().to_lowercase();
     crate::executions::runner::publish(
         state,

@@ -1,6 +1,7 @@
 //! Execution queries, mutations, subscriptions and types.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_graphql::connection::Connection;
@@ -9,14 +10,15 @@ use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
 use proctor_entity::values;
 use proctor_entity::{execution, execution_log, proc};
-use sea_orm::EntityTrait;
 
 use super::service::{self, ExecuteRequest, ExecutionQuery, may_read, parse_id};
 use super::stream::{follow_logs, follow_status};
-use crate::auth::{Caller, app_state, caller};
+use crate::auth::{Caller, app_state, caller, request};
 use crate::error::{ApiError, ApiResultExt};
+use crate::notifications::Delivery as NotificationRow;
 use crate::pagination::{PageRequest, connection};
 use crate::ports::event_bus::{Delivery, Event, Topic};
+use crate::procs::service::ProcView;
 use crate::procs::{Arg, ArgInput, Proc, arg_values};
 use crate::state::AppState;
 
@@ -153,8 +155,43 @@ const DEFAULT_LOG_PAGE: u64 = 1_000;
 /// Lines read from the database at a time for `Execution.logs`.
 const LOG_READ_PAGE: u64 = 500;
 
-/// One run of a proc.
-pub struct Execution(pub execution::Model);
+/// One run of a proc, with what its page loaded for every row at once.
+pub struct Execution(pub execution::Model, Related);
+
+impl From<execution::Model> for Execution {
+    fn from(row: execution::Model) -> Self {
+        Self(row, Related::default())
+    }
+}
+
+/// What a page of executions loads at once for all its rows, when the query selects it: the
+/// procs (one batch) and the notifications (one batch), so the page costs the same number of
+/// statements whatever its size. A row outside a page loads through [`crate::loaders`].
+#[derive(Clone, Default)]
+pub struct Related {
+    procs: Option<Arc<HashMap<i64, ProcView>>>,
+    notifications: Option<Arc<HashMap<i64, Vec<NotificationRow>>>>,
+}
+
+impl Related {
+    /// Loads what the selection of `ctx` (a connection of executions) asks of `rows`.
+    async fn for_page(ctx: &Context<'_>, rows: &[execution::Model]) -> Result<Self, ApiError> {
+        let node = ctx.look_ahead().field("edges").field("node");
+        let mut related = Self::default();
+        if node.field("proc").exists() {
+            let mut ids: Vec<i64> = rows.iter().filter_map(|row| row.proc_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            related.procs = Some(Arc::new(crate::loaders::procs(ctx, &ids).await?));
+        }
+        if node.field("notifications").exists() {
+            let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+            let loaded = crate::loaders::notifications_of(ctx, &ids).await?;
+            related.notifications = Some(Arc::new(loaded));
+        }
+        Ok(related)
+    }
+}
 
 #[Object]
 impl Execution {
@@ -168,21 +205,17 @@ impl Execution {
     }
     /// The proc, if it still exists and the caller may see it.
     async fn proc(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Proc>> {
-        let state = app_state(ctx).gql()?;
         let caller = caller(ctx).await.gql()?;
         let Some(proc_id) = self.0.proc_id else {
             return Ok(None);
         };
-        match proc::Entity::find_by_id(proc_id).one(state.db()).await {
-            Ok(Some(model)) if caller.may_run(&model) => {
-                let view = crate::procs::service::get_proc(state, &caller, &model.name)
-                    .await
-                    .gql()?;
-                Ok(Some(Proc::from(view)))
-            }
-            Ok(_) => Ok(None),
-            Err(error) => Err(ApiError::from(error)).gql(),
-        }
+        let view = match &self.1.procs {
+            Some(procs) => procs.get(&proc_id).cloned(),
+            None => crate::loaders::proc(ctx, proc_id).await.gql()?,
+        };
+        Ok(view
+            .filter(|view| caller.may_run(&view.model))
+            .map(Proc::from))
     }
     /// Current state.
     async fn status(&self) -> ExecutionStatus {
@@ -224,11 +257,11 @@ impl Execution {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Vec<NotificationDelivery>> {
-        let state = app_state(ctx).gql()?;
         let admin = caller(ctx).await.is_ok_and(|caller| caller.admin);
-        let deliveries = crate::notifications::deliveries(state, self.0.id)
-            .await
-            .gql()?;
+        let deliveries = match &self.1.notifications {
+            Some(loaded) => loaded.get(&self.0.id).cloned().unwrap_or_default(),
+            None => crate::loaders::notifications(ctx, self.0.id).await.gql()?,
+        };
         Ok(deliveries
             .into_iter()
             .map(|delivery| NotificationDelivery::shown(delivery, admin))
@@ -346,11 +379,10 @@ impl ExecutionsQuery {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Execution>> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let id = parse_id("id", &id).gql()?;
         match service::get_execution(state, &caller, id).await {
-            Ok(model) => Ok(Some(Execution(model))),
+            Ok(model) => Ok(Some(Execution::from(model))),
             Err(ApiError::NotFound { .. }) => Ok(None),
             Err(other) => Err(other).gql(),
         }
@@ -367,8 +399,7 @@ impl ExecutionsQuery {
         after: Option<String>,
         filter: Option<ExecutionFilter>,
     ) -> async_graphql::Result<Connection<String, Execution>> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let page = PageRequest::new(first, after).gql()?;
         let filter = filter.unwrap_or_default();
         let query = ExecutionQuery {
@@ -384,10 +415,11 @@ impl ExecutionsQuery {
         let rows = service::list_executions(state, &caller, &query, page)
             .await
             .gql()?;
+        let related = Related::for_page(ctx, &rows).await.gql()?;
         Ok(connection(
             page,
             rows.into_iter()
-                .map(|row| (row.id, Execution(row)))
+                .map(|row| (row.id, Execution(row, related.clone())))
                 .collect(),
         ))
     }
@@ -407,8 +439,7 @@ impl ExecutionsMutation {
         proc: String,
         args: Option<Vec<ArgInput>>,
     ) -> async_graphql::Result<Execution> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let request = ExecuteRequest {
             proc,
             args: arg_values(args),
@@ -417,7 +448,7 @@ impl ExecutionsMutation {
         };
         service::execute(state, &caller, request)
             .await
-            .map(Execution)
+            .map(Execution::from)
             .gql()
     }
 
@@ -428,12 +459,11 @@ impl ExecutionsMutation {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Execution> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let id = parse_id("id", &id).gql()?;
         service::cancel_execution(state, &caller, id)
             .await
-            .map(Execution)
+            .map(Execution::from)
             .gql()
     }
 }
@@ -452,8 +482,8 @@ impl ExecutionsSubscription {
         id: ID,
         after_seq: Option<i64>,
     ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<LogLine>>> {
-        let state = app_state(ctx).gql()?.clone();
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
+        let state = state.clone();
         let id = parse_id("id", &id).gql()?;
         service::get_execution(&state, &caller, id).await.gql()?;
         let lines = follow_logs(state, id, after_seq.unwrap_or(0)).await.gql()?;
@@ -466,12 +496,12 @@ impl ExecutionsSubscription {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<Execution>>> {
-        let state = app_state(ctx).gql()?.clone();
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
+        let state = state.clone();
         let id = parse_id("id", &id).gql()?;
         service::get_execution(&state, &caller, id).await.gql()?;
         let rows = follow_status(state, id).await.gql()?;
-        Ok(rows.map(|row| row.map(Execution).gql()).boxed())
+        Ok(rows.map(|row| row.map(Execution::from).gql()).boxed())
     }
 
     /// Every state change of every execution the caller may see (of `proc`, when given).
@@ -480,8 +510,8 @@ impl ExecutionsSubscription {
         ctx: &Context<'_>,
         proc: Option<String>,
     ) -> async_graphql::Result<BoxStream<'static, Execution>> {
-        let state = app_state(ctx).gql()?.clone();
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
+        let state = state.clone();
         let deliveries = state.event_bus().subscribe(Topic::AllExecutions);
         let counted = state.metrics().subscription("executionEvents");
         let visibility = Visibility::new(state, caller);
@@ -502,7 +532,7 @@ impl ExecutionsSubscription {
                     }
                     if visibility.allows(&execution).await {
                         return Some((
-                            Execution(*execution),
+                            Execution::from(*execution),
                             (deliveries, visibility, proc, counted),
                         ));
                     }
@@ -541,8 +571,7 @@ impl Visibility {
             Some(proc_id) => match self.procs.get(&proc_id) {
                 Some((read_at, proc)) if read_at.elapsed() < VISIBILITY_TTL => proc.clone(),
                 _ => {
-                    let proc = proc::Entity::find_by_id(proc_id)
-                        .one(self.state.db())
+                    let proc = service::proc_of(&self.state, execution)
                         .await
                         .ok()
                         .flatten();

@@ -172,6 +172,29 @@ pub fn parse_id(field: &str, id: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::bad_input(field, format!("{id:?} is not an execution id")))
 }
 
+/// The executions with these ids, in one query (the batch behind `ScheduleRun.execution`). No
+/// access check: the caller of this checks [`may_read`] on each.
+pub async fn executions_by_id(
+    state: &AppState,
+    ids: &[i64],
+) -> Result<Vec<execution::Model>, ApiError> {
+    Ok(execution::Entity::find()
+        .filter(execution::Column::Id.is_in(ids.iter().copied()))
+        .all(state.db())
+        .await?)
+}
+
+/// The proc an execution ran, if it still exists (`None` for runs of deleted procs).
+pub async fn proc_of(
+    state: &AppState,
+    execution: &execution::Model,
+) -> Result<Option<proc::Model>, ApiError> {
+    match execution.proc_id {
+        Some(id) => Ok(proc::Entity::find_by_id(id).one(state.db()).await?),
+        None => Ok(None),
+    }
+}
+
 /// Execution `id` if the caller may see it (`NOT_FOUND` or `FORBIDDEN` otherwise).
 pub async fn get_execution(
     state: &AppState,
@@ -185,10 +208,7 @@ pub async fn get_execution(
             kind: "execution",
             key: id.to_string(),
         })?;
-    let proc = match execution.proc_id {
-        Some(proc_id) => proc::Entity::find_by_id(proc_id).one(state.db()).await?,
-        None => None,
-    };
+    let proc = proc_of(state, &execution).await?;
     if !may_read(caller, &execution, proc.as_ref()) {
         return Err(match &proc {
             Some(proc) => caller

@@ -20,7 +20,7 @@ use sea_orm::Iterable;
 use crate::auth::tokens::normalize_email;
 use crate::error::ApiError;
 
-pub use outbox::{Delivery, DeliveryState, deliver_forever, deliveries};
+pub use outbox::{Delivery, DeliveryState, deliver_forever, deliveries, deliveries_of};
 
 /// Most notification addresses one list holds.
 pub const MAX_EMAILS: usize = 50;

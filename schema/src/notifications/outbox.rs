@@ -10,6 +10,7 @@
 //!   ±25 % jitter) until [`MAX_ATTEMPTS`]; a channel this server has no notifier for fails at
 //!   once, without retries.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -572,14 +573,30 @@ fn shown(row: notification::Model) -> Delivery {
 
 /// The notifications of execution `id`, in the order they were written.
 pub async fn deliveries(state: &AppState, id: i64) -> Result<Vec<Delivery>, ApiError> {
-    Ok(notification::Entity::find()
-        .filter(notification::Column::ExecutionId.eq(id))
+    Ok(deliveries_of(state, &[id])
+        .await?
+        .remove(&id)
+        .unwrap_or_default())
+}
+
+/// The notifications of these executions in one query, each execution's in order.
+pub async fn deliveries_of(
+    state: &AppState,
+    ids: &[i64],
+) -> Result<HashMap<i64, Vec<Delivery>>, ApiError> {
+    let mut by_execution: HashMap<i64, Vec<Delivery>> = HashMap::new();
+    let rows = notification::Entity::find()
+        .filter(notification::Column::ExecutionId.is_in(ids.iter().copied()))
         .order_by_asc(notification::Column::Id)
         .all(state.db())
-        .await?
-        .into_iter()
-        .map(shown)
-        .collect())
+        .await?;
+    for row in rows {
+        by_execution
+            .entry(row.execution_id)
+            .or_default()
+            .push(shown(row));
+    }
+    Ok(by_execution)
 }
 
 /// Mirrors how the execution's notifications went onto its schedule run, once every one of

@@ -9,7 +9,7 @@ use super::args::validate_args;
 use super::definition::{ArgType, ProcDefinition};
 use super::service::{self, ProcQuery, ProcView};
 use super::versions::{self, VersionView};
-use crate::auth::{app_state, caller};
+use crate::auth::{app_state, request};
 use crate::error::{ApiError, ApiResultExt};
 use crate::secrets::SecretInfo;
 
@@ -324,8 +324,7 @@ impl ProcsQuery {
         ctx: &Context<'_>,
         filter: Option<ProcFilter>,
     ) -> async_graphql::Result<Vec<Proc>> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let filter = filter.unwrap_or_default();
         let query = ProcQuery {
             search: filter.search,
@@ -343,8 +342,7 @@ impl ProcsQuery {
         proc: String,
         args: Option<Vec<ArgInput>>,
     ) -> async_graphql::Result<Vec<Arg>> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let view = service::get_proc(state, &caller, &proc).await.gql()?;
         let resolved = validate_args(&view.model, &arg_values(args)).gql()?;
         Ok(resolved.into_iter().map(Arg::from).collect())
@@ -353,8 +351,7 @@ impl ProcsQuery {
     /// One proc by name; null when there is none, `FORBIDDEN` when the caller may not run it.
     #[graphql(complexity = "crate::pagination::LOOKUP_COST + child_complexity")]
     async fn proc(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<Option<Proc>> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         match service::get_proc(state, &caller, &name).await {
             Ok(view) => Ok(Some(Proc::from(view))),
             Err(ApiError::NotFound { .. }) => Ok(None),
@@ -375,8 +372,7 @@ impl ProcsMutation {
         ctx: &Context<'_>,
         input: ProcDefinition,
     ) -> async_graphql::Result<Proc> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let view = service::upsert_proc(state, &caller, &input, "input.")
             .await
             .gql()?;
@@ -389,8 +385,7 @@ impl ProcsMutation {
         ctx: &Context<'_>,
         content: String,
     ) -> async_graphql::Result<Proc> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let definition = ProcDefinition::from_yaml("content", &content).gql()?;
         let view = service::upsert_proc(state, &caller, &definition, "content: ")
             .await
@@ -406,8 +401,7 @@ impl ProcsMutation {
         name: String,
         version: i32,
     ) -> async_graphql::Result<Proc> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let view = versions::rollback(state, &caller, &name, version)
             .await
             .gql()?;
@@ -417,8 +411,7 @@ impl ProcsMutation {
     /// Deletes a proc with its secrets and schedules (`CONFLICT` while one of its executions
     /// runs). Its execution history stays.
     async fn delete_proc(&self, ctx: &Context<'_>, name: String) -> async_graphql::Result<bool> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         service::delete_proc(state, &caller, &name).await.gql()?;
         Ok(true)
     }

@@ -61,6 +61,17 @@ async fn with_secrets<C: ConnectionTrait>(
         .collect())
 }
 
+/// The procs with these ids, with their secrets' state, in two queries whatever their number
+/// (the batch behind `Execution.proc` and `Schedule.proc`). No access check: the caller of this
+/// checks [`Caller::may_run`] on each.
+pub async fn procs_by_id(state: &AppState, ids: &[i64]) -> Result<Vec<ProcView>, ApiError> {
+    let procs = proc::Entity::find()
+        .filter(proc::Column::Id.is_in(ids.iter().copied()))
+        .all(state.db())
+        .await?;
+    with_secrets(state.db(), procs).await
+}
+
 /// The proc `name` if the caller may run it; `NOT_FOUND` or `FORBIDDEN` otherwise.
 pub async fn get_proc(state: &AppState, caller: &Caller, name: &str) -> Result<ProcView, ApiError> {
     let proc = find_proc(state.db(), name).await?;

@@ -7,10 +7,10 @@ use proctor_entity::schedule_run;
 use proctor_entity::values;
 
 use super::service::{self, ScheduleQuery, ScheduleSpec, ScheduleView, parse_schedule_id};
-use crate::auth::{app_state, caller};
+use crate::auth::{app_state, caller, request};
 use crate::error::{ApiError, ApiResultExt};
 use crate::executions::Execution;
-use crate::executions::service::get_execution;
+use crate::executions::service::may_read;
 use crate::notifications::outbox::NotificationRecord;
 use crate::pagination::{PageRequest, connection};
 use crate::procs::{Arg, ArgInput, Proc, arg_values};
@@ -71,15 +71,11 @@ impl Schedule {
     }
     /// The proc it runs, if the caller may see it.
     async fn proc(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Proc>> {
-        let state = app_state(ctx).gql()?;
         let caller = caller(ctx).await.gql()?;
-        if !caller.may_run(&self.0.proc) {
-            return Ok(None);
-        }
-        let view = crate::procs::service::get_proc(state, &caller, &self.0.proc.name)
-            .await
-            .gql()?;
-        Ok(Some(Proc::from(view)))
+        let view = crate::loaders::proc(ctx, self.0.proc.id).await.gql()?;
+        Ok(view
+            .filter(|view| caller.may_run(&view.model))
+            .map(Proc::from))
     }
     /// Argument values of every run.
     async fn args(&self) -> Vec<Arg> {
@@ -200,16 +196,19 @@ impl ScheduleRun {
     }
     /// The execution it started, if the caller may see it.
     async fn execution(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Execution>> {
-        let state = app_state(ctx).gql()?;
         let caller = caller(ctx).await.gql()?;
         let Some(id) = self.0.execution_id else {
             return Ok(None);
         };
-        match get_execution(state, &caller, id).await {
-            Ok(execution) => Ok(Some(Execution(execution))),
-            Err(ApiError::NotFound { .. } | ApiError::Forbidden(_)) => Ok(None),
-            Err(other) => Err(other).gql(),
-        }
+        let Some(execution) = crate::loaders::execution(ctx, id).await.gql()? else {
+            return Ok(None);
+        };
+        let proc = match execution.proc_id {
+            Some(proc_id) => crate::loaders::proc(ctx, proc_id).await.gql()?,
+            None => None,
+        };
+        let visible = may_read(&caller, &execution, proc.as_ref().map(|view| &view.model));
+        Ok(visible.then_some(Execution::from(execution)))
     }
     /// How each notification about the run's end went (empty until it ended). Why a
     /// delivery failed is shown to administrators only: the remote answer could otherwise
@@ -335,8 +334,7 @@ impl SchedulesQuery {
         after: Option<String>,
         filter: Option<ScheduleFilter>,
     ) -> async_graphql::Result<Connection<String, Schedule>> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let page = PageRequest::new(first, after).gql()?;
         let filter = filter.unwrap_or_default();
         let query = ScheduleQuery {
@@ -359,8 +357,7 @@ impl SchedulesQuery {
     /// One schedule; null when there is none, `FORBIDDEN` when the caller may not see it.
     #[graphql(complexity = "crate::pagination::LOOKUP_COST + child_complexity")]
     async fn schedule(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Schedule>> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let id = parse_schedule_id("id", &id).gql()?;
         match service::get_schedule(state, &caller, id).await {
             Ok(view) => Ok(Some(Schedule(view))),
@@ -399,8 +396,7 @@ impl SchedulesMutation {
         ctx: &Context<'_>,
         input: ScheduleInput,
     ) -> async_graphql::Result<Schedule> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         service::create_schedule(state, &caller, input.into())
             .await
             .map(Schedule)
@@ -415,8 +411,7 @@ impl SchedulesMutation {
         id: ID,
         input: ScheduleInput,
     ) -> async_graphql::Result<Schedule> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let id = parse_schedule_id("id", &id).gql()?;
         service::update_schedule(state, &caller, id, input.into())
             .await
@@ -432,8 +427,7 @@ impl SchedulesMutation {
         id: ID,
         enabled: bool,
     ) -> async_graphql::Result<Schedule> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let id = parse_schedule_id("id", &id).gql()?;
         service::set_schedule_enabled(state, &caller, id, enabled)
             .await
@@ -449,8 +443,7 @@ impl SchedulesMutation {
         id: ID,
         owner: String,
     ) -> async_graphql::Result<Schedule> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let id = parse_schedule_id("id", &id).gql()?;
         service::transfer_schedule(state, &caller, id, &owner)
             .await
@@ -460,8 +453,7 @@ impl SchedulesMutation {
 
     /// Deletes a schedule and its run history; the executions it started remain.
     async fn delete_schedule(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let id = parse_schedule_id("id", &id).gql()?;
         service::delete_schedule(state, &caller, id).await.gql()?;
         Ok(true)
@@ -474,12 +466,11 @@ impl SchedulesMutation {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Execution> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let id = parse_schedule_id("id", &id).gql()?;
         service::trigger_schedule(state, &caller, id)
             .await
-            .map(Execution)
+            .map(Execution::from)
             .gql()
     }
 }

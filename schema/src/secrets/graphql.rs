@@ -5,7 +5,7 @@ use std::fmt;
 use async_graphql::{Context, InputObject, Object};
 
 use super::service::{self, SecretInfo};
-use crate::auth::{app_state, caller};
+use crate::auth::request;
 use crate::error::ApiResultExt;
 
 /// A secret value to store.
@@ -39,8 +39,7 @@ impl SecretsMutation {
         proc: String,
         secrets: Vec<SecretValueInput>,
     ) -> async_graphql::Result<Vec<SecretInfo>> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         let values: Vec<(String, String)> = secrets
             .into_iter()
             .map(|secret| (secret.key, secret.value))
@@ -57,8 +56,7 @@ impl SecretsMutation {
         proc: String,
         key: String,
     ) -> async_graphql::Result<bool> {
-        let state = app_state(ctx).gql()?;
-        let caller = caller(ctx).await.gql()?;
+        let (state, caller) = request(ctx).await.gql()?;
         service::delete_secret(state, &caller, &proc, &key)
             .await
             .gql()

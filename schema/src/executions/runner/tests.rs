@@ -8,22 +8,15 @@ use futures::StreamExt;
 use proctor_entity::json::{ArgSpecs, SecretSpecs, StringList};
 use proctor_entity::values::{ExecutionStatus, LogStream, Trigger};
 use proctor_entity::{execution, execution_log, proc};
-use proctor_migration::MigratorTrait;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, EntityTrait, NotSet,
-    QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, NotSet, QueryFilter, QueryOrder,
+    Set,
 };
 
 use super::transition::{Change, Fence, InvalidMove, apply};
 use super::*;
-use crate::metrics::Metrics;
-use crate::ports::authenticator::AuthDisabled;
-use crate::ports::event_bus::InMemoryEventBus;
 use crate::ports::scripted_executor::{Attempt, Script, ScriptedExecutor};
-use crate::secrets::keyring::Keyring;
-use crate::state::{AppParts, SchemaLimits};
-use crate::system::{EventBusKind, ServerInfo, StorageBackend};
 
 /// Longest any test waits for the core to react.
 const PATIENCE: Duration = Duration::from_secs(3);
@@ -35,26 +28,11 @@ struct Core {
 }
 
 fn fast() -> RunSettings {
-    RunSettings {
-        max_parallel: 16,
-        log_max_lines: 200_000,
-        flush_interval: Duration::from_millis(5),
-        lease: Duration::from_secs(15),
-        default_timeout: Duration::from_secs(3600),
-    }
+    crate::test_state::run_settings()
 }
 
 async fn core(settings: RunSettings) -> Core {
-    let mut options = ConnectOptions::new("sqlite::memory:");
-    // One connection: an in-memory database lives and dies with its connection.
-    options
-        .max_connections(1)
-        .min_connections(1)
-        .sqlx_logging(false);
-    let db = Database::connect(options).await.expect("in-memory SQLite");
-    proctor_migration::Migrator::up(&db, None)
-        .await
-        .expect("migrations apply");
+    let db = crate::test_state::database().await;
     let executor = Arc::new(ScriptedExecutor::new());
     let runner = Runner::new(
         Arc::clone(&executor) as Arc<dyn Executor>,
@@ -84,31 +62,7 @@ async fn core(settings: RunSettings) -> Core {
     .insert(&db)
     .await
     .expect("a proc");
-    let state = AppState::new(AppParts {
-        db,
-        event_bus: Arc::new(InMemoryEventBus::new()),
-        authenticator: Arc::new(AuthDisabled),
-        keyring: Arc::new(Keyring::ephemeral().expect("a key")),
-        admin_groups: Vec::new(),
-        runner,
-        metrics: Arc::new(Metrics::new()),
-        notifiers: Vec::new(),
-        server_info: ServerInfo {
-            version: "test".to_owned(),
-            storage: StorageBackend::Sqlite,
-            event_bus: EventBusKind::Memory,
-            executor: ExecutorKind::Local,
-            auth_enabled: false,
-        },
-        limits: SchemaLimits {
-            max_depth: 16,
-            max_complexity: 10_000,
-        },
-        log_readers: 4,
-        schedule_min_interval: Duration::from_secs(60),
-        credentials_recheck: Duration::from_secs(30),
-        notification_defaults: crate::notifications::NotificationDefaults::default(),
-    });
+    let state = crate::test_state::state(db, runner);
     Core {
         state,
         executor,
