@@ -1,15 +1,21 @@
 //! The server calls: one `graphql_client` operation per `cli/graphql/*.graphql` operation,
 //! compiled against the committed `schema/schema.graphql`, sent over HTTP; subscriptions over
-//! graphql-transport-ws.
+//! graphql-transport-ws with graphql-ws-client (which speaks the protocol: init and ack, ids,
+//! pings, complete) on a tokio-tungstenite socket.
+
+use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
-use graphql_client::{GraphQLQuery, QueryBody};
+use graphql_client::GraphQLQuery;
+use graphql_ws_client::graphql::StreamingOperation;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::config::Config;
 use crate::error::CliError;
@@ -315,15 +321,17 @@ impl Api {
     }
 
     /// Runs subscription `Q`, handing each event to `on_event`, until the server completes it
-    /// or the connection drops. A first connection that fails is `Unreachable`.
-    pub async fn subscribe<Q: GraphQLQuery>(
+    /// or the connection drops. A first connection that fails is `Unreachable`; a connection the
+    /// server closes with a 44xx code (credentials refused or revoked) is `UNAUTHENTICATED`.
+    pub async fn subscribe<Q>(
         &self,
         variables: Q::Variables,
         mut on_event: impl FnMut(Q::ResponseData) -> Result<(), CliError>,
     ) -> Result<StreamEnd, CliError>
     where
-        Q::Variables: Serialize,
-        Q::ResponseData: DeserializeOwned,
+        Q: GraphQLQuery + Send + Unpin + 'static,
+        Q::Variables: Serialize + Send + Unpin,
+        Q::ResponseData: DeserializeOwned + Send + Unpin,
     {
         let url = self.config.base_url.replacen("http", "ws", 1) + "/graphql/ws";
         let mut request = url
@@ -334,7 +342,7 @@ impl Api {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("graphql-transport-ws"),
         );
-        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        let (socket, _) = tokio_tungstenite::connect_async(request)
             .await
             .map_err(|e| CliError::Unreachable(format!("cannot open {url}: {e}")))?;
         let mut payload = serde_json::Map::new();
@@ -344,83 +352,142 @@ impl Api {
         if let Some(token) = &self.config.access_token {
             payload.insert("Access-Token".into(), json!(token));
         }
-        let body: QueryBody<Q::Variables> = Q::build_query(variables);
-        let messages = [
-            json!({ "type": "connection_init", "payload": payload }),
-            json!({ "id": "1", "type": "subscribe", "payload": body }),
-        ];
-        for message in messages {
-            if let Err(error) = socket.send(Message::Text(message.to_string().into())).await {
-                return Ok(StreamEnd::Dropped(error.to_string()));
+        let ending = Arc::new(Mutex::new(None));
+        let connection = Socket {
+            inner: socket,
+            ending: Arc::clone(&ending),
+        };
+        let builder = graphql_ws_client::Client::build(connection)
+            .payload(payload)
+            .map_err(|e| CliError::Config(format!("cannot send the credentials: {e}")))?;
+        let mut events = match builder
+            .subscribe(StreamingOperation::<Q>::new(variables))
+            .await
+        {
+            Ok(events) => events,
+            Err(graphql_ws_client::Error::Close(code, reason)) => {
+                return closed_by_server(code, &reason);
             }
-        }
-        while let Some(message) = socket.next().await {
-            let text = match message {
-                Ok(Message::Text(text)) => text,
-                Ok(Message::Close(frame)) => {
-                    let reason = frame
-                        .map(|f| format!("{} {}", f.code, f.reason))
-                        .unwrap_or_default();
-                    // Closes with 44xx are the server refusing the connection (credentials).
-                    if reason.starts_with("44") {
-                        return Err(server_error(
-                            reason,
-                            Some(json!({ "code": "UNAUTHENTICATED" })),
-                        ));
-                    }
-                    return Ok(StreamEnd::Dropped(format!("closed {reason}")));
-                }
-                Ok(_) => continue,
+            Err(error) => return Ok(StreamEnd::Dropped(error.to_string())),
+        };
+        while let Some(event) = events.next().await {
+            let response = match event {
+                Ok(response) => response,
                 Err(error) => return Ok(StreamEnd::Dropped(error.to_string())),
             };
-            let message: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            match message["type"].as_str() {
-                Some("ping") => {
-                    let _ = socket
-                        .send(Message::Text(json!({ "type": "pong" }).to_string().into()))
-                        .await;
-                }
-                Some("next") => {
-                    let response: graphql_client::Response<Q::ResponseData> =
-                        serde_json::from_value(message["payload"].clone()).map_err(|e| {
-                            CliError::Server {
-                                code: None,
-                                message: format!("unreadable event: {e}"),
-                                field: None,
-                            }
-                        })?;
-                    if let Some(error) =
-                        response.errors.and_then(|errors| errors.into_iter().next())
-                    {
-                        return Err(server_error(
-                            error.message,
-                            error
-                                .extensions
-                                .map(|e| Value::Object(e.into_iter().collect())),
-                        ));
-                    }
-                    if let Some(data) = response.data {
-                        on_event(data)?;
-                    }
-                }
-                Some("error") => {
-                    let first = &message["payload"][0];
-                    return Err(server_error(
-                        first["message"]
-                            .as_str()
-                            .unwrap_or("subscription refused")
-                            .to_owned(),
-                        Some(first["extensions"].clone()),
-                    ));
-                }
-                Some("complete") => {
-                    let _ = socket.close(None).await;
-                    return Ok(StreamEnd::Completed);
-                }
-                _ => {}
+            if let Some(error) = response.errors.and_then(|errors| errors.into_iter().next()) {
+                return Err(server_error(
+                    error.message,
+                    error
+                        .extensions
+                        .map(|e| Value::Object(e.into_iter().collect())),
+                ));
+            }
+            if let Some(data) = response.data {
+                on_event(data)?;
             }
         }
-        Ok(StreamEnd::Dropped("the connection ended".into()))
+        let ended = ending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match ended {
+            // The stream ended without the connection ending: the server completed it.
+            None => Ok(StreamEnd::Completed),
+            Some(Ending::Closed(code, reason)) => closed_by_server(code, &reason),
+            Some(Ending::Broken(reason)) => Ok(StreamEnd::Dropped(reason)),
+        }
+    }
+}
+
+/// How the connection under a subscription ended, as its socket saw it.
+enum Ending {
+    /// The server sent a close frame.
+    Closed(u16, String),
+    /// The connection broke or ended without one.
+    Broken(String),
+}
+
+/// A close by the server: 44xx codes refuse the credentials, anything else dropped the stream.
+fn closed_by_server(code: u16, reason: &str) -> Result<StreamEnd, CliError> {
+    if (4400..4500).contains(&code) {
+        return Err(server_error(
+            format!("{code} {reason}"),
+            Some(json!({ "code": "UNAUTHENTICATED" })),
+        ));
+    }
+    Ok(StreamEnd::Dropped(format!("closed {code} {reason}")))
+}
+
+/// tokio-tungstenite's socket as graphql-ws-client's transport (the crate's own adapters stop
+/// at an older tungstenite), noting how the connection ended.
+struct Socket {
+    inner: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    ending: Arc<Mutex<Option<Ending>>>,
+}
+
+impl Socket {
+    fn end(&self, ending: Ending) {
+        let mut slot = self
+            .ending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.get_or_insert(ending);
+    }
+}
+
+impl graphql_ws_client::Connection for Socket {
+    async fn receive(&mut self) -> Option<graphql_ws_client::Message> {
+        use graphql_ws_client::Message as Ws;
+        loop {
+            let frame = match self.inner.next().await {
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => {
+                    self.end(Ending::Broken(error.to_string()));
+                    return None;
+                }
+                None => {
+                    self.end(Ending::Broken("the connection ended".to_owned()));
+                    return None;
+                }
+            };
+            return Some(match frame {
+                Message::Text(text) => Ws::Text(text.to_string()),
+                Message::Close(frame) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |frame| {
+                        (u16::from(frame.code), frame.reason.to_string())
+                    });
+                    self.end(Ending::Closed(code, reason.clone()));
+                    Ws::Close {
+                        code: Some(code),
+                        reason: Some(reason),
+                    }
+                }
+                Message::Ping(_) => Ws::Ping,
+                Message::Pong(_) => Ws::Pong,
+                Message::Binary(_) | Message::Frame(_) => continue,
+            });
+        }
+    }
+
+    async fn send(
+        &mut self,
+        message: graphql_ws_client::Message,
+    ) -> Result<(), graphql_ws_client::Error> {
+        use graphql_ws_client::Message as Ws;
+        let frame = match message {
+            Ws::Text(text) => Message::Text(text.into()),
+            Ws::Close { code, reason } => Message::Close(Some(CloseFrame {
+                code: code.unwrap_or(1000).into(),
+                reason: reason.unwrap_or_default().into(),
+            })),
+            Ws::Ping => Message::Ping(Vec::new().into()),
+            Ws::Pong => Message::Pong(Vec::new().into()),
+        };
+        self.inner
+            .send(frame)
+            .await
+            .map_err(|error| graphql_ws_client::Error::Send(error.to_string()))
     }
 }
 

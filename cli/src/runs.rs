@@ -1,8 +1,10 @@
 //! `execute`, `logs`, `status`, `executions` and `cancel`.
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable as _};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -15,9 +17,12 @@ use crate::error::CliError;
 use crate::output::{self, Format, LinePrinter, green, magenta, pair, red};
 use crate::procs::enum_name;
 
-/// How often `--follow` reconnects before giving up, and the pause between tries.
-const RECONNECTS: u32 = 30;
-const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// Reconnections of `--follow` that may fail in a row before it gives up (about a minute).
+const RECONNECTS: usize = 15;
+/// The pause before the first reconnection; it doubles up to [`RECONNECT_LONGEST_PAUSE`].
+const RECONNECT_FIRST_PAUSE: Duration = Duration::from_millis(250);
+/// The longest pause between reconnections.
+const RECONNECT_LONGEST_PAUSE: Duration = Duration::from_secs(5);
 /// Lines per page when printing stored logs.
 const LOG_PAGE: i64 = 1000;
 
@@ -166,7 +171,10 @@ async fn fetch(api: &Api, id: &str) -> Result<get_execution::GetExecutionExecuti
 
 /// Prints the log lines of execution `id` as they come until it ends; after a dropped
 /// connection it reconnects and resumes after the last line printed, so no line is lost or
-/// repeated. A spinner runs on a terminal until the first line.
+/// repeated. Reconnections back off (with jitter) from [`RECONNECT_FIRST_PAUSE`] up to
+/// [`RECONNECT_LONGEST_PAUSE`]; after [`RECONNECTS`] failures in a row it gives up, and a
+/// connection that delivered lines starts the count again. A spinner runs on a terminal until
+/// the first line.
 async fn follow(api: &Api, id: &str, quiet: bool, printer: LinePrinter) -> Result<(), CliError> {
     let spinner = (!quiet).then(|| {
         let spinner = ProgressBar::new_spinner();
@@ -174,60 +182,95 @@ async fn follow(api: &Api, id: &str, quiet: bool, printer: LinePrinter) -> Resul
         spinner.enable_steady_tick(Duration::from_millis(100));
         spinner
     });
-    let mut last_seq: Option<i64> = None;
-    let mut failures = 0;
-    loop {
+    let clear = || {
+        if let Some(spinner) = &spinner {
+            spinner.finish_and_clear();
+        }
+    };
+    let last_seq: Cell<Option<i64>> = Cell::new(None);
+    let progressed = Cell::new(false);
+    let once = || async {
+        progressed.set(false);
+        let variables = follow_logs::Variables {
+            id: id.to_owned(),
+            after_seq: last_seq.get(),
+        };
         let outcome = api
-            .subscribe::<FollowLogs>(
-                follow_logs::Variables {
-                    id: id.to_owned(),
-                    after_seq: last_seq,
-                },
-                |event| {
-                    if let Some(spinner) = &spinner {
-                        spinner.finish_and_clear();
-                    }
-                    let line = event.execution_logs;
-                    if !quiet {
-                        printer.print(&line.line);
-                    }
-                    last_seq = Some(line.seq);
-                    failures = 0;
-                    Ok(())
-                },
-            )
+            .subscribe::<FollowLogs>(variables, |event| {
+                clear();
+                let line = event.execution_logs;
+                if !quiet {
+                    printer.print(&line.line);
+                }
+                last_seq.set(Some(line.seq));
+                progressed.set(true);
+                Ok(())
+            })
             .await;
         let reason = match outcome {
-            Ok(StreamEnd::Completed) => break,
+            Ok(StreamEnd::Completed) => return Ok(()),
             Ok(StreamEnd::Dropped(reason)) => reason,
-            Err(CliError::Unreachable(reason)) if last_seq.is_some() || failures > 0 => reason,
-            Err(other) => {
-                if let Some(spinner) = &spinner {
-                    spinner.finish_and_clear();
-                }
-                return Err(other);
-            }
+            // The first connection must work: a wrong host is not worth a minute of retries.
+            Err(CliError::Unreachable(reason)) if last_seq.get().is_some() => reason,
+            Err(other) => return Err(Lost::Fatal(other)),
         };
-        failures += 1;
-        if failures > RECONNECTS {
-            return Err(CliError::Unreachable(format!(
-                "lost the log stream of execution {id} ({reason}) and could not reconnect; \
-                 `proctor logs -f {id}` continues"
-            )));
+        Err(if progressed.get() {
+            Lost::AfterLines(reason)
+        } else {
+            Lost::Dropped(reason)
+        })
+    };
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(RECONNECT_FIRST_PAUSE)
+        .with_max_delay(RECONNECT_LONGEST_PAUSE)
+        .with_jitter()
+        .with_max_times(RECONNECTS);
+    let notice = |reason: &str| {
+        let resume = last_seq
+            .get()
+            .map_or("the start".to_owned(), |seq| format!("line {seq}"));
+        let text = format!("connection lost ({reason}); resuming after {resume}…");
+        anstream::eprintln!("{}", output::yellow(&text));
+    };
+    loop {
+        let outcome = once
+            .retry(backoff)
+            .when(|lost| matches!(lost, Lost::Dropped(_)))
+            .notify(|lost, _| {
+                if let Lost::Dropped(reason) = lost {
+                    notice(reason);
+                }
+            })
+            .await;
+        match outcome {
+            Ok(()) => break,
+            // Lines came before the drop: reconnect at once, with the whole budget again.
+            Err(Lost::AfterLines(reason)) => notice(&reason),
+            Err(Lost::Dropped(reason)) => {
+                clear();
+                return Err(CliError::Unreachable(format!(
+                    "lost the log stream of execution {id} ({reason}) and could not reconnect; \
+                     `proctor logs -f {id}` continues"
+                )));
+            }
+            Err(Lost::Fatal(error)) => {
+                clear();
+                return Err(error);
+            }
         }
-        let resume = last_seq.map_or("the start".to_owned(), |seq| format!("line {seq}"));
-        anstream::eprintln!(
-            "{}",
-            output::yellow(&format!(
-                "connection lost ({reason}); resuming after {resume}…"
-            ))
-        );
-        tokio::time::sleep(RECONNECT_PAUSE).await;
     }
-    if let Some(spinner) = &spinner {
-        spinner.finish_and_clear();
-    }
+    clear();
     Ok(())
+}
+
+/// Why one connection of `--follow` ended without the log's end.
+enum Lost {
+    /// It dropped before delivering a line: retried with backoff.
+    Dropped(String),
+    /// It dropped after delivering lines.
+    AfterLines(String),
+    /// Not a connection problem (e.g. credentials): reported as is.
+    Fatal(CliError),
 }
 
 /// `proctor logs ID [-f]`.

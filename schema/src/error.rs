@@ -48,6 +48,18 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The error one of several waiters got (a shared cache or batch load): the error itself
+    /// when this was the last holder, else an internal error with the same cause.
+    pub fn unshared(shared: std::sync::Arc<ApiError>) -> ApiError {
+        match std::sync::Arc::try_unwrap(shared) {
+            Ok(error) => error,
+            Err(shared) => match shared.as_ref() {
+                ApiError::Internal(cause) => ApiError::Internal(anyhow::anyhow!("{cause:#}")),
+                other => ApiError::Internal(anyhow::anyhow!("{other}")),
+            },
+        }
+    }
+
     /// Missing credentials: what to send.
     pub fn credentials_required() -> Self {
         Self::Unauthenticated(

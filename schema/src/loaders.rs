@@ -123,14 +123,7 @@ where
     loader
         .load_many(ids.iter().copied())
         .await
-        .map_err(|shared| match Arc::try_unwrap(shared) {
-            Ok(error) => error,
-            // Shared by several fields: each gets the same cause.
-            Err(shared) => match shared.as_ref() {
-                ApiError::Internal(cause) => ApiError::Internal(anyhow::anyhow!("{cause:#}")),
-                other => ApiError::Internal(anyhow::anyhow!("{other}")),
-            },
-        })
+        .map_err(ApiError::unshared)
 }
 
 #[cfg(test)]

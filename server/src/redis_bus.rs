@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable as _};
 use fred::clients::SubscriberClient;
 use fred::prelude::{
     Builder, Client, ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy,
@@ -176,19 +177,21 @@ async fn keep_subscribed(
     }
 }
 
-/// Sends SUBSCRIBE until it succeeds (the connection may drop again meanwhile).
+/// Sends SUBSCRIBE until it succeeds (the connection may drop again meanwhile), backing off as
+/// the reconnections do.
 async fn subscribe_with_retry(subscriber: &SubscriberClient, channel: &str) {
-    let mut delay = Duration::from_millis(u64::from(RECONNECT_MIN_MS));
-    loop {
-        match subscriber.subscribe(channel).await {
-            Ok(()) => return,
-            Err(error) => {
-                tracing::debug!(%error, redis.channel = %channel, "SUBSCRIBE failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(u64::from(RECONNECT_MAX_MS)));
-            }
-        }
-    }
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(u64::from(RECONNECT_MIN_MS)))
+        .with_max_delay(Duration::from_millis(u64::from(RECONNECT_MAX_MS)))
+        .with_jitter()
+        .without_max_times();
+    let subscribed = (|| subscriber.subscribe(channel))
+        .retry(backoff)
+        .notify(|error, _| {
+            tracing::debug!(%error, redis.channel = %channel, "SUBSCRIBE failed; retrying");
+        })
+        .await;
+    debug_assert!(subscribed.is_ok(), "retried without limit");
 }
 
 #[async_trait]

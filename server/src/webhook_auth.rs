@@ -4,12 +4,11 @@
 //! Proctor POSTs `{"email": …, "token": …}` and expects `{"active": bool, "name": …,
 //! "groups": […]}`. An HTTP 401, 403 or 404 counts as "not active". Answers are reused for the
 //! cache lifetime (30 s by default), keyed by a hash of e-mail and token, so the service sees
-//! one request per caller per period however busy the caller is. Failures to reach the service
-//! are not cached.
+//! one request per caller per period however busy the caller is: concurrent first requests of
+//! one caller wait for a single answer (moka's `try_get_with`). Failures to reach the service
+//! are not cached. The cache holds at most [`CACHE_CAPACITY`] callers.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use proctor_schema::ApiError;
@@ -18,8 +17,8 @@ use proctor_schema::ports::authenticator::{Authenticator, Credentials, Principal
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-/// Cache entries beyond which expired ones are swept.
-const CACHE_SWEEP_THRESHOLD: usize = 10_000;
+/// Callers whose answers are kept at once; the least recently used go first beyond it.
+const CACHE_CAPACITY: u64 = 100_000;
 
 #[derive(Serialize)]
 struct IdentityRequest<'a> {
@@ -46,8 +45,7 @@ enum Answer {
 pub struct WebhookAuthenticator {
     client: reqwest::Client,
     url: Url,
-    ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, Answer)>>,
+    cache: moka::future::Cache<String, Answer>,
 }
 
 impl WebhookAuthenticator {
@@ -56,32 +54,11 @@ impl WebhookAuthenticator {
         Ok(Self {
             client: reqwest::Client::builder().timeout(timeout).build()?,
             url,
-            ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: moka::future::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(ttl)
+                .build(),
         })
-    }
-
-    fn cached(&self, key: &str) -> Option<Answer> {
-        let cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache
-            .get(key)
-            .filter(|(stored, _)| stored.elapsed() < self.ttl)
-            .map(|(_, answer)| answer.clone())
-    }
-
-    fn remember(&self, key: String, answer: Answer) {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= CACHE_SWEEP_THRESHOLD {
-            let ttl = self.ttl;
-            cache.retain(|_, (stored, _)| stored.elapsed() < ttl);
-        }
-        cache.insert(key, (Instant::now(), answer));
     }
 
     async fn ask(&self, email: Option<&str>, token: &str) -> Result<Answer, ApiError> {
@@ -131,14 +108,11 @@ impl Authenticator for WebhookAuthenticator {
         };
         let email = credentials.email.as_deref().map(str::trim);
         let key = hash_token(&format!("{}\0{token}", email.unwrap_or_default()));
-        let answer = match self.cached(&key) {
-            Some(answer) => answer,
-            None => {
-                let answer = self.ask(email, token).await?;
-                self.remember(key, answer.clone());
-                answer
-            }
-        };
+        let answer = self
+            .cache
+            .try_get_with(key, self.ask(email, token))
+            .await
+            .map_err(ApiError::unshared)?;
         match answer {
             Answer::Active(principal) => Ok(Some(principal)),
             Answer::Inactive => Err(ApiError::Unauthenticated(

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 struct Identity {
     hits: Arc<AtomicUsize>,
     failing: Arc<std::sync::atomic::AtomicBool>,
+    slow: Arc<std::sync::atomic::AtomicBool>,
     requests: Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
@@ -27,6 +28,9 @@ async fn check(
     identity.requests.lock().unwrap().push(request.clone());
     if identity.failing.load(Ordering::SeqCst) {
         return (StatusCode::BAD_GATEWAY, Json(json!({})));
+    }
+    if identity.slow.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     match request["token"].as_str() {
         Some("good-token") => (
@@ -117,6 +121,26 @@ async fn the_identity_service_decides_and_is_asked_once_per_cache_period(stack: 
         asked + 1,
         "and asked again after it"
     );
+
+    // Callers that arrive while nothing is cached wait for one answer (a slow service makes
+    // sure they overlap).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    identity.slow.store(true, Ordering::SeqCst);
+    let asked = identity.hits.load(Ordering::SeqCst);
+    let headers = legacy("good-token");
+    let together = (0..8).map(|_| app.graphql_with(&headers, ME, json!({})));
+    for response in futures::future::join_all(together).await {
+        assert_eq!(
+            response["data"]["me"]["email"], "ada@example.com",
+            "{response}"
+        );
+    }
+    assert_eq!(
+        identity.hits.load(Ordering::SeqCst),
+        asked + 1,
+        "one question for callers that came together"
+    );
+    identity.slow.store(false, Ordering::SeqCst);
 
     // A failing identity service is an internal error (not "wrong credentials"), and the
     // failure is not cached.

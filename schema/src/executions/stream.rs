@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable as _};
 use futures::stream::{BoxStream, StreamExt};
 use proctor_entity::{execution, execution_log};
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -84,23 +85,22 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, DbErr>>,
 {
-    let started = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let outcome = {
-            let _turn = state.log_read_turn().await;
-            read().await
-        };
-        match outcome {
-            Ok(value) => return Ok(value),
-            Err(error) if started.elapsed() < READ_PATIENCE => {
-                tracing::debug!(execution.id = id, %error, "cannot read the log or state yet; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .with_total_delay(Some(READ_PATIENCE));
+    let attempt = || async {
+        let _turn = state.log_read_turn().await;
+        read().await
+    };
+    Ok(attempt
+        .retry(backoff)
+        .notify(|error, _| {
+            tracing::debug!(execution.id = id, %error, "cannot read the log or state yet; retrying");
+        })
+        .await?)
 }
 
 /// The next page of stored lines of execution `id` after `after`.
