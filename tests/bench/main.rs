@@ -13,7 +13,6 @@
 mod report;
 mod scenarios;
 mod server;
-mod ws;
 
 use std::path::PathBuf;
 

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::report::{Results, histogram, ms, round};
 use crate::server::{Server, Setup};
-use crate::ws::{Connection, Event};
+use proctor_tests::graphql_ws::{Event, WsClient};
 
 /// Sizes and infrastructure of a run.
 pub struct Plan {
@@ -195,7 +195,7 @@ async fn postgres_limit(url: &str, window: Duration) -> anyhow::Result<f64> {
 }
 
 /// Submit → first log line on a subscription, for one execution of `echo-one`.
-async fn first_line(server: &Server, connection: &Connection) -> anyhow::Result<Duration> {
+async fn first_line(server: &Server, connection: &WsClient) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let id = execute(server, "bench-echo-one").await?;
     let (sub, mut events) = connection
@@ -235,7 +235,7 @@ pub async fn dispatch_and_latency(
         }
         let total: usize = plan.pick(10_000, 50);
         eprintln!("dispatch: {total} executions of `true`");
-        let connection = Connection::open(&server.ws_url()).await?;
+        let connection = WsClient::open(&server.ws_url()).await?;
         let (_, mut events) = connection
             .subscribe("subscription { executionEvents { id status } }", json!({}))
             .await?;
@@ -314,7 +314,7 @@ pub async fn dispatch_and_latency(
         results.set("dispatch_failed", failed as u64);
     }
     if latency {
-        let connection = Connection::open(&server.ws_url()).await?;
+        let connection = WsClient::open(&server.ws_url()).await?;
         let samples: usize = plan.pick(300, 10);
         eprintln!("latency: {samples} runs one after another");
         let mut single = histogram();
@@ -379,7 +379,7 @@ async fn subscriber(
     measure_after: Arc<AtomicU64>,
     total: u64,
 ) -> anyhow::Result<Seen> {
-    let connection = Connection::open(&url).await?;
+    let connection = WsClient::open(&url).await?;
     let (_, mut events) = connection
         .subscribe(LOGS, json!({ "id": id, "after": 0 }))
         .await?;
@@ -563,7 +563,7 @@ pub async fn idle_subscriptions(plan: &Plan, results: &mut Results) -> anyhow::R
     );
     let mut open = Vec::new();
     for _ in 0..connections {
-        let connection = Connection::open(&server.ws_url()).await?;
+        let connection = WsClient::open(&server.ws_url()).await?;
         let mut receivers = Vec::new();
         for _ in 0..per_connection {
             receivers.push(
