@@ -1,86 +1,16 @@
 //! Running procs and following them live, over real HTTP and graphql-transport-ws, on both
-//! stacks (SQLite + in-memory bus, Postgres + Redis).
+//! stacks (SQLite + in-memory bus, Postgres + Redis), through the typed API.
 
 use std::time::Duration;
 
-use proctor_tests::graphql_ws::{Protocol, WsClient};
+use proctor_tests::api::{
+    ExecutionById, ExecutionStatus::*, LogStream, StoredLogs, WatchEvents, arg, execution_by_id,
+    no_filter, proc, sh, stored_logs, watch_events,
+};
 use proctor_tests::{Stack, TestApp, live_members};
-use serde_json::{Value, json};
-
-const UPSERT: &str = "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }";
-const EXECUTE: &str =
-    "mutation($p: String!, $a: [ArgInput!]) { execute(proc: $p, args: $a) { id status trigger } }";
-const STATUS: &str = "subscription($id: ID!) { executionStatus(id: $id) {
-    id status exitCode reason executorRef startedAt finishedAt } }";
-const LOGS: &str = "subscription($id: ID!, $after: Int) {
-    executionLogs(id: $id, afterSeq: $after) { seq stream line } }";
 
 async fn spawn(stack: Stack) -> Option<TestApp> {
     TestApp::builder().stack(stack).try_spawn().await
-}
-
-async fn define(app: &TestApp, name: &str, command: &[&str], extra: Value) {
-    let mut input = json!({ "name": name, "command": command });
-    for (key, value) in extra.as_object().unwrap() {
-        input[key] = value.clone();
-    }
-    let created = app.graphql(UPSERT, json!({ "i": input })).await;
-    assert_eq!(created["errors"], Value::Null, "{created}");
-}
-
-fn sh(script: &str) -> [&str; 3] {
-    ["sh", "-c", script]
-}
-
-async fn execute(app: &TestApp, proc: &str, args: Value) -> String {
-    let response = app.graphql(EXECUTE, json!({ "p": proc, "a": args })).await;
-    assert_eq!(response["errors"], Value::Null, "{response}");
-    assert_eq!(response["data"]["execute"]["status"], "PENDING");
-    assert_eq!(response["data"]["execute"]["trigger"], "MANUAL");
-    response["data"]["execute"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn subscribe(app: &TestApp, query: &str, variables: Value) -> Vec<Value> {
-    let mut client = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
-    client.run("1", query, variables).await
-}
-
-/// Follows the state until it is final; returns every state seen.
-async fn states(app: &TestApp, id: &str) -> Vec<Value> {
-    subscribe(app, STATUS, json!({ "id": id }))
-        .await
-        .into_iter()
-        .map(|payload| {
-            assert_eq!(payload["errors"], Value::Null, "{payload}");
-            payload["data"]["executionStatus"].clone()
-        })
-        .collect()
-}
-
-async fn final_state(app: &TestApp, id: &str) -> Value {
-    states(app, id)
-        .await
-        .pop()
-        .expect("at least the current state")
-}
-
-/// Every log line (seq, line), following until the end.
-async fn lines(app: &TestApp, id: &str, after: i64) -> Vec<(i64, String)> {
-    subscribe(app, LOGS, json!({ "id": id, "after": after }))
-        .await
-        .into_iter()
-        .map(|payload| {
-            assert_eq!(payload["errors"], Value::Null, "{payload}");
-            let line = &payload["data"]["executionLogs"];
-            (
-                line["seq"].as_i64().unwrap(),
-                line["line"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 fn numbered(range: std::ops::RangeInclusive<i64>) -> Vec<(i64, String)> {
@@ -91,66 +21,72 @@ async fn every_line_arrives_in_order_then_success(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    define(
-        &app,
+    let api = app.api();
+    api.define_proc(proc(
         "greet",
         &sh("for i in $(seq 1 50); do echo \"line $i\"; done; echo warn >&2"),
-        json!({}),
-    )
+    ))
     .await;
 
     // Subscribed before the run exists: every transition of it, in order. executionEvents has
     // no backlog, so first make sure the subscription is live: wait for a warm-up run's events.
-    let mut events = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
-    events
-        .start(
-            "events",
-            "subscription { executionEvents(proc: \"greet\") { id status } }",
-            json!({}),
-        )
-        .await;
+    let watch = watch_events::Variables {
+        proc: Some("greet".to_owned()),
+    };
+    let mut events = api.open::<WatchEvents>(watch).await;
     loop {
-        let warm_up = execute(&app, "greet", json!([])).await;
-        let arrived = tokio::time::timeout(Duration::from_millis(500), events.next_message()).await;
-        final_state(&app, &warm_up).await;
+        let warm_up = api.execute("greet", &[]).await;
+        let arrived = tokio::time::timeout(Duration::from_millis(500), events.next()).await;
+        api.await_final(&warm_up).await;
         if arrived.is_ok() {
             break;
         }
     }
-    let id = execute(&app, "greet", json!([])).await;
+    let id = api.execute("greet", &[]).await;
 
-    let received = lines(&app, &id, 0).await;
+    let received = api.numbered_lines(&id, 0).await;
     let mut expected: Vec<(i64, String)> = (1..=50).map(|n| (n, format!("line {n}"))).collect();
     expected.push((51, "warn".to_owned()));
     assert_eq!(received, expected);
 
-    let done = final_state(&app, &id).await;
-    assert_eq!(done["status"], "SUCCEEDED", "{done}");
-    assert_eq!(done["exitCode"], 0);
-    assert!(done["startedAt"].is_string() && done["finishedAt"].is_string());
+    let done = api.await_final(&id).await;
+    assert_eq!(done.status, Succeeded, "{done:?}");
+    assert_eq!(done.exit_code, Some(0));
+    assert!(done.started_at.is_some() && done.finished_at.is_some());
 
     let mut seen = Vec::new();
-    while seen.last().map(String::as_str) != Some("SUCCEEDED") {
-        let message = events.next_message().await;
-        let event = &message["payload"]["data"]["executionEvents"];
-        if event["id"] == id.as_str() {
-            seen.push(event["status"].as_str().unwrap().to_owned());
+    while seen.last() != Some(&Succeeded) {
+        let event = events
+            .next()
+            .await
+            .expect("events go on")
+            .expect("an event");
+        if event.execution_events.id == id {
+            seen.push(event.execution_events.status);
         }
     }
-    assert_eq!(seen, ["PENDING", "STARTING", "RUNNING", "SUCCEEDED"]);
+    assert_eq!(seen, [Pending, Starting, Running, Succeeded]);
 
-    let stored = app
-        .graphql(
-            "query($id: ID!) { execution(id: $id) { status logs(afterSeq: 49) { seq stream line } } }",
-            json!({ "id": id }),
-        )
+    let stored = api
+        .ok::<StoredLogs>(stored_logs::Variables {
+            id: id.clone(),
+            after_seq: Some(49),
+            first: None,
+        })
         .await;
+    let tail: Vec<(i64, LogStream, String)> = stored
+        .execution
+        .expect("the execution")
+        .logs
+        .into_iter()
+        .map(|line| (line.seq, line.stream, line.line))
+        .collect();
     assert_eq!(
-        stored["data"]["execution"]["logs"],
-        json!([
-            { "seq": 50, "stream": "STDOUT", "line": "line 50" },
-            { "seq": 51, "stream": "STDERR", "line": "warn" }
-        ])
+        tail,
+        [
+            (50, LogStream::Stdout, "line 50".to_owned()),
+            (51, LogStream::Stderr, "warn".to_owned())
+        ]
     );
 }
 
@@ -158,47 +94,33 @@ async fn late_joiners_and_resumers_get_each_line_once(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    define(&app, "flood", &["seq", "1", "10000"], json!({})).await;
-    let id = execute(&app, "flood", json!([])).await;
-    assert_eq!(final_state(&app, &id).await["status"], "SUCCEEDED");
+    let api = app.api();
+    api.define_proc(proc("flood", &["seq", "1", "10000"])).await;
+    let id = api.execute("flood", &[]).await;
+    assert_eq!(api.await_final(&id).await.status, Succeeded);
     assert_eq!(
-        lines(&app, &id, 0).await,
+        api.numbered_lines(&id, 0).await,
         numbered(1..=10_000),
         "a late subscriber gets all"
     );
     assert_eq!(
-        lines(&app, &id, 9_000).await,
+        api.numbered_lines(&id, 9_000).await,
         numbered(9_001..=10_000),
         "resume gets the rest"
     );
 
     // Joining while it runs: backlog, then live, no gap and no duplicate.
-    define(
-        &app,
+    api.define_proc(proc(
         "drip",
         &sh("for i in $(seq 1 300); do echo $i; sleep 0.005; done"),
-        json!({}),
-    )
+    ))
     .await;
-    let id = execute(&app, "drip", json!([])).await;
-    loop {
-        let stored = app
-            .graphql(
-                "query($id: ID!) { execution(id: $id) { logs { seq } } }",
-                json!({ "id": id }),
-            )
-            .await;
-        if stored["data"]["execution"]["logs"]
-            .as_array()
-            .unwrap()
-            .len()
-            >= 30
-        {
-            break;
-        }
+    let id = api.execute("drip", &[]).await;
+    while api.stored_lines(&id).await.len() < 30 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (from_start, resumed) = tokio::join!(lines(&app, &id, 0), lines(&app, &id, 100));
+    let (from_start, resumed) =
+        tokio::join!(api.numbered_lines(&id, 0), api.numbered_lines(&id, 100));
     assert_eq!(from_start, numbered(1..=300));
     assert_eq!(resumed, numbered(101..=300));
 }
@@ -214,27 +136,26 @@ async fn forty_subscribers_on_a_small_pool_each_get_every_line_once(stack: Stack
     else {
         return;
     };
-    define(
-        &app,
+    let api = app.api();
+    api.define_proc(proc(
         "burst",
         &sh("for i in $(seq 0 19); do seq $((i * 100 + 1)) $((i * 100 + 100)); sleep 0.05; done"),
-        json!({}),
-    )
+    ))
     .await;
-    let id = execute(&app, "burst", json!([])).await;
+    let id = api.execute("burst", &[]).await;
     let subscribers = (0..40i64).map(|n| {
-        let (app, id) = (&app, &id);
+        let (api, id) = (&api, &id);
         async move {
             // Joining over the first second, from the start or from a later line.
             tokio::time::sleep(Duration::from_millis(25 * n as u64)).await;
             let after = (n % 4) * 250;
-            (after, lines(app, id, after).await)
+            (after, api.numbered_lines(id, after).await)
         }
     });
     for (after, received) in futures::future::join_all(subscribers).await {
         assert_eq!(received, numbered(after + 1..=2_000), "from line {after}");
     }
-    assert_eq!(final_state(&app, &id).await["status"], "SUCCEEDED");
+    assert_eq!(api.await_final(&id).await.status, Succeeded);
 }
 
 async fn cancel_stops_the_whole_process_group(stack: Stack) {
@@ -246,107 +167,68 @@ async fn cancel_stops_the_whole_process_group(stack: Stack) {
     else {
         return;
     };
-    define(
-        &app,
-        "sleepy",
-        &sh("sleep 300 & echo started; sleep 300"),
-        json!({}),
-    )
-    .await;
-    let running = execute(&app, "sleepy", json!([])).await;
-    let first_line = subscribe_first_line(&app, &running).await;
-    assert_eq!(first_line, "started");
+    let api = app.api();
+    api.define_proc(proc("sleepy", &sh("sleep 300 & echo started; sleep 300")))
+        .await;
+    let running = api.execute("sleepy", &[]).await;
+    assert_eq!(api.first_line(&running).await, "started");
     // With one slot, the next run waits as PENDING and can be cancelled there.
-    let waiting = execute(&app, "sleepy", json!([])).await;
+    let waiting = api.execute("sleepy", &[]).await;
 
-    const CANCEL: &str =
-        "mutation($id: ID!) { cancelExecution(id: $id) { status reason executorRef } }";
-    let pending = app.graphql(CANCEL, json!({ "id": waiting })).await;
+    let pending = api.cancel(&waiting).await.expect("cancelled");
+    assert_eq!(pending.status, Cancelled, "{pending:?}");
     assert_eq!(
-        pending["data"]["cancelExecution"]["status"], "CANCELLED",
-        "{pending}"
-    );
-    assert_eq!(
-        pending["data"]["cancelExecution"]["reason"],
-        "cancelled before it started"
+        pending.reason.as_deref(),
+        Some("cancelled before it started")
     );
 
-    let cancelled = app.graphql(CANCEL, json!({ "id": running })).await;
-    let cancelled = &cancelled["data"]["cancelExecution"];
-    assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
-    let group: i32 = cancelled["executorRef"].as_str().unwrap().parse().unwrap();
+    let cancelled = api.cancel(&running).await.expect("cancelled");
+    assert_eq!(cancelled.status, Cancelled, "{cancelled:?}");
+    let group: i32 = cancelled
+        .executor_ref
+        .expect("the process group")
+        .parse()
+        .unwrap();
     assert_eq!(
         live_members(group),
         Vec::<i32>::new(),
         "no process of group {group} is left"
     );
 
-    let again = app.graphql(CANCEL, json!({ "id": running })).await;
-    assert_eq!(
-        again["errors"][0]["extensions"]["code"], "CONFLICT",
-        "{again}"
-    );
-}
-
-async fn subscribe_first_line(app: &TestApp, id: &str) -> String {
-    let mut client = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
-    client
-        .start("1", LOGS, json!({ "id": id, "after": 0 }))
-        .await;
-    let message = client.next_message().await;
-    message["payload"]["data"]["executionLogs"]["line"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    let again = api.cancel(&running).await.expect_err("it ended already");
+    assert_eq!(again.code, "CONFLICT", "{again:?}");
 }
 
 async fn every_ending_gets_its_state_and_reason(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    define(
-        &app,
-        "slow",
-        &["sleep", "30"],
-        json!({ "timeoutSeconds": 1 }),
-    )
-    .await;
-    define(&app, "broken", &sh("echo bye; exit 3"), json!({})).await;
-    define(
-        &app,
-        "ghost",
-        &["/nonexistent/proctor-test-binary"],
-        json!({}),
-    )
-    .await;
-    let image_only = json!({ "i": { "name": "image-only", "image": "alpine:3" } });
-    assert_eq!(app.graphql(UPSERT, image_only).await["errors"], Value::Null);
+    let api = app.api();
+    let mut slow = proc("slow", &["sleep", "30"]);
+    slow.timeout_seconds = Some(1);
+    api.define_proc(slow).await;
+    api.define_proc(proc("broken", &sh("echo bye; exit 3")))
+        .await;
+    api.define_proc(proc("ghost", &["/nonexistent/proctor-test-binary"]))
+        .await;
+    let mut image_only = proc("image-only", &[]);
+    image_only.command = None;
+    image_only.image = Some("alpine:3".to_owned());
+    api.define_proc(image_only).await;
 
     let cases = [
-        (
-            "slow",
-            "TIMED_OUT",
-            Value::Null,
-            "exceeded its timeout of 1 s",
-        ),
-        ("broken", "FAILED", json!(3), "exited with code 3"),
-        ("ghost", "CREATION_FAILED", Value::Null, "cannot start"),
-        (
-            "image-only",
-            "CREATION_FAILED",
-            Value::Null,
-            "has no command",
-        ),
+        ("slow", TimedOut, None, "exceeded its timeout of 1 s"),
+        ("broken", Failed, Some(3), "exited with code 3"),
+        ("ghost", CreationFailed, None, "cannot start"),
+        ("image-only", CreationFailed, None, "has no command"),
     ];
-    for (proc, status, code, reason) in cases {
-        let id = execute(&app, proc, json!([])).await;
-        let done = final_state(&app, &id).await;
-        assert_eq!(done["status"], status, "{proc}: {done}");
-        assert_eq!(done["exitCode"], code, "{proc}: {done}");
-        assert!(
-            done["reason"].as_str().unwrap().contains(reason),
-            "{proc}: {done}"
-        );
+    for (name, status, code, reason) in cases {
+        let id = api.execute(name, &[]).await;
+        let done = api.await_final(&id).await;
+        assert_eq!(done.status, status, "{name}: {done:?}");
+        assert_eq!(done.exit_code, code, "{name}: {done:?}");
+        let shown = done.reason.as_deref().unwrap_or_default();
+        assert!(shown.contains(reason), "{name}: {done:?}");
     }
 }
 
@@ -354,55 +236,52 @@ async fn secrets_are_masked_in_stored_and_streamed_logs(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
+    let api = app.api();
     const VALUE: &str = "tok-9f8e7d-do-not-print";
-    define(
-        &app,
+    let mut leaky = proc(
         "leaky",
         &sh("echo \"token=$TOKEN\"; echo \"twice $TOKEN $TOKEN\" >&2"),
-        json!({ "secrets": [{ "name": "TOKEN" }] }),
-    )
-    .await;
-    let refused = app.graphql(EXECUTE, json!({ "p": "leaky" })).await;
-    assert_eq!(
-        refused["errors"][0]["extensions"]["code"], "CONFLICT",
-        "an unset secret blocks the run"
     );
-    let set = app
-        .graphql(
-            "mutation($v: String!) { setSecrets(proc: \"leaky\", secrets: [{ key: \"TOKEN\", value: $v }]) { isSet } }",
-            json!({ "v": VALUE }),
-        )
-        .await;
-    assert_eq!(set["errors"], Value::Null);
-    let id = execute(&app, "leaky", json!([])).await;
-    let streamed = lines(&app, &id, 0).await;
+    leaky.secrets = Some(vec![proctor_tests::api::upsert_proc::SecretSpecInput {
+        name: "TOKEN".to_owned(),
+        description: None,
+    }]);
+    api.define_proc(leaky).await;
+    let refused = api.try_execute("leaky", &[]).await.expect_err("refused");
+    assert_eq!(refused.code, "CONFLICT", "an unset secret blocks the run");
+    api.set_secrets("leaky", &[("TOKEN", VALUE)])
+        .await
+        .expect("set");
+    let id = api.execute("leaky", &[]).await;
+    let streamed = api.numbered_lines(&id, 0).await;
     assert_eq!(
         streamed,
         vec![(1, "token=***".to_owned()), (2, "twice *** ***".to_owned())]
     );
-    let stored = app
-        .graphql(
-            "query($id: ID!) { execution(id: $id) { logs { line } } }",
-            json!({ "id": id }),
-        )
-        .await;
-    assert!(!stored.to_string().contains(VALUE), "{stored}");
-    assert!(stored.to_string().contains("token=***"));
+    let stored: Vec<String> = api
+        .stored_lines(&id)
+        .await
+        .into_iter()
+        .map(|line| line.line)
+        .collect();
+    assert_eq!(stored, ["token=***", "twice *** ***"]);
+    assert!(!stored.concat().contains(VALUE));
 }
 
 async fn fifty_concurrent_executions_finish_with_all_lines(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    define(&app, "count", &["seq", "1", "100"], json!({})).await;
-    let ids = futures::future::join_all((0..50).map(|_| execute(&app, "count", json!([])))).await;
+    let api = app.api();
+    api.define_proc(proc("count", &["seq", "1", "100"])).await;
+    let ids = futures::future::join_all((0..50).map(|_| api.execute("count", &[]))).await;
     let outcomes = futures::future::join_all(
         ids.iter()
-            .map(|id| async { (final_state(&app, id).await, lines(&app, id, 0).await) }),
+            .map(|id| async { (api.await_final(id).await, api.numbered_lines(id, 0).await) }),
     )
     .await;
     for (state, received) in outcomes {
-        assert_eq!(state["status"], "SUCCEEDED", "{state}");
+        assert_eq!(state.status, Succeeded, "{state:?}");
         assert_eq!(received, numbered(1..=100));
     }
 }
@@ -411,41 +290,46 @@ async fn arguments_are_validated_and_passed_with_context(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    define(
-        &app,
+    let api = app.api();
+    let mut env = proc(
         "env",
-        &sh("echo \"$GREETING|$TIMES|$JOB_NAME|$EXECUTION_ID|$EXECUTION_NAME|${PROCTOR_DATA_DIR:-clean}\""),
-        json!({ "args": [
-            { "name": "GREETING", "required": true },
-            { "name": "TIMES", "type": "INT", "default": "2" }
-        ] }),
-    )
-    .await;
-    let bad = app
-        .graphql(
-            EXECUTE,
-            json!({ "p": "env", "a": [{ "name": "TIMES", "value": "x" }] }),
-        )
-        .await;
-    assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
-    assert_eq!(bad["errors"][0]["extensions"]["field"], "args.GREETING");
-    let id = execute(&app, "env", json!([{ "name": "GREETING", "value": "hi" }])).await;
-    let received = lines(&app, &id, 0).await;
+        &sh(
+            "echo \"$GREETING|$TIMES|$JOB_NAME|$EXECUTION_ID|$EXECUTION_NAME|${PROCTOR_DATA_DIR:-clean}\"",
+        ),
+    );
+    let mut greeting = arg("GREETING");
+    greeting.required = Some(true);
+    let mut times = arg("TIMES");
+    times.type_ = Some(proctor_tests::api::upsert_proc::ArgType::INT);
+    times.default = Some("2".to_owned());
+    env.args = Some(vec![greeting, times]);
+    api.define_proc(env).await;
+    let bad = api
+        .try_execute("env", &[("TIMES", "x")])
+        .await
+        .expect_err("refused");
+    assert_eq!(bad.code, "BAD_USER_INPUT");
+    assert_eq!(bad.field.as_deref(), Some("args.GREETING"));
+    let id = api.execute("env", &[("GREETING", "hi")]).await;
+    let received = api.numbered_lines(&id, 0).await;
     assert_eq!(
         received,
         vec![(1, format!("hi|2|env|{id}|proctor-{id}-env|clean"))]
     );
-    let execution = app
-        .graphql(
-            "query($id: ID!) { execution(id: $id) { args { name value } proc { name } } }",
-            json!({ "id": id }),
-        )
-        .await;
+    let execution = api.execution(&id).await.expect("the execution");
+    let args: Vec<(String, String)> = execution
+        .args
+        .into_iter()
+        .map(|arg| (arg.name, arg.value))
+        .collect();
     assert_eq!(
-        execution["data"]["execution"],
-        json!({ "args": [{ "name": "GREETING", "value": "hi" }, { "name": "TIMES", "value": "2" }],
-                "proc": { "name": "env" } })
+        args,
+        [
+            ("GREETING".to_owned(), "hi".to_owned()),
+            ("TIMES".to_owned(), "2".to_owned())
+        ]
     );
+    assert_eq!(execution.proc.map(|proc| proc.name).as_deref(), Some("env"));
 }
 
 async fn outsiders_can_neither_run_nor_watch(stack: Stack) {
@@ -460,75 +344,55 @@ async fn outsiders_can_neither_run_nor_watch(stack: Stack) {
     let admin = app.issue_token("root@example.com", &[], true).await;
     let insider = app.issue_token("ops@example.com", &["ops"], false).await;
     let outsider = app.issue_token("dev@example.com", &["dev"], false).await;
-    let created = app
-        .graphql_as(&admin, UPSERT, json!({ "i": { "name": "ops-task", "command": ["echo", "ok"], "authorizedGroups": ["ops"] } }))
-        .await;
-    assert_eq!(created["errors"], Value::Null);
-
-    let refused = app
-        .graphql_as(&outsider, EXECUTE, json!({ "p": "ops-task" }))
-        .await;
-    assert_eq!(
-        refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
-        "{refused}"
+    let (admin, insider, outsider) = (
+        app.api_as(&admin),
+        app.api_as(&insider),
+        app.api_as(&outsider),
     );
-    let ran = app
-        .graphql_as(&insider, EXECUTE, json!({ "p": "ops-task" }))
-        .await;
-    let id = ran["data"]["execute"]["id"].as_str().unwrap().to_owned();
+    let mut task = proc("ops-task", &["echo", "ok"]);
+    task.authorized_groups = Some(vec!["ops".to_owned()]);
+    admin.define_proc(task).await;
 
-    for (query, variables) in [
-        (LOGS, json!({ "id": id, "after": 0 })),
-        (STATUS, json!({ "id": id })),
-    ] {
-        let mut client = WsClient::connect(
-            &app.ws_url(),
-            Protocol::TransportWs,
-            json!({ "Authorization": format!("Bearer {outsider}") }),
-        )
-        .await;
-        let payloads = client.run("1", query, variables).await;
-        assert_eq!(payloads.len(), 1, "{payloads:?}");
-        assert_eq!(
-            payloads[0]["errors"][0]["extensions"]["code"], "FORBIDDEN",
-            "{payloads:?}"
-        );
-    }
-    let mut client = WsClient::connect(
-        &app.ws_url(),
-        Protocol::TransportWs,
-        json!({ "Authorization": format!("Bearer {insider}") }),
-    )
-    .await;
-    let payloads = client.run("1", LOGS, json!({ "id": id, "after": 0 })).await;
-    assert_eq!(payloads[0]["data"]["executionLogs"]["line"], "ok");
+    let refused = outsider
+        .try_execute("ops-task", &[])
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code, "FORBIDDEN", "{refused:?}");
+    let id = insider.execute("ops-task", &[]).await;
 
-    let hidden = app
-        .graphql_as(
-            &outsider,
-            "query($id: ID!) { execution(id: $id) { id } }",
-            json!({ "id": id }),
-        )
+    let watched = outsider
+        .subscribe::<proctor_tests::api::FollowLogs>(proctor_tests::api::follow_logs::Variables {
+            id: id.clone(),
+            after_seq: None,
+        })
         .await;
-    assert_eq!(hidden["errors"][0]["extensions"]["code"], "FORBIDDEN");
-    let listed = app
-        .graphql_as(
-            &outsider,
-            "{ executions { edges { node { id } } } }",
-            json!({}),
-        )
+    assert!(
+        matches!(&watched[..], [Err(failure)] if failure.code == "FORBIDDEN"),
+        "{watched:?}"
+    );
+    let followed = outsider
+        .subscribe::<proctor_tests::api::WatchStatus>(proctor_tests::api::watch_status::Variables {
+            id: id.clone(),
+        })
         .await;
-    assert_eq!(listed["data"]["executions"]["edges"], json!([]));
-    let own = app
-        .graphql_as(
-            &insider,
-            "{ executions { edges { node { id user } } } }",
-            json!({}),
-        )
-        .await;
+    assert!(
+        matches!(&followed[..], [Err(failure)] if failure.code == "FORBIDDEN"),
+        "{followed:?}"
+    );
+    assert_eq!(insider.log_lines(&id).await, ["ok"]);
+
+    let hidden = outsider
+        .call::<ExecutionById>(execution_by_id::Variables { id: id.clone() })
+        .await
+        .expect_err("hidden");
+    assert_eq!(hidden.code, "FORBIDDEN");
+    let listed = outsider.executions(20, None, no_filter()).await.unwrap();
+    assert!(listed.edges.is_empty(), "{listed:?}");
+    let own = insider.executions(20, None, no_filter()).await.unwrap();
+    let first = &own.edges[0].node;
     assert_eq!(
-        own["data"]["executions"]["edges"][0]["node"],
-        json!({ "id": id, "user": "ops@example.com" })
+        (first.id.as_str(), first.user.as_deref()),
+        (id.as_str(), Some("ops@example.com"))
     );
 }
 
@@ -541,9 +405,10 @@ async fn output_is_capped_and_long_lines_are_split(stack: Stack) {
     else {
         return;
     };
-    define(&app, "chatty", &["seq", "1", "150"], json!({})).await;
-    let id = execute(&app, "chatty", json!([])).await;
-    let received = lines(&app, &id, 0).await;
+    let api = app.api();
+    api.define_proc(proc("chatty", &["seq", "1", "150"])).await;
+    let id = api.execute("chatty", &[]).await;
+    let received = api.numbered_lines(&id, 0).await;
     assert_eq!(received.len(), 101);
     assert_eq!(&received[..100], numbered(1..=100).as_slice());
     assert!(
@@ -551,18 +416,15 @@ async fn output_is_capped_and_long_lines_are_split(stack: Stack) {
         "{:?}",
         received[100]
     );
-    assert_eq!(final_state(&app, &id).await["status"], "SUCCEEDED");
+    assert_eq!(api.await_final(&id).await.status, Succeeded);
 
-    define(
-        &app,
+    api.define_proc(proc(
         "wide",
         &sh("head -c 40000 /dev/zero | tr '\\0' x; echo; echo after"),
-        json!({}),
-    )
+    ))
     .await;
-    let id = execute(&app, "wide", json!([])).await;
-    let received = lines(&app, &id, 0).await;
-    let pieces: Vec<&str> = received.iter().map(|(_, line)| line.as_str()).collect();
+    let id = api.execute("wide", &[]).await;
+    let pieces = api.log_lines(&id).await;
     assert_eq!(
         pieces.len(),
         4,
@@ -581,75 +443,67 @@ async fn executions_are_listed_newest_first_with_filters(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    define(&app, "ok", &["true"], json!({})).await;
-    define(&app, "bad", &["false"], json!({})).await;
+    let api = app.api();
+    api.define_proc(proc("ok", &["true"])).await;
+    api.define_proc(proc("bad", &["false"])).await;
     let mut ids = Vec::new();
-    for proc in ["ok", "bad", "ok", "ok"] {
-        let id = execute(&app, proc, json!([])).await;
-        final_state(&app, &id).await;
+    for name in ["ok", "bad", "ok", "ok"] {
+        let id = api.execute(name, &[]).await;
+        api.await_final(&id).await;
         ids.push(id);
     }
-    const LIST: &str = "query($f: ExecutionFilter, $after: String) {
-        executions(first: 2, after: $after, filter: $f) {
-            pageInfo { hasNextPage } edges { cursor node { id procName status } } } }";
-    let page = app.graphql(LIST, json!({})).await;
-    let edges = page["data"]["executions"]["edges"].as_array().unwrap();
-    assert_eq!(edges[0]["node"]["id"], ids[3].as_str(), "newest first");
-    assert_eq!(edges[1]["node"]["id"], ids[2].as_str());
-    assert_eq!(page["data"]["executions"]["pageInfo"]["hasNextPage"], true);
-    let next = app
-        .graphql(LIST, json!({ "after": edges[1]["cursor"] }))
-        .await;
-    let rest: Vec<&str> = next["data"]["executions"]["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["node"]["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(rest, [ids[1].as_str(), ids[0].as_str()]);
-
-    let failed = app
-        .graphql(LIST, json!({ "f": { "status": ["FAILED"] } }))
-        .await;
+    let ids_of = |page: &proctor_tests::api::ExecutionPage| -> Vec<String> {
+        page.edges.iter().map(|edge| edge.node.id.clone()).collect()
+    };
+    let page = api.executions(2, None, no_filter()).await.unwrap();
     assert_eq!(
-        failed["data"]["executions"]["edges"][0]["node"]["procName"],
-        "bad"
+        ids_of(&page),
+        [ids[3].clone(), ids[2].clone()],
+        "newest first"
     );
-    let by_proc = app
-        .graphql(LIST, json!({ "f": { "proc": "bad", "trigger": "MANUAL" } }))
-        .await;
+    assert!(page.page_info.has_next_page);
+    let cursor = page.edges[1].cursor.clone();
+    let next = api.executions(2, Some(cursor), no_filter()).await.unwrap();
+    assert_eq!(ids_of(&next), [ids[1].clone(), ids[0].clone()]);
+
+    let mut failed = no_filter();
+    failed.status = Some(vec![Failed]);
+    let failed = api.executions(2, None, failed).await.unwrap();
+    assert_eq!(failed.edges[0].node.proc_name, "bad");
+    let mut by_proc = no_filter();
+    by_proc.proc = Some("bad".to_owned());
+    by_proc.trigger = Some(proctor_tests::api::Trigger::Manual);
     assert_eq!(
-        by_proc["data"]["executions"]["edges"]
-            .as_array()
-            .unwrap()
-            .len(),
+        api.executions(2, None, by_proc).await.unwrap().edges.len(),
         1
     );
-    let future = app
-        .graphql(
-            LIST,
-            json!({ "f": { "createdAfter": "2999-01-01T00:00:00Z" } }),
-        )
-        .await;
-    assert_eq!(future["data"]["executions"]["edges"], json!([]));
-    let bad_id = app
-        .graphql("{ execution(id: \"abc\") { id } }", json!({}))
-        .await;
-    assert_eq!(bad_id["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
-    assert_eq!(
-        app.graphql("{ execution(id: \"999999\") { id } }", json!({}))
-            .await["data"]["execution"],
-        Value::Null
+    let mut future = no_filter();
+    future.created_after = Some("2999-01-01T00:00:00Z".parse().unwrap());
+    assert!(
+        api.executions(2, None, future)
+            .await
+            .unwrap()
+            .edges
+            .is_empty()
     );
+    let bad_id = api
+        .call::<ExecutionById>(execution_by_id::Variables {
+            id: "abc".to_owned(),
+        })
+        .await
+        .expect_err("not an id");
+    assert_eq!(bad_id.code, "BAD_USER_INPUT");
+    assert!(api.execution("999999").await.is_none());
 }
 
 async fn metrics_count_executions_lines_and_subscriptions(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    define(&app, "metered", &["seq", "1", "3"], json!({})).await;
-    let id = execute(&app, "metered", json!([])).await;
-    final_state(&app, &id).await;
+    let api = app.api();
+    api.define_proc(proc("metered", &["seq", "1", "3"])).await;
+    let id = api.execute("metered", &[]).await;
+    api.await_final(&id).await;
     let text = app
         .http
         .get(app.url("/metrics"))
@@ -674,6 +528,7 @@ async fn a_local_run_is_retried_and_succeeds_on_its_second_attempt(stack: Stack)
     let Some(app) = spawn(stack).await else {
         return;
     };
+    let api = app.api();
     // A directory every account may read (runs may use another account than the tests).
     let flags = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
@@ -690,34 +545,25 @@ async fn a_local_run_is_retried_and_succeeds_on_its_second_attempt(stack: Stack)
         ok = ok.display(),
         go = go.display()
     );
-    define(&app, "flaky", &sh(&script), json!({ "retries": 2 })).await;
-    let id = execute(&app, "flaky", json!([])).await;
-    assert_eq!(subscribe_first_line(&app, &id).await, "first");
+    let mut flaky = proc("flaky", &sh(&script));
+    flaky.retries = Some(2);
+    api.define_proc(flaky).await;
+    let id = api.execute("flaky", &[]).await;
+    assert_eq!(api.first_line(&id).await, "first");
     std::fs::write(&ok, "").unwrap();
     std::fs::write(&go, "").unwrap();
-    let done = final_state(&app, &id).await;
-    assert_eq!(done["status"], "SUCCEEDED", "{done}");
-    assert_eq!(done["exitCode"], 0, "{done}");
-    let shown: Vec<String> = lines(&app, &id, 0)
-        .await
-        .into_iter()
-        .map(|(_, line)| line)
-        .collect();
+    let done = api.await_final(&id).await;
+    assert_eq!(done.status, Succeeded, "{done:?}");
+    assert_eq!(done.exit_code, Some(0), "{done:?}");
     assert_eq!(
-        shown,
+        api.log_lines(&id).await,
         [
             "first",
             "[proctor] attempt 2 (of 3; the previous one exited with code 3)",
             "second"
         ]
     );
-    let attempts = app
-        .graphql(
-            "query($id: ID!) { execution(id: $id) { attempts } }",
-            json!({ "id": id }),
-        )
-        .await;
-    assert_eq!(attempts["data"]["execution"]["attempts"], 2, "{attempts}");
+    assert_eq!(api.execution(&id).await.expect("the execution").attempts, 2);
 }
 
 on_both_stacks!(

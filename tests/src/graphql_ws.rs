@@ -170,17 +170,27 @@ impl WsClient {
     }
 
     fn start_message(&self, id: &str, query: &str, variables: Value) -> Value {
+        self.start_with(id, json!({ "query": query, "variables": variables }))
+    }
+
+    fn start_with(&self, id: &str, payload: Value) -> Value {
         let kind = match self.protocol {
             Protocol::TransportWs => "subscribe",
             Protocol::LegacyWs => "start",
         };
-        json!({ "id": id, "type": kind, "payload": { "query": query, "variables": variables } })
+        json!({ "id": id, "type": kind, "payload": payload })
     }
 
     /// Starts operation `id`; its messages come from [`WsClient::next_message`].
     pub async fn start(&self, id: &str, query: &str, variables: Value) {
         self.send_raw(self.start_message(id, query, variables))
             .await;
+    }
+
+    /// Starts operation `id` with a whole request `payload` (`query`, `variables`,
+    /// `operationName`).
+    pub async fn start_request(&self, id: &str, payload: Value) {
+        self.send_raw(self.start_with(id, payload)).await;
     }
 
     /// Starts an operation whose messages arrive on the returned channel (any number may run
@@ -250,6 +260,16 @@ impl WsClient {
     /// On a message of another operation or an unknown type.
     pub async fn run(&mut self, id: &str, query: &str, variables: Value) -> Vec<Value> {
         self.start(id, query, variables).await;
+        self.payloads_until_complete(id).await
+    }
+
+    /// Like [`WsClient::run`], with a whole request `payload`.
+    pub async fn run_request(&mut self, id: &str, payload: Value) -> Vec<Value> {
+        self.start_request(id, payload).await;
+        self.payloads_until_complete(id).await
+    }
+
+    async fn payloads_until_complete(&mut self, id: &str) -> Vec<Value> {
         let mut payloads = Vec::new();
         loop {
             let message = self.next_message().await;

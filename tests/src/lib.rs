@@ -3,7 +3,8 @@
 //! - [`infra`]: finds the real Postgres and Redis the tests use (`PROCTOR_TEST_DATABASE_URL`,
 //!   `PROCTOR_TEST_REDIS_URL`); under `CI=true` a missing one fails the test instead of skipping.
 //! - [`TestDatabase`]: a fresh Postgres database (or SQLite file) per test.
-//! - [`TestApp`]: the real server, in-process, on `127.0.0.1:0`.
+//! - [`TestApp`]: the real server, in-process, on `127.0.0.1:0`, with its typed API ([`api`]:
+//!   operations generated from `tests/graphql/*.graphql`).
 //! - [`RedisServer`]: a `redis-server` process a test may stop and start again.
 //! - [`Proctord`]: the built `proctord` binary run as a child process.
 //! - [`fake_kube::FakeKube`]: an in-process Kubernetes API whose pods run as local processes.
@@ -13,6 +14,7 @@
 //!
 //! `./tests/run.sh` provides Postgres and Redis and runs the whole suite.
 
+pub mod api;
 pub mod fake_kube;
 pub mod graphql_ws;
 pub mod infra;
