@@ -64,6 +64,8 @@ pub type ArgSpec = upsert_proc::ArgSpecInput;
 pub type RunState = watch_status::WatchStatusExecutionStatus;
 /// An execution, as `execution(id:)` shows it.
 pub type Execution = execution_by_id::ExecutionByIdExecution;
+/// A log line as `executionLogs` streams it.
+pub type LiveLine = follow_logs::FollowLogsExecutionLogs;
 /// A stored log line.
 pub type StoredLine = stored_logs::StoredLogsExecutionLogs;
 /// An execution as `cancelExecution` left it.
@@ -125,13 +127,14 @@ where
     }
 }
 
-/// A proc that runs `command`, with nothing else set.
+/// A proc that runs `command` (none when empty), with nothing else set.
 pub fn proc(name: &str, command: &[&str]) -> ProcInput {
     ProcInput {
         name: name.to_owned(),
         description: None,
         image: None,
-        command: Some(command.iter().map(|part| (*part).to_owned()).collect()),
+        command: (!command.is_empty())
+            .then(|| command.iter().map(|part| (*part).to_owned()).collect()),
         args: None,
         secrets: None,
         authorized_groups: None,
@@ -142,6 +145,28 @@ pub fn proc(name: &str, command: &[&str]) -> ProcInput {
         retries: None,
         notifications: None,
     }
+}
+
+/// A proc that runs `command` in `image` (the image's entrypoint when `command` is empty).
+pub fn image_proc(name: &str, image: &str, command: &[&str]) -> ProcInput {
+    let mut input = proc(name, command);
+    input.image = Some(image.to_owned());
+    input
+}
+
+/// A declared secret.
+pub fn secret(name: &str) -> upsert_proc::SecretSpecInput {
+    upsert_proc::SecretSpecInput {
+        name: name.to_owned(),
+        description: None,
+    }
+}
+
+/// A required string argument.
+pub fn required_arg(name: &str) -> ArgSpec {
+    let mut spec = arg(name);
+    spec.required = Some(true);
+    spec
 }
 
 /// `sh -c script`.
@@ -409,9 +434,8 @@ impl Api<'_> {
             .expect("at least the current state")
     }
 
-    /// Every log line of execution `id` after `after_seq`, as `(seq, line)`, following it to
-    /// its end.
-    pub async fn numbered_lines(&self, id: &str, after_seq: i64) -> Vec<(i64, String)> {
+    /// Every log line of execution `id` after `after_seq`, following it to its end.
+    pub async fn follow_lines(&self, id: &str, after_seq: i64) -> Vec<LiveLine> {
         let variables = follow_logs::Variables {
             id: id.to_owned(),
             after_seq: Some(after_seq),
@@ -419,10 +443,17 @@ impl Api<'_> {
         self.subscribe::<FollowLogs>(variables)
             .await
             .into_iter()
-            .map(|event| {
-                let line = event.expect("a line").execution_logs;
-                (line.seq, line.line)
-            })
+            .map(|event| event.expect("a line").execution_logs)
+            .collect()
+    }
+
+    /// Every log line of execution `id` after `after_seq`, as `(seq, line)`, following it to
+    /// its end.
+    pub async fn numbered_lines(&self, id: &str, after_seq: i64) -> Vec<(i64, String)> {
+        let lines = self.follow_lines(id, after_seq).await;
+        lines
+            .into_iter()
+            .map(|line| (line.seq, line.line))
             .collect()
     }
 
@@ -444,6 +475,26 @@ impl Api<'_> {
             .execution
             .map(|execution| execution.logs)
             .unwrap_or_default()
+    }
+
+    /// The text of the stored lines of execution `id`.
+    pub async fn stored_text(&self, id: &str) -> Vec<String> {
+        let lines = self.stored_lines(id).await;
+        lines.into_iter().map(|line| line.line).collect()
+    }
+
+    /// Waits until execution `id` has stored at least `at_least` lines.
+    ///
+    /// # Panics
+    /// When it has not within 10 s.
+    pub async fn wait_for_stored(&self, id: &str, at_least: usize) {
+        for _ in 0..400 {
+            if self.stored_lines(id).await.len() >= at_least {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("fewer than {at_least} lines were stored");
     }
 
     /// Execution `id`; `None` when there is none.
