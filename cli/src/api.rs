@@ -392,16 +392,21 @@ impl Api {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         match ended {
-            // The stream ended without the connection ending: the server completed it.
-            None => Ok(StreamEnd::Completed),
+            Some(Ending::Completed) => Ok(StreamEnd::Completed),
             Some(Ending::Closed(code, reason)) => closed_by_server(code, &reason),
             Some(Ending::Broken(reason)) => Ok(StreamEnd::Dropped(reason)),
+            // The client library stopped on its own (e.g. an event it could not read).
+            None => Ok(StreamEnd::Dropped(
+                "the subscription ended without completing".to_owned(),
+            )),
         }
     }
 }
 
 /// How the connection under a subscription ended, as its socket saw it.
 enum Ending {
+    /// The server sent `complete`: the subscription is over.
+    Completed,
     /// The server sent a close frame.
     Closed(u16, String),
     /// The connection broke or ended without one.
@@ -452,7 +457,15 @@ impl graphql_ws_client::Connection for Socket {
                 }
             };
             return Some(match frame {
-                Message::Text(text) => Ws::Text(text.to_string()),
+                Message::Text(text) => {
+                    let kind = serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|message| message["type"].as_str().map(str::to_owned));
+                    if kind.as_deref() == Some("complete") {
+                        self.end(Ending::Completed);
+                    }
+                    Ws::Text(text.to_string())
+                }
                 Message::Close(frame) => {
                     let (code, reason) = frame.map_or((1005, String::new()), |frame| {
                         (u16::from(frame.code), frame.reason.to_string())
@@ -484,10 +497,11 @@ impl graphql_ws_client::Connection for Socket {
             Ws::Ping => Message::Ping(Vec::new().into()),
             Ws::Pong => Message::Pong(Vec::new().into()),
         };
-        self.inner
-            .send(frame)
-            .await
-            .map_err(|error| graphql_ws_client::Error::Send(error.to_string()))
+        let sent = self.inner.send(frame).await;
+        sent.map_err(|error| {
+            self.end(Ending::Broken(error.to_string()));
+            graphql_ws_client::Error::Send(error.to_string())
+        })
     }
 }
 

@@ -189,8 +189,10 @@ async fn follow(api: &Api, id: &str, quiet: bool, printer: LinePrinter) -> Resul
     };
     let last_seq: Cell<Option<i64>> = Cell::new(None);
     let progressed = Cell::new(false);
+    let connections = Cell::new(0_u32);
     let once = || async {
         progressed.set(false);
+        connections.set(connections.get() + 1);
         let variables = follow_logs::Variables {
             id: id.to_owned(),
             after_seq: last_seq.get(),
@@ -211,7 +213,8 @@ async fn follow(api: &Api, id: &str, quiet: bool, printer: LinePrinter) -> Resul
             Ok(StreamEnd::Completed) => return Ok(()),
             Ok(StreamEnd::Dropped(reason)) => reason,
             // The first connection must work: a wrong host is not worth a minute of retries.
-            Err(CliError::Unreachable(reason)) if last_seq.get().is_some() => reason,
+            // Later ones may fail while the server restarts.
+            Err(CliError::Unreachable(reason)) if connections.get() > 1 => reason,
             Err(other) => return Err(Lost::Fatal(other)),
         };
         Err(if progressed.get() {

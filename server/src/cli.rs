@@ -109,7 +109,7 @@ where
     let command = crate::config::prepare(Cli::command(), Environment::Process);
     let mut matches = command
         .clone()
-        .try_get_matches_from(argv)
+        .try_get_matches_from(crate::config::drop_blank_settings(argv, &command))
         .map_err(|error| crate::config::value_error(error, &command))?;
     Cli::from_arg_matches_mut(&mut matches).map_err(ParseError::Usage)
 }

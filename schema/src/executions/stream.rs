@@ -85,18 +85,20 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, DbErr>>,
 {
+    // Patience is wall-clock time (waiting for a turn and failed reads count too).
+    let started = tokio::time::Instant::now();
     let backoff = ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(50))
         .with_max_delay(Duration::from_secs(2))
         .with_jitter()
-        .without_max_times()
-        .with_total_delay(Some(READ_PATIENCE));
+        .without_max_times();
     let attempt = || async {
         let _turn = state.log_read_turn().await;
         read().await
     };
     Ok(attempt
         .retry(backoff)
+        .when(|_| started.elapsed() < READ_PATIENCE)
         .notify(|error, _| {
             tracing::debug!(execution.id = id, %error, "cannot read the log or state yet; retrying");
         })

@@ -57,8 +57,9 @@ impl AuthSettings {
     }
 }
 
-/// How callers are authenticated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How callers are authenticated. Its `Debug` (the start-up log) shows the identity service
+/// without user information, query or fragment: they may carry credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub enum AuthMode {
     /// Everyone may do everything (loopback only unless explicitly allowed).
     Off,
@@ -73,6 +74,32 @@ pub enum AuthMode {
         /// How long to wait for an answer.
         timeout: Duration,
     },
+}
+
+impl std::fmt::Debug for AuthMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Off => f.write_str("Off"),
+            Self::Builtin => f.write_str("Builtin"),
+            Self::Webhook {
+                url,
+                cache_ttl,
+                timeout,
+            } => {
+                let mut shown = url.clone();
+                shown.set_query(None);
+                shown.set_fragment(None);
+                // Only fails for URLs without a host, which were refused.
+                let _ = shown.set_username("");
+                let _ = shown.set_password(None);
+                f.debug_struct("Webhook")
+                    .field("url", &shown.as_str())
+                    .field("cache_ttl", cache_ttl)
+                    .field("timeout", timeout)
+                    .finish()
+            }
+        }
+    }
 }
 
 impl Auth {
@@ -146,6 +173,10 @@ mod tests {
             webhook.mode,
             AuthMode::Webhook { cache_ttl, .. } if cache_ttl == Duration::from_secs(7)
         ));
+        let secret_url = "--auth-webhook-url=https://svc:pw@id.example.com/check?key=k1";
+        let shown = format!("{:?}", auth(&["--auth-enabled", secret_url]).mode);
+        assert!(shown.contains("https://id.example.com/check"), "{shown}");
+        assert!(!shown.contains("pw") && !shown.contains("k1"), "{shown}");
         let groups = auth(&["--admin-group=ops, security"]).admin_groups;
         assert_eq!(groups, ["ops", "security"]);
     }

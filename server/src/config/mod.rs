@@ -10,7 +10,7 @@
 //! - the defaults are clap's alone: parsing an empty environment gives the embedded default,
 //!   and tests build settings with [`Settings::from_args`], the production parser with the
 //!   environment left out;
-//! - an empty variable counts as unset.
+//! - an empty value counts as unset, whether a variable or a flag ([`drop_blank_settings`]).
 //!
 //! Adding a setting means one field in one section (and using it where it matters).
 
@@ -140,7 +140,7 @@ impl Settings {
         let argv = std::iter::once("proctord").chain(args.iter().map(AsRef::as_ref));
         let options = command
             .clone()
-            .try_get_matches_from(argv)
+            .try_get_matches_from(drop_blank_settings(argv, &command))
             .and_then(|matches| Options::from_arg_matches(&matches))
             .map_err(|error| match value_error(error, &command) {
                 ParseError::Config(error) => error,
@@ -204,6 +204,37 @@ pub fn prepare(command: clap::Command, environment: Environment) -> clap::Comman
     command
 }
 
+/// `argv` without the settings given a blank value (`--x=` or `--x ""`): like an empty
+/// variable, a blank flag counts as unset. `command` is the one [`prepare`] returned.
+pub fn drop_blank_settings<T: Into<std::ffi::OsString>>(
+    argv: impl IntoIterator<Item = T>,
+    command: &clap::Command,
+) -> Vec<std::ffi::OsString> {
+    let takes_value = |long: &str| {
+        command
+            .get_arguments()
+            .any(|arg| arg.get_long() == Some(long) && arg.get_action().takes_values())
+    };
+    let blank = |value: &std::ffi::OsStr| value.to_string_lossy().trim().is_empty();
+    let mut kept = Vec::new();
+    let mut argv = argv.into_iter().map(Into::into).peekable();
+    while let Some(token) = argv.next() {
+        let text = token.to_string_lossy().into_owned();
+        if let Some(flag) = text.strip_prefix("--") {
+            match flag.split_once('=') {
+                Some((long, value)) if takes_value(long) && value.trim().is_empty() => continue,
+                None if takes_value(flag) && argv.peek().is_some_and(|next| blank(next)) => {
+                    argv.next();
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        kept.push(token);
+    }
+    kept
+}
+
 /// A clap error about one value as a [`ConfigError`] on that value's setting; any other error
 /// stays clap's. `command` is the one [`prepare`] returned.
 pub fn value_error(error: clap::Error, command: &clap::Command) -> ParseError {
@@ -219,7 +250,10 @@ pub fn value_error(error: clap::Error, command: &clap::Command) -> ParseError {
             error.get(ContextKind::InvalidValue),
             error.get(ContextKind::ValidValue),
         ) {
-            (Some(ContextValue::String(value)), Some(ContextValue::Strings(valid))) => {
+            // An empty list is clap's "a value is required": its own words say it best.
+            (Some(ContextValue::String(value)), Some(ContextValue::Strings(valid)))
+                if !valid.is_empty() =>
+            {
                 Some(format!("{value:?} is not one of {}", valid.join(", ")))
             }
             _ => None,
@@ -370,9 +404,24 @@ fn host_name(raw: &str) -> Result<String, String> {
     Ok(host)
 }
 
-/// A secret: kept whole, never shown.
+/// A secret: kept whole (trimmed), never shown.
 fn credential(raw: &str) -> Result<Credential, String> {
-    Ok(Credential::new(raw.trim()))
+    match raw.trim() {
+        "" => Err("must not be empty".to_owned()),
+        value => Ok(Credential::new(value)),
+    }
+}
+
+/// One of the choices of `E`, in any case, surrounding blanks ignored.
+fn choice<E: clap::ValueEnum>(raw: &str) -> Result<E, String> {
+    E::from_str(raw.trim(), true).map_err(|_| {
+        let names: Vec<String> = E::value_variants()
+            .iter()
+            .filter_map(|variant| variant.to_possible_value())
+            .map(|value| value.get_name().to_owned())
+            .collect();
+        format!("{raw:?} is not one of {}", names.join(", "))
+    })
 }
 
 /// An `http(s)` URL with a host; `show` says whether the value may appear in the error.
@@ -450,6 +499,41 @@ mod tests {
         assert_eq!(
             unknown,
             "arguments: unexpected argument '--no-such-flag' found"
+        );
+    }
+
+    #[test]
+    fn a_blank_value_counts_as_unset_and_a_missing_one_is_clap_s_error() {
+        let blank = settings(&[
+            "--min-client-version",
+            "",
+            "--metrics-token=",
+            "--secret-key= ",
+            "--executor= Kubernetes ",
+        ])
+        .unwrap();
+        assert_eq!(
+            blank.http.min_client_version, None,
+            "v2 sent an empty version"
+        );
+        assert_eq!(blank.telemetry.metrics_token, None);
+        assert!(matches!(blank.secret_keys, SecretKeys::File(_)));
+        assert_eq!(
+            blank.runs.executor,
+            proctor_schema::system::ExecutorKind::Kubernetes
+        );
+        let unsigned = refused(&[
+            "--notify-webhook-url=https://h/x",
+            "--notify-webhook-secret=",
+        ]);
+        assert!(
+            unsigned.starts_with("PROCTOR_NOTIFY_WEBHOOK_SECRET"),
+            "{unsigned}"
+        );
+        let missing = refused(&["--port"]);
+        assert!(
+            missing.starts_with("arguments: a value is required"),
+            "{missing}"
         );
     }
 

@@ -6,7 +6,7 @@ use proctor_schema::notifications::{self, NotificationDefaults};
 use url::Url;
 
 use super::{ConfigError, Credential, credential, host_name, http_url, item, items, positive};
-use super::{setting, text};
+use super::{choice, setting, text};
 
 /// Notifications, as given.
 #[derive(Args, Debug, Clone)]
@@ -27,8 +27,9 @@ pub struct Notify {
     /// Sender address of the e-mails (default: the user name, if it is an address).
     #[arg(long, env = "PROCTOR_MAIL_FROM", value_parser = text)]
     pub mail_from: Option<String>,
-    /// SMTP encryption (default `starttls`).
-    #[arg(long, env = "PROCTOR_MAIL_TLS", ignore_case = true)]
+    /// SMTP encryption: `starttls` (required; the default), `tls` (implicit, port 465),
+    /// `opportunistic` (STARTTLS when offered) or `none`.
+    #[arg(long, env = "PROCTOR_MAIL_TLS", value_parser = choice::<MailTls>)]
     pub mail_tls: Option<MailTls>,
     /// E-mail recipients (comma-separated) told about every run whose proc and schedule name
     /// none, on the states of `PROCTOR_NOTIFY_ON`.

@@ -84,15 +84,19 @@ fn word(raw: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::assert_refused;
+    use super::super::tests::{assert_refused, refused};
 
     #[test]
     fn each_bad_value_names_its_setting() {
         assert_refused(
             "--redis-url=http://h:1              PROCTOR_REDIS_URL
              --redis-url=not-a-url               PROCTOR_REDIS_URL
-             --redis-url=redis://                PROCTOR_REDIS_URL
-             --redis-channel-prefix=             PROCTOR_REDIS_CHANNEL_PREFIX",
+             --redis-url=redis://                PROCTOR_REDIS_URL",
+        );
+        let prefix = refused(&["--redis-channel-prefix", "two words"]);
+        assert!(
+            prefix.starts_with("PROCTOR_REDIS_CHANNEL_PREFIX"),
+            "{prefix}"
         );
     }
 }

@@ -7,14 +7,14 @@ use clap::{Args, ValueEnum};
 use proctor_schema::executions::runner::RunSettings;
 use proctor_schema::system::ExecutorKind;
 
-use super::{ConfigError, boolean, count, positive, seconds, text};
+use super::{ConfigError, boolean, choice, count, positive, seconds, text};
 
 /// Runs, as given.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Runs and schedules")]
 pub struct Runs {
     /// Where procs run: `local` processes or `kubernetes` Jobs.
-    #[arg(long, env = "PROCTOR_EXECUTOR", default_value = "local", ignore_case = true)]
+    #[arg(long, env = "PROCTOR_EXECUTOR", default_value = "local", value_parser = choice::<Executor>)]
     pub executor: Executor,
     /// Runs at once; the rest wait as PENDING.
     #[arg(long, env = "PROCTOR_MAX_PARALLEL_RUNS", default_value = "16", value_parser = count)]
@@ -153,10 +153,8 @@ mod tests {
              --cancel-grace-seconds=-1              PROCTOR_CANCEL_GRACE_SECONDS
              --log-max-lines=0                      PROCTOR_LOG_MAX_LINES
              --lease-seconds=0                      PROCTOR_LEASE_SECONDS
-             --replica-id=                          PROCTOR_REPLICA_ID
              --scheduler-enabled=sometimes          PROCTOR_SCHEDULER_ENABLED
-             --schedule-min-interval-seconds=-1     PROCTOR_SCHEDULE_MIN_INTERVAL_SECONDS
-             --local-run-as=                        PROCTOR_LOCAL_RUN_AS",
+             --schedule-min-interval-seconds=-1     PROCTOR_SCHEDULE_MIN_INTERVAL_SECONDS",
         );
         assert!(refused(&["--replica-id", "has space"]).starts_with("PROCTOR_REPLICA_ID"));
     }

@@ -59,11 +59,13 @@ impl Storage {
     /// The database URL wins over the legacy Postgres variables, which win over the embedded
     /// SQLite file.
     pub fn validate(&self, legacy: &Legacy) -> Result<StorageSettings, ConfigError> {
-        let database = match (&self.database_url, legacy.postgres_url()?) {
-            (Some(target), _) => target.clone(),
-            (None, Some(url)) => DatabaseTarget::Postgres { url },
-            (None, None) => DatabaseTarget::Sqlite {
-                path: self.data_dir.join("proctor.db"),
+        let database = match &self.database_url {
+            Some(target) => target.clone(),
+            None => match legacy.postgres_url()? {
+                Some(url) => DatabaseTarget::Postgres { url },
+                None => DatabaseTarget::Sqlite {
+                    path: self.data_dir.join("proctor.db"),
+                },
             },
         };
         Ok(StorageSettings {
@@ -210,7 +212,6 @@ mod tests {
             "--database-url=mysql://h/db          PROCTOR_DATABASE_URL
              --database-url=postgres://           PROCTOR_DATABASE_URL
              --database-url=sqlite::memory:       PROCTOR_DATABASE_URL
-             --data-dir=                          PROCTOR_DATA_DIR
              --auto-migrate=maybe                 PROCTOR_AUTO_MIGRATE
              --postgres-max-connections=0         PROCTOR_POSTGRES_MAX_CONNECTIONS",
         );
@@ -239,6 +240,14 @@ mod tests {
         .unwrap()
         .storage;
         assert_eq!(storage.database.redacted(), "postgres://u@primary/db");
+        let ignored = [
+            "--database-url=postgres://u@primary/db",
+            "--postgres-host=db host",
+        ];
+        assert!(
+            settings(&ignored).is_ok(),
+            "legacy variables are not read then"
+        );
         assert_eq!(storage.pool.max_lifetime, Some(Duration::from_secs(180)));
         assert_eq!(storage.pool.max_connections, 20);
     }

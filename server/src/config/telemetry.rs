@@ -3,14 +3,14 @@
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use super::{Credential, credential};
+use super::{Credential, choice, credential};
 
 /// Logs and metrics; used as given (each value is checked on its own).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Logs and metrics")]
 pub struct Telemetry {
-    /// Log line format on stderr.
-    #[arg(long, env = "PROCTOR_LOG_FORMAT", default_value = "text", ignore_case = true)]
+    /// Log line format on stderr: `text` or `json`.
+    #[arg(long, env = "PROCTOR_LOG_FORMAT", default_value = "text", value_parser = choice::<LogFormat>)]
     pub log_format: LogFormat,
     /// Log filter, e.g. `info` or `proctor_server=debug,info`; `RUST_LOG` wins when set.
     /// The migration library's per-step lines are quieted by default: proctord logs a summary.
@@ -50,7 +50,6 @@ mod tests {
     fn each_bad_value_names_its_setting() {
         assert_refused(
             "--log-format=xml           PROCTOR_LOG_FORMAT
-             --log-level=               PROCTOR_LOG_LEVEL
              --log-level=info,x=loud    PROCTOR_LOG_LEVEL",
         );
         let telemetry = settings(&["--log-format=JSON"]).unwrap().telemetry;
