@@ -1,200 +1,220 @@
-//! Procs over GraphQL: create, update, list, read, delete, YAML files, validation.
+//! Procs over GraphQL: create, update, list, read, delete, YAML files, validation, through the
+//! typed API.
 
 use chrono::Utc;
 use proctor_entity::execution;
 use proctor_entity::json::ArgValues;
 use proctor_entity::values::{ExecutionStatus, Trigger};
+use proctor_tests::api::upsert_proc::{ArgType, NotificationsInput};
+use proctor_tests::api::{
+    ApplyProcFile, DeleteProc, ExecutionById, Me, ProcByName, ProcHistory, ProcInput, RollbackProc,
+    SetSecrets, ValidateArgs, apply_proc_file, arg, delete_proc, execution_by_id, list_procs, me,
+    proc, proc_by_name, proc_history, required_arg, rollback_proc, secret, set_secrets, sh,
+    validate_args,
+};
 use proctor_tests::{Stack, TestApp};
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, NotSet, Set};
-use serde_json::{Value, json};
 
-const UPSERT: &str = "mutation($input: ProcInput!) { upsertProc(input: $input) {
-    name version description command image authorizedGroups timeoutSeconds retries createdAt updatedAt
-    args { name type required default pattern values description }
-    secrets { key description isSet updatedAt } } }";
-
-fn deploy() -> Value {
-    json!({
-        "name": "deploy",
-        "description": "Deploys a service",
-        "command": ["sh", "-c", "echo deploying $SERVICE to $REGION"],
-        "args": [
-            { "name": "SERVICE", "required": true, "pattern": "[a-z-]+", "description": "what" },
-            { "name": "REGION", "type": "ENUM", "values": ["eu", "us"], "default": "eu" },
-            { "name": "REPLICAS", "type": "INT", "default": "2" },
-            { "name": "DRY_RUN", "type": "BOOL" }
-        ],
-        "secrets": [{ "name": "API_TOKEN", "description": "deploy API" }],
-        "authorizedGroups": ["ops"],
-        "timeoutSeconds": 600,
-        "retries": 1
-    })
+fn deploy() -> ProcInput {
+    let mut input = proc("deploy", &sh("echo deploying $SERVICE to $REGION"));
+    input.description = Some("Deploys a service".to_owned());
+    let mut service = required_arg("SERVICE");
+    service.pattern = Some("[a-z-]+".to_owned());
+    service.description = Some("what".to_owned());
+    let mut region = arg("REGION");
+    region.type_ = Some(ArgType::ENUM);
+    region.values = Some(vec!["eu".to_owned(), "us".to_owned()]);
+    region.default = Some("eu".to_owned());
+    let mut replicas = arg("REPLICAS");
+    replicas.type_ = Some(ArgType::INT);
+    replicas.default = Some("2".to_owned());
+    let mut dry_run = arg("DRY_RUN");
+    dry_run.type_ = Some(ArgType::BOOL);
+    input.args = Some(vec![service, region, replicas, dry_run]);
+    let mut token = secret("API_TOKEN");
+    token.description = Some("deploy API".to_owned());
+    input.secrets = Some(vec![token]);
+    input.authorized_groups = Some(vec!["ops".to_owned()]);
+    input.timeout_seconds = Some(600);
+    input.retries = Some(1);
+    input
 }
 
 async fn spawn(stack: Stack) -> Option<TestApp> {
     TestApp::builder().stack(stack).try_spawn().await
 }
 
-fn data(response: &Value) -> &Value {
-    assert_eq!(response["errors"], Value::Null, "{response}");
-    &response["data"]
+fn names(procs: &[(String, i64)]) -> Vec<&str> {
+    procs.iter().map(|(name, _)| name.as_str()).collect()
 }
 
-fn error_code(response: &Value) -> &str {
-    response["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("expected an error: {response}"))
+fn filter(search: Option<&str>, group: Option<&str>) -> Option<list_procs::ProcFilter> {
+    Some(list_procs::ProcFilter {
+        search: search.map(str::to_owned),
+        group: group.map(str::to_owned),
+    })
 }
 
 async fn creates_updates_lists_and_reads_procs(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    let created = app.graphql(UPSERT, json!({ "input": deploy() })).await;
-    let proc = &data(&created)["upsertProc"];
-    assert_eq!(proc["version"], 1);
+    let api = app.api();
+    let created = api.define_proc(deploy()).await;
+    assert_eq!(created.version, 1);
+    let region = &created.args[1];
     assert_eq!(
-        proc["args"][1],
-        json!({
-            "name": "REGION", "type": "ENUM", "required": false, "default": "eu",
-            "pattern": null, "values": ["eu", "us"], "description": null
-        })
+        (region.name.as_str(), &region.type_, region.required),
+        ("REGION", &ArgType::ENUM, false)
     );
+    assert_eq!(region.default.as_deref(), Some("eu"));
     assert_eq!(
-        proc["args"][0]["type"], "STRING",
+        (region.pattern.clone(), region.description.clone()),
+        (None, None)
+    );
+    assert_eq!(region.values, ["eu", "us"]);
+    assert_eq!(
+        created.args[0].type_,
+        ArgType::STRING,
         "STRING is the default type"
     );
-    assert_eq!(
-        proc["secrets"],
-        json!([{ "key": "API_TOKEN", "description": "deploy API", "isSet": false, "updatedAt": null }])
-    );
-    assert_eq!(proc["authorizedGroups"], json!(["ops"]));
+    let secrets: Vec<_> = created
+        .secrets
+        .iter()
+        .map(|s| {
+            (
+                s.key.as_str(),
+                s.description.as_deref(),
+                s.is_set,
+                s.updated_at,
+            )
+        })
+        .collect();
+    assert_eq!(secrets, [("API_TOKEN", Some("deploy API"), false, None)]);
+    assert_eq!(created.authorized_groups, ["ops"]);
 
     let mut changed = deploy();
-    changed["description"] = json!("Deploys a service, carefully");
-    let updated = app.graphql(UPSERT, json!({ "input": changed })).await;
-    let updated = &data(&updated)["upsertProc"];
-    assert_eq!(updated["version"], 2, "an update bumps the version");
+    changed.description = Some("Deploys a service, carefully".to_owned());
+    let updated = api.define_proc(changed).await;
+    assert_eq!(updated.version, 2, "an update bumps the version");
     assert_eq!(
-        updated["createdAt"], proc["createdAt"],
+        updated.created_at, created.created_at,
         "creation time is kept"
     );
-    assert_eq!(updated["description"], "Deploys a service, carefully");
-
-    app.graphql(
-        UPSERT,
-        json!({ "input": { "name": "backup", "image": "ghcr.io/x/backup:1" } }),
-    )
-    .await;
-    let listed = app.graphql("{ procs { name version } }", json!({})).await;
     assert_eq!(
-        data(&listed)["procs"],
-        json!([{ "name": "backup", "version": 1 }, { "name": "deploy", "version": 2 }]),
+        updated.description.as_deref(),
+        Some("Deploys a service, carefully")
+    );
+
+    let mut backup = proc("backup", &[]);
+    backup.image = Some("ghcr.io/x/backup:1".to_owned());
+    api.define_proc(backup).await;
+    assert_eq!(
+        api.procs(None).await,
+        [("backup".to_owned(), 1), ("deploy".to_owned(), 2)],
         "listed by name"
     );
-    let searched = app
-        .graphql(
-            "query($f: ProcFilter) { procs(filter: $f) { name } }",
-            json!({ "f": { "search": "CAREFULLY" } }),
-        )
-        .await;
-    assert_eq!(data(&searched)["procs"], json!([{ "name": "deploy" }]));
-    let by_group = app
-        .graphql(
-            "query($f: ProcFilter) { procs(filter: $f) { name } }",
-            json!({ "f": { "group": "ops" } }),
-        )
-        .await;
-    assert_eq!(data(&by_group)["procs"], json!([{ "name": "deploy" }]));
-
-    let one = app
-        .graphql(
-            r#"{ proc(name: "deploy") { name timeoutSeconds retries } }"#,
-            json!({}),
-        )
-        .await;
     assert_eq!(
-        data(&one)["proc"],
-        json!({ "name": "deploy", "timeoutSeconds": 600, "retries": 1 })
+        names(&api.procs(filter(Some("CAREFULLY"), None)).await),
+        ["deploy"]
     );
-    let none = app
-        .graphql(r#"{ proc(name: "nope") { name } }"#, json!({}))
+    assert_eq!(
+        names(&api.procs(filter(None, Some("ops"))).await),
+        ["deploy"]
+    );
+
+    let one = api
+        .ok::<ProcByName>(proc_by_name::Variables {
+            name: "deploy".to_owned(),
+        })
+        .await
+        .proc
+        .expect("deploy");
+    assert_eq!(
+        (one.name.as_str(), one.timeout_seconds, one.retries),
+        ("deploy", Some(600), Some(1))
+    );
+    let none = api
+        .ok::<ProcByName>(proc_by_name::Variables {
+            name: "nope".to_owned(),
+        })
         .await;
-    assert_eq!(data(&none)["proc"], Value::Null);
+    assert!(none.proc.is_none());
 }
 
 async fn invalid_definitions_are_refused_naming_the_field(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    let base = json!({ "name": "ok", "command": ["true"] });
-    let with = |patch: Value| {
-        let mut input = base.clone();
-        for (key, value) in patch.as_object().unwrap() {
-            input[key] = value.clone();
-        }
+    let api = app.api();
+    let with = |change: &dyn Fn(&mut ProcInput)| {
+        let mut input = proc("ok", &["true"]);
+        change(&mut input);
         input
     };
+    let args = |specs: Vec<proctor_tests::api::ArgSpec>| {
+        move |input: &mut ProcInput| {
+            input.args = Some(specs.clone());
+        }
+    };
+    let typed = |name: &str, kind: ArgType| {
+        let mut spec = arg(name);
+        spec.type_ = Some(kind);
+        spec
+    };
+    let mut int_with_pattern = typed("N", ArgType::INT);
+    int_with_pattern.pattern = Some("1".to_owned());
+    let mut bad_pattern = arg("P");
+    bad_pattern.pattern = Some("(".to_owned());
+    let mut bad_default = typed("N", ArgType::INT);
+    bad_default.default = Some("two".to_owned());
     let cases = [
-        (with(json!({ "name": "Not_A_Label" })), "input.name"),
-        (with(json!({ "name": "x".repeat(64) })), "input.name"),
-        (json!({ "name": "nothing-to-run" }), "input.command"),
-        (with(json!({ "command": [""] })), "input.command[0]"),
+        (with(&|p| p.name = "Not_A_Label".to_owned()), "input.name"),
+        (with(&|p| p.name = "x".repeat(64)), "input.name"),
+        (proc("nothing-to-run", &[]), "input.command"),
         (
-            with(json!({ "args": [{ "name": "1BAD" }] })),
-            "input.args[0].name",
+            with(&|p| p.command = Some(vec![String::new()])),
+            "input.command[0]",
         ),
+        (with(&args(vec![arg("1BAD")])), "input.args[0].name"),
+        (with(&args(vec![arg("A"), arg("A")])), "input.args[1].name"),
+        (with(&args(vec![arg("EXECUTION_ID")])), "input.args[0].name"),
         (
-            with(json!({ "args": [{ "name": "A" }, { "name": "A" }] })),
-            "input.args[1].name",
-        ),
-        (
-            with(json!({ "args": [{ "name": "EXECUTION_ID" }] })),
-            "input.args[0].name",
-        ),
-        (
-            with(json!({ "args": [{ "name": "E", "type": "ENUM" }] })),
+            with(&args(vec![typed("E", ArgType::ENUM)])),
             "input.args[0].values",
         ),
+        (with(&args(vec![int_with_pattern])), "input.args[0].pattern"),
+        (with(&args(vec![bad_pattern])), "input.args[0].pattern"),
+        (with(&args(vec![bad_default])), "input.args[0].default"),
         (
-            with(json!({ "args": [{ "name": "N", "type": "INT", "pattern": "1" }] })),
-            "input.args[0].pattern",
-        ),
-        (
-            with(json!({ "args": [{ "name": "P", "pattern": "(" }] })),
-            "input.args[0].pattern",
-        ),
-        (
-            with(json!({ "args": [{ "name": "N", "type": "INT", "default": "two" }] })),
-            "input.args[0].default",
-        ),
-        (
-            with(json!({ "args": [{ "name": "S" }], "secrets": [{ "name": "S" }] })),
+            with(&|p| {
+                p.args = Some(vec![arg("S")]);
+                p.secrets = Some(vec![secret("S")]);
+            }),
             "input.args[0].name",
         ),
         (
-            with(json!({ "authorizedGroups": ["has space"] })),
+            with(&|p| p.authorized_groups = Some(vec!["has space".to_owned()])),
             "input.authorizedGroups[0]",
         ),
-        (with(json!({ "timeoutSeconds": 0 })), "input.timeoutSeconds"),
-        (with(json!({ "retries": 11 })), "input.retries"),
+        (
+            with(&|p| p.timeout_seconds = Some(0)),
+            "input.timeoutSeconds",
+        ),
+        (with(&|p| p.retries = Some(11)), "input.retries"),
     ];
     for (input, field) in cases {
-        let response = app.graphql(UPSERT, json!({ "input": input })).await;
+        let shown = format!("{input:?}");
+        let refused = api.try_define_proc(input).await.expect_err(&shown);
+        assert_eq!(refused.code, "BAD_USER_INPUT", "{shown}: {refused:?}");
         assert_eq!(
-            error_code(&response),
-            "BAD_USER_INPUT",
-            "{input}: {response}"
-        );
-        assert_eq!(
-            response["errors"][0]["extensions"]["field"], field,
-            "{input}: {response}"
+            refused.field.as_deref(),
+            Some(field),
+            "{shown}: {refused:?}"
         );
     }
-    let listed = app.graphql("{ procs { name } }", json!({})).await;
-    assert_eq!(
-        data(&listed)["procs"],
-        json!([]),
+    assert!(
+        api.procs(None).await.is_empty(),
         "nothing invalid was stored"
     );
 }
@@ -203,8 +223,8 @@ async fn delete_is_refused_while_an_execution_runs(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    let created = app.graphql(UPSERT, json!({ "input": deploy() })).await;
-    assert_eq!(created["errors"], Value::Null, "{created}");
+    let api = app.api();
+    api.define_proc(deploy()).await;
     let proc = proctor_schema::procs::service::find_proc(app.state.db(), "deploy")
         .await
         .unwrap();
@@ -232,25 +252,25 @@ async fn delete_is_refused_while_an_execution_runs(stack: Stack) {
     .await
     .unwrap();
 
-    const DELETE: &str = r#"mutation { deleteProc(name: "deploy") }"#;
-    let refused = app.graphql(DELETE, json!({})).await;
-    assert_eq!(error_code(&refused), "CONFLICT", "{refused}");
-    assert!(
-        refused["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("1 execution")
-    );
+    let delete = || {
+        api.call::<DeleteProc>(delete_proc::Variables {
+            name: "deploy".to_owned(),
+        })
+    };
+    let refused = delete().await.expect_err("it runs");
+    assert_eq!(refused.code, "CONFLICT", "{refused:?}");
+    assert!(refused.message.contains("1 execution"), "{refused:?}");
 
     let mut finished = running.clone().into_active_model();
     finished.status = Set(ExecutionStatus::Succeeded);
     finished.update(app.state.db()).await.unwrap();
-    let deleted = app.graphql(DELETE, json!({})).await;
-    assert_eq!(data(&deleted)["deleteProc"], true);
-    let gone = app
-        .graphql(r#"{ proc(name: "deploy") { name } }"#, json!({}))
+    assert!(delete().await.expect("deleted").delete_proc);
+    let gone = api
+        .ok::<ProcByName>(proc_by_name::Variables {
+            name: "deploy".to_owned(),
+        })
         .await;
-    assert_eq!(data(&gone)["proc"], Value::Null);
+    assert!(gone.proc.is_none());
     let history = execution::Entity::find_by_id(running.id)
         .one(app.state.db())
         .await
@@ -258,14 +278,15 @@ async fn delete_is_refused_while_an_execution_runs(stack: Stack) {
         .expect("the execution history stays");
     assert_eq!(history.proc_id, None);
 
-    let unknown = app.graphql(DELETE, json!({})).await;
-    assert_eq!(error_code(&unknown), "NOT_FOUND", "{unknown}");
+    let unknown = delete().await.expect_err("gone");
+    assert_eq!(unknown.code, "NOT_FOUND", "{unknown:?}");
 }
 
 async fn yaml_files_round_trip_and_errors_name_the_line(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
+    let api = app.api();
     let yaml = "\
 name: nightly-report
 description: Mails the report
@@ -280,38 +301,42 @@ secrets:
 authorizedGroups: [reporting]
 timeoutSeconds: 120
 ";
-    const APPLY: &str = "mutation($c: String!) { applyProcFile(content: $c) { name version yaml args { name type } } }";
-    let applied = app.graphql(APPLY, json!({ "c": yaml })).await;
-    let proc = &data(&applied)["applyProcFile"];
-    assert_eq!(proc["args"], json!([{ "name": "DAY", "type": "ENUM" }]));
+    let apply = |content: &str| {
+        let variables = apply_proc_file::Variables {
+            content: content.to_owned(),
+        };
+        api.call::<ApplyProcFile>(variables)
+    };
+    let applied = apply(yaml).await.expect("applied").apply_proc_file;
+    let shown_args: Vec<_> = applied
+        .args
+        .iter()
+        .map(|a| (a.name.as_str(), &a.type_))
+        .collect();
+    assert_eq!(shown_args, [("DAY", &apply_proc_file::ArgType::ENUM)]);
     // The exported file applies again to the same definition (one more version).
-    let exported = proc["yaml"].as_str().unwrap().to_owned();
-    let again = app.graphql(APPLY, json!({ "c": exported })).await;
-    assert_eq!(data(&again)["applyProcFile"]["version"], 2);
-    assert_eq!(data(&again)["applyProcFile"]["yaml"], proc["yaml"]);
+    let again = apply(&applied.yaml).await.expect("applied").apply_proc_file;
+    assert_eq!(again.version, 2);
+    assert_eq!(again.yaml, applied.yaml);
 
-    let typo = app
-        .graphql(
-            APPLY,
-            json!({ "c": "name: x\ncommand: [true]\nauthorised_groups: [a]\n" }),
-        )
-        .await;
-    assert_eq!(error_code(&typo), "BAD_USER_INPUT");
-    let field = typo["errors"][0]["extensions"]["field"].as_str().unwrap();
-    assert!(field.starts_with("content:3:"), "the line is named: {typo}");
+    let typo = apply("name: x\ncommand: [true]\nauthorised_groups: [a]\n")
+        .await
+        .expect_err("a typo");
+    assert_eq!(typo.code, "BAD_USER_INPUT");
+    let field = typo.field.clone().unwrap_or_default();
     assert!(
-        typo["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("authorised_groups")
+        field.starts_with("content:3:"),
+        "the line is named: {typo:?}"
     );
+    assert!(typo.message.contains("authorised_groups"), "{typo:?}");
 
-    let invalid = app
-        .graphql(APPLY, json!({ "c": "name: Bad\ncommand: [true]\n" }))
-        .await;
+    let invalid = apply("name: Bad\ncommand: [true]\n")
+        .await
+        .expect_err("invalid");
     assert_eq!(
-        invalid["errors"][0]["extensions"]["field"], "content: name",
-        "{invalid}"
+        invalid.field.as_deref(),
+        Some("content: name"),
+        "{invalid:?}"
     );
 }
 
@@ -319,27 +344,31 @@ async fn dropping_a_secret_declaration_deletes_its_value(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    app.graphql(UPSERT, json!({ "input": deploy() })).await;
-    let set = app
-        .graphql(
-            r#"mutation { setSecrets(proc: "deploy", secrets: [{ key: "API_TOKEN", value: "v" }]) { key isSet } }"#,
-            json!({}),
-        )
+    let api = app.api();
+    api.define_proc(deploy()).await;
+    let set = api
+        .ok::<SetSecrets>(set_secrets::Variables {
+            proc: "deploy".to_owned(),
+            secrets: vec![set_secrets::SecretValueInput {
+                key: "API_TOKEN".to_owned(),
+                value: "v".to_owned(),
+            }],
+        })
         .await;
-    assert_eq!(
-        data(&set)["setSecrets"],
-        json!([{ "key": "API_TOKEN", "isSet": true }])
-    );
+    let shown: Vec<_> = set
+        .set_secrets
+        .iter()
+        .map(|s| (s.key.as_str(), s.is_set))
+        .collect();
+    assert_eq!(shown, [("API_TOKEN", true)]);
     let mut without = deploy();
-    without["secrets"] = json!([]);
-    let updated = app.graphql(UPSERT, json!({ "input": without })).await;
-    assert_eq!(data(&updated)["upsertProc"]["secrets"], json!([]));
+    without.secrets = Some(Vec::new());
+    assert!(api.define_proc(without).await.secrets.is_empty());
     let mut back = deploy();
-    back["secrets"] = json!([{ "name": "API_TOKEN" }]);
-    let redeclared = app.graphql(UPSERT, json!({ "input": back })).await;
-    assert_eq!(
-        data(&redeclared)["upsertProc"]["secrets"][0]["isSet"],
-        false,
+    back.secrets = Some(vec![secret("API_TOKEN")]);
+    let redeclared = api.define_proc(back).await;
+    assert!(
+        !redeclared.secrets[0].is_set,
         "the old value did not survive"
     );
 }
@@ -348,59 +377,70 @@ async fn arguments_are_checked_by_type_and_rule(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
-    app.graphql(UPSERT, json!({ "input": deploy() })).await;
-    const VALIDATE: &str =
-        "query($a: [ArgInput!]) { validateArgs(proc: \"deploy\", args: $a) { name value } }";
-    let resolved = app
-        .graphql(VALIDATE, json!({ "a": [{ "name": "SERVICE", "value": "api" }, { "name": "DRY_RUN", "value": "true" }] }))
-        .await;
+    let api = app.api();
+    api.define_proc(deploy()).await;
+    let validate = |args: &[(&str, &str)]| {
+        let args = args
+            .iter()
+            .map(|(name, value)| validate_args::ArgInput {
+                name: (*name).to_owned(),
+                value: (*value).to_owned(),
+            })
+            .collect();
+        let variables = validate_args::Variables {
+            proc: "deploy".to_owned(),
+            args: Some(args),
+        };
+        api.call::<ValidateArgs>(variables)
+    };
+    let resolved = validate(&[("SERVICE", "api"), ("DRY_RUN", "true")])
+        .await
+        .expect("valid")
+        .validate_args;
+    let resolved: Vec<(&str, &str)> = resolved
+        .iter()
+        .map(|a| (a.name.as_str(), a.value.as_str()))
+        .collect();
     assert_eq!(
-        data(&resolved)["validateArgs"],
-        json!([
-            { "name": "SERVICE", "value": "api" },
-            { "name": "REGION", "value": "eu" },
-            { "name": "REPLICAS", "value": "2" },
-            { "name": "DRY_RUN", "value": "true" }
-        ]),
+        resolved,
+        [
+            ("SERVICE", "api"),
+            ("REGION", "eu"),
+            ("REPLICAS", "2"),
+            ("DRY_RUN", "true")
+        ],
         "defaults filled in, declaration order"
     );
-    let service = json!({ "name": "SERVICE", "value": "api" });
-    for (args, field, rule) in [
-        (json!([]), "args.SERVICE", "is required"),
+    let service = ("SERVICE", "api");
+    let cases: [(&[(&str, &str)], &str, &str); 6] = [
+        (&[], "args.SERVICE", "is required"),
+        (&[("SERVICE", "API!")], "args.SERVICE", "pattern"),
         (
-            json!([{ "name": "SERVICE", "value": "API!" }]),
-            "args.SERVICE",
-            "pattern",
-        ),
-        (
-            json!([service, { "name": "REGION", "value": "asia" }]),
+            &[service, ("REGION", "asia")],
             "args.REGION",
             "one of eu, us",
         ),
         (
-            json!([service, { "name": "REPLICAS", "value": "many" }]),
+            &[service, ("REPLICAS", "many")],
             "args.REPLICAS",
             "whole number",
         ),
         (
-            json!([service, { "name": "DRY_RUN", "value": "yes" }]),
+            &[service, ("DRY_RUN", "yes")],
             "args.DRY_RUN",
             "true or false",
         ),
         (
-            json!([service, { "name": "COLOR", "value": "red" }]),
+            &[service, ("COLOR", "red")],
             "args.COLOR",
             "unknown argument",
         ),
-    ] {
-        let refused = app.graphql(VALIDATE, json!({ "a": args })).await;
-        assert_eq!(error_code(&refused), "BAD_USER_INPUT", "{refused}");
-        assert_eq!(
-            refused["errors"][0]["extensions"]["field"], field,
-            "{refused}"
-        );
-        let message = refused["errors"][0]["message"].as_str().unwrap();
-        assert!(message.contains(rule), "{message}");
+    ];
+    for (args, field, rule) in cases {
+        let refused = validate(args).await.expect_err("refused");
+        assert_eq!(refused.code, "BAD_USER_INPUT", "{refused:?}");
+        assert_eq!(refused.field.as_deref(), Some(field), "{refused:?}");
+        assert!(refused.message.contains(rule), "{refused:?}");
     }
 }
 
@@ -409,51 +449,40 @@ async fn with_auth_off_everyone_is_an_administrator(stack: Stack) {
         return;
     };
     let me = app
-        .graphql_with(
-            &[("Email-Id", "ada@example.com")],
-            "{ me { email admin groups } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(
-        data(&me)["me"],
-        json!({ "email": "ada@example.com", "admin": true, "groups": [] })
-    );
+        .api_with(&[("Email-Id", "ada@example.com")])
+        .ok::<Me>(me::Variables)
+        .await
+        .me
+        .expect("a caller");
+    assert_eq!(me.email.as_deref(), Some("ada@example.com"));
+    assert!(me.admin);
+    assert!(me.groups.is_empty());
 }
 
 async fn concurrent_writers_never_see_a_locked_database(stack: Stack) {
     let Some(app) = TestApp::builder().stack(stack).try_spawn().await else {
         return;
     };
+    let api = app.api();
     // Read-then-write transactions racing each other: on SQLite a deferred transaction would
     // fail at once with "database is locked" instead of waiting its turn.
     let writes = (0..40).map(|n| {
-        let app = &app;
+        let api = &api;
         async move {
             let name = format!("p{}", n % 8);
-            let input = json!({ "name": name, "command": ["true"], "secrets": [{ "name": "K" }] });
-            let upserted = app.graphql(UPSERT, json!({ "input": input })).await;
-            let secret = app
-                .graphql(
-                    "mutation($p: String!) { setSecrets(proc: $p, secrets: [{ key: \"K\", value: \"v\" }]) { key } }",
-                    json!({ "p": name }),
-                )
-                .await;
+            let mut input = proc(&name, &["true"]);
+            input.secrets = Some(vec![secret("K")]);
+            let upserted = api.try_define_proc(input).await.map(|_| ());
+            let secret = api.set_secrets(&name, &[("K", "v")]).await;
             (upserted, secret)
         }
     });
     for (upserted, secret) in futures::future::join_all(writes).await {
-        assert_eq!(upserted["errors"], Value::Null, "{upserted}");
-        assert_eq!(secret["errors"], Value::Null, "{secret}");
+        upserted.expect("upserted");
+        secret.expect("secret set");
     }
     // Five upserts of each proc: no update was lost.
-    let listed = app.graphql("{ procs { version } }", json!({})).await;
-    let versions: Vec<i64> = data(&listed)["procs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["version"].as_i64().unwrap())
-        .collect();
+    let versions: Vec<i64> = api.procs(None).await.into_iter().map(|(_, v)| v).collect();
     assert_eq!(versions, vec![5; 8]);
 }
 
@@ -467,120 +496,123 @@ async fn every_version_is_kept_and_runs_record_theirs(stack: Stack) {
         return;
     };
     let admin = app.issue_token("root@example.com", &[], true).await;
-    let as_admin = |query: &'static str, variables: Value| {
-        let app = &app;
-        let admin = admin.clone();
-        async move { app.graphql_as(&admin, query, variables).await }
-    };
-    const UPSERT_ECHO: &str = "mutation($c: [String!]) { upsertProc(input: { name: \"echo\", command: $c }) { version } }";
-    const RUN: &str = "mutation { execute(proc: \"echo\") { id procVersion } }";
-    let first = as_admin(UPSERT_ECHO, json!({ "c": ["echo", "one"] })).await;
-    assert_eq!(data(&first)["upsertProc"]["version"], 1);
-    let run_one = as_admin(RUN, json!({})).await;
-    assert_eq!(data(&run_one)["execute"]["procVersion"], 1);
-    let second = as_admin(UPSERT_ECHO, json!({ "c": ["echo", "two"] })).await;
-    assert_eq!(data(&second)["upsertProc"]["version"], 2);
-    let run_two = as_admin(RUN, json!({})).await;
-    assert_eq!(data(&run_two)["execute"]["procVersion"], 2);
+    let admin = app.api_as(&admin);
+    let echo = |word: &str| proc("echo", &["echo", word]);
+    assert_eq!(admin.define_proc(echo("one")).await.version, 1);
+    let run_one = admin.execute_with_version("echo").await;
+    assert_eq!(run_one.1, Some(1));
+    assert_eq!(admin.define_proc(echo("two")).await.version, 2);
+    assert_eq!(admin.execute_with_version("echo").await.1, Some(2));
 
-    const VERSIONS: &str = "{ proc(name: \"echo\") { version
-        versions { number changedBy command yaml changedAt }
-        definitionAt(version: 1) { number command }
-        missing: definitionAt(version: 9) { number } } }";
-    let listed = as_admin(VERSIONS, json!({})).await;
-    let proc = &data(&listed)["proc"];
-    assert_eq!(proc["version"], 2);
-    let versions = proc["versions"].as_array().unwrap();
-    assert_eq!(versions.len(), 2, "{proc}");
-    assert_eq!(versions[0]["number"], 2, "newest first");
-    assert_eq!(versions[0]["command"], json!(["echo", "two"]));
-    assert_eq!(versions[1]["number"], 1);
-    assert_eq!(versions[1]["command"], json!(["echo", "one"]));
-    assert_eq!(versions[1]["changedBy"], "root@example.com");
-    assert!(
-        versions[1]["yaml"].as_str().unwrap().contains("- one"),
-        "{proc}"
-    );
+    let history = |at: i64| {
+        let variables = proc_history::Variables {
+            name: "echo".to_owned(),
+            at,
+            missing: 9,
+        };
+        admin.ok::<ProcHistory>(variables)
+    };
+    let proc = history(1).await.proc.expect("echo");
+    assert_eq!(proc.version, 2);
+    assert_eq!(proc.versions.len(), 2, "{proc:?}");
+    assert_eq!(proc.versions[0].number, 2, "newest first");
+    let words = |command: &Option<Vec<String>>| command.clone().unwrap_or_default();
+    assert_eq!(words(&proc.versions[0].command), ["echo", "two"]);
+    assert_eq!(proc.versions[1].number, 1);
+    assert_eq!(words(&proc.versions[1].command), ["echo", "one"]);
     assert_eq!(
-        proc["definitionAt"],
-        json!({ "number": 1, "command": ["echo", "one"] })
+        proc.versions[1].changed_by.as_deref(),
+        Some("root@example.com")
     );
-    assert_eq!(proc["missing"], Value::Null);
+    assert!(proc.versions[1].yaml.contains("- one"), "{proc:?}");
+    let at_one = proc.definition_at.expect("version 1");
+    assert_eq!(
+        (at_one.number, words(&at_one.command)),
+        (1, vec!["echo".into(), "one".into()])
+    );
+    assert!(proc.missing.is_none());
 
     // A rollback is a new version equal to the old one; a version never stored is NOT_FOUND.
-    let rolled = as_admin(
-        "mutation { rollbackProc(name: \"echo\", version: 1) { version command } }",
-        json!({}),
-    )
-    .await;
+    let rolled = rollback(&admin, 1)
+        .await
+        .expect("rolled back")
+        .rollback_proc;
     assert_eq!(
-        data(&rolled)["rollbackProc"],
-        json!({ "version": 3, "command": ["echo", "one"] })
+        (rolled.version, words(&rolled.command)),
+        (3, vec!["echo".into(), "one".into()])
     );
-    let unknown = as_admin(
-        "mutation { rollbackProc(name: \"echo\", version: 7) { version } }",
-        json!({}),
-    )
-    .await;
-    assert_eq!(error_code(&unknown), "NOT_FOUND", "{unknown}");
+    let unknown = rollback(&admin, 7).await.expect_err("never stored");
+    assert_eq!(unknown.code, "NOT_FOUND", "{unknown:?}");
     // Only administrators roll back.
     let user = app.issue_token("ann@example.com", &[], false).await;
-    let refused = app
-        .graphql_as(
-            &user,
-            "mutation { rollbackProc(name: \"echo\", version: 1) { version } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(error_code(&refused), "FORBIDDEN", "{refused}");
-    let run_id = data(&run_one)["execute"]["id"].clone();
-    let recorded = as_admin(
-        "query($id: ID!) { execution(id: $id) { procVersion } }",
-        json!({ "id": run_id }),
-    )
-    .await;
-    assert_eq!(data(&recorded)["execution"]["procVersion"], 1);
+    let refused = rollback(&app.api_as(&user), 1)
+        .await
+        .expect_err("not an admin");
+    assert_eq!(refused.code, "FORBIDDEN", "{refused:?}");
+    let recorded = admin
+        .ok::<ExecutionById>(execution_by_id::Variables { id: run_one.0 })
+        .await
+        .execution
+        .expect("the run");
+    assert_eq!(recorded.proc_version, Some(1));
+}
+
+/// Rolls the proc `echo` back to `version`.
+async fn rollback(
+    api: &proctor_tests::api::Api<'_>,
+    version: i64,
+) -> Result<rollback_proc::ResponseData, proctor_tests::api::Failure> {
+    let variables = rollback_proc::Variables {
+        name: "echo".to_owned(),
+        version,
+    };
+    api.call::<RollbackProc>(variables).await
 }
 
 async fn a_procs_slack_url_is_never_shown_and_stars_keep_it(stack: Stack) {
     let Some(app) = spawn(stack).await else {
         return;
     };
+    let api = app.api();
     const SECRET_URL: &str = "https://hooks.slack.example/services/T0/B0/s3cr3t-path";
-    let created = app
-        .graphql(
-            "mutation($n: NotificationsInput) { upsertProc(input: { name: \"noisy\", command: [\"true\"], notifications: $n }) { yaml notifications { slack emails on } } }",
-            json!({ "n": { "slackWebhookUrl": SECRET_URL, "emails": ["a@example.com"], "on": ["failed"] } }),
-        )
-        .await;
-    let proc = &data(&created)["upsertProc"];
-    assert_eq!(
-        proc["notifications"],
-        json!({ "slack": true, "emails": ["a@example.com"], "on": ["FAILED"] })
-    );
-    let yaml = proc["yaml"].as_str().unwrap().to_owned();
+    let notifications = |slack: &str| NotificationsInput {
+        emails: Some(vec!["a@example.com".to_owned()]),
+        slack_webhook_url: Some(slack.to_owned()),
+        webhook_url: None,
+        on: Some(vec!["failed".to_owned()]),
+    };
+    let mut noisy = proc("noisy", &["true"]);
+    noisy.notifications = Some(notifications(SECRET_URL));
+    let created = api.define_proc(noisy).await;
+    let shown = created.notifications.clone().expect("notifications");
+    assert!(shown.slack);
+    assert_eq!(shown.emails, ["a@example.com"]);
+    assert_eq!(shown.on, [ExecutionStatus::Failed]);
+    let yaml = created.yaml.clone();
     assert!(
         yaml.contains("slackWebhookUrl: '***'") || yaml.contains("slackWebhookUrl: \"***\""),
         "{yaml}"
     );
     // Applied again as shown, the stored URL stays; nothing shows it.
-    let reapplied = app
-        .graphql(
-            "mutation($c: String!) { applyProcFile(content: $c) { version notifications { slack } } }",
-            json!({ "c": yaml }),
-        )
-        .await;
-    assert_eq!(
-        data(&reapplied)["applyProcFile"],
-        json!({ "version": 2, "notifications": { "slack": true } })
+    let reapplied = api
+        .ok::<ApplyProcFile>(apply_proc_file::Variables { content: yaml })
+        .await
+        .apply_proc_file;
+    assert_eq!(reapplied.version, 2);
+    assert!(reapplied.notifications.expect("notifications").slack);
+    let everything = api
+        .ok::<ProcHistory>(proc_history::Variables {
+            name: "noisy".to_owned(),
+            at: 1,
+            missing: 9,
+        })
+        .await
+        .proc
+        .expect("noisy");
+    assert!(
+        !format!("{everything:?}").contains("s3cr3t"),
+        "{everything:?}"
     );
-    let everything = app
-        .graphql(
-            "{ proc(name: \"noisy\") { yaml versions { yaml } definitionAt(version: 1) { yaml } } }",
-            json!({}),
-        )
-        .await;
-    assert!(!everything.to_string().contains("s3cr3t"), "{everything}");
     let stored = proctor_schema::procs::service::find_proc(app.state.db(), "noisy")
         .await
         .unwrap();
@@ -593,18 +625,19 @@ async fn a_procs_slack_url_is_never_shown_and_stars_keep_it(stack: Stack) {
         "*** kept the stored URL"
     );
     // *** without a stored URL is an error naming the field, not a URL of three stars.
-    let refused = app
-        .graphql(
-            "mutation { upsertProc(input: { name: \"fresh\", command: [\"true\"], notifications: { slackWebhookUrl: \"***\" } }) { name } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(error_code(&refused), "BAD_USER_INPUT", "{refused}");
+    let mut fresh = proc("fresh", &["true"]);
+    fresh.notifications = Some(notifications("***"));
+    let refused = api
+        .try_define_proc(fresh)
+        .await
+        .expect_err("nothing to keep");
+    assert_eq!(refused.code, "BAD_USER_INPUT", "{refused:?}");
     assert!(
         refused
-            .to_string()
-            .contains("notifications.slackWebhookUrl"),
-        "{refused}"
+            .field
+            .as_deref()
+            .is_some_and(|field| field.contains("notifications.slackWebhookUrl")),
+        "{refused:?}"
     );
 }
 

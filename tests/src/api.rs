@@ -42,7 +42,17 @@ pub mod operations {
         )+};
     }
 
-    operations!("graphql/procs.graphql": UpsertProc, DeleteProc);
+    operations!(
+        "graphql/procs.graphql": UpsertProc,
+        DeleteProc,
+        ApplyProcFile,
+        RollbackProc,
+        ListProcs,
+        ProcByName,
+        ProcHistory,
+        ValidateArgs,
+    );
+    operations!("graphql/auth.graphql": Me);
     operations!(
         "graphql/executions.graphql": Execute,
         CancelExecution,
@@ -58,6 +68,8 @@ pub mod operations {
 
 /// A proc definition, as `upsertProc` takes it.
 pub type ProcInput = upsert_proc::ProcInput;
+/// A proc as `upsertProc` stored it.
+pub type StoredProc = upsert_proc::UpsertProcUpsertProc;
 /// A declared argument of a proc.
 pub type ArgSpec = upsert_proc::ArgSpecInput;
 /// A state of an execution, as `executionStatus` reports it.
@@ -237,6 +249,22 @@ impl TestApp {
         }
     }
 
+    /// The typed API with these request headers (e.g. the legacy `Email-Id`).
+    pub fn api_with(&self, headers: &[(&str, &str)]) -> Api<'_> {
+        let payload: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), json!(value)))
+            .collect();
+        Api {
+            app: self,
+            headers: headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            ws_payload: Value::Object(payload),
+        }
+    }
+
     /// The typed API as the holder of `token` (`Authorization: Bearer`).
     pub fn api_as(&self, token: &str) -> Api<'_> {
         Api {
@@ -380,10 +408,30 @@ impl Api<'_> {
         Ok(self.call::<ListExecutions>(variables).await?.executions)
     }
 
-    /// Creates or replaces a proc.
-    pub async fn define_proc(&self, input: ProcInput) {
-        self.ok::<UpsertProc>(upsert_proc::Variables { input })
-            .await;
+    /// Creates or replaces a proc; the stored proc.
+    pub async fn try_define_proc(&self, input: ProcInput) -> Result<StoredProc, Failure> {
+        let stored = self
+            .call::<UpsertProc>(upsert_proc::Variables { input })
+            .await?;
+        Ok(stored.upsert_proc)
+    }
+
+    /// Creates or replaces a proc, which must be accepted; the stored proc.
+    pub async fn define_proc(&self, input: ProcInput) -> StoredProc {
+        let name = input.name.clone();
+        self.try_define_proc(input)
+            .await
+            .unwrap_or_else(|failure| panic!("defining {name} failed: {failure:?}"))
+    }
+
+    /// The names and versions of the procs the caller may run, by name.
+    pub async fn procs(&self, filter: Option<list_procs::ProcFilter>) -> Vec<(String, i64)> {
+        let listed = self.ok::<ListProcs>(list_procs::Variables { filter }).await;
+        listed
+            .procs
+            .into_iter()
+            .map(|proc| (proc.name, proc.version))
+            .collect()
     }
 
     /// Runs `proc` with `args`; the new execution's id.
@@ -407,6 +455,16 @@ impl Api<'_> {
         );
         assert_eq!(started.trigger, Trigger::Manual, "GraphQL runs are manual");
         Ok(started.id)
+    }
+
+    /// Runs `proc` without arguments; the new execution's id and the proc version it uses.
+    pub async fn execute_with_version(&self, proc: &str) -> (String, Option<i64>) {
+        let variables = execute::Variables {
+            proc: proc.to_owned(),
+            args: None,
+        };
+        let started = self.ok::<Execute>(variables).await.execute;
+        (started.id, started.proc_version)
     }
 
     /// Runs `proc` with `args`, which must be accepted; the new execution's id.
