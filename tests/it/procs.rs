@@ -412,7 +412,9 @@ async fn arguments_are_checked_by_type_and_rule(stack: Stack) {
         "defaults filled in, declaration order"
     );
     let service = ("SERVICE", "api");
-    let cases: [(&[(&str, &str)], &str, &str); 6] = [
+    // Arguments given, the field named and a word of the rule broken.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case<'_>; 6] = [
         (&[], "args.SERVICE", "is required"),
         (&[("SERVICE", "API!")], "args.SERVICE", "pattern"),
         (
