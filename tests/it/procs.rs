@@ -561,7 +561,7 @@ async fn every_version_is_kept_and_runs_record_theirs(stack: Stack) {
 
 /// Rolls the proc `echo` back to `version`.
 async fn rollback(
-    api: &proctor_tests::api::Api<'_>,
+    api: &proctor_tests::api::Api,
     version: i64,
 ) -> Result<rollback_proc::ResponseData, proctor_tests::api::Failure> {
     let variables = rollback_proc::Variables {

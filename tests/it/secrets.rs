@@ -13,15 +13,13 @@ use proctor_schema::procs::service::find_proc;
 use proctor_schema::secrets::keyring::Keyring;
 use proctor_schema::secrets::service::{decrypt, reencrypt_all, secret_values};
 
+use proctor_tests::api::{DeleteSecret, delete_secret, proc, secret};
 use proctor_tests::{Proctord, Stack, TestApp, proctord_command};
 use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 /// A value that must never show up anywhere but the run's environment.
 const SECRET: &str = "s3cr3t-Zq8vX2-never-print-me";
-
-const SET: &str = "mutation($p: String!, $s: [SecretValueInput!]!) {
-    setSecrets(proc: $p, secrets: $s) { key description isSet updatedAt } }";
 
 async fn with_proc(stack: Stack) -> Option<TestApp> {
     // The walk below asks for every field at once, lists included: far past the default cost.
@@ -30,19 +28,12 @@ async fn with_proc(stack: Stack) -> Option<TestApp> {
         .with_args(&["--graphql-max-complexity=10000000"])
         .try_spawn()
         .await?;
-    let created = app
-        .graphql(
-            "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }",
-            json!({ "i": {
-                "name": "deploy",
-                "command": ["true"],
-                "args": [{ "name": "SERVICE" }],
-                "secrets": [{ "name": "API_TOKEN", "description": "for the deploy API" },
-                            { "name": "DB_PASSWORD" }]
-            }}),
-        )
-        .await;
-    assert_eq!(created["errors"], Value::Null, "{created}");
+    let mut deploy = proc("deploy", &["true"]);
+    deploy.args = Some(vec![proctor_tests::api::arg("SERVICE")]);
+    let mut token = secret("API_TOKEN");
+    token.description = Some("for the deploy API".to_owned());
+    deploy.secrets = Some(vec![token, secret("DB_PASSWORD")]);
+    app.api().define_proc(deploy).await;
     Some(app)
 }
 
@@ -50,22 +41,27 @@ async fn values_are_encrypted_at_rest_and_write_only(stack: Stack) {
     let Some(app) = with_proc(stack).await else {
         return;
     };
-    let set = app
-        .graphql(
-            SET,
-            json!({ "p": "deploy", "s": [{ "key": "API_TOKEN", "value": SECRET }] }),
-        )
-        .await;
-    assert_eq!(set["errors"], Value::Null, "{set}");
-    let infos = &set["data"]["setSecrets"];
-    assert_eq!(infos[0]["key"], "API_TOKEN");
-    assert_eq!(infos[0]["isSet"], true);
-    assert!(infos[0]["updatedAt"].is_string());
+    let api = app.api();
+    let infos = api
+        .set_secrets("deploy", &[("API_TOKEN", SECRET)])
+        .await
+        .expect("set");
     assert_eq!(
-        infos[1],
-        json!({ "key": "DB_PASSWORD", "description": null, "isSet": false, "updatedAt": null })
+        (infos[0].key.as_str(), infos[0].is_set),
+        ("API_TOKEN", true)
     );
-    assert!(!set.to_string().contains(SECRET));
+    assert!(infos[0].updated_at.is_some());
+    let unset = &infos[1];
+    assert_eq!(
+        (
+            unset.key.as_str(),
+            unset.description.as_deref(),
+            unset.is_set,
+            unset.updated_at
+        ),
+        ("DB_PASSWORD", None, false, None)
+    );
+    assert!(!format!("{infos:?}").contains(SECRET));
 
     let rows = secret::Entity::find().all(app.state.db()).await.unwrap();
     assert_eq!(rows.len(), 1);
@@ -85,51 +81,44 @@ async fn values_are_encrypted_at_rest_and_write_only(stack: Stack) {
         "a run gets the value back"
     );
 
-    for (secrets, field) in [
-        (json!([{ "key": "NOPE", "value": "x" }]), "secrets[0].key"),
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[("NOPE", "x")], "secrets[0].key"),
+        (&[("API_TOKEN", "")], "secrets[0].value"),
         (
-            json!([{ "key": "API_TOKEN", "value": "" }]),
-            "secrets[0].value",
-        ),
-        (
-            json!([{ "key": "DB_PASSWORD", "value": "a" }, { "key": "DB_PASSWORD", "value": "b" }]),
+            &[("DB_PASSWORD", "a"), ("DB_PASSWORD", "b")],
             "secrets[1].key",
         ),
-    ] {
-        let refused = app
-            .graphql(SET, json!({ "p": "deploy", "s": secrets }))
-            .await;
-        assert_eq!(
-            refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
-            "{refused}"
-        );
-        assert_eq!(
-            refused["errors"][0]["extensions"]["field"], field,
-            "{refused}"
-        );
+    ];
+    for (values, field) in cases {
+        let refused = api
+            .set_secrets("deploy", values)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code, "BAD_USER_INPUT", "{refused:?}");
+        assert_eq!(refused.field.as_deref(), Some(field), "{refused:?}");
     }
-    let unknown = app.graphql(SET, json!({ "p": "ghost", "s": [] })).await;
-    assert_eq!(unknown["errors"][0]["extensions"]["code"], "NOT_FOUND");
+    let unknown = api
+        .set_secrets("ghost", &[])
+        .await
+        .expect_err("no such proc");
+    assert_eq!(unknown.code, "NOT_FOUND");
 
-    const DELETE: &str = r#"mutation { deleteSecret(proc: "deploy", key: "API_TOKEN") }"#;
-    assert_eq!(
-        app.graphql(DELETE, json!({})).await["data"]["deleteSecret"],
-        true
+    let delete = |key: &str| {
+        let variables = delete_secret::Variables {
+            proc: "deploy".to_owned(),
+            key: key.to_owned(),
+        };
+        api.call::<DeleteSecret>(variables)
+    };
+    assert!(delete("API_TOKEN").await.expect("deleted").delete_secret);
+    assert!(
+        !delete("API_TOKEN")
+            .await
+            .expect("nothing left")
+            .delete_secret
     );
-    assert_eq!(
-        app.graphql(DELETE, json!({})).await["data"]["deleteSecret"],
-        false
-    );
-    let undeclared = app
-        .graphql(
-            r#"mutation { deleteSecret(proc: "deploy", key: "NOPE") }"#,
-            json!({}),
-        )
-        .await;
-    assert_eq!(
-        undeclared["errors"][0]["extensions"]["code"],
-        "BAD_USER_INPUT"
-    );
+    let undeclared = delete("NOPE").await.expect_err("not declared");
+    assert_eq!(undeclared.code, "BAD_USER_INPUT");
 }
 
 /// A log sink for one test thread.
@@ -243,14 +232,10 @@ async fn no_value_is_reachable_from_query_or_in_the_log(stack: Stack) {
     let Some(app) = with_proc(stack).await else {
         return;
     };
-    let set = app
-        .graphql(
-            SET,
-            json!({ "p": "deploy", "s": [{ "key": "API_TOKEN", "value": SECRET },
-                                                   { "key": "DB_PASSWORD", "value": SECRET }] }),
-        )
-        .await;
-    assert_eq!(set["errors"], Value::Null, "{set}");
+    app.api()
+        .set_secrets("deploy", &[("API_TOKEN", SECRET), ("DB_PASSWORD", SECRET)])
+        .await
+        .expect("set");
 
     let introspection = app
         .graphql(
@@ -312,23 +297,15 @@ async fn rotation_reencrypts_every_row(stack: Stack) {
     else {
         return;
     };
+    let api = app.api();
     for name in ["one", "two"] {
-        let created = app
-            .graphql(
-                "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }",
-                json!({ "i": { "name": name, "command": ["true"],
-                                "secrets": [{ "name": "A" }, { "name": "B" }] } }),
-            )
-            .await;
-        assert_eq!(created["errors"], Value::Null, "{created}");
-        let set = app
-            .graphql(
-                SET,
-                json!({ "p": name, "s": [{ "key": "A", "value": format!("{name}-a") },
-                                                  { "key": "B", "value": format!("{name}-b") }] }),
-            )
-            .await;
-        assert_eq!(set["errors"], Value::Null, "{set}");
+        let mut input = proc(name, &["true"]);
+        input.secrets = Some(vec![secret("A"), secret("B")]);
+        api.define_proc(input).await;
+        let (a, b) = (format!("{name}-a"), format!("{name}-b"));
+        api.set_secrets(name, &[("A", &a), ("B", &b)])
+            .await
+            .expect("set");
     }
     let before = secret::Entity::find().all(app.state.db()).await.unwrap();
     assert_eq!(before.len(), 4);
@@ -385,25 +362,13 @@ fn the_rotate_key_command_rotates_the_key_file_and_every_row() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let http = proctor_tests::http_client();
-        for (query, variables) in [
-            (
-                "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }",
-                json!({ "i": { "name": "deploy", "command": ["true"], "secrets": [{ "name": "T" }] } }),
-            ),
-            (SET, json!({ "p": "deploy", "s": [{ "key": "T", "value": SECRET }] })),
-        ] {
-            let response: Value = http
-                .post(server.url("/graphql"))
-                .json(&json!({ "query": query, "variables": variables }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert_eq!(response["errors"], Value::Null, "{response}");
-        }
+        let api = proctor_tests::api::Api::at(&server.url(""));
+        let mut deploy = proc("deploy", &["true"]);
+        deploy.secrets = Some(vec![secret("T")]);
+        api.define_proc(deploy).await;
+        api.set_secrets("deploy", &[("T", SECRET)])
+            .await
+            .expect("set");
     });
     assert!(server.terminate().success());
 

@@ -63,7 +63,7 @@ pub mod operations {
         ListExecutions,
         WatchEvents,
     );
-    operations!("graphql/secrets.graphql": SetSecrets);
+    operations!("graphql/secrets.graphql": SetSecrets, DeleteSecret);
 }
 
 /// A proc definition, as `upsertProc` takes it.
@@ -82,6 +82,8 @@ pub type LiveLine = follow_logs::FollowLogsExecutionLogs;
 pub type StoredLine = stored_logs::StoredLogsExecutionLogs;
 /// An execution as `cancelExecution` left it.
 pub type Cancelled = cancel_execution::CancelExecutionCancelExecution;
+/// What anyone who may see a proc knows of one of its secrets.
+pub type SecretState = set_secrets::SetSecretsSetSecrets;
 /// A filter of `executions`.
 pub type ExecutionFilter = list_executions::ExecutionFilter;
 /// A page of `executions`.
@@ -232,50 +234,64 @@ impl Failure {
     }
 }
 
-/// The server as one caller sees it.
-pub struct Api<'a> {
-    app: &'a TestApp,
+/// The server (at a base URL) as one caller sees it.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
     headers: Vec<(String, String)>,
     ws_payload: Value,
 }
 
-impl TestApp {
-    /// The typed API without credentials.
-    pub fn api(&self) -> Api<'_> {
-        Api {
-            app: self,
+impl Api {
+    /// The API of the server at `base` (`http://host:port`), without credentials.
+    pub fn at(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: crate::infra::http_client(),
             headers: Vec::new(),
             ws_payload: json!({}),
         }
     }
 
-    /// The typed API with these request headers (e.g. the legacy `Email-Id`).
-    pub fn api_with(&self, headers: &[(&str, &str)]) -> Api<'_> {
-        let payload: serde_json::Map<String, Value> = headers
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), json!(value)))
-            .collect();
-        Api {
-            app: self,
-            headers: headers
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-                .collect(),
-            ws_payload: Value::Object(payload),
+    /// The same server with these request headers (e.g. the legacy `Email-Id`), which the
+    /// websocket sends as its `connection_init` payload.
+    pub fn with_headers(mut self, headers: &[(&str, &str)]) -> Self {
+        for (name, value) in headers {
+            self.headers.push(((*name).to_owned(), (*value).to_owned()));
+            self.ws_payload[*name] = json!(value);
         }
+        self
     }
 
-    /// The typed API as the holder of `token` (`Authorization: Bearer`).
-    pub fn api_as(&self, token: &str) -> Api<'_> {
-        Api {
-            app: self,
-            headers: vec![("Authorization".to_owned(), format!("Bearer {token}"))],
-            ws_payload: json!({ "Authorization": format!("Bearer {token}") }),
-        }
+    /// The same server as the holder of `token` (`Authorization: Bearer`).
+    pub fn as_holder_of(self, token: &str) -> Self {
+        self.with_headers(&[("Authorization", &format!("Bearer {token}"))])
+    }
+
+    fn ws_url(&self) -> String {
+        format!("{}/graphql/ws", self.base.replacen("http", "ws", 1))
     }
 }
 
-impl Api<'_> {
+impl TestApp {
+    /// The typed API without credentials.
+    pub fn api(&self) -> Api {
+        Api::at(&self.url(""))
+    }
+
+    /// The typed API with these request headers (e.g. the legacy `Email-Id`).
+    pub fn api_with(&self, headers: &[(&str, &str)]) -> Api {
+        self.api().with_headers(headers)
+    }
+
+    /// The typed API as the holder of `token` (`Authorization: Bearer`).
+    pub fn api_as(&self, token: &str) -> Api {
+        self.api().as_holder_of(token)
+    }
+}
+
+impl Api {
     /// Runs operation `Q` over HTTP.
     ///
     /// # Panics
@@ -289,9 +305,8 @@ impl Api<'_> {
         Q::ResponseData: DeserializeOwned,
     {
         let mut request = self
-            .app
             .http
-            .post(self.app.url("/graphql"))
+            .post(format!("{}/graphql", self.base))
             .json(&Q::build_query(variables));
         for (name, value) in &self.headers {
             request = request.header(name, value);
@@ -333,7 +348,7 @@ impl Api<'_> {
         Q::ResponseData: DeserializeOwned,
     {
         let mut client = WsClient::connect(
-            &self.app.ws_url(),
+            &self.ws_url(),
             Protocol::TransportWs,
             self.ws_payload.clone(),
         )
@@ -353,7 +368,7 @@ impl Api<'_> {
         Q::Variables: Serialize,
     {
         let client = WsClient::connect(
-            &self.app.ws_url(),
+            &self.ws_url(),
             Protocol::TransportWs,
             self.ws_payload.clone(),
         )
@@ -377,8 +392,12 @@ impl Api<'_> {
         event.execution_logs.line
     }
 
-    /// Sets secret values of `proc`.
-    pub async fn set_secrets(&self, proc: &str, values: &[(&str, &str)]) -> Result<(), Failure> {
+    /// Sets secret values of `proc`; the state of its secrets then.
+    pub async fn set_secrets(
+        &self,
+        proc: &str,
+        values: &[(&str, &str)],
+    ) -> Result<Vec<SecretState>, Failure> {
         let secrets = values
             .iter()
             .map(|(key, value)| set_secrets::SecretValueInput {
@@ -390,7 +409,7 @@ impl Api<'_> {
             proc: proc.to_owned(),
             secrets,
         };
-        self.call::<SetSecrets>(variables).await.map(|_| ())
+        Ok(self.call::<SetSecrets>(variables).await?.set_secrets)
     }
 
     /// A page of the executions the caller may see, newest first.
