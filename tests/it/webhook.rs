@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
+use proctor_tests::api::{Me, me};
 use proctor_tests::{Stack, TestApp};
 use serde_json::{Value, json};
 
@@ -74,40 +75,38 @@ async fn the_identity_service_decides_and_is_asked_once_per_cache_period(stack: 
     else {
         return;
     };
-    const ME: &str = "{ me { email name groups admin } }";
-    let legacy = |token: &'static str| [("Access-Token", token), ("Email-Id", "ada@example.com")];
+    let legacy =
+        |token: &str| app.api_with(&[("Access-Token", token), ("Email-Id", "ada@example.com")]);
+    let me = |token: &str| {
+        let api = legacy(token);
+        async move { api.call::<Me>(me::Variables).await.map(|data| data.me) }
+    };
 
-    let me = app.graphql_with(&legacy("good-token"), ME, json!({})).await;
-    assert_eq!(
-        me["data"]["me"],
-        json!({ "email": "ada@example.com", "name": "Ada Lovelace",
-                "groups": ["ops", "proctor.admin"], "admin": true })
-    );
+    let ada = me("good-token").await.expect("accepted").expect("a caller");
+    assert_eq!(ada.email.as_deref(), Some("ada@example.com"));
+    assert_eq!(ada.name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(ada.groups, ["ops", "proctor.admin"]);
+    assert!(ada.admin);
     assert_eq!(
         identity.requests.lock().unwrap()[0],
         json!({ "email": "ada@example.com", "token": "good-token" }),
         "the request carries e-mail and token"
     );
-    let plain = app
-        .graphql_with(&legacy("plain-token"), ME, json!({}))
-        .await;
-    assert_eq!(
-        plain["data"]["me"]["admin"], false,
-        "admin comes from the groups"
-    );
+    let plain = me("plain-token")
+        .await
+        .expect("accepted")
+        .expect("a caller");
+    assert!(!plain.admin, "admin comes from the groups");
 
     for token in ["disabled-token", "unknown-token"] {
-        let refused = app.graphql_with(&legacy(token), ME, json!({})).await;
-        assert_eq!(
-            refused["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
-            "{token}"
-        );
+        let refused = me(token).await.expect_err("refused");
+        assert_eq!(refused.code, "UNAUTHENTICATED", "{token}");
     }
 
     // Within the cache period the service is not asked again.
     let asked = identity.hits.load(Ordering::SeqCst);
     for _ in 0..5 {
-        app.graphql_with(&legacy("good-token"), ME, json!({})).await;
+        me("good-token").await.expect("accepted");
     }
     assert_eq!(
         identity.hits.load(Ordering::SeqCst),
@@ -115,7 +114,7 @@ async fn the_identity_service_decides_and_is_asked_once_per_cache_period(stack: 
         "answers are cached"
     );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    app.graphql_with(&legacy("good-token"), ME, json!({})).await;
+    me("good-token").await.expect("accepted");
     assert_eq!(
         identity.hits.load(Ordering::SeqCst),
         asked + 1,
@@ -127,13 +126,10 @@ async fn the_identity_service_decides_and_is_asked_once_per_cache_period(stack: 
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     identity.slow.store(true, Ordering::SeqCst);
     let asked = identity.hits.load(Ordering::SeqCst);
-    let headers = legacy("good-token");
-    let together = (0..8).map(|_| app.graphql_with(&headers, ME, json!({})));
-    for response in futures::future::join_all(together).await {
-        assert_eq!(
-            response["data"]["me"]["email"], "ada@example.com",
-            "{response}"
-        );
+    let together = (0..8).map(|_| me("good-token"));
+    for answer in futures::future::join_all(together).await {
+        let caller = answer.expect("accepted").expect("a caller");
+        assert_eq!(caller.email.as_deref(), Some("ada@example.com"));
     }
     assert_eq!(
         identity.hits.load(Ordering::SeqCst),
@@ -145,28 +141,27 @@ async fn the_identity_service_decides_and_is_asked_once_per_cache_period(stack: 
     // A failing identity service is an internal error (not "wrong credentials"), and the
     // failure is not cached.
     identity.failing.store(true, Ordering::SeqCst);
-    let failed = app
-        .graphql_with(&legacy("plain-token"), "{ procs { name } }", json!({}))
-        .await;
+    let failed = legacy("plain-token")
+        .try_procs(None)
+        .await
+        .expect_err("failing");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let failed_again = app
-        .graphql_with(&legacy("plain-token"), "{ procs { name } }", json!({}))
-        .await;
-    for response in [&failed, &failed_again] {
-        assert_eq!(
-            response["errors"][0]["extensions"]["code"], "INTERNAL",
-            "{response}"
-        );
+    let failed_again = legacy("plain-token")
+        .try_procs(None)
+        .await
+        .expect_err("failing");
+    for failure in [&failed, &failed_again] {
+        assert_eq!(failure.code, "INTERNAL", "{failure:?}");
         assert!(
-            !response.to_string().contains("plain-token"),
+            !failure.message.contains("plain-token"),
             "tokens are not echoed"
         );
     }
     identity.failing.store(false, Ordering::SeqCst);
-    let recovered = app
-        .graphql_with(&legacy("plain-token"), "{ procs { name } }", json!({}))
-        .await;
-    assert_eq!(recovered["errors"], Value::Null, "{recovered}");
+    legacy("plain-token")
+        .try_procs(None)
+        .await
+        .expect("the service answers again");
 }
 
 on_both_stacks!(the_identity_service_decides_and_is_asked_once_per_cache_period);

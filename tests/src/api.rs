@@ -444,13 +444,26 @@ impl Api {
     }
 
     /// The names and versions of the procs the caller may run, by name.
-    pub async fn procs(&self, filter: Option<list_procs::ProcFilter>) -> Vec<(String, i64)> {
-        let listed = self.ok::<ListProcs>(list_procs::Variables { filter }).await;
-        listed
+    pub async fn try_procs(
+        &self,
+        filter: Option<list_procs::ProcFilter>,
+    ) -> Result<Vec<(String, i64)>, Failure> {
+        let listed = self
+            .call::<ListProcs>(list_procs::Variables { filter })
+            .await?;
+        Ok(listed
             .procs
             .into_iter()
             .map(|proc| (proc.name, proc.version))
-            .collect()
+            .collect())
+    }
+
+    /// The names and versions of the procs the caller may run, by name, which must be
+    /// readable.
+    pub async fn procs(&self, filter: Option<list_procs::ProcFilter>) -> Vec<(String, i64)> {
+        self.try_procs(filter)
+            .await
+            .unwrap_or_else(|failure| panic!("listing procs failed: {failure:?}"))
     }
 
     /// Runs `proc` with `args`; the new execution's id.
