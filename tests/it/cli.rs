@@ -55,11 +55,13 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use proctor_tests::api::upsert_proc::ArgType;
+use proctor_tests::api::{
+    ProcInput, TriggerSchedule, arg, proc, required_arg, sh, trigger_schedule,
+};
 use proctor_tests::proxy::DroppingProxy;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-const UPSERT: &str = "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }";
 
 /// What one `proctor` run printed and how it exited.
 #[derive(Debug)]
@@ -137,12 +139,6 @@ impl User {
     }
 }
 
-async fn admin_call(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
-    let response = app.graphql_as(token, query, variables).await;
-    assert_eq!(response["errors"], Value::Null, "{response}");
-    response["data"].clone()
-}
-
 async fn auth_app() -> (TestApp, String) {
     let app = TestApp::builder()
         .with_args(&["--auth-enabled", "--scheduler-enabled=false"])
@@ -152,8 +148,8 @@ async fn auth_app() -> (TestApp, String) {
     (app, admin)
 }
 
-async fn define(app: &TestApp, admin: &str, proc: Value) {
-    admin_call(app, admin, UPSERT, json!({ "i": proc })).await;
+async fn define(app: &TestApp, admin: &str, input: ProcInput) {
+    app.api_as(admin).define_proc(input).await;
 }
 
 #[tokio::test]
@@ -204,32 +200,23 @@ async fn config_writes_a_private_file_merges_keys_and_hides_the_token() {
 #[tokio::test]
 async fn the_familiar_commands_work_and_exit_codes_tell_how_runs_ended() {
     let (app, admin) = auth_app().await;
+    let mut greet = proc("greet", &sh("echo \"hello $WHO\"; echo done"));
+    greet.description = Some("Says hello".to_owned());
+    let mut who = required_arg("WHO");
+    who.description = Some("who to greet".to_owned());
+    let mut times = arg("TIMES");
+    times.type_ = Some(ArgType::INT);
+    times.default = Some("1".to_owned());
+    greet.args = Some(vec![who, times]);
+    define(&app, &admin, greet).await;
+    define(&app, &admin, proc("broken", &sh("echo trying; exit 3"))).await;
+    let mut slow = proc("slow", &sh("echo started; exec sleep 30"));
+    slow.timeout_seconds = Some(1);
+    define(&app, &admin, slow).await;
     define(
         &app,
         &admin,
-        json!({ "name": "greet", "description": "Says hello",
-        "command": ["sh", "-c", "echo \"hello $WHO\"; echo done"],
-        "args": [{ "name": "WHO", "description": "who to greet", "required": true },
-                 { "name": "TIMES", "type": "INT", "default": "1" }] }),
-    )
-    .await;
-    define(
-        &app,
-        &admin,
-        json!({ "name": "broken", "command": ["sh", "-c", "echo trying; exit 3"] }),
-    )
-    .await;
-    define(
-        &app,
-        &admin,
-        json!({ "name": "slow", "command": ["sh", "-c", "echo started; exec sleep 30"],
-        "timeoutSeconds": 1 }),
-    )
-    .await;
-    define(
-        &app,
-        &admin,
-        json!({ "name": "sleeper", "command": ["sh", "-c", "echo waiting; exec sleep 60"] }),
+        proc("sleeper", &sh("echo waiting; exec sleep 60")),
     )
     .await;
     let token = app.issue_token("ada@example.com", &[], false).await;
@@ -415,13 +402,9 @@ async fn the_familiar_commands_work_and_exit_codes_tell_how_runs_ended() {
 #[tokio::test]
 async fn schedules_are_managed_from_the_cli() {
     let (app, admin) = auth_app().await;
-    define(
-        &app,
-        &admin,
-        json!({ "name": "report", "command": ["echo", "report"],
-        "args": [{ "name": "REGION" }] }),
-    )
-    .await;
+    let mut report = proc("report", &["echo", "report"]);
+    report.args = Some(vec![arg("REGION")]);
+    define(&app, &admin, report).await;
     let ada = User::new(app.address.to_string(), "admin@example.com", &admin);
     let created = ada
         .run(&[
@@ -515,13 +498,8 @@ async fn schedules_are_managed_from_the_cli() {
         json!([{ "name": "REGION", "value": "eu" }])
     );
 
-    admin_call(
-        &app,
-        &admin,
-        "mutation($id: ID!) { triggerSchedule(id: $id) { id } }",
-        json!({ "id": id }),
-    )
-    .await;
+    let variables = trigger_schedule::Variables { id: id.clone() };
+    app.api_as(&admin).ok::<TriggerSchedule>(variables).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let runs = ada
@@ -638,12 +616,9 @@ async fn procs_files_and_secrets_never_show_a_value() {
 #[tokio::test]
 async fn errors_say_what_to_do() {
     let (app, admin) = auth_app().await;
-    define(
-        &app,
-        &admin,
-        json!({ "name": "ops-only", "command": ["true"], "authorizedGroups": ["ops"] }),
-    )
-    .await;
+    let mut ops_only = proc("ops-only", &["true"]);
+    ops_only.authorized_groups = Some(vec!["ops".to_owned()]);
+    define(&app, &admin, ops_only).await;
     let port = proctor_tests::free_port();
     let nowhere = User::new(format!("127.0.0.1:{port}"), "a@b.c", "t");
     let ran = nowhere.run(&["list"]).await;
@@ -688,20 +663,8 @@ async fn errors_say_what_to_do() {
 async fn logs_follow_resumes_after_the_server_drops_the_socket() {
     let app = TestApp::spawn().await;
     let script = "for i in $(seq 1 12); do echo line-$i; sleep 0.25; done";
-    let response = app
-        .graphql(
-            UPSERT,
-            json!({ "i": { "name": "ticker", "command": ["sh", "-c", script] } }),
-        )
-        .await;
-    assert_eq!(response["errors"], Value::Null, "{response}");
-    let started = app
-        .graphql(r#"mutation { execute(proc: "ticker") { id } }"#, json!({}))
-        .await;
-    let id = started["data"]["execute"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    app.api().define_proc(proc("ticker", &sh(script))).await;
+    let id = app.api().execute("ticker", &[]).await;
     let proxy = DroppingProxy::start(app.address).await;
     let user = User::new(proxy.address.to_string(), "", "");
     let mut child = user
@@ -861,13 +824,8 @@ async fn run_on_a_terminal(user: &User, args: &[&str]) -> String {
 #[tokio::test]
 async fn log_lines_lose_their_terminal_control_sequences_on_a_terminal_unless_raw() {
     let (app, admin) = auth_app().await;
-    define(
-        &app,
-        &admin,
-        json!({ "name": "tricky", "command": ["sh", "-c",
-            "printf 'a\\033]0;owned\\007b \\033[31mred\\033[0m \\033]52;c;ZWNobyBoaQ==\\033\\\\done\\n'"] }),
-    )
-    .await;
+    let script = "printf 'a\\033]0;owned\\007b \\033[31mred\\033[0m \\033]52;c;ZWNobyBoaQ==\\033\\\\done\\n'";
+    define(&app, &admin, proc("tricky", &sh(script))).await;
     let ada = User::new(app.address.to_string(), "admin@example.com", &admin);
     let ran = ada.run(&["execute", "tricky"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");

@@ -53,6 +53,7 @@ pub mod operations {
         ValidateArgs,
     );
     operations!("graphql/auth.graphql": Me);
+    operations!("graphql/schedules.graphql": TriggerSchedule);
     operations!(
         "graphql/executions.graphql": Execute,
         CancelExecution,
