@@ -1,27 +1,25 @@
 //! Schedules: the GraphQL API, firing by an injected clock (time zones, DST, catch-up, overlap),
 //! firing by the real clock (on time, pause, delete, two replicas, a killed replica), and the
-//! notifications of finished runs (SMTP, Slack, signed webhook).
+//! notifications of finished runs (SMTP, Slack, signed webhook), through the typed API.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use proctor_entity::schedule;
 use proctor_schema::schedules::firing::fire_due;
+use proctor_tests::api::create_schedule::{ArgInput, CatchUpPolicy, OverlapPolicy};
+use proctor_tests::api::schedule_runs::ScheduleRunOutcome as Outcome;
+use proctor_tests::api::{
+    Api, AuditEvents, CronPreview, DeleteSchedule, ExecutionStatus, ListSchedules, ScheduleInput,
+    ScheduleRun, Trigger, TriggerSchedule, UpdateSchedule, arg, audit_events, cron_preview,
+    delete_schedule, list_schedules, no_filter, proc, schedule as every, secret, sh,
+    trigger_schedule, update_schedule,
+};
 use proctor_tests::infra::{postgres_url, redis_url, unique_suffix};
 use proctor_tests::sinks::{HttpSink, SmtpSink};
 use proctor_tests::{Proctord, Stack, TestApp, TestDatabase, proctord_command};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use serde_json::{Value, json};
-
-const UPSERT: &str = "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }";
-const CREATE: &str = "mutation($i: ScheduleInput!) { createSchedule(input: $i) {
-    id procName cron timezone enabled nextFireAt overlapPolicy catchUpPolicy } }";
-const RUNS: &str =
-    "query($id: ID!) { schedule(id: $id) { nextFireAt runs(first: 100) { edges { node {
-    slot firedAt outcome detail
-    execution { id status trigger scheduleId user }
-    notifications { channel delivered error } } } } } }";
 
 fn utc(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
@@ -43,25 +41,13 @@ async fn live(stack: Stack) -> Option<TestApp> {
     TestApp::builder().stack(stack).try_spawn().await
 }
 
-async fn data(app: &TestApp, query: &str, variables: Value) -> Value {
-    let response = app.graphql(query, variables).await;
-    assert_eq!(response["errors"], Value::Null, "{response}");
-    response["data"].clone()
-}
-
-async fn define(app: &TestApp, name: &str, script: &str) {
-    data(
-        app,
-        UPSERT,
-        json!({ "i": { "name": name, "command": ["sh", "-c", script],
-            "args": [{ "name": "REGION", "required": false, "default": "eu" }] } }),
-    )
-    .await;
-}
-
-async fn create(app: &TestApp, input: Value) -> String {
-    let created = data(app, CREATE, json!({ "i": input })).await;
-    created["createSchedule"]["id"].as_str().unwrap().to_owned()
+/// A proc running `script` with an optional `REGION` (default `eu`).
+async fn define(api: &Api, name: &str, script: &str) {
+    let mut input = proc(name, &sh(script));
+    let mut region = arg("REGION");
+    region.default = Some("eu".to_owned());
+    input.args = Some(vec![region]);
+    api.define_proc(input).await;
 }
 
 /// Makes `at` the schedule's first unhandled slot, as if its scheduler last ran just before.
@@ -79,56 +65,45 @@ async fn tick(app: &TestApp, at: DateTime<Utc>) {
     fire_due(&app.state, at).await.expect("a scheduler tick");
 }
 
-/// The schedule's runs, oldest first, and its next fire time.
-async fn runs(app: &TestApp, id: &str) -> (Vec<Value>, Value) {
-    let found = data(app, RUNS, json!({ "id": id })).await;
-    let mut runs: Vec<Value> = found["schedule"]["runs"]["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|edge| edge["node"].clone())
-        .collect();
-    runs.reverse();
-    (runs, found["schedule"]["nextFireAt"].clone())
+fn slots(runs: &[ScheduleRun]) -> Vec<DateTime<Utc>> {
+    runs.iter().map(|run| run.slot).collect()
 }
 
-fn slots(runs: &[Value]) -> Vec<DateTime<Utc>> {
-    runs.iter()
-        .map(|run| utc(run["slot"].as_str().unwrap()))
-        .collect()
+/// The execution a run started.
+fn started(run: &ScheduleRun) -> String {
+    run.execution.as_ref().expect("an execution").id.clone()
 }
 
-async fn status(app: &TestApp, execution: &str) -> String {
-    let found = data(
-        app,
-        "query($id: ID!) { execution(id: $id) { status } }",
-        json!({ "id": execution }),
-    )
-    .await;
-    found["execution"]["status"].as_str().unwrap().to_owned()
+/// The ids of the schedules `filter` lets through, newest first.
+async fn listed(api: &Api, filter: list_schedules::ScheduleFilter) -> Vec<String> {
+    let variables = list_schedules::Variables {
+        filter: Some(filter),
+    };
+    let found = api.ok::<ListSchedules>(variables).await.schedules;
+    found.edges.into_iter().map(|edge| edge.node.id).collect()
 }
 
-async fn wait_for_status(app: &TestApp, execution: &str, wanted: &str) {
-    for _ in 0..300 {
-        if status(app, execution).await == wanted {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// A schedule in `timezone`.
+fn zoned(proc: &str, cron: &str, timezone: &str) -> ScheduleInput {
+    let mut input = every(proc, cron);
+    input.timezone = Some(timezone.to_owned());
+    input
+}
+
+/// A schedule with `policy` for an unfinished previous run.
+fn overlapping(proc: &str, cron: &str, policy: OverlapPolicy) -> ScheduleInput {
+    let mut input = every(proc, cron);
+    input.overlap_policy = Some(policy);
+    input
+}
+
+fn any_schedule() -> list_schedules::ScheduleFilter {
+    list_schedules::ScheduleFilter {
+        proc: None,
+        tag: None,
+        group: None,
+        enabled: None,
     }
-    panic!(
-        "execution {execution} is {} instead of {wanted}",
-        status(app, execution).await
-    );
-}
-
-async fn error_of(app: &TestApp, query: &str, variables: Value) -> (String, Value) {
-    let response = app.graphql(query, variables).await;
-    let error = &response["errors"][0];
-    assert!(!error.is_null(), "an error was expected: {response}");
-    (
-        error["message"].as_str().unwrap().to_owned(),
-        error["extensions"].clone(),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -139,176 +114,185 @@ async fn schedules_are_validated_field_by_field(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app, "report", "true").await;
+    let api = app.api();
+    define(&api, "report", "true").await;
+    let daily = |change: &dyn Fn(&mut ScheduleInput)| {
+        let mut input = every("report", "@daily");
+        change(&mut input);
+        input
+    };
     let cases = [
-        (json!({ "proc": "report", "cron": "* * *" }), "input.cron"),
+        (every("report", "* * *"), "input.cron"),
+        (every("report", "61 * * * *"), "input.cron"),
+        (every("report", "0 0 30 2 *"), "input.cron"),
         (
-            json!({ "proc": "report", "cron": "61 * * * *" }),
-            "input.cron",
-        ),
-        (
-            json!({ "proc": "report", "cron": "0 0 30 2 *" }),
-            "input.cron",
-        ),
-        (
-            json!({ "proc": "report", "cron": "@daily", "timezone": "Mars/Olympus" }),
+            daily(&|s| s.timezone = Some("Mars/Olympus".to_owned())),
             "input.timezone",
         ),
         (
-            json!({ "proc": "report", "cron": "@daily", "args": [{ "name": "NOPE", "value": "1" }] }),
+            daily(&|s| {
+                s.args = Some(vec![ArgInput {
+                    name: "NOPE".to_owned(),
+                    value: "1".to_owned(),
+                }]);
+            }),
             "input.args.NOPE",
         ),
         (
-            json!({ "proc": "report", "cron": "@daily", "notificationEmails": ["ops@example.com", "ops"] }),
+            daily(&|s| {
+                s.notification_emails = Some(vec!["ops@example.com".to_owned(), "ops".to_owned()]);
+            }),
             "input.notificationEmails[1]",
         ),
         (
-            json!({ "proc": "report", "cron": "@daily", "webhookUrl": "file:///etc/passwd" }),
+            daily(&|s| s.webhook_url = Some("file:///etc/passwd".to_owned())),
             "input.webhookUrl",
         ),
         (
-            json!({ "proc": "report", "cron": "@daily", "tags": [""] }),
+            daily(&|s| s.tags = Some(vec![String::new()])),
             "input.tags[0]",
         ),
     ];
     for (input, field) in cases {
-        let (message, extensions) = error_of(&app, CREATE, json!({ "i": input })).await;
-        assert_eq!(extensions["code"], "BAD_USER_INPUT", "{input}: {message}");
+        let shown = format!("{input:?}");
+        let refused = api.try_create_schedule(input).await.expect_err(&shown);
+        assert_eq!(refused.code, "BAD_USER_INPUT", "{shown}: {refused:?}");
         assert!(
-            message.starts_with(&format!("{field}: ")),
-            "{input}: {message}"
+            refused.message.starts_with(&format!("{field}: ")),
+            "{shown}: {refused:?}"
         );
     }
-    let (message, extensions) = error_of(
-        &app,
-        CREATE,
-        json!({ "i": { "proc": "ghost", "cron": "@daily" } }),
-    )
-    .await;
-    assert_eq!(extensions["code"], "NOT_FOUND", "{message}");
-    let count = data(&app, "{ schedules { edges { node { id } } } }", json!({})).await;
-    assert_eq!(count["schedules"]["edges"], json!([]), "nothing was stored");
+    let ghost = api
+        .try_create_schedule(every("ghost", "@daily"))
+        .await
+        .expect_err("no such proc");
+    assert_eq!(ghost.code, "NOT_FOUND", "{ghost:?}");
+    assert!(
+        listed(&api, any_schedule()).await.is_empty(),
+        "nothing was stored"
+    );
 }
 
 async fn schedules_are_created_listed_edited_and_deleted(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app, "report", "true").await;
+    let api = app.api();
+    define(&api, "report", "true").await;
     let secret_hook = "https://hooks.slack.example/services/T0/B0/very-secret";
-    let created = data(
-        &app,
-        "mutation($i: ScheduleInput!) { createSchedule(input: $i) {
-            id procName args { name value } cron timezone tags group notificationEmails enabled
-            overlapPolicy catchUpPolicy slackWebhookConfigured nextFireAt createdBy
-            nextFireTimes(count: 3) } }",
-        json!({ "i": {
-            "proc": "report", "cron": "0 30 9 * * 1-5", "timezone": "Europe/Berlin",
-            "args": [{ "name": "REGION", "value": "us" }], "tags": ["nightly", "finance"],
-            "group": "ops", "notificationEmails": ["Ops@Example.com"],
-            "overlapPolicy": "FORBID", "catchUpPolicy": "LAST", "slackWebhookUrl": secret_hook,
-        } }),
-    )
-    .await["createSchedule"]
-        .clone();
-    assert!(!created.to_string().contains("very-secret"), "{created}");
-    assert_eq!(created["procName"], "report");
-    assert_eq!(
-        created["args"],
-        json!([{ "name": "REGION", "value": "us" }])
+    let mut input = every("report", "0 30 9 * * 1-5");
+    input.timezone = Some("Europe/Berlin".to_owned());
+    input.args = Some(vec![ArgInput {
+        name: "REGION".to_owned(),
+        value: "us".to_owned(),
+    }]);
+    input.tags = Some(vec!["nightly".to_owned(), "finance".to_owned()]);
+    input.group = Some("ops".to_owned());
+    input.notification_emails = Some(vec!["Ops@Example.com".to_owned()]);
+    input.overlap_policy = Some(OverlapPolicy::FORBID);
+    input.catch_up_policy = Some(CatchUpPolicy::LAST);
+    input.slack_webhook_url = Some(secret_hook.to_owned());
+    let created = api.try_create_schedule(input).await.expect("created");
+    assert!(
+        !format!("{created:?}").contains("very-secret"),
+        "{created:?}"
     );
-    assert_eq!(created["notificationEmails"], json!(["ops@example.com"]));
-    assert_eq!(created["overlapPolicy"], "FORBID");
-    assert_eq!(created["catchUpPolicy"], "LAST");
-    assert_eq!(created["slackWebhookConfigured"], true);
-    assert_eq!(created["enabled"], true);
-    let times: Vec<DateTime<Utc>> = created["nextFireTimes"]
-        .as_array()
-        .unwrap()
+    assert_eq!(created.proc_name, "report");
+    let args: Vec<(&str, &str)> = created
+        .args
         .iter()
-        .map(|t| utc(t.as_str().unwrap()))
+        .map(|a| (a.name.as_str(), a.value.as_str()))
         .collect();
+    assert_eq!(args, [("REGION", "us")]);
+    assert_eq!(created.notification_emails, ["ops@example.com"]);
+    assert_eq!(created.overlap_policy, OverlapPolicy::FORBID);
+    assert_eq!(created.catch_up_policy, CatchUpPolicy::LAST);
+    assert!(created.slack_webhook_configured);
+    assert!(created.enabled);
+    let times = &created.next_fire_times;
     assert_eq!(times.len(), 3);
-    assert_eq!(utc(created["nextFireAt"].as_str().unwrap()), times[0]);
-    for time in &times {
+    assert_eq!(created.next_fire_at, Some(times[0]));
+    for time in times {
         let local = time.with_timezone(&chrono_tz::Europe::Berlin);
         assert_eq!(local.format("%H:%M:%S").to_string(), "09:30:00", "{time}");
     }
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = created.id.clone();
 
     // Left-out fields keep their values; given ones replace them.
-    let updated = data(
-        &app,
-        "mutation($id: ID!, $i: ScheduleInput!) { updateSchedule(id: $id, input: $i) {
-            cron timezone tags group args { value } overlapPolicy slackWebhookConfigured } }",
-        json!({ "id": id, "i": { "proc": "report", "cron": "@hourly", "tags": [] } }),
-    )
-    .await["updateSchedule"]
-        .clone();
-    assert_eq!(updated["cron"], "@hourly");
-    assert_eq!(updated["timezone"], "Europe/Berlin");
-    assert_eq!(updated["tags"], json!([]));
-    assert_eq!(updated["group"], "ops");
-    assert_eq!(updated["args"], json!([{ "value": "us" }]));
-    assert_eq!(updated["overlapPolicy"], "FORBID");
-    assert_eq!(updated["slackWebhookConfigured"], true);
-
-    let other = create(
-        &app,
-        json!({ "proc": "report", "cron": "@daily", "tags": ["nightly"] }),
-    )
-    .await;
-    let paused = data(
-        &app,
-        "mutation($id: ID!) { setScheduleEnabled(id: $id, enabled: false) { enabled nextFireAt } }",
-        json!({ "id": other }),
-    )
-    .await;
+    let change = update_schedule::ScheduleInput {
+        proc: "report".to_owned(),
+        args: None,
+        cron: "@hourly".to_owned(),
+        timezone: None,
+        tags: Some(Vec::new()),
+        group: None,
+        notification_emails: None,
+        enabled: None,
+        overlap_policy: None,
+        catch_up_policy: None,
+        slack_webhook_url: None,
+        webhook_url: None,
+    };
+    let updated = api
+        .ok::<UpdateSchedule>(update_schedule::Variables {
+            id: id.clone(),
+            input: change,
+        })
+        .await
+        .update_schedule;
+    assert_eq!(updated.cron, "@hourly");
+    assert_eq!(updated.timezone, "Europe/Berlin");
+    assert!(updated.tags.is_empty());
+    assert_eq!(updated.group.as_deref(), Some("ops"));
+    let values: Vec<&str> = updated.args.iter().map(|a| a.value.as_str()).collect();
+    assert_eq!(values, ["us"]);
     assert_eq!(
-        paused["setScheduleEnabled"],
-        json!({ "enabled": false, "nextFireAt": null })
+        updated.overlap_policy,
+        update_schedule::OverlapPolicy::FORBID
     );
-    let listed = |filter: Value| {
-        let app = &app;
-        async move {
-            data(
-                app,
-                "query($f: ScheduleFilter) { schedules(filter: $f) { edges { node { id } } } }",
-                json!({ "f": filter }),
-            )
-            .await["schedules"]["edges"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|edge| edge["node"]["id"].as_str().unwrap().to_owned())
-                .collect::<Vec<String>>()
-        }
+    assert!(updated.slack_webhook_configured);
+
+    let mut nightly = every("report", "@daily");
+    nightly.tags = Some(vec!["nightly".to_owned()]);
+    let other = api.create_schedule(nightly).await;
+    let paused = api
+        .ok::<proctor_tests::api::SetScheduleEnabled>(
+            proctor_tests::api::set_schedule_enabled::Variables {
+                id: other.clone(),
+                enabled: false,
+            },
+        )
+        .await
+        .set_schedule_enabled;
+    assert_eq!((paused.enabled, paused.next_fire_at), (false, None));
+    let filter = |change: &dyn Fn(&mut list_schedules::ScheduleFilter)| {
+        let mut filter = any_schedule();
+        change(&mut filter);
+        filter
     };
     assert_eq!(
-        listed(json!({})).await,
-        [other.as_str(), id.as_str()],
+        listed(&api, any_schedule()).await,
+        [other.clone(), id.clone()],
         "newest first"
     );
-    assert_eq!(listed(json!({ "tag": "nightly" })).await, [other.as_str()]);
-    assert_eq!(listed(json!({ "enabled": true })).await, [id.as_str()]);
-    assert_eq!(listed(json!({ "group": "ops" })).await, [id.as_str()]);
+    let nightly_only = filter(&|f| f.tag = Some("nightly".to_owned()));
+    assert_eq!(listed(&api, nightly_only).await, [other.as_str()]);
     assert_eq!(
-        listed(json!({ "proc": "ghost" })).await,
-        Vec::<String>::new()
+        listed(&api, filter(&|f| f.enabled = Some(true))).await,
+        [id.as_str()]
     );
+    let ops = filter(&|f| f.group = Some("ops".to_owned()));
+    assert_eq!(listed(&api, ops).await, [id.as_str()]);
+    let ghost = filter(&|f| f.proc = Some("ghost".to_owned()));
+    assert!(listed(&api, ghost).await.is_empty());
 
-    let preview = data(
-        &app,
-        "{ cronPreview(cron: \"*/15 * * * * *\", count: 4) }",
-        json!({}),
-    )
-    .await;
-    let preview: Vec<DateTime<Utc>> = preview["cronPreview"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| utc(t.as_str().unwrap()))
-        .collect();
+    let preview = api
+        .ok::<CronPreview>(cron_preview::Variables {
+            cron: "*/15 * * * * *".to_owned(),
+            count: Some(4),
+        })
+        .await
+        .cron_preview;
     assert_eq!(preview.len(), 4);
     assert!(
         preview
@@ -316,27 +300,19 @@ async fn schedules_are_created_listed_edited_and_deleted(stack: Stack) {
             .all(|w| (w[1] - w[0]).num_seconds() == 15)
     );
 
-    let deleted = data(
-        &app,
-        "mutation($id: ID!) { deleteSchedule(id: $id) }",
-        json!({ "id": other }),
-    )
-    .await;
-    assert_eq!(deleted["deleteSchedule"], true);
-    let gone = data(
-        &app,
-        "query($id: ID!) { schedule(id: $id) { id } }",
-        json!({ "id": other }),
-    )
-    .await;
-    assert_eq!(gone["schedule"], Value::Null);
-    let (_, extensions) = error_of(
-        &app,
-        "mutation($id: ID!) { deleteSchedule(id: $id) }",
-        json!({ "id": other }),
-    )
-    .await;
-    assert_eq!(extensions["code"], "NOT_FOUND");
+    let delete = |id: &str| {
+        let variables = delete_schedule::Variables { id: id.to_owned() };
+        api.call::<DeleteSchedule>(variables)
+    };
+    assert!(delete(&other).await.expect("deleted").delete_schedule);
+    let gone = api
+        .ok::<proctor_tests::api::ScheduleRuns>(proctor_tests::api::schedule_runs::Variables {
+            id: other.clone(),
+        })
+        .await;
+    assert!(gone.schedule.is_none());
+    let again = delete(&other).await.expect_err("gone");
+    assert_eq!(again.code, "NOT_FOUND");
 }
 
 async fn only_those_who_may_run_the_proc_may_schedule_it(stack: Stack) {
@@ -353,67 +329,56 @@ async fn only_those_who_may_run_the_proc_may_schedule_it(stack: Stack) {
     let guest = app
         .issue_token("guest@example.com", &["guests"], false)
         .await;
-    let upsert = app
-        .graphql_as(
-            &admin,
-            UPSERT,
-            json!({ "i": { "name": "payroll", "command": ["true"], "authorizedGroups": ["ops"] } }),
-        )
-        .await;
-    assert_eq!(upsert["errors"], Value::Null, "{upsert}");
-    let input = json!({ "i": { "proc": "payroll", "cron": "@daily" } });
-    let refused = app.graphql_as(&guest, CREATE, input.clone()).await;
-    assert_eq!(
-        refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
-        "{refused}"
-    );
-    let made = app.graphql_as(&ops, CREATE, input).await;
-    assert_eq!(made["errors"], Value::Null, "{made}");
-    let id = made["data"]["createSchedule"]["id"].as_str().unwrap();
-    let listed = app
-        .graphql_as(&guest, "{ schedules { edges { node { id } } } }", json!({}))
-        .await;
-    assert_eq!(listed["data"]["schedules"]["edges"], json!([]), "{listed}");
-    for mutation in [
-        "mutation($id: ID!) { setScheduleEnabled(id: $id, enabled: false) { id } }",
-        "mutation($id: ID!) { deleteSchedule(id: $id) }",
-        "mutation($id: ID!) { triggerSchedule(id: $id) { id } }",
-    ] {
-        let refused = app.graphql_as(&guest, mutation, json!({ "id": id })).await;
-        assert_eq!(
-            refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
-            "{refused}"
-        );
+    let (admin, ops, guest) = (app.api_as(&admin), app.api_as(&ops), app.api_as(&guest));
+    let mut payroll = proc("payroll", &["true"]);
+    payroll.authorized_groups = Some(vec!["ops".to_owned()]);
+    admin.define_proc(payroll).await;
+    let refused = guest
+        .try_create_schedule(every("payroll", "@daily"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code, "FORBIDDEN", "{refused:?}");
+    let id = ops.create_schedule(every("payroll", "@daily")).await;
+    assert!(listed(&guest, any_schedule()).await.is_empty());
+    let pause = proctor_tests::api::set_schedule_enabled::Variables {
+        id: id.clone(),
+        enabled: false,
+    };
+    let refusals = [
+        guest
+            .call::<proctor_tests::api::SetScheduleEnabled>(pause)
+            .await
+            .map(|_| ()),
+        guest
+            .call::<DeleteSchedule>(delete_schedule::Variables { id: id.clone() })
+            .await
+            .map(|_| ()),
+        guest
+            .call::<TriggerSchedule>(trigger_schedule::Variables { id: id.clone() })
+            .await
+            .map(|_| ()),
+    ];
+    for refused in refusals {
+        let refused = refused.expect_err("refused");
+        assert_eq!(refused.code, "FORBIDDEN", "{refused:?}");
     }
-    let triggered = app
-        .graphql_as(
-            &ops,
-            "mutation($id: ID!) { triggerSchedule(id: $id) { trigger scheduleId user } }",
-            json!({ "id": id }),
-        )
-        .await;
-    assert_eq!(
-        triggered["data"]["triggerSchedule"],
-        json!({ "trigger": "SCHEDULE", "scheduleId": id, "user": "ops@example.com" }),
-        "{triggered}"
-    );
-    let audit = app
-        .graphql_as(
-            &admin,
-            "{ auditEvents(first: 20) { edges { node { actor action } } } }",
-            json!({}),
-        )
-        .await;
-    let actions: Vec<String> = audit["data"]["auditEvents"]["edges"]
-        .as_array()
-        .unwrap()
+    let triggered = ops
+        .ok::<TriggerSchedule>(trigger_schedule::Variables { id: id.clone() })
+        .await
+        .trigger_schedule;
+    assert_eq!(triggered.trigger, Trigger::Schedule);
+    assert_eq!(triggered.schedule_id.as_deref(), Some(id.as_str()));
+    assert_eq!(triggered.user.as_deref(), Some("ops@example.com"));
+    let audit = admin
+        .ok::<AuditEvents>(audit_events::Variables { first: Some(20) })
+        .await
+        .audit_events;
+    let actions: Vec<String> = audit
+        .edges
         .iter()
         .map(|edge| {
-            format!(
-                "{} {}",
-                edge["node"]["actor"].as_str().unwrap_or("-"),
-                edge["node"]["action"].as_str().unwrap()
-            )
+            let actor = edge.node.actor.as_deref().unwrap_or("-");
+            format!("{actor} {}", edge.node.action)
         })
         .collect();
     assert!(
@@ -440,36 +405,40 @@ async fn cron_with_seconds_fires_in_its_time_zone(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app, "report", "true").await;
+    define(&app.api(), "report", "true").await;
     // 09:15:30 in Kolkata (UTC+05:30) is 03:45:30 UTC.
-    let id = create(
-        &app,
-        json!({ "proc": "report", "cron": "30 15 9 * * *", "timezone": "Asia/Kolkata" }),
-    )
-    .await;
+    let id = app
+        .api()
+        .create_schedule(zoned("report", "30 15 9 * * *", "Asia/Kolkata"))
+        .await;
     position(&app, &id, utc("2026-06-01T03:45:30Z")).await;
 
     tick(&app, utc("2026-06-01T03:45:29.900Z")).await;
-    assert!(runs(&app, &id).await.0.is_empty(), "not before its second");
+    assert!(
+        app.api().schedule_runs(&id).await.0.is_empty(),
+        "not before its second"
+    );
     tick(&app, utc("2026-06-01T03:45:30.004Z")).await;
     tick(&app, utc("2026-06-01T03:45:30.200Z")).await;
-    let (fired, next) = runs(&app, &id).await;
+    let (fired, next) = app.api().schedule_runs(&id).await;
     assert_eq!(slots(&fired), [utc("2026-06-01T03:45:30Z")], "once");
-    assert_eq!(fired[0]["outcome"], "STARTED");
-    assert_eq!(fired[0]["execution"]["trigger"], "SCHEDULE");
-    assert_eq!(fired[0]["execution"]["scheduleId"], id.as_str());
+    assert_eq!(fired[0].outcome, Outcome::STARTED);
     assert_eq!(
-        utc(fired[0]["firedAt"].as_str().unwrap()),
-        utc("2026-06-01T03:45:30.004Z")
+        fired[0].execution.as_ref().unwrap().trigger,
+        Trigger::Schedule
     );
-    assert_eq!(utc(next.as_str().unwrap()), utc("2026-06-02T03:45:30Z"));
+    assert_eq!(
+        fired[0].execution.as_ref().unwrap().schedule_id.as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(fired[0].fired_at, utc("2026-06-01T03:45:30.004Z"));
+    assert_eq!(next.unwrap(), utc("2026-06-02T03:45:30Z"));
 
     // Every 20 seconds, in a zone with a non-hour offset: seconds are the zone's too.
-    let every_20s = create(
-        &app,
-        json!({ "proc": "report", "cron": "*/20 * * * * *", "timezone": "Asia/Kathmandu" }),
-    )
-    .await;
+    let every_20s = app
+        .api()
+        .create_schedule(zoned("report", "*/20 * * * * *", "Asia/Kathmandu"))
+        .await;
     position(&app, &every_20s, utc("2026-06-01T10:00:00Z")).await;
     for at in [
         "2026-06-01T10:00:00Z",
@@ -478,7 +447,7 @@ async fn cron_with_seconds_fires_in_its_time_zone(stack: Stack) {
     ] {
         tick(&app, utc(at)).await;
     }
-    let (fired, next) = runs(&app, &every_20s).await;
+    let (fired, next) = app.api().schedule_runs(&every_20s).await;
     assert_eq!(
         slots(&fired),
         [
@@ -487,19 +456,18 @@ async fn cron_with_seconds_fires_in_its_time_zone(stack: Stack) {
             utc("2026-06-01T10:00:40Z")
         ]
     );
-    assert_eq!(utc(next.as_str().unwrap()), utc("2026-06-01T10:01:00Z"));
+    assert_eq!(next.unwrap(), utc("2026-06-01T10:01:00Z"));
 }
 
 async fn a_local_time_skipped_by_dst_does_not_fire_and_a_repeated_one_fires_once(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app, "report", "true").await;
-    let id = create(
-        &app,
-        json!({ "proc": "report", "cron": "0 30 2 * * *", "timezone": "Europe/Berlin" }),
-    )
-    .await;
+    define(&app.api(), "report", "true").await;
+    let id = app
+        .api()
+        .create_schedule(zoned("report", "0 30 2 * * *", "Europe/Berlin"))
+        .await;
     // Spring, 2026-03-29: Berlin jumps from 02:00 CET to 03:00 CEST; 02:30 does not exist.
     position(&app, &id, utc("2026-03-28T01:30:00Z")).await; // 02:30 CET on the 28th
     for at in [
@@ -510,7 +478,7 @@ async fn a_local_time_skipped_by_dst_does_not_fire_and_a_repeated_one_fires_once
     ] {
         tick(&app, utc(at)).await;
     }
-    let (fired, _) = runs(&app, &id).await;
+    let (fired, _) = app.api().schedule_runs(&id).await;
     assert_eq!(
         slots(&fired),
         [utc("2026-03-28T01:30:00Z"), utc("2026-03-30T00:30:00Z")],
@@ -518,11 +486,10 @@ async fn a_local_time_skipped_by_dst_does_not_fire_and_a_repeated_one_fires_once
     );
 
     // Autumn, 2026-10-25: 03:00 CEST falls back to 02:00 CET; 02:30 happens twice.
-    let autumn = create(
-        &app,
-        json!({ "proc": "report", "cron": "0 30 2 * * *", "timezone": "Europe/Berlin" }),
-    )
-    .await;
+    let autumn = app
+        .api()
+        .create_schedule(zoned("report", "0 30 2 * * *", "Europe/Berlin"))
+        .await;
     position(&app, &autumn, utc("2026-10-24T00:30:00Z")).await; // 02:30 CEST on the 24th
     for at in [
         "2026-10-24T00:30:00Z",
@@ -532,7 +499,7 @@ async fn a_local_time_skipped_by_dst_does_not_fire_and_a_repeated_one_fires_once
     ] {
         tick(&app, utc(at)).await;
     }
-    let (fired, _) = runs(&app, &autumn).await;
+    let (fired, _) = app.api().schedule_runs(&autumn).await;
     assert_eq!(
         slots(&fired),
         [
@@ -548,15 +515,13 @@ async fn catch_up_after_an_hour_of_downtime_follows_the_policy(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app, "report", "true").await;
+    define(&app.api(), "report", "true").await;
     let start = utc("2026-06-01T10:00:00Z");
     let mut ids = Vec::new();
-    for policy in ["SKIP", "LAST", "ALL"] {
-        let id = create(
-            &app,
-            json!({ "proc": "report", "cron": "0 * * * * *", "catchUpPolicy": policy }),
-        )
-        .await;
+    for policy in [CatchUpPolicy::SKIP, CatchUpPolicy::LAST, CatchUpPolicy::ALL] {
+        let mut input = every("report", "0 * * * * *");
+        input.catch_up_policy = Some(policy);
+        let id = app.api().create_schedule(input).await;
         position(&app, &id, start).await;
         ids.push(id);
     }
@@ -564,28 +529,28 @@ async fn catch_up_after_an_hour_of_downtime_follows_the_policy(stack: Stack) {
     // Down from 10:00:01 to 11:00:45: 10:01 .. 11:00 were missed (11:00 is 45 s late).
     tick(&app, utc("2026-06-01T11:00:45Z")).await;
 
-    let (skip, next) = runs(&app, &ids[0]).await;
+    let (skip, next) = app.api().schedule_runs(&ids[0]).await;
     assert_eq!(slots(&skip), [start], "SKIP fires nothing missed");
-    assert_eq!(utc(next.as_str().unwrap()), utc("2026-06-01T11:01:00Z"));
-    let (last, next) = runs(&app, &ids[1]).await;
+    assert_eq!(next.unwrap(), utc("2026-06-01T11:01:00Z"));
+    let (last, next) = app.api().schedule_runs(&ids[1]).await;
     assert_eq!(
         slots(&last),
         [start, utc("2026-06-01T11:00:00Z")],
         "LAST fires the newest"
     );
-    assert_eq!(utc(next.as_str().unwrap()), utc("2026-06-01T11:01:00Z"));
-    let (all, next) = runs(&app, &ids[2]).await;
+    assert_eq!(next.unwrap(), utc("2026-06-01T11:01:00Z"));
+    let (all, next) = app.api().schedule_runs(&ids[2]).await;
     let expected: Vec<DateTime<Utc>> = (0..=60)
         .map(|minute| start + chrono::Duration::minutes(minute))
         .collect();
     assert_eq!(slots(&all), expected, "ALL fires every missed slot once");
-    assert!(all.iter().all(|run| run["outcome"] == "STARTED"));
-    assert_eq!(utc(next.as_str().unwrap()), utc("2026-06-01T11:01:00Z"));
+    assert!(all.iter().all(|run| run.outcome == Outcome::STARTED));
+    assert_eq!(next.unwrap(), utc("2026-06-01T11:01:00Z"));
 
     // Back to normal: the next slot fires on time for all three.
     tick(&app, utc("2026-06-01T11:01:00Z")).await;
     for id in &ids {
-        let (fired, _) = runs(&app, id).await;
+        let (fired, _) = app.api().schedule_runs(id).await;
         assert_eq!(slots(&fired).last(), Some(&utc("2026-06-01T11:01:00Z")));
     }
 
@@ -616,88 +581,86 @@ async fn forbid_skips_while_the_previous_run_is_unfinished(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app, "slow", "sleep 30").await;
-    let id = create(
-        &app,
-        json!({ "proc": "slow", "cron": "0 * * * * *", "overlapPolicy": "FORBID" }),
-    )
-    .await;
+    define(&app.api(), "slow", "sleep 30").await;
+    let id = app
+        .api()
+        .create_schedule(overlapping("slow", "0 * * * * *", OverlapPolicy::FORBID))
+        .await;
     let start = utc("2026-06-01T10:00:00Z");
     position(&app, &id, start).await;
     tick(&app, start).await;
-    let (fired, _) = runs(&app, &id).await;
-    let first = fired[0]["execution"]["id"].as_str().unwrap().to_owned();
-    wait_for_status(&app, &first, "RUNNING").await;
+    let (fired, _) = app.api().schedule_runs(&id).await;
+    let first = started(&fired[0]);
+    app.api()
+        .wait_for_status(&first, ExecutionStatus::Running)
+        .await;
 
     tick(&app, utc("2026-06-01T10:01:00Z")).await;
-    let (fired, _) = runs(&app, &id).await;
+    let (fired, _) = app.api().schedule_runs(&id).await;
     assert_eq!(fired.len(), 2);
-    assert_eq!(fired[1]["outcome"], "SKIPPED_OVERLAP");
-    assert_eq!(fired[1]["execution"], Value::Null);
-    let detail = fired[1]["detail"].as_str().unwrap();
+    assert_eq!(fired[1].outcome, Outcome::SKIPPED_OVERLAP);
+    assert!(fired[1].execution.is_none());
+    let detail = fired[1].detail.as_deref().unwrap_or_default();
     assert!(detail.contains(&format!("execution {first}")), "{detail}");
-    assert_eq!(status(&app, &first).await, "RUNNING", "left alone");
+    assert_eq!(
+        app.api().status(&first).await,
+        ExecutionStatus::Running,
+        "left alone"
+    );
 
-    data(
-        &app,
-        "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
-        json!({ "id": first }),
-    )
-    .await;
+    app.api().cancel(&first).await.expect("cancelled");
     tick(&app, utc("2026-06-01T10:02:00Z")).await;
-    let (fired, _) = runs(&app, &id).await;
-    let outcomes: Vec<&str> = fired
-        .iter()
-        .map(|run| run["outcome"].as_str().unwrap())
-        .collect();
-    assert_eq!(outcomes, ["STARTED", "SKIPPED_OVERLAP", "STARTED"]);
-    let third = fired[2]["execution"]["id"].as_str().unwrap().to_owned();
-    data(
-        &app,
-        "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
-        json!({ "id": third }),
-    )
-    .await;
+    let (fired, _) = app.api().schedule_runs(&id).await;
+    let outcomes: Vec<Outcome> = fired.iter().map(|run| run.outcome.clone()).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::STARTED, Outcome::SKIPPED_OVERLAP, Outcome::STARTED]
+    );
+    let third = started(&fired[2]);
+    app.api().cancel(&third).await.expect("cancelled");
 }
 
 async fn replace_cancels_the_unfinished_run_and_starts_anew(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app, "slow", "sleep 30").await;
-    let id = create(
-        &app,
-        json!({ "proc": "slow", "cron": "0 * * * * *", "overlapPolicy": "REPLACE" }),
-    )
-    .await;
+    define(&app.api(), "slow", "sleep 30").await;
+    let id = app
+        .api()
+        .create_schedule(overlapping("slow", "0 * * * * *", OverlapPolicy::REPLACE))
+        .await;
     let start = utc("2026-06-01T10:00:00Z");
     position(&app, &id, start).await;
     tick(&app, start).await;
-    let (fired, _) = runs(&app, &id).await;
-    let first = fired[0]["execution"]["id"].as_str().unwrap().to_owned();
-    wait_for_status(&app, &first, "RUNNING").await;
+    let (fired, _) = app.api().schedule_runs(&id).await;
+    let first = started(&fired[0]);
+    app.api()
+        .wait_for_status(&first, ExecutionStatus::Running)
+        .await;
 
     tick(&app, utc("2026-06-01T10:01:00Z")).await;
-    let (fired, _) = runs(&app, &id).await;
+    let (fired, _) = app.api().schedule_runs(&id).await;
     assert_eq!(fired.len(), 2);
-    assert_eq!(fired[1]["outcome"], "STARTED");
-    let second = fired[1]["execution"]["id"].as_str().unwrap().to_owned();
-    wait_for_status(&app, &first, "CANCELLED").await;
-    wait_for_status(&app, &second, "RUNNING").await;
-    data(
-        &app,
-        "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
-        json!({ "id": second }),
-    )
-    .await;
+    assert_eq!(fired[1].outcome, Outcome::STARTED);
+    let second = started(&fired[1]);
+    app.api()
+        .wait_for_status(&first, ExecutionStatus::Cancelled)
+        .await;
+    app.api()
+        .wait_for_status(&second, ExecutionStatus::Running)
+        .await;
+    app.api().cancel(&second).await.expect("cancelled");
 }
 
 async fn a_slot_fires_once_however_often_the_scheduler_looks(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app, "report", "true").await;
-    let id = create(&app, json!({ "proc": "report", "cron": "* * * * * *" })).await;
+    define(&app.api(), "report", "true").await;
+    let id = app
+        .api()
+        .create_schedule(every("report", "* * * * * *"))
+        .await;
     let start = utc("2026-06-01T10:00:00Z");
     position(&app, &id, start).await;
     // Many concurrent ticks at the same instants, as from several replicas.
@@ -708,60 +671,62 @@ async fn a_slot_fires_once_however_often_the_scheduler_looks(stack: Stack) {
             result.expect("a tick");
         }
     }
-    let (fired, _) = runs(&app, &id).await;
+    let (fired, _) = app.api().schedule_runs(&id).await;
     assert_eq!(
         slots(&fired),
         (0..5)
             .map(|second| start + chrono::Duration::seconds(second))
             .collect::<Vec<_>>()
     );
-    let executions = data(
-        &app,
-        "{ executions(first: 100, filter: { trigger: SCHEDULE }) { edges { node { id } } } }",
-        json!({}),
-    )
-    .await;
-    assert_eq!(
-        executions["executions"]["edges"].as_array().unwrap().len(),
-        5
-    );
+    let mut scheduled = no_filter();
+    scheduled.trigger = Some(Trigger::Schedule);
+    let executions = app.api().executions(100, None, scheduled).await.unwrap();
+    assert_eq!(executions.edges.len(), 5);
 }
 
 async fn a_run_that_cannot_start_is_recorded_and_reported(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    data(
-        &app,
-        UPSERT,
-        json!({ "i": { "name": "needs-token", "command": ["true"], "secrets": [{ "name": "TOKEN" }] } }),
-    )
-    .await;
-    let id = create(
-        &app,
-        json!({ "proc": "needs-token", "cron": "0 * * * * *" }),
-    )
-    .await;
+    let mut needs_token = proc("needs-token", &["true"]);
+    needs_token.secrets = Some(vec![secret("TOKEN")]);
+    app.api().define_proc(needs_token).await;
+    let id = app
+        .api()
+        .create_schedule(every("needs-token", "0 * * * * *"))
+        .await;
     let start = utc("2026-06-01T10:00:00Z");
     position(&app, &id, start).await;
     tick(&app, start).await;
-    let (fired, _) = runs(&app, &id).await;
-    assert_eq!(fired[0]["outcome"], "NOT_STARTED");
+    let (fired, _) = app.api().schedule_runs(&id).await;
+    assert_eq!(fired[0].outcome, Outcome::NOT_STARTED);
     assert!(
-        fired[0]["detail"].as_str().unwrap().contains("TOKEN"),
-        "{}",
+        fired[0]
+            .detail
+            .as_deref()
+            .is_some_and(|detail| detail.contains("TOKEN")),
+        "{:?}",
         fired[0]
     );
-    assert_eq!(fired[0]["execution"]["status"], "CREATION_FAILED");
-    assert_eq!(fired[0]["execution"]["trigger"], "SCHEDULE");
+    assert_eq!(
+        fired[0].execution.as_ref().unwrap().status,
+        ExecutionStatus::CreationFailed
+    );
+    assert_eq!(
+        fired[0].execution.as_ref().unwrap().trigger,
+        Trigger::Schedule
+    );
 }
 
 async fn a_schedule_whose_stored_timing_broke_stops_instead_of_failing_every_tick(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app, "report", "true").await;
-    let id = create(&app, json!({ "proc": "report", "cron": "0 * * * * *" })).await;
+    define(&app.api(), "report", "true").await;
+    let id = app
+        .api()
+        .create_schedule(every("report", "0 * * * * *"))
+        .await;
     let start = utc("2026-06-01T10:00:00Z");
     position(&app, &id, start).await;
     // As if a later zone database no longer knew the zone.
@@ -772,9 +737,9 @@ async fn a_schedule_whose_stored_timing_broke_stops_instead_of_failing_every_tic
         .await
         .unwrap();
     tick(&app, start).await;
-    let (fired, next) = runs(&app, &id).await;
+    let (fired, next) = app.api().schedule_runs(&id).await;
     assert!(fired.is_empty());
-    assert_eq!(next, Value::Null, "stopped until edited");
+    assert_eq!(next, None, "stopped until edited");
     let due = proctor_schema::schedules::firing::next_due(&app.state)
         .await
         .unwrap();
@@ -811,26 +776,21 @@ fn assert_consecutive_seconds(slots: &[DateTime<Utc>]) {
 
 async fn an_every_second_schedule_fires_on_time_and_pausing_stops_it(stack: Stack) {
     let Some(app) = live(stack).await else { return };
-    define(&app, "tick", "true").await;
-    let id = create(&app, json!({ "proc": "tick", "cron": "* * * * * *" })).await;
+    define(&app.api(), "tick", "true").await;
+    let id = app
+        .api()
+        .create_schedule(every("tick", "* * * * * *"))
+        .await;
     tokio::time::sleep(Duration::from_millis(5_200)).await;
 
     let paused_at = Utc::now();
-    data(
-        &app,
-        "mutation($id: ID!) { setScheduleEnabled(id: $id, enabled: false) { enabled } }",
-        json!({ "id": id }),
-    )
-    .await;
-    let (fired, _) = runs(&app, &id).await;
+    app.api().set_schedule_enabled(&id, false).await;
+    let (fired, _) = app.api().schedule_runs(&id).await;
     assert!(fired.len() >= 5, "{} runs in 5.2 s", fired.len());
     assert_consecutive_seconds(&slots(&fired));
     let lateness: Vec<i64> = fired
         .iter()
-        .map(|run| {
-            (utc(run["firedAt"].as_str().unwrap()) - utc(run["slot"].as_str().unwrap()))
-                .num_milliseconds()
-        })
+        .map(|run| (run.fired_at - run.slot).num_milliseconds())
         .collect();
     eprintln!(
         "lateness of {} real-clock slots (ms): {lateness:?}",
@@ -839,11 +799,11 @@ async fn an_every_second_schedule_fires_on_time_and_pausing_stops_it(stack: Stac
     assert!(
         fired
             .iter()
-            .all(|run| run["outcome"] == "STARTED" && run["execution"]["id"].is_string())
+            .all(|run| run.outcome == Outcome::STARTED && run.execution.is_some())
     );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (after_pause, _) = runs(&app, &id).await;
+    let (after_pause, _) = app.api().schedule_runs(&id).await;
     let last = *slots(&after_pause).last().unwrap();
     assert!(
         last <= paused_at + chrono::Duration::seconds(1),
@@ -853,22 +813,22 @@ async fn an_every_second_schedule_fires_on_time_and_pausing_stops_it(stack: Stac
 
 async fn deleting_a_schedule_stops_it(stack: Stack) {
     let Some(app) = live(stack).await else { return };
-    define(&app, "tick", "true").await;
-    let id = create(&app, json!({ "proc": "tick", "cron": "* * * * * *" })).await;
+    define(&app.api(), "tick", "true").await;
+    let id = app
+        .api()
+        .create_schedule(every("tick", "* * * * * *"))
+        .await;
+    let api = app.api();
     let scheduled = || {
-        let app = &app;
+        let api = &api;
         async move {
-            data(
-                app,
-                "{ executions(first: 100, filter: { proc: \"tick\", trigger: SCHEDULE }) {
-                    edges { node { createdAt } } } }",
-                json!({}),
-            )
-            .await["executions"]["edges"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|edge| utc(edge["node"]["createdAt"].as_str().unwrap()))
+            let mut filter = no_filter();
+            filter.proc = Some("tick".to_owned());
+            filter.trigger = Some(Trigger::Schedule);
+            let page = api.executions(100, None, filter).await.unwrap();
+            page.edges
+                .into_iter()
+                .map(|edge| edge.node.created_at)
                 .collect::<Vec<_>>()
         }
     };
@@ -879,12 +839,8 @@ async fn deleting_a_schedule_stops_it(stack: Stack) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let deleted_at = Utc::now();
-    data(
-        &app,
-        "mutation($id: ID!) { deleteSchedule(id: $id) }",
-        json!({ "id": id }),
-    )
-    .await;
+    let variables = delete_schedule::Variables { id: id.clone() };
+    api.ok::<DeleteSchedule>(variables).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let created = scheduled().await;
     assert!(created.len() >= 2, "it ran before: {created:?}");
@@ -924,11 +880,26 @@ async fn notifying(stack: Stack, smtp: &SmtpSink, webhook_secret: &str) -> Optio
 }
 
 /// Waits until the run of `execution` records its notifications.
-async fn recorded_notifications(app: &TestApp, schedule: &str) -> Vec<Value> {
+/// As `(channel, delivered, error)`, by channel.
+async fn recorded_notifications(
+    app: &TestApp,
+    schedule: &str,
+) -> Vec<(String, bool, Option<String>)> {
     for _ in 0..200 {
-        let (fired, _) = runs(app, schedule).await;
-        let records = fired[0]["notifications"].as_array().unwrap().clone();
+        let (fired, _) = app.api().schedule_runs(schedule).await;
+        let mut records: Vec<(String, bool, Option<String>)> = fired[0]
+            .notifications
+            .iter()
+            .map(|record| {
+                (
+                    record.channel.clone(),
+                    record.delivered,
+                    record.error.clone(),
+                )
+            })
+            .collect();
         if !records.is_empty() {
+            records.sort();
             return records;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -942,23 +913,24 @@ async fn a_finished_scheduled_run_is_mailed_posted_and_signed(stack: Stack) {
     let Some(app) = notifying(stack, &smtp, "hook-secret").await else {
         return;
     };
-    define(&app, "nightly", "echo working; exit 3").await;
-    let id = create(
-        &app,
-        json!({
-            "proc": "nightly", "cron": "0 * * * * *",
-            "args": [{ "name": "REGION", "value": "us" }],
-            "notificationEmails": ["ops@example.com", "lead@example.com"],
-            "slackWebhookUrl": hooks.url("/slack/T0/B0/slack-secret"),
-            "webhookUrl": hooks.url("/proctor-events"),
-        }),
-    )
-    .await;
+    define(&app.api(), "nightly", "echo working; exit 3").await;
+    let mut input = every("nightly", "0 * * * * *");
+    input.args = Some(vec![ArgInput {
+        name: "REGION".to_owned(),
+        value: "us".to_owned(),
+    }]);
+    input.notification_emails = Some(vec![
+        "ops@example.com".to_owned(),
+        "lead@example.com".to_owned(),
+    ]);
+    input.slack_webhook_url = Some(hooks.url("/slack/T0/B0/slack-secret"));
+    input.webhook_url = Some(hooks.url("/proctor-events"));
+    let id = app.api().create_schedule(input).await;
     let start = utc("2026-06-01T10:00:00Z");
     position(&app, &id, start).await;
     tick(&app, start).await;
-    let (fired, _) = runs(&app, &id).await;
-    let execution = fired[0]["execution"]["id"].as_str().unwrap().to_owned();
+    let (fired, _) = app.api().schedule_runs(&id).await;
+    let execution = started(&fired[0]);
 
     let mail = smtp.next_mail(Duration::from_secs(20)).await;
     assert_eq!(mail.from, "proctor@example.com");
@@ -1030,15 +1002,11 @@ async fn a_finished_scheduled_run_is_mailed_posted_and_signed(stack: Stack) {
         "the signature depends on the secret"
     );
 
-    let mut records = recorded_notifications(&app, &id).await;
-    records.sort_by_key(|record| record["channel"].as_str().unwrap().to_owned());
+    let records = recorded_notifications(&app, &id).await;
+    let delivered = |channel: &str| (channel.to_owned(), true, None);
     assert_eq!(
         records,
-        [
-            json!({ "channel": "email", "delivered": true, "error": null }),
-            json!({ "channel": "slack", "delivered": true, "error": null }),
-            json!({ "channel": "webhook", "delivered": true, "error": null }),
-        ]
+        [delivered("email"), delivered("slack"), delivered("webhook")]
     );
 }
 
@@ -1048,28 +1016,24 @@ async fn a_failed_notification_is_recorded_and_never_fails_the_run(stack: Stack)
     let Some(app) = notifying(stack, &smtp, "hook-secret").await else {
         return;
     };
-    define(&app, "nightly", "echo fine").await;
+    define(&app.api(), "nightly", "echo fine").await;
     // Nothing listens on the Slack URL's port; the webhook answers 500.
     let unreachable = format!(
         "http://127.0.0.1:{}/services/T0/B0/slack-secret",
         proctor_tests::free_port()
     );
-    let id = create(
-        &app,
-        json!({ "proc": "nightly", "cron": "0 * * * * *",
-            "slackWebhookUrl": unreachable, "webhookUrl": hooks.url("/status/500") }),
-    )
-    .await;
+    let mut input = every("nightly", "0 * * * * *");
+    input.slack_webhook_url = Some(unreachable);
+    input.webhook_url = Some(hooks.url("/status/500"));
+    let id = app.api().create_schedule(input).await;
     let start = utc("2026-06-01T10:00:00Z");
     position(&app, &id, start).await;
     tick(&app, start).await;
     hooks.next_request(Duration::from_secs(20)).await;
-    let mut records = recorded_notifications(&app, &id).await;
-    records.sort_by_key(|record| record["channel"].as_str().unwrap().to_owned());
+    let records = recorded_notifications(&app, &id).await;
     assert_eq!(records.len(), 2, "{records:?}");
-    assert_eq!(records[0]["channel"], "slack");
-    assert_eq!(records[0]["delivered"], false);
-    let slack_error = records[0]["error"].as_str().unwrap();
+    assert_eq!((records[0].0.as_str(), records[0].1), ("slack", false));
+    let slack_error = records[0].2.as_deref().unwrap_or_default();
     assert!(
         slack_error.starts_with("cannot reach Slack"),
         "{slack_error}"
@@ -1080,10 +1044,17 @@ async fn a_failed_notification_is_recorded_and_never_fails_the_run(stack: Stack)
     );
     assert_eq!(
         records[1],
-        json!({ "channel": "webhook", "delivered": false, "error": "the webhook answered 500 Internal Server Error" })
+        (
+            "webhook".to_owned(),
+            false,
+            Some("the webhook answered 500 Internal Server Error".to_owned())
+        )
     );
-    let (fired, _) = runs(&app, &id).await;
-    assert_eq!(fired[0]["execution"]["status"], "SUCCEEDED");
+    let (fired, _) = app.api().schedule_runs(&id).await;
+    assert_eq!(
+        fired[0].execution.as_ref().unwrap().status,
+        ExecutionStatus::Succeeded
+    );
 }
 
 on_both_stacks!(
@@ -1125,58 +1096,25 @@ async fn start_replica(
         .unwrap()
 }
 
-async fn replica_data(base: &str, query: &str, variables: Value) -> Value {
-    let response = proctor_tests::post_graphql(base, query, variables).await;
-    assert_eq!(response["errors"], Value::Null, "{response}");
-    response["data"].clone()
-}
-
 /// Starts an every-second schedule through `base`; returns its id.
 async fn every_second(base: &str) -> String {
-    replica_data(
-        base,
-        UPSERT,
-        json!({ "i": { "name": "tick", "command": ["true"] } }),
-    )
-    .await;
-    replica_data(
-        base,
-        CREATE,
-        json!({ "i": { "proc": "tick", "cron": "* * * * * *" } }),
-    )
-    .await["createSchedule"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    let api = Api::at(base);
+    api.define_proc(proc("tick", &["true"])).await;
+    api.create_schedule(every("tick", "* * * * * *")).await
 }
 
 /// Pauses the schedule through `base`, lets the last runs settle, and returns its runs (oldest
 /// first) and the number of scheduled executions.
-async fn pause_and_collect(base: &str, id: &str) -> (Vec<Value>, usize) {
-    replica_data(
-        base,
-        "mutation($id: ID!) { setScheduleEnabled(id: $id, enabled: false) { enabled } }",
-        json!({ "id": id }),
-    )
-    .await;
+async fn pause_and_collect(base: &str, id: &str) -> (Vec<ScheduleRun>, usize) {
+    let api = Api::at(base);
+    api.set_schedule_enabled(id, false).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let found = replica_data(base, RUNS, json!({ "id": id })).await;
-    let mut runs: Vec<Value> = found["schedule"]["runs"]["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|edge| edge["node"].clone())
-        .collect();
-    runs.reverse();
-    let executions = replica_data(
-        base,
-        "{ executions(first: 100, filter: { proc: \"tick\", trigger: SCHEDULE }) {
-            edges { node { id status } } } }",
-        json!({}),
-    )
-    .await;
-    let count = executions["executions"]["edges"].as_array().unwrap().len();
-    (runs, count)
+    let (runs, _) = api.schedule_runs(id).await;
+    let mut filter = no_filter();
+    filter.proc = Some("tick".to_owned());
+    filter.trigger = Some(Trigger::Schedule);
+    let executions = api.executions(100, None, filter).await.unwrap();
+    (runs, executions.edges.len())
 }
 
 /// Which replica started each scheduled execution (from the lease owner kept on the row).
@@ -1196,17 +1134,17 @@ async fn fires_per_replica(database: &TestDatabase) -> Vec<(Option<String>, i64)
         .unwrap()
 }
 
-fn assert_each_slot_fired_once(runs: &[Value], executions: usize) {
+fn assert_each_slot_fired_once(runs: &[ScheduleRun], executions: usize) {
     let fired = slots(runs);
     assert_consecutive_seconds(&fired);
     assert!(
         runs.iter()
-            .all(|run| run["outcome"] == "STARTED" && run["execution"]["id"].is_string()),
+            .all(|run| run.outcome == Outcome::STARTED && run.execution.is_some()),
         "every slot started an execution: {runs:?}"
     );
     let mut ids: Vec<&str> = runs
         .iter()
-        .map(|run| run["execution"]["id"].as_str().unwrap())
+        .map(|run| run.execution.as_ref().expect("an execution").id.as_str())
         .collect();
     ids.sort_unstable();
     ids.dedup();
@@ -1269,18 +1207,11 @@ async fn killing_a_replica_leaves_no_slot_unfired() {
     assert_each_slot_fired_once(&runs, executions);
     // Whatever the killed replica held is taken over once its lease (2 s) runs out.
     for run in &runs {
-        let execution = run["execution"]["id"].as_str().unwrap();
+        let execution = started(run);
         let mut finished = false;
+        let api = Api::at(&b.url(""));
         for _ in 0..100 {
-            let state = replica_data(
-                &b.url(""),
-                "query($id: ID!) { execution(id: $id) { status } }",
-                json!({ "id": execution }),
-            )
-            .await;
-            if !["PENDING", "STARTING", "RUNNING"]
-                .contains(&state["execution"]["status"].as_str().unwrap())
-            {
+            if api.status(&execution).await.is_final() {
                 finished = true;
                 break;
             }

@@ -52,8 +52,17 @@ pub mod operations {
         ProcHistory,
         ValidateArgs,
     );
-    operations!("graphql/auth.graphql": Me);
-    operations!("graphql/schedules.graphql": TriggerSchedule);
+    operations!("graphql/auth.graphql": Me, AuditEvents);
+    operations!(
+        "graphql/schedules.graphql": CreateSchedule,
+        UpdateSchedule,
+        SetScheduleEnabled,
+        DeleteSchedule,
+        TriggerSchedule,
+        ListSchedules,
+        ScheduleRuns,
+        CronPreview,
+    );
     operations!(
         "graphql/executions.graphql": Execute,
         CancelExecution,
@@ -89,6 +98,31 @@ pub type SecretState = set_secrets::SetSecretsSetSecrets;
 pub type ExecutionFilter = list_executions::ExecutionFilter;
 /// A page of `executions`.
 pub type ExecutionPage = list_executions::ListExecutionsExecutions;
+
+/// A schedule definition, as `createSchedule` and `updateSchedule` take it.
+pub type ScheduleInput = create_schedule::ScheduleInput;
+/// A schedule as `createSchedule` stored it.
+pub type CreatedSchedule = create_schedule::CreateScheduleCreateSchedule;
+/// One fired (or skipped) slot of a schedule.
+pub type ScheduleRun = schedule_runs::ScheduleRunsScheduleRunsEdgesNode;
+
+/// A schedule of `proc` on `cron`, with nothing else set.
+pub fn schedule(proc: &str, cron: &str) -> ScheduleInput {
+    ScheduleInput {
+        proc: proc.to_owned(),
+        args: None,
+        cron: cron.to_owned(),
+        timezone: None,
+        tags: None,
+        group: None,
+        notification_emails: None,
+        enabled: None,
+        overlap_policy: None,
+        catch_up_policy: None,
+        slack_webhook_url: None,
+        webhook_url: None,
+    }
+}
 
 /// A filter that lets everything through.
 pub fn no_filter() -> ExecutionFilter {
@@ -586,6 +620,71 @@ impl Api {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         panic!("fewer than {at_least} lines were stored");
+    }
+
+    /// Creates a schedule; the stored schedule with its next three fire times.
+    pub async fn try_create_schedule(
+        &self,
+        input: ScheduleInput,
+    ) -> Result<CreatedSchedule, Failure> {
+        let variables = create_schedule::Variables { input, count: 3 };
+        Ok(self
+            .call::<CreateSchedule>(variables)
+            .await?
+            .create_schedule)
+    }
+
+    /// Creates a schedule, which must be accepted; its id.
+    pub async fn create_schedule(&self, input: ScheduleInput) -> String {
+        self.try_create_schedule(input)
+            .await
+            .unwrap_or_else(|failure| panic!("creating a schedule failed: {failure:?}"))
+            .id
+    }
+
+    /// The runs of schedule `id`, oldest first, and its next fire time.
+    pub async fn schedule_runs(&self, id: &str) -> (Vec<ScheduleRun>, Option<DateTime>) {
+        let variables = schedule_runs::Variables { id: id.to_owned() };
+        let found = self
+            .ok::<ScheduleRuns>(variables)
+            .await
+            .schedule
+            .expect("the schedule");
+        let mut runs: Vec<ScheduleRun> =
+            found.runs.edges.into_iter().map(|edge| edge.node).collect();
+        runs.reverse();
+        (runs, found.next_fire_at)
+    }
+
+    /// Pauses (`false`) or resumes schedule `id`.
+    pub async fn set_schedule_enabled(&self, id: &str, enabled: bool) {
+        let variables = set_schedule_enabled::Variables {
+            id: id.to_owned(),
+            enabled,
+        };
+        self.ok::<SetScheduleEnabled>(variables).await;
+    }
+
+    /// The status of execution `id`.
+    pub async fn status(&self, id: &str) -> ExecutionStatus {
+        self.execution(id).await.expect("the execution").status
+    }
+
+    /// Waits until execution `id` is in state `wanted`.
+    ///
+    /// # Panics
+    /// When it is not within 15 s.
+    pub async fn wait_for_status(&self, id: &str, wanted: ExecutionStatus) {
+        for _ in 0..300 {
+            if self.status(id).await == wanted {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "execution {id} is {:?} instead of {wanted:?}",
+            self.status(id).await
+        );
     }
 
     /// Execution `id`; `None` when there is none.
