@@ -2,9 +2,13 @@
 //! websocket payloads; admin rights; proc groups; token issue and revocation; the audit log.
 
 use proctor_schema::ports::authenticator::Credentials;
+use proctor_tests::api::{
+    DeleteProc, DeleteSecret, ProcByName, delete_proc, delete_secret, me, proc, proc_by_name,
+    secret,
+};
 use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::{Stack, TestApp};
-use serde_json::{Value, json};
+use serde_json::json;
 
 async fn spawn(stack: Stack) -> Option<TestApp> {
     TestApp::builder()
@@ -14,32 +18,25 @@ async fn spawn(stack: Stack) -> Option<TestApp> {
         .await
 }
 
-fn code(response: &Value) -> &str {
-    response["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("expected an error: {response}"))
-}
-
-const UPSERT: &str = "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }";
-
 /// An admin token and three procs: open to all, for ops, for ops and db.
 async fn seeded(app: &TestApp) -> String {
     let admin = app.issue_token("root@example.com", &[], true).await;
     for (name, groups) in [
-        ("open", json!([])),
-        ("ops-only", json!(["ops"])),
-        ("ops-db", json!(["ops", "db"])),
+        ("open", vec![]),
+        ("ops-only", vec!["ops"]),
+        ("ops-db", vec!["ops", "db"]),
     ] {
-        let created = app
-            .graphql_as(
-                &admin,
-                UPSERT,
-                json!({ "i": { "name": name, "command": ["true"], "authorizedGroups": groups } }),
-            )
-            .await;
-        assert_eq!(created["errors"], Value::Null, "{created}");
+        let mut input = proc(name, &["true"]);
+        input.authorized_groups = Some(groups.into_iter().map(str::to_owned).collect());
+        app.api_as(&admin).define_proc(input).await;
     }
     admin
+}
+
+/// `me` as `(email, groups, admin)`.
+fn identity(me: &me::MeMe) -> (Option<&str>, Vec<&str>, bool) {
+    let groups = me.groups.iter().map(String::as_str).collect();
+    (me.email.as_deref(), groups, me.admin)
 }
 
 async fn credentials_are_required_and_checked(stack: Stack) {
@@ -48,51 +45,41 @@ async fn credentials_are_required_and_checked(stack: Stack) {
     };
     let token = app.issue_token("ada@example.com", &["ops"], false).await;
 
-    let anonymous = app
-        .graphql("{ serverInfo { authEnabled } me { email } }", json!({}))
-        .await;
-    assert_eq!(
-        anonymous["data"],
-        json!({ "serverInfo": { "authEnabled": true }, "me": null })
-    );
-    let procs = app.graphql("{ procs { name } }", json!({})).await;
-    assert_eq!(code(&procs), "UNAUTHENTICATED");
+    let anonymous = app.api();
     assert!(
-        procs["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Access-Token")
+        anonymous
+            .me()
+            .await
+            .expect("no error without credentials")
+            .is_none()
     );
+    let procs = anonymous.try_procs(None).await.expect_err("refused");
+    assert_eq!(procs.code, "UNAUTHENTICATED");
+    assert!(procs.message.contains("Access-Token"), "{procs:?}");
 
-    let me = "{ me { email groups admin } }";
-    let expected =
-        json!({ "me": { "email": "ada@example.com", "groups": ["ops"], "admin": false } });
-    assert_eq!(
-        app.graphql_as(&token, me, json!({})).await["data"],
-        expected
-    );
+    let expected = (Some("ada@example.com"), vec!["ops"], false);
+    let me = app.api_as(&token).me().await.unwrap().expect("ada");
+    assert_eq!(identity(&me), expected);
     let legacy = app
-        .graphql_with(
-            &[("Access-Token", &token), ("Email-Id", "Ada@Example.com")],
-            me,
-            json!({}),
-        )
-        .await;
+        .api_with(&[("Access-Token", &token), ("Email-Id", "Ada@Example.com")])
+        .me()
+        .await
+        .unwrap()
+        .expect("ada");
     assert_eq!(
-        legacy["data"], expected,
+        identity(&legacy),
+        expected,
         "legacy headers, e-mail compared case-insensitively"
     );
 
     let wrong_owner = app
-        .graphql_with(
-            &[("Access-Token", &token), ("Email-Id", "eve@example.com")],
-            me,
-            json!({}),
-        )
-        .await;
-    assert_eq!(code(&wrong_owner), "UNAUTHENTICATED");
-    let forged = app.graphql_as("prt_forged", me, json!({})).await;
-    assert_eq!(code(&forged), "UNAUTHENTICATED");
+        .api_with(&[("Access-Token", &token), ("Email-Id", "eve@example.com")])
+        .me()
+        .await
+        .expect_err("not hers");
+    assert_eq!(wrong_owner.code, "UNAUTHENTICATED");
+    let forged = app.api_as("prt_forged").me().await.expect_err("forged");
+    assert_eq!(forged.code, "UNAUTHENTICATED");
 
     // The same rules in-process, without HTTP.
     let in_process = app
@@ -101,11 +88,14 @@ async fn credentials_are_required_and_checked(stack: Stack) {
                 bearer_token: Some(token.clone()),
                 ..Credentials::default()
             },
-            me,
+            "{ me { email name groups admin } }",
             json!({}),
         )
         .await;
-    assert_eq!(in_process["data"], expected);
+    let in_process: graphql_client::Response<me::ResponseData> =
+        serde_json::from_value(in_process).expect("a response of Me");
+    let me = in_process.data.and_then(|data| data.me).expect("ada");
+    assert_eq!(identity(&me), expected);
 }
 
 async fn only_admins_manage(stack: Stack) {
@@ -116,48 +106,58 @@ async fn only_admins_manage(stack: Stack) {
     let user = app
         .issue_token("ada@example.com", &["ops", "db"], false)
         .await;
+    let user = app.api_as(&user);
+    let delete_secret = delete_secret::Variables {
+        proc: "open".to_owned(),
+        key: "X".to_owned(),
+    };
     let attempts = [
         (
-            UPSERT,
-            json!({ "i": { "name": "mine", "command": ["true"] } }),
-        ),
-        (r#"mutation { deleteProc(name: "open") }"#, json!({})),
-        (
-            r#"mutation { setSecrets(proc: "open", secrets: []) { key } }"#,
-            json!({}),
+            "upsertProc",
+            user.try_define_proc(proc("mine", &["true"]))
+                .await
+                .map(|_| ()),
         ),
         (
-            r#"mutation { deleteSecret(proc: "open", key: "X") }"#,
-            json!({}),
+            "deleteProc",
+            user.call::<DeleteProc>(delete_proc::Variables {
+                name: "open".to_owned(),
+            })
+            .await
+            .map(|_| ()),
         ),
         (
-            r#"mutation { createApiToken(email: "x@example.com") }"#,
-            json!({}),
+            "setSecrets",
+            user.set_secrets("open", &[]).await.map(|_| ()),
         ),
         (
-            r#"mutation { revokeApiToken(email: "root@example.com") }"#,
-            json!({}),
+            "deleteSecret",
+            user.call::<DeleteSecret>(delete_secret).await.map(|_| ()),
         ),
-        ("{ auditEvents { edges { node { action } } } }", json!({})),
+        (
+            "createApiToken",
+            user.create_api_token("x@example.com", None, None)
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "revokeApiToken",
+            user.revoke_api_token("root@example.com").await.map(|_| ()),
+        ),
+        ("auditEvents", user.audit_events(20, None).await.map(|_| ())),
     ];
-    for (query, variables) in attempts {
-        let refused = app.graphql_as(&user, query, variables.clone()).await;
-        assert_eq!(code(&refused), "FORBIDDEN", "{query}: {refused}");
+    for (operation, outcome) in attempts {
+        let refused = outcome.expect_err(operation);
+        assert_eq!(refused.code, "FORBIDDEN", "{operation}: {refused:?}");
         assert!(
-            refused["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains("proctor.admin")
+            refused.message.contains("proctor.admin"),
+            "{operation}: {refused:?}"
         );
-        let allowed = app
-            .graphql_as(
-                &admin,
-                "{ auditEvents(first: 1) { edges { cursor } } }",
-                json!({}),
-            )
-            .await;
-        assert_eq!(allowed["errors"], Value::Null, "{allowed}");
     }
+    app.api_as(&admin)
+        .audit_events(1, None)
+        .await
+        .expect("administrators read the audit log");
 }
 
 async fn proc_groups_gate_what_a_user_sees_and_reads(stack: Stack) {
@@ -167,41 +167,38 @@ async fn proc_groups_gate_what_a_user_sees_and_reads(stack: Stack) {
     let admin = seeded(&app).await;
     let ops = app.issue_token("ops@example.com", &["ops"], false).await;
     let nobody = app.issue_token("new@example.com", &[], false).await;
-    let names = |response: Value| -> Vec<String> {
-        response["data"]["procs"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{response}"))
-            .iter()
-            .map(|p| p["name"].as_str().unwrap().to_owned())
-            .collect()
+    let names = |procs: Vec<(String, i64)>| -> Vec<String> {
+        procs.into_iter().map(|(name, _)| name).collect()
     };
-    const LIST: &str = "{ procs { name } }";
     assert_eq!(
-        names(app.graphql_as(&admin, LIST, json!({})).await),
+        names(app.api_as(&admin).procs(None).await),
         ["open", "ops-db", "ops-only"]
     );
     assert_eq!(
-        names(app.graphql_as(&ops, LIST, json!({})).await),
+        names(app.api_as(&ops).procs(None).await),
         ["open", "ops-only"]
     );
-    assert_eq!(
-        names(app.graphql_as(&nobody, LIST, json!({})).await),
-        ["open"]
-    );
+    assert_eq!(names(app.api_as(&nobody).procs(None).await), ["open"]);
 
-    let denied = app
-        .graphql_as(&ops, r#"{ proc(name: "ops-db") { name } }"#, json!({}))
-        .await;
-    assert_eq!(code(&denied), "FORBIDDEN");
-    let message = denied["errors"][0]["message"].as_str().unwrap();
+    let as_ops = app.api_as(&ops);
+    let read = |name: &str| {
+        let variables = proc_by_name::Variables {
+            name: name.to_owned(),
+        };
+        as_ops.call::<ProcByName>(variables)
+    };
+    let denied = read("ops-db").await.expect_err("not in db");
+    assert_eq!(denied.code, "FORBIDDEN");
     assert!(
-        message.contains("not in db"),
-        "names the missing group: {message}"
+        denied.message.contains("not in db"),
+        "names the missing group: {denied:?}"
     );
-    let allowed = app
-        .graphql_as(&ops, r#"{ proc(name: "ops-only") { name } }"#, json!({}))
-        .await;
-    assert_eq!(allowed["data"]["proc"]["name"], "ops-only");
+    let allowed = read("ops-only")
+        .await
+        .expect("in ops")
+        .proc
+        .expect("ops-only");
+    assert_eq!(allowed.name, "ops-only");
 }
 
 async fn tokens_are_issued_changed_and_revoked(stack: Stack) {
@@ -209,69 +206,49 @@ async fn tokens_are_issued_changed_and_revoked(stack: Stack) {
         return;
     };
     let admin = app.issue_token("root@example.com", &[], true).await;
-    const CREATE: &str = "mutation($e: String!, $g: [String!], $a: Boolean) {
-        createApiToken(email: $e, groups: $g, admin: $a) }";
-    const ME: &str = "{ me { email groups admin } }";
+    let admin = app.api_as(&admin);
 
-    let issued = app
-        .graphql_as(
-            &admin,
-            CREATE,
-            json!({ "e": "Bo@Example.com", "g": ["ops"] }),
-        )
-        .await;
-    let token = issued["data"]["createApiToken"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{issued}"))
-        .to_owned();
+    let token = admin
+        .create_api_token("Bo@Example.com", Some(&["ops"]), None)
+        .await
+        .expect("issued");
     assert!(token.starts_with("prt_"));
-    assert_eq!(
-        app.graphql_as(&token, ME, json!({})).await["data"]["me"],
-        json!({ "email": "bo@example.com", "groups": ["ops"], "admin": false })
-    );
+    let me = |token: &str| {
+        let api = app.api_as(token);
+        async move { api.me().await }
+    };
+    let bo = me(&token).await.unwrap().expect("bo");
+    assert_eq!(identity(&bo), (Some("bo@example.com"), vec!["ops"], false));
 
     // A second token promotes the user; both tokens now carry the new rights.
-    let second = app
-        .graphql_as(&admin, CREATE, json!({ "e": "bo@example.com", "a": true }))
-        .await;
-    let second = second["data"]["createApiToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let second = admin
+        .create_api_token("bo@example.com", None, Some(true))
+        .await
+        .expect("issued");
+    let bo = me(&token).await.unwrap().expect("bo");
     assert_eq!(
-        app.graphql_as(&token, ME, json!({})).await["data"]["me"],
-        json!({ "email": "bo@example.com", "groups": ["ops", "proctor.admin"], "admin": true })
+        identity(&bo),
+        (Some("bo@example.com"), vec!["ops", "proctor.admin"], true)
     );
 
-    let invalid = app
-        .graphql_as(&admin, CREATE, json!({ "e": "not-an-email" }))
-        .await;
-    assert_eq!(code(&invalid), "BAD_USER_INPUT");
-    assert_eq!(invalid["errors"][0]["extensions"]["field"], "email");
+    let invalid = admin
+        .create_api_token("not-an-email", None, None)
+        .await
+        .expect_err("not an address");
+    assert_eq!(invalid.code, "BAD_USER_INPUT");
+    assert_eq!(invalid.field.as_deref(), Some("email"));
 
-    const REVOKE: &str = r#"mutation { revokeApiToken(email: "bo@example.com") }"#;
-    assert_eq!(
-        app.graphql_as(&admin, REVOKE, json!({})).await["data"]["revokeApiToken"],
-        true
-    );
+    assert!(admin.revoke_api_token("bo@example.com").await.unwrap());
     for revoked in [&token, &second] {
-        assert_eq!(
-            code(&app.graphql_as(revoked, ME, json!({})).await),
-            "UNAUTHENTICATED"
-        );
+        let refused = me(revoked).await.expect_err("revoked");
+        assert_eq!(refused.code, "UNAUTHENTICATED");
     }
-    assert_eq!(
-        app.graphql_as(&admin, REVOKE, json!({})).await["data"]["revokeApiToken"],
-        false
-    );
-    let unknown = app
-        .graphql_as(
-            &admin,
-            r#"mutation { revokeApiToken(email: "who@example.com") }"#,
-            json!({}),
-        )
-        .await;
-    assert_eq!(code(&unknown), "NOT_FOUND");
+    assert!(!admin.revoke_api_token("bo@example.com").await.unwrap());
+    let unknown = admin
+        .revoke_api_token("who@example.com")
+        .await
+        .expect_err("no such user");
+    assert_eq!(unknown.code, "NOT_FOUND");
 }
 
 async fn websockets_authenticate_with_the_connection_init_payload(stack: Stack) {
@@ -329,42 +306,35 @@ async fn every_mutation_is_audited(stack: Stack) {
         return;
     };
     let admin = seeded(&app).await;
-    let secret_proc =
-        json!({ "i": { "name": "open", "command": ["true"], "secrets": [{ "name": "K" }] } });
-    for (query, variables) in [
-        (UPSERT, secret_proc),
-        (
-            r#"mutation { setSecrets(proc: "open", secrets: [{ key: "K", value: "hidden-value" }]) { key } }"#,
-            json!({}),
-        ),
-        (
-            r#"mutation { deleteSecret(proc: "open", key: "K") }"#,
-            json!({}),
-        ),
-        (r#"mutation { deleteProc(name: "ops-db") }"#, json!({})),
-        (
-            r#"mutation { createApiToken(email: "x@example.com") }"#,
-            json!({}),
-        ),
-        (
-            r#"mutation { revokeApiToken(email: "x@example.com") }"#,
-            json!({}),
-        ),
-    ] {
-        let response = app.graphql_as(&admin, query, variables).await;
-        assert_eq!(response["errors"], Value::Null, "{query}: {response}");
-    }
-    const PAGE: &str = "query($after: String) { auditEvents(first: 4, after: $after) {
-        pageInfo { hasNextPage hasPreviousPage }
-        edges { cursor node { actor action objectKind objectId detail createdAt } } } }";
-    let first = app.graphql_as(&admin, PAGE, json!({})).await;
-    let page = &first["data"]["auditEvents"];
-    let actions: Vec<&str> = page["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["node"]["action"].as_str().unwrap())
-        .collect();
+    let admin = app.api_as(&admin);
+    let mut secret_proc = proc("open", &["true"]);
+    secret_proc.secrets = Some(vec![secret("K")]);
+    admin.define_proc(secret_proc).await;
+    admin
+        .set_secrets("open", &[("K", "hidden-value")])
+        .await
+        .expect("set");
+    let delete_k = delete_secret::Variables {
+        proc: "open".to_owned(),
+        key: "K".to_owned(),
+    };
+    admin.ok::<DeleteSecret>(delete_k).await;
+    admin
+        .ok::<DeleteProc>(delete_proc::Variables {
+            name: "ops-db".to_owned(),
+        })
+        .await;
+    admin
+        .create_api_token("x@example.com", None, None)
+        .await
+        .expect("issued");
+    admin
+        .revoke_api_token("x@example.com")
+        .await
+        .expect("revoked");
+
+    let page = admin.audit_events(4, None).await.expect("a page");
+    let actions: Vec<&str> = page.edges.iter().map(|e| e.node.action.as_str()).collect();
     assert_eq!(
         actions,
         [
@@ -375,34 +345,32 @@ async fn every_mutation_is_audited(stack: Stack) {
         ],
         "newest first"
     );
-    assert_eq!(page["pageInfo"]["hasNextPage"], true);
-    let newest = &page["edges"][0]["node"];
-    assert_eq!(newest["actor"], "root@example.com");
-    assert_eq!(newest["objectKind"], "user");
-    assert_eq!(newest["objectId"], "x@example.com");
+    assert!(page.page_info.has_next_page);
+    let newest = &page.edges[0].node;
+    assert_eq!(newest.actor.as_deref(), Some("root@example.com"));
+    assert_eq!(newest.object_kind, "user");
+    assert_eq!(newest.object_id, "x@example.com");
 
-    let cursor = page["edges"][3]["cursor"].clone();
-    let second = app
-        .graphql_as(&admin, PAGE, json!({ "after": cursor }))
-        .await;
-    let rest: Vec<&str> = second["data"]["auditEvents"]["edges"]
-        .as_array()
-        .unwrap()
+    let cursor = page.edges[3].cursor.clone();
+    let second = admin.audit_events(4, Some(cursor)).await.expect("a page");
+    let rest: Vec<&str> = second
+        .edges
         .iter()
-        .map(|e| e["node"]["action"].as_str().unwrap())
+        .map(|e| e.node.action.as_str())
         .collect();
     assert_eq!(
         rest,
         ["secret.set", "proc.update", "proc.create", "proc.create"]
     );
     assert!(
-        !second.to_string().contains("hidden-value"),
+        !format!("{second:?}").contains("hidden-value"),
         "details never hold secret values"
     );
-    let bad_cursor = app
-        .graphql_as(&admin, PAGE, json!({ "after": "abc" }))
-        .await;
-    assert_eq!(code(&bad_cursor), "BAD_USER_INPUT");
+    let bad_cursor = admin
+        .audit_events(4, Some("abc".to_owned()))
+        .await
+        .expect_err("not a cursor");
+    assert_eq!(bad_cursor.code, "BAD_USER_INPUT");
 }
 
 on_both_stacks!(
@@ -450,21 +418,12 @@ fn users_add_prints_a_working_token_as_its_last_line() {
         .enable_all()
         .build()
         .unwrap();
-    let me: Value = runtime.block_on(async {
-        proctor_tests::http_client()
-            .post(server.url("/graphql"))
-            .bearer_auth(&token)
-            .json(&json!({ "query": "{ me { email admin } }" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    assert_eq!(
-        me["data"]["me"],
-        json!({ "email": "root@example.com", "admin": true })
-    );
+    let api = proctor_tests::api::Api::at(&server.url("")).as_holder_of(&token);
+    let me = runtime
+        .block_on(api.me())
+        .expect("the token works")
+        .expect("root");
+    assert_eq!(me.email.as_deref(), Some("root@example.com"));
+    assert!(me.admin);
     assert!(server.terminate().success());
 }

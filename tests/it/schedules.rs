@@ -10,10 +10,9 @@ use proctor_schema::schedules::firing::fire_due;
 use proctor_tests::api::create_schedule::{ArgInput, CatchUpPolicy, OverlapPolicy};
 use proctor_tests::api::schedule_runs::ScheduleRunOutcome as Outcome;
 use proctor_tests::api::{
-    Api, AuditEvents, CronPreview, DeleteSchedule, ExecutionStatus, ListSchedules, ScheduleInput,
-    ScheduleRun, Trigger, TriggerSchedule, UpdateSchedule, arg, audit_events, cron_preview,
-    delete_schedule, list_schedules, no_filter, proc, schedule as every, secret, sh,
-    trigger_schedule, update_schedule,
+    Api, CronPreview, DeleteSchedule, ExecutionStatus, ListSchedules, ScheduleInput, ScheduleRun,
+    Trigger, TriggerSchedule, UpdateSchedule, arg, cron_preview, delete_schedule, list_schedules,
+    no_filter, proc, schedule as every, secret, sh, trigger_schedule, update_schedule,
 };
 use proctor_tests::infra::{postgres_url, redis_url, unique_suffix};
 use proctor_tests::sinks::{HttpSink, SmtpSink};
@@ -369,10 +368,7 @@ async fn only_those_who_may_run_the_proc_may_schedule_it(stack: Stack) {
     assert_eq!(triggered.trigger, Trigger::Schedule);
     assert_eq!(triggered.schedule_id.as_deref(), Some(id.as_str()));
     assert_eq!(triggered.user.as_deref(), Some("ops@example.com"));
-    let audit = admin
-        .ok::<AuditEvents>(audit_events::Variables { first: Some(20) })
-        .await
-        .audit_events;
+    let audit = admin.audit_events(20, None).await.expect("the audit log");
     let actions: Vec<String> = audit
         .edges
         .iter()

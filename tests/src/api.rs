@@ -25,6 +25,10 @@ pub mod operations {
 
     pub use super::{DateTime, ExecutionStatus, LogStream, Trigger};
 
+    /// The `JSON` scalar (audit details).
+    #[allow(clippy::upper_case_acronyms, reason = "the scalar's name in the schema")]
+    pub type JSON = serde_json::Value;
+
     /// Declares the typed operations `$name` of `tests/$file`; the state and stream enums are
     /// the domain's own.
     macro_rules! operations {
@@ -52,7 +56,12 @@ pub mod operations {
         ProcHistory,
         ValidateArgs,
     );
-    operations!("graphql/auth.graphql": Me, AuditEvents);
+    operations!(
+        "graphql/auth.graphql": Me,
+        AuditEvents,
+        CreateApiToken,
+        RevokeApiToken,
+    );
     operations!(
         "graphql/schedules.graphql": CreateSchedule,
         UpdateSchedule,
@@ -620,6 +629,53 @@ impl Api {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         panic!("fewer than {at_least} lines were stored");
+    }
+
+    /// Who the caller is; `None` without credentials.
+    pub async fn me(&self) -> Result<Option<me::MeMe>, Failure> {
+        Ok(self.call::<Me>(me::Variables).await?.me)
+    }
+
+    /// A page of the audit log, newest first.
+    pub async fn audit_events(
+        &self,
+        first: i64,
+        after: Option<String>,
+    ) -> Result<audit_events::AuditEventsAuditEvents, Failure> {
+        let variables = audit_events::Variables {
+            first: Some(first),
+            after,
+        };
+        Ok(self.call::<AuditEvents>(variables).await?.audit_events)
+    }
+
+    /// Issues an API token for `email` (administrators).
+    pub async fn create_api_token(
+        &self,
+        email: &str,
+        groups: Option<&[&str]>,
+        admin: Option<bool>,
+    ) -> Result<String, Failure> {
+        let variables = create_api_token::Variables {
+            email: email.to_owned(),
+            groups: groups.map(|groups| groups.iter().map(|g| (*g).to_owned()).collect()),
+            admin,
+        };
+        Ok(self
+            .call::<CreateApiToken>(variables)
+            .await?
+            .create_api_token)
+    }
+
+    /// Revokes every token of `email` (administrators); whether one was active.
+    pub async fn revoke_api_token(&self, email: &str) -> Result<bool, Failure> {
+        let variables = revoke_api_token::Variables {
+            email: email.to_owned(),
+        };
+        Ok(self
+            .call::<RevokeApiToken>(variables)
+            .await?
+            .revoke_api_token)
     }
 
     /// Creates a schedule; the stored schedule with its next three fire times.
