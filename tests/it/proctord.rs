@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use proctor_tests::infra::{postgres_url, wait_until};
-use proctor_tests::{
-    Proctord, RedisServer, TestDatabase, post_graphql as graphql, proctord_command,
+use proctor_tests::api::upsert_proc::NotificationsInput;
+use proctor_tests::api::{
+    Api, ExecutionNotifications, ExecutionStatus, execution_notifications, proc, server_info, sh,
 };
+use proctor_tests::infra::{postgres_url, wait_until};
+use proctor_tests::{Proctord, RedisServer, TestDatabase, proctord_command};
 use serde_json::{Value, json};
 
 fn get(url: &str) -> (u16, String) {
@@ -25,13 +27,13 @@ fn get(url: &str) -> (u16, String) {
     })
 }
 
-/// Posts a GraphQL query from a synchronous test.
-fn post_graphql(base: &str, query: &str) -> Value {
+/// What the server at `base` says about itself, from a synchronous test.
+fn server_info(base: &str) -> server_info::ServerInfoServerInfo {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(graphql(base, query, json!({})))
+        .block_on(Api::at(base).server_info())
 }
 
 #[test]
@@ -42,20 +44,12 @@ fn the_embedded_default_serves_from_an_empty_directory_and_stops_on_sigterm() {
     let server = Proctord::spawn(command);
 
     assert_eq!(get(&server.url("/ping")), (200, "pong".to_owned()));
-    let info = post_graphql(
-        &server.url(""),
-        "{ serverInfo { version storage eventBus executor authEnabled } }",
-    );
-    assert_eq!(
-        info["data"]["serverInfo"],
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "storage": "SQLITE",
-            "eventBus": "MEMORY",
-            "executor": "LOCAL",
-            "authEnabled": false,
-        })
-    );
+    let info = server_info(&server.url(""));
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(info.storage, server_info::StorageBackend::SQLITE);
+    assert_eq!(info.event_bus, server_info::EventBusKind::MEMORY);
+    assert_eq!(info.executor, server_info::ExecutorKind::LOCAL);
+    assert!(!info.auth_enabled);
     let (status, _) = get(&server.url("/readyz"));
     assert_eq!(status, 200);
     let database = directory.path().join(".proctor").join("proctor.db");
@@ -136,10 +130,13 @@ fn with_postgres_and_redis_readiness_follows_redis_without_a_restart() {
         "ready with Postgres and Redis up: {:?}",
         get(&readyz)
     );
-    let info = post_graphql(&server.url(""), "{ serverInfo { storage eventBus } }");
+    let info = server_info(&server.url(""));
     assert_eq!(
-        info["data"]["serverInfo"],
-        json!({ "storage": "POSTGRES", "eventBus": "REDIS" })
+        (info.storage, info.event_bus),
+        (
+            server_info::StorageBackend::POSTGRES,
+            server_info::EventBusKind::REDIS
+        )
     );
 
     redis.stop();
@@ -231,46 +228,16 @@ fn schema_prints_the_committed_sdl() {
 }
 
 /// Runs `proc` on a `proctord` child and returns its final execution and its log lines.
-async fn run_to_end(base: &str, proc: &str, args: Value) -> (Value, Vec<String>) {
-    let started = graphql(
-        base,
-        "mutation($p: String!, $a: [ArgInput!]) { execute(proc: $p, args: $a) { id } }",
-        json!({ "p": proc, "a": args }),
-    )
-    .await;
-    let id = started["data"]["execute"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_owned();
-    let ws = format!("{}/graphql/ws", base.replacen("http", "ws", 1));
-    let mut client = proctor_tests::graphql_ws::WsClient::connect(
-        &ws,
-        proctor_tests::graphql_ws::Protocol::TransportWs,
-        json!({}),
-    )
-    .await;
-    let lines = client
-        .run(
-            "l",
-            "subscription($id: ID!) { executionLogs(id: $id) { line } }",
-            json!({ "id": id }),
-        )
-        .await
-        .into_iter()
-        .map(|p| {
-            p["data"]["executionLogs"]["line"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    let state = graphql(
-        base,
-        "query($id: ID!) { execution(id: $id) { id status reason executorRef } }",
-        json!({ "id": id }),
-    )
-    .await;
-    (state["data"]["execution"].clone(), lines)
+/// Runs `proc` with `args` on the server at `base`; its final state and its lines.
+async fn run_to_end(
+    base: &str,
+    proc: &str,
+    args: &[(&str, &str)],
+) -> (proctor_tests::api::RunState, Vec<String>) {
+    let api = Api::at(base);
+    let id = api.execute(proc, args).await;
+    let lines = api.log_lines(&id).await;
+    (api.await_final(&id).await, lines)
 }
 
 #[test]
@@ -285,37 +252,21 @@ fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost_and_their_processes_
     let server = start();
     let base = server.url("");
     let (id, group) = runtime.block_on(async {
-        let (hello, lines) = run_to_end(&base, "say-hello", json!([{ "name": "NAME", "value": "Ada" }])).await;
-        assert_eq!(hello["status"], "SUCCEEDED");
+        let (hello, lines) = run_to_end(&base, "say-hello", &[("NAME", "Ada")]).await;
+        assert_eq!(hello.status, ExecutionStatus::Succeeded);
         assert_eq!(lines, ["Hello, Ada!"]);
-        let (_, lines) = run_to_end(&base, "countdown", json!([{ "name": "SECONDS", "value": "2" }])).await;
+        let (_, lines) = run_to_end(&base, "countdown", &[("SECONDS", "2")]).await;
         assert_eq!(lines, ["2", "1", "liftoff"]);
-        let (_, lines) = run_to_end(&base, "secret-demo", json!([])).await;
+        let (_, lines) = run_to_end(&base, "secret-demo", &[]).await;
         assert_eq!(lines[0], "Calling the demo API with token ***");
 
         // A proc that survives its output pipe breaking: only being killed ends it.
-        let defined = graphql(
-            &base,
-            "mutation($c: [String!]) { upsertProc(input: { name: \"stubborn\", command: $c }) { name } }",
-            json!({ "c": ["sh", "-c", "trap '' PIPE; while :; do echo tick; sleep 0.2; done"] }),
-        )
-        .await;
-        assert_eq!(defined["errors"], Value::Null, "{defined}");
-        let started = graphql(
-            &base,
-            "mutation { execute(proc: \"stubborn\") { id } }",
-            json!({}),
-        )
-        .await;
-        let id = started["data"]["execute"]["id"].as_str().unwrap().to_owned();
-        loop {
-            let state = graphql(&base, "query($id: ID!) { execution(id: $id) { status executorRef } }", json!({ "id": id })).await;
-            if state["data"]["execution"]["status"] == "RUNNING" {
-                let group: i32 = state["data"]["execution"]["executorRef"].as_str().unwrap().parse().unwrap();
-                return (id, group);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let api = Api::at(&base);
+        let script = "trap '' PIPE; while :; do echo tick; sleep 0.2; done";
+        api.define_proc(proc("stubborn", &sh(script))).await;
+        let id = api.execute("stubborn", &[]).await;
+        let group = api.running_group(&id).await;
+        (id, group)
     });
     drop(server); // SIGKILL: a crash, not a shutdown.
     // The run outlived its server, ignoring the broken pipe.
@@ -327,17 +278,11 @@ fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost_and_their_processes_
 
     let restarted = start();
     let state = runtime.block_on(async {
+        let api = Api::at(&restarted.url(""));
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let state = graphql(
-                &restarted.url(""),
-                "query($id: ID!) { execution(id: $id) { status reason } }",
-                json!({ "id": id }),
-            )
-            .await;
-            if state["data"]["execution"]["status"] != "RUNNING"
-                || std::time::Instant::now() > deadline
-            {
+            let state = api.execution(&id).await.expect("the run");
+            if state.status != ExecutionStatus::Running || std::time::Instant::now() > deadline {
                 return state;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -350,15 +295,15 @@ fn the_examples_run_and_a_crash_leaves_unfinished_runs_lost_and_their_processes_
             .args(["-KILL", "--", &format!("-{group}")])
             .status();
     }
-    assert_eq!(state["data"]["execution"]["status"], "LOST", "{state}");
-    let reason = state["data"]["execution"]["reason"].as_str().unwrap();
+    assert_eq!(state.status, ExecutionStatus::Lost, "{state:?}");
+    let reason = state.reason.as_deref().unwrap_or_default();
     assert!(
         reason.contains("its supervisor stopped while it was RUNNING"),
-        "{state}"
+        "{state:?}"
     );
     assert!(
         reason.contains("was still running and was stopped"),
-        "{state}"
+        "{state:?}"
     );
     assert_eq!(
         survivors,
@@ -384,23 +329,12 @@ fn sigterm_stops_local_runs_records_them_cancelled_and_leaves_no_process() {
     let base = server.url("");
     // It ignores SIGTERM: only SIGKILL, after the grace periods, ends it.
     let (id, group) = runtime.block_on(async {
-        let defined = graphql(
-            &base,
-            "mutation($c: [String!]) { upsertProc(input: { name: \"deaf\", command: $c }) { name } }",
-            json!({ "c": ["sh", "-c", "trap '' TERM; sleep 300 & while :; do echo tick; sleep 0.2; done"] }),
-        )
-        .await;
-        assert_eq!(defined["errors"], Value::Null, "{defined}");
-        let started = graphql(&base, "mutation { execute(proc: \"deaf\") { id } }", json!({})).await;
-        let id = started["data"]["execute"]["id"].as_str().unwrap().to_owned();
-        loop {
-            let state = graphql(&base, "query($id: ID!) { execution(id: $id) { status executorRef } }", json!({ "id": id })).await;
-            if state["data"]["execution"]["status"] == "RUNNING" {
-                let group: i32 = state["data"]["execution"]["executorRef"].as_str().unwrap().parse().unwrap();
-                return (id, group);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let api = Api::at(&base);
+        let script = "trap '' TERM; sleep 300 & while :; do echo tick; sleep 0.2; done";
+        api.define_proc(proc("deaf", &sh(script))).await;
+        let id = api.execute("deaf", &[]).await;
+        let group = api.running_group(&id).await;
+        (id, group)
     });
     assert!(server.terminate().success(), "a clean exit after SIGTERM");
     let survivors = proctor_tests::live_members(group);
@@ -416,15 +350,15 @@ fn sigterm_stops_local_runs_records_them_cancelled_and_leaves_no_process() {
     );
 
     let restarted = start();
-    let state = runtime.block_on(graphql(
-        &restarted.url(""),
-        "query($id: ID!) { execution(id: $id) { status reason } }",
-        json!({ "id": id }),
-    ));
-    assert_eq!(state["data"]["execution"]["status"], "CANCELLED", "{state}");
+    let restarted_api = Api::at(&restarted.url(""));
+    let state = runtime
+        .block_on(restarted_api.execution(&id))
+        .expect("the run");
+    assert_eq!(state.status, ExecutionStatus::Cancelled, "{state:?}");
     assert_eq!(
-        state["data"]["execution"]["reason"], "server shut down",
-        "{state}"
+        state.reason.as_deref(),
+        Some("server shut down"),
+        "{state:?}"
     );
     assert!(restarted.terminate().success());
 }
@@ -450,32 +384,42 @@ fn a_manual_runs_failure_is_notified_once_per_channel_even_across_a_kill_9() {
     let base = server.url("");
     let hook = |path: &str| format!("http://127.0.0.1:{http_port}{path}");
     let id = runtime.block_on(async {
-        let defined = graphql(
-            &base,
-            "mutation($n: NotificationsInput) { upsertProc(input: { name: \"breaks\", command: [\"sh\", \"-c\", \"exit 4\"], notifications: $n }) { name notifications { emails slack webhookUrl on } } }",
-            json!({ "n": {
-                "emails": ["dev@example.com"],
-                "slackWebhookUrl": hook("/slack/T0/B0/secret"),
-                "webhookUrl": hook("/events"),
-                "on": ["FAILED", "TIMED_OUT"],
-            } }),
-        )
-        .await;
-        assert_eq!(defined["errors"], Value::Null, "{defined}");
+        let api = Api::at(&base);
+        let mut breaks = proc("breaks", &sh("exit 4"));
+        breaks.notifications = Some(NotificationsInput {
+            emails: Some(vec!["dev@example.com".to_owned()]),
+            slack_webhook_url: Some(hook("/slack/T0/B0/secret")),
+            webhook_url: Some(hook("/events")),
+            on: Some(vec!["FAILED".to_owned(), "TIMED_OUT".to_owned()]),
+        });
+        let shown = api
+            .define_proc(breaks)
+            .await
+            .notifications
+            .expect("notifications");
+        assert_eq!(shown.emails, ["dev@example.com"]);
+        assert!(shown.slack);
+        assert_eq!(shown.webhook_url, Some(hook("/events")));
         assert_eq!(
-            defined["data"]["upsertProc"]["notifications"],
-            json!({ "emails": ["dev@example.com"], "slack": true, "webhookUrl": hook("/events"), "on": ["FAILED", "TIMED_OUT"] })
+            shown.on,
+            [ExecutionStatus::Failed, ExecutionStatus::TimedOut]
         );
-        let started = graphql(&base, "mutation { execute(proc: \"breaks\") { id } }", json!({})).await;
-        let id = started["data"]["execute"]["id"].as_str().unwrap().to_owned();
+        let id = api.execute("breaks", &[]).await;
         // Killed as soon as the final state shows, with every notification still pending.
         loop {
-            let state = graphql(&base, "query($id: ID!) { execution(id: $id) { status notifications { channel state } } }", json!({ "id": id })).await;
-            let execution = &state["data"]["execution"];
-            if execution["status"] == "FAILED" {
-                let pending: Vec<&Value> = execution["notifications"].as_array().unwrap().iter().collect();
-                assert_eq!(pending.len(), 3, "{state}");
-                assert!(pending.iter().all(|n| n["state"] == "PENDING"), "{state}");
+            let variables = execution_notifications::Variables { id: id.clone() };
+            let state = api
+                .ok::<ExecutionNotifications>(variables)
+                .await
+                .execution
+                .expect("the run");
+            if state.status == ExecutionStatus::Failed {
+                assert_eq!(state.notifications.len(), 3, "{state:?}");
+                let pending = execution_notifications::NotificationState::PENDING;
+                assert!(
+                    state.notifications.iter().all(|n| n.state == pending),
+                    "{state:?}"
+                );
                 return id;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -493,37 +437,59 @@ fn a_manual_runs_failure_is_notified_once_per_channel_even_across_a_kill_9() {
     runtime.block_on(async {
         let mail = smtp.next_mail(Duration::from_secs(30)).await;
         assert_eq!(mail.to, ["dev@example.com"]);
-        assert!(mail.data.contains("Subject: breaks | execution FAILED"), "{}", mail.data);
+        assert!(
+            mail.data.contains("Subject: breaks | execution FAILED"),
+            "{}",
+            mail.data
+        );
         let mut paths = Vec::new();
         let mut keys = Vec::new();
         for _ in 0..2 {
             let request = hooks.next_request(Duration::from_secs(30)).await;
-            keys.push(request.headers["idempotency-key"].to_str().unwrap().to_owned());
+            keys.push(
+                request.headers["idempotency-key"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+            );
             paths.push(request.path);
         }
         paths.sort();
         assert_eq!(paths, ["/events", "/slack/T0/B0/secret"]);
         // Once each: nothing more arrives.
-        assert!(smtp.maybe_next_mail(Duration::from_secs(3)).await.is_none(), "a second e-mail");
-        assert!(hooks.maybe_next_request(Duration::from_millis(500)).await.is_none(), "a second call");
+        assert!(
+            smtp.maybe_next_mail(Duration::from_secs(3)).await.is_none(),
+            "a second e-mail"
+        );
+        assert!(
+            hooks
+                .maybe_next_request(Duration::from_millis(500))
+                .await
+                .is_none(),
+            "a second call"
+        );
 
-        let shown = graphql(
-            &restarted.url(""),
-            "query($id: ID!) { execution(id: $id) { notifications { channel target state attempts idempotencyKey deliveredAt } } }",
-            json!({ "id": id }),
-        )
-        .await;
-        let notifications = shown["data"]["execution"]["notifications"].as_array().unwrap().clone();
-        assert_eq!(notifications.len(), 3, "{shown}");
-        for notification in &notifications {
-            assert_eq!(notification["state"], "DELIVERED", "{shown}");
-            assert!(notification["deliveredAt"].is_string(), "{shown}");
-            assert!(!notification["target"].as_str().unwrap().contains("secret"), "a Slack URL is a credential: {shown}");
+        let variables = execution_notifications::Variables { id: id.clone() };
+        let shown = Api::at(&restarted.url(""))
+            .ok::<ExecutionNotifications>(variables)
+            .await
+            .execution
+            .expect("the run");
+        let notifications = &shown.notifications;
+        assert_eq!(notifications.len(), 3, "{shown:?}");
+        for notification in notifications {
+            let delivered = execution_notifications::NotificationState::DELIVERED;
+            assert_eq!(notification.state, delivered, "{shown:?}");
+            assert!(notification.delivered_at.is_some(), "{shown:?}");
+            assert!(
+                !notification.target.contains("secret"),
+                "a Slack URL is a credential: {shown:?}"
+            );
         }
         for key in keys {
             assert!(
-                notifications.iter().any(|n| n["idempotencyKey"] == key.as_str()),
-                "the receiver got the key GraphQL shows: {key} in {shown}"
+                notifications.iter().any(|n| n.idempotency_key == key),
+                "the receiver got the key GraphQL shows: {key} in {shown:?}"
             );
         }
         assert!(mail.data.contains("Message-ID: <proctor-"), "{}", mail.data);

@@ -81,7 +81,9 @@ pub mod operations {
         FollowLogs,
         ListExecutions,
         WatchEvents,
+        ExecutionNotifications,
     );
+    operations!("graphql/system.graphql": ServerInfo);
     operations!("graphql/secrets.graphql": SetSecrets, DeleteSecret);
 }
 
@@ -629,6 +631,26 @@ impl Api {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         panic!("fewer than {at_least} lines were stored");
+    }
+
+    /// What the server says about itself.
+    pub async fn server_info(&self) -> server_info::ServerInfoServerInfo {
+        self.ok::<ServerInfo>(server_info::Variables)
+            .await
+            .server_info
+    }
+
+    /// Waits until execution `id` runs; its process group (local runs).
+    ///
+    /// # Panics
+    /// When it does not run within 15 s or has no numeric executor reference.
+    pub async fn running_group(&self, id: &str) -> i32 {
+        self.wait_for_status(id, ExecutionStatus::Running).await;
+        let execution = self.execution(id).await.expect("the execution");
+        let reference = execution
+            .executor_ref
+            .expect("a running local run has a process");
+        reference.parse().expect("a process group id")
     }
 
     /// Who the caller is; `None` without credentials.
