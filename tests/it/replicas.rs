@@ -5,11 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use proctor_tests::api::{Api, Execution, ExecutionStatus, image_proc, sh};
 use proctor_tests::fake_kube::{FakeKube, Kind};
-use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::infra::{postgres_url, redis_url, unique_suffix};
 use proctor_tests::{Proctord, TestDatabase, proctord_command};
-use serde_json::{Value, json};
 
 /// Lines the test proc prints, 50 ms apart.
 const LINES: usize = 60;
@@ -59,13 +58,6 @@ fn replica(
     command
 }
 
-/// The `data` of a GraphQL response that must have no errors.
-async fn graphql(base: &str, query: &str, variables: Value) -> Value {
-    let response = proctor_tests::post_graphql(base, query, variables).await;
-    assert_eq!(response["errors"], Value::Null, "{response}");
-    response["data"].clone()
-}
-
 /// Postgres and Redis for a test, or `None` (outside CI) when not configured.
 async fn production_storage() -> Option<(Storage, TestDatabase)> {
     let (Some(admin), Some(redis)) = (postgres_url(), redis_url()) else {
@@ -81,76 +73,25 @@ async fn production_storage() -> Option<(Storage, TestDatabase)> {
 }
 
 async fn start_slow_run(base: &str) -> String {
-    graphql(
-        base,
-        "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }",
-        json!({ "i": {
-            "name": "slow-count",
-            "image": "busybox",
-            "command": ["sh", "-c", format!("for i in $(seq 1 {LINES}); do echo line-$i; sleep 0.05; done")],
-        } }),
-    )
-    .await;
-    let started = graphql(
-        base,
-        "mutation { execute(proc: \"slow-count\") { id } }",
-        json!({}),
-    )
-    .await;
-    started["execute"]["id"].as_str().unwrap().to_owned()
+    let api = Api::at(base);
+    let script = format!("for i in $(seq 1 {LINES}); do echo line-$i; sleep 0.05; done");
+    api.define_proc(image_proc("slow-count", "busybox", &sh(&script)))
+        .await;
+    api.execute("slow-count", &[]).await
 }
 
+/// The stored lines of `id` as `(seq, line)`.
 async fn stored_lines(base: &str, id: &str) -> Vec<(i64, String)> {
-    let data = graphql(
-        base,
-        "query($id: ID!) { execution(id: $id) { logs(first: 10000) { seq line } } }",
-        json!({ "id": id }),
-    )
-    .await;
-    data["execution"]["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["seq"].as_i64().unwrap(),
-                l["line"].as_str().unwrap().to_owned(),
-            )
-        })
+    let lines = Api::at(base).stored_lines(id).await;
+    lines
+        .into_iter()
+        .map(|line| (line.seq, line.line))
         .collect()
-}
-
-async fn wait_for_stored(base: &str, id: &str, at_least: usize) {
-    for _ in 0..400 {
-        if stored_lines(base, id).await.len() >= at_least {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("fewer than {at_least} lines were stored");
 }
 
 /// Follows the logs of `id` on the server at `base` to the end.
 async fn follow_logs(base: String, id: String) -> Vec<(i64, String)> {
-    let ws = format!("{}/graphql/ws", base.replacen("http", "ws", 1));
-    let mut client = WsClient::connect(&ws, Protocol::TransportWs, json!({})).await;
-    client
-        .run(
-            "logs",
-            "subscription($id: ID!) { executionLogs(id: $id) { seq line } }",
-            json!({ "id": id }),
-        )
-        .await
-        .into_iter()
-        .map(|payload| {
-            assert_eq!(payload["errors"], Value::Null, "{payload}");
-            let line = &payload["data"]["executionLogs"];
-            (
-                line["seq"].as_i64().unwrap(),
-                line["line"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    Api::at(&base).numbered_lines(&id, 0).await
 }
 
 fn expected() -> Vec<(i64, String)> {
@@ -159,18 +100,13 @@ fn expected() -> Vec<(i64, String)> {
         .collect()
 }
 
-async fn final_status(base: &str, id: &str) -> Value {
+/// The final state of `id` on the server at `base`, waiting for it.
+async fn final_status(base: &str, id: &str) -> Execution {
+    let api = Api::at(base);
     for _ in 0..400 {
-        let data = graphql(
-            base,
-            "query($id: ID!) { execution(id: $id) { status reason } }",
-            json!({ "id": id }),
-        )
-        .await;
-        if !["PENDING", "STARTING", "RUNNING"]
-            .contains(&data["execution"]["status"].as_str().unwrap())
-        {
-            return data["execution"].clone();
+        let execution = api.execution(id).await.expect("the execution");
+        if execution.status.is_final() {
+            return execution;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -194,7 +130,7 @@ async fn a_killed_proctord_resumes_its_run_exactly_once(
 
     let first = spawn(replica(&storage, &kubeconfig, "replica-a", workdir.path())).await;
     let id = start_slow_run(&first.url("")).await;
-    wait_for_stored(&first.url(""), &id, 15).await;
+    Api::at(&first.url("")).wait_for_stored(&id, 15).await;
     drop(first); // SIGKILL, mid-run; the pod keeps printing.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -210,7 +146,10 @@ async fn a_killed_proctord_resumes_its_run_exactly_once(
         expected(),
         "stored exactly once"
     );
-    assert_eq!(final_status(&base, &id).await["status"], "SUCCEEDED");
+    assert_eq!(
+        final_status(&base, &id).await.status,
+        ExecutionStatus::Succeeded
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +162,7 @@ async fn a_restarted_proctord_resumes_after_the_kubelet_rotated_the_log_exactly_
 
     let first = spawn(replica(&storage, &kubeconfig, "replica-a", workdir.path())).await;
     let id = start_slow_run(&first.url("")).await;
-    wait_for_stored(&first.url(""), &id, 15).await;
+    Api::at(&first.url("")).wait_for_stored(&id, 15).await;
     drop(first); // SIGKILL, mid-run; the pod keeps printing.
     // The kubelet rotates the log: its first ten lines (all stored) are gone, so counting lines
     // from the start of what is left would skip lines that were never stored.
@@ -231,7 +170,10 @@ async fn a_restarted_proctord_resumes_after_the_kubelet_rotated_the_log_exactly_
 
     let second = spawn(replica(&storage, &kubeconfig, "replica-a", workdir.path())).await;
     let base = second.url("");
-    assert_eq!(final_status(&base, &id).await["status"], "SUCCEEDED");
+    assert_eq!(
+        final_status(&base, &id).await.status,
+        ExecutionStatus::Succeeded
+    );
     assert_eq!(
         stored_lines(&base, &id).await,
         expected(),
@@ -263,7 +205,7 @@ async fn a_job_collected_while_no_server_watched_is_lost_saying_why() {
 
     let first = spawn(with_short_ttl()).await;
     let id = start_slow_run(&first.url("")).await;
-    wait_for_stored(&first.url(""), &id, 5).await;
+    Api::at(&first.url("")).wait_for_stored(&id, 5).await;
     drop(first); // SIGKILL; the Job finishes and is collected after its TTL meanwhile.
     for _ in 0..200 {
         if fake.objects(Kind::Job, "default").is_empty() {
@@ -282,8 +224,8 @@ async fn a_job_collected_while_no_server_watched_is_lost_saying_why() {
 
     let second = spawn(with_short_ttl()).await;
     let done = final_status(&second.url(""), &id).await;
-    assert_eq!(done["status"], "LOST", "{done}");
-    let reason = done["reason"].as_str().unwrap();
+    assert_eq!(done.status, ExecutionStatus::Lost, "{done:?}");
+    let reason = done.reason.as_deref().unwrap_or_default();
     assert!(
         reason.contains("its supervisor stopped while it was RUNNING")
             && reason.contains("no longer exists"),
@@ -330,7 +272,7 @@ async fn a_second_replica_streams_and_takes_over_when_the_first_dies() {
     // Subscribed on B for the whole run: lines arrive through Redis while A supervises, then
     // from B itself once it takes over.
     let watching = tokio::spawn(follow_logs(b.url(""), id.clone()));
-    wait_for_stored(&a.url(""), &id, 15).await;
+    Api::at(&a.url("")).wait_for_stored(&id, 15).await;
     drop(a); // SIGKILL: A dies holding the lease.
 
     let received = watching.await.unwrap();
@@ -345,5 +287,5 @@ async fn a_second_replica_streams_and_takes_over_when_the_first_dies() {
         "stored exactly once"
     );
     let done = final_status(&b.url(""), &id).await;
-    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
 }
