@@ -5,8 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use proctor_schema::schedules::firing::fire_due;
+use proctor_tests::api::upsert_proc::ArgType;
+use proctor_tests::api::{
+    ExecutionStatus, ProcCatalogue, ProcDetail, ProcInput, ScheduleDetail, Trigger, arg,
+    image_proc, proc, proc_catalogue, proc_detail, required_arg, schedule_detail, secret, sh,
+};
 use proctor_tests::legacy_cli::{
     LegacyCli, describe_output, line, list_output, schedule_describe_output, schedule_list_row,
     template_file,
@@ -17,7 +21,6 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const UPSERT: &str = "mutation($i: ProcInput!) { upsertProc(input: $i) { name } }";
 const ADMIN: &str = "admin@example.com";
 const USER: &str = "ada@example.com";
 
@@ -79,14 +82,8 @@ fn post_json(
         .body(body.into())
 }
 
-async fn graphql_ok(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
-    let response = app.graphql_as(token, query, variables).await;
-    assert_eq!(response["errors"], Value::Null, "{response}");
-    response["data"].clone()
-}
-
-async fn define(app: &TestApp, token: &str, proc: Value) {
-    graphql_ok(app, token, UPSERT, json!({ "i": proc })).await;
+async fn define(app: &TestApp, token: &str, input: ProcInput) {
+    app.api_as(token).define_proc(input).await;
 }
 
 /// The keys of the JSON object `text` in the order they appear at its top level.
@@ -210,13 +207,10 @@ async fn credentials_and_rights_are_checked_per_route(stack: Stack) {
     };
     let admin = app.issue_token(ADMIN, &[], true).await;
     let user = app.issue_token(USER, &["team-a"], false).await;
-    for (name, groups) in [("restricted", json!(["ops"])), ("open", json!([]))] {
-        define(
-            &app,
-            &admin,
-            json!({ "name": name, "command": ["echo", name], "authorizedGroups": groups }),
-        )
-        .await;
+    for (name, groups) in [("restricted", vec!["ops"]), ("open", vec![])] {
+        let mut input = proc(name, &["echo", name]);
+        input.authorized_groups = Some(groups.into_iter().map(str::to_owned).collect());
+        define(&app, &admin, input).await;
     }
     let schedule_body = |proc: &str| {
         json!({ "jobName": proc, "tags": "t", "cron": "0 2 * * *",
@@ -396,35 +390,35 @@ async fn metadata_and_secrets_follow_the_v2_contract(stack: Stack) {
     );
 
     // The same procs over GraphQL.
-    let procs = graphql_ok(
-        &app,
-        &admin,
-        "{ procs { name image authorizedGroups
-            args { name type required } secrets { key isSet } } }",
-        json!({}),
-    )
-    .await;
-    let echo = &procs["procs"][0];
-    assert_eq!(echo["name"], "echo-worker");
-    assert_eq!(echo["image"], "walbertusd/echo-worker");
-    assert_eq!(echo["authorizedGroups"], json!(["my-group"]));
-    assert_eq!(
-        echo["args"],
-        json!([{ "name": "NAME", "type": "STRING", "required": false }])
-    );
-    assert_eq!(
-        echo["secrets"],
-        json!([{ "key": "SECRET_NAME", "isSet": false }])
-    );
+    let procs = app
+        .api_as(&admin)
+        .ok::<ProcCatalogue>(proc_catalogue::Variables)
+        .await
+        .procs;
+    let echo = &procs[0];
+    assert_eq!(echo.name, "echo-worker");
+    assert_eq!(echo.image.as_deref(), Some("walbertusd/echo-worker"));
+    assert_eq!(echo.authorized_groups, ["my-group"]);
+    let args: Vec<_> = echo
+        .args
+        .iter()
+        .map(|a| (a.name.as_str(), &a.type_, a.required))
+        .collect();
+    assert_eq!(args, [("NAME", &proc_catalogue::ArgType::STRING, false)]);
+    let secrets: Vec<_> = echo
+        .secrets
+        .iter()
+        .map(|s| (s.key.as_str(), s.is_set))
+        .collect();
+    assert_eq!(secrets, [("SECRET_NAME", false)]);
 
     // Re-posting v2 metadata keeps what only GraphQL can say (command, types, limits).
-    define(
-        &app,
-        &admin,
-        json!({ "name": "typed", "command": ["echo", "hi"], "timeoutSeconds": 30,
-            "args": [{ "name": "COUNT", "type": "INT", "required": true }] }),
-    )
-    .await;
+    let mut typed = proc("typed", &["echo", "hi"]);
+    typed.timeout_seconds = Some(30);
+    let mut count = required_arg("COUNT");
+    count.type_ = Some(ArgType::INT);
+    typed.args = Some(vec![count]);
+    define(&app, &admin, typed).await;
     let repost = r#"[{"name":"typed","description":"now described","image_name":"img","env_vars":{"args":[{"name":"COUNT","description":"how many"}]}}]"#;
     assert_eq!(
         send(post_json(&app, "/metadata", as_admin, repost))
@@ -432,19 +426,41 @@ async fn metadata_and_secrets_follow_the_v2_contract(stack: Stack) {
             .status,
         201
     );
-    let typed = graphql_ok(
-        &app,
-        &admin,
-        r#"{ proc(name: "typed") { description image command timeoutSeconds
-            args { name description type required } } }"#,
-        json!({}),
-    )
-    .await;
+    let detail = |name: &str| {
+        let variables = proc_detail::Variables {
+            name: name.to_owned(),
+        };
+        let api = app.api_as(&admin);
+        async move {
+            api.ok::<ProcDetail>(variables)
+                .await
+                .proc
+                .expect("the proc")
+        }
+    };
+    let typed = detail("typed").await;
+    assert_eq!(typed.description.as_deref(), Some("now described"));
+    assert_eq!(typed.image.as_deref(), Some("img"));
     assert_eq!(
-        typed["proc"],
-        json!({ "description": "now described", "image": "img", "command": ["echo", "hi"],
-            "timeoutSeconds": 30,
-            "args": [{ "name": "COUNT", "description": "how many", "type": "INT", "required": true }] })
+        typed.command,
+        Some(vec!["echo".to_owned(), "hi".to_owned()])
+    );
+    assert_eq!(typed.timeout_seconds, Some(30));
+    let args: Vec<_> = typed
+        .args
+        .iter()
+        .map(|a| {
+            (
+                a.name.as_str(),
+                a.description.as_deref(),
+                &a.type_,
+                a.required,
+            )
+        })
+        .collect();
+    assert_eq!(
+        args,
+        [("COUNT", Some("how many"), &proc_detail::ArgType::INT, true)]
     );
 
     // POST /secret
@@ -495,17 +511,13 @@ async fn metadata_and_secrets_follow_the_v2_contract(stack: Stack) {
     ))
     .await;
     assert_eq!((answer.status, answer.body.as_str()), (201, ""));
-    let secrets = graphql_ok(
-        &app,
-        &admin,
-        r#"{ proc(name: "echo-worker") { secrets { key isSet } } }"#,
-        json!({}),
-    )
-    .await;
-    assert_eq!(
-        secrets["proc"]["secrets"],
-        json!([{ "key": "SECRET_NAME", "isSet": true }])
-    );
+    let worker = detail("echo-worker").await;
+    let secrets: Vec<_> = worker
+        .secrets
+        .iter()
+        .map(|s| (s.key.as_str(), s.is_set))
+        .collect();
+    assert_eq!(secrets, [("SECRET_NAME", true)]);
     assert!(!get().await.body.contains("s3cr3t-value"));
 }
 
@@ -518,32 +530,22 @@ async fn execution_routes_follow_the_v2_contract(stack: Stack) {
     };
     let admin = app.issue_token(ADMIN, &[], true).await;
     let as_admin = (ADMIN, admin.as_str());
-    define(
-        &app,
-        &admin,
-        json!({ "name": "greet", "command": ["sh", "-c", "echo \"hello $WHO\"; echo second line"],
-            "image": "registry.example/greet:1",
-            "args": [{ "name": "WHO", "default": "world" }, { "name": "TIMES", "type": "INT" }] }),
-    )
-    .await;
-    define(
-        &app,
-        &admin,
-        json!({ "name": "broken", "command": ["sh", "-c", "echo trying; exit 3"] }),
-    )
-    .await;
-    define(
-        &app,
-        &admin,
-        json!({ "name": "needs-secret", "command": ["true"], "secrets": [{ "name": "TOKEN" }] }),
-    )
-    .await;
-    define(
-        &app,
-        &admin,
-        json!({ "name": "image-only", "image": "busybox" }),
-    )
-    .await;
+    let mut greet = image_proc(
+        "greet",
+        "registry.example/greet:1",
+        &sh("echo \"hello $WHO\"; echo second line"),
+    );
+    let mut who = arg("WHO");
+    who.default = Some("world".to_owned());
+    let mut times = arg("TIMES");
+    times.type_ = Some(ArgType::INT);
+    greet.args = Some(vec![who, times]);
+    define(&app, &admin, greet).await;
+    define(&app, &admin, proc("broken", &sh("echo trying; exit 3"))).await;
+    let mut needs_secret = proc("needs-secret", &["true"]);
+    needs_secret.secrets = Some(vec![secret("TOKEN")]);
+    define(&app, &admin, needs_secret).await;
+    define(&app, &admin, image_proc("image-only", "busybox", &[])).await;
 
     let post = |body: &str| send(post_json(&app, "/execution", as_admin, body.to_owned()));
     let answer = post("test").await;
@@ -704,31 +706,18 @@ async fn execution_routes_follow_the_v2_contract(stack: Stack) {
     .await;
     assert_eq!(schedule.status, 201, "{schedule:?}");
     let schedule_id = schedule.json()["id"].to_string();
-    let next = graphql_ok(
-        &app,
-        &admin,
-        "query($id: ID!) { schedule(id: $id) { nextFireAt } }",
-        json!({ "id": schedule_id }),
-    )
-    .await;
-    let slot =
-        chrono::DateTime::parse_from_rfc3339(next["schedule"]["nextFireAt"].as_str().unwrap())
-            .expect("an RFC 3339 time")
-            .with_timezone(&Utc);
+    let api = app.api_as(&admin);
+    let (_, next) = api.schedule_runs(&schedule_id).await;
+    let slot = next.expect("a due slot");
     fire_due(&app.state, slot)
         .await
         .expect("the due slot fires");
-    let runs = graphql_ok(
-        &app,
-        &admin,
-        "query($id: ID!) { schedule(id: $id) { runs(first: 5) { edges { node { execution { id } } } } } }",
-        json!({ "id": schedule_id }),
-    )
-    .await;
-    let execution_id: u64 = runs["schedule"]["runs"]["edges"][0]["node"]["execution"]["id"]
-        .as_str()
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("a run with an execution: {runs}"));
+    let (runs, _) = api.schedule_runs(&schedule_id).await;
+    let execution_id: u64 = runs[0]
+        .execution
+        .as_ref()
+        .and_then(|execution| execution.id.parse().ok())
+        .unwrap_or_else(|| panic!("a run with an execution: {runs:?}"));
     let unmet = wait_final(&app, execution_id, as_admin).await;
     assert_eq!(unmet["status"], "REQUIREMENT_NOT_MET");
 }
@@ -784,27 +773,16 @@ async fn the_log_websocket_sends_one_frame_per_line_then_closes_normally(stack: 
         "not a websocket request"
     );
 
-    let scripts = [
-        (
-            "succeeds",
-            json!({ "command": ["sh", "-c", "echo one; echo two; echo three"] }),
-        ),
-        (
-            "fails",
-            json!({ "command": ["sh", "-c", "echo before the failure; exit 1"] }),
-        ),
-        (
-            "times-out",
-            json!({ "command": ["sh", "-c", "echo started; exec sleep 30"], "timeoutSeconds": 1 }),
-        ),
-        (
-            "cancelled",
-            json!({ "command": ["sh", "-c", "echo waiting; exec sleep 30"] }),
-        ),
-        ("not-created", json!({ "image": "busybox" })),
+    let mut times_out = proc("times-out", &sh("echo started; exec sleep 30"));
+    times_out.timeout_seconds = Some(1);
+    let definitions = [
+        proc("succeeds", &sh("echo one; echo two; echo three")),
+        proc("fails", &sh("echo before the failure; exit 1")),
+        times_out,
+        proc("cancelled", &sh("echo waiting; exec sleep 30")),
+        image_proc("not-created", "busybox", &[]),
     ];
-    for (name, mut definition) in scripts {
-        definition["name"] = json!(name);
+    for definition in definitions {
         define(&app, &admin, definition).await;
     }
     let run = |name: &str| {
@@ -817,12 +795,8 @@ async fn the_log_websocket_sends_one_frame_per_line_then_closes_normally(stack: 
     };
 
     // Live: connected while it runs, each line arrives as it is written.
-    define(
-        &app,
-        &admin,
-        json!({ "name": "slow", "command": ["sh", "-c", "echo one; sleep 1; echo two; sleep 1; echo three"] }),
-    )
-    .await;
+    let script = "echo one; sleep 1; echo two; sleep 1; echo three";
+    define(&app, &admin, proc("slow", &sh(script))).await;
     let slow = run("slow").await;
     let live = cli.stream_logs(slow).await.expect("a stream");
     assert_eq!(live.messages, ["one", "two", "three"]);
@@ -842,48 +816,30 @@ async fn the_log_websocket_sends_one_frame_per_line_then_closes_normally(stack: 
     ];
     // Cancel once its line is stored.
     let deadline = Instant::now() + Duration::from_secs(20);
+    let api = app.api_as(&admin);
     loop {
-        let lines = graphql_ok(
-            &app,
-            &admin,
-            "query($id: ID!) { execution(id: $id) { status } }",
-            json!({ "id": cancelled.to_string() }),
-        )
-        .await;
-        if lines["execution"]["status"] == "RUNNING" {
+        let status = api.status(&cancelled.to_string()).await;
+        if status == ExecutionStatus::Running {
             break;
         }
-        assert!(Instant::now() < deadline, "never running: {lines}");
+        assert!(Instant::now() < deadline, "never running: {status:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    graphql_ok(
-        &app,
-        &admin,
-        "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
-        json!({ "id": cancelled.to_string() }),
-    )
-    .await;
+    api.cancel(&cancelled.to_string()).await.expect("cancelled");
     let mut all = ids.clone();
     all.push(("cancelled", cancelled));
     let expected_status = |name: &str| match name {
-        "succeeds" => "SUCCEEDED",
-        "fails" => "FAILED",
-        "times-out" => "TIMED_OUT",
-        "cancelled" => "CANCELLED",
-        _ => "CREATION_FAILED",
+        "succeeds" => ExecutionStatus::Succeeded,
+        "fails" => ExecutionStatus::Failed,
+        "times-out" => ExecutionStatus::TimedOut,
+        "cancelled" => ExecutionStatus::Cancelled,
+        _ => ExecutionStatus::CreationFailed,
     };
     for (name, id) in all {
         wait_final(&app, id, as_admin).await;
-        let state = graphql_ok(
-            &app,
-            &admin,
-            "query($id: ID!) { execution(id: $id) { status } }",
-            json!({ "id": id.to_string() }),
-        )
-        .await;
         assert_eq!(
-            state["execution"]["status"],
+            api.status(&id.to_string()).await,
             expected_status(name),
             "{name}"
         );
@@ -914,13 +870,9 @@ async fn schedule_routes_follow_the_v2_contract(stack: Stack) {
     };
     let admin = app.issue_token(ADMIN, &[], true).await;
     let as_admin = (ADMIN, admin.as_str());
-    define(
-        &app,
-        &admin,
-        json!({ "name": "report", "command": ["true"],
-        "args": [{ "name": "REGION" }] }),
-    )
-    .await;
+    let mut report = proc("report", &["true"]);
+    report.args = Some(vec![arg("REGION")]);
+    define(&app, &admin, report).await;
     let valid = json!({ "id": 0, "jobName": "report", "args": { "REGION": "eu" }, "tags": "nightly,finance",
         "cron": "0 2 * * *", "notificationEmails": "ops@example.com,lead@example.com",
         "group": "reports", "enabled": true });
@@ -1050,20 +1002,35 @@ async fn schedule_routes_follow_the_v2_contract(stack: Stack) {
     let paused_id = paused["id"].as_u64().unwrap();
 
     // The same schedule over GraphQL.
-    let over_graphql = graphql_ok(
-        &app,
-        &admin,
-        "query($id: ID!) { schedule(id: $id) { procName cron timezone tags group notificationEmails enabled args { name value } } }",
-        json!({ "id": id.to_string() }),
-    )
-    .await;
+    let detail = |id: String| {
+        let api = app.api_as(&admin);
+        async move {
+            let variables = schedule_detail::Variables { id };
+            api.ok::<ScheduleDetail>(variables).await.schedule
+        }
+    };
+    let over_graphql = detail(id.to_string()).await.expect("the schedule");
     assert_eq!(
-        over_graphql["schedule"],
-        json!({ "procName": "report", "cron": "0 0 2 * * *", "timezone": "UTC",
-            "tags": ["nightly", "finance"], "group": "reports",
-            "notificationEmails": ["ops@example.com", "lead@example.com"], "enabled": true,
-            "args": [{ "name": "REGION", "value": "eu" }] })
+        (
+            over_graphql.proc_name.as_str(),
+            over_graphql.cron.as_str(),
+            over_graphql.timezone.as_str()
+        ),
+        ("report", "0 0 2 * * *", "UTC")
     );
+    assert_eq!(over_graphql.tags, ["nightly", "finance"]);
+    assert_eq!(over_graphql.group.as_deref(), Some("reports"));
+    assert_eq!(
+        over_graphql.notification_emails,
+        ["ops@example.com", "lead@example.com"]
+    );
+    assert!(over_graphql.enabled);
+    let args: Vec<_> = over_graphql
+        .args
+        .iter()
+        .map(|a| (a.name.as_str(), a.value.as_str()))
+        .collect();
+    assert_eq!(args, [("REGION", "eu")]);
 
     let get = |path: String| send(legacy(&app, Method::GET, &path, ADMIN, &admin));
     let listed = get("/schedule".into()).await;
@@ -1132,14 +1099,10 @@ async fn schedule_routes_follow_the_v2_contract(stack: Stack) {
         404,
         "v2 answered 500"
     );
-    let gone = app
-        .graphql_as(
-            &admin,
-            "query($id: ID!) { schedule(id: $id) { id } }",
-            json!({ "id": id.to_string() }),
-        )
-        .await;
-    assert_eq!(gone["data"]["schedule"], Value::Null, "{gone}");
+    assert!(
+        detail(id.to_string()).await.is_none(),
+        "the schedule is gone"
+    );
     let empty = get("/schedule".into()).await;
     assert_eq!(
         (empty.status, empty.body.as_str()),
@@ -1162,12 +1125,7 @@ async fn a_replayed_v2_cli_session_works_end_to_end(stack: Stack) {
     let user = app.issue_token(USER, &["proctor-users"], false).await;
     // The local executor runs commands; v2 metadata has none, so the proc's command is set over
     // GraphQL and the v2 seeding scripts (test/procs/*/metadata.json, curl POST /secret) follow.
-    define(
-        &app,
-        &admin,
-        json!({ "name": "say-hello-world", "command": ["sh", "-c", SAY_HELLO] }),
-    )
-    .await;
+    define(&app, &admin, proc("say-hello-world", &sh(SAY_HELLO))).await;
     let metadata = json!([{ "name": "say-hello-world", "description": "Prints hello world",
         "image_name": "proctorscripts/test-say-hello-world:latest",
         "env_vars": {
@@ -1341,22 +1299,16 @@ async fn executions_started_on_either_api_read_back_on_the_other(stack: Stack) {
     };
     let admin = app.issue_token(ADMIN, &[], true).await;
     let as_admin = (ADMIN, admin.as_str());
-    define(
-        &app,
-        &admin,
-        json!({ "name": "hello", "command": ["echo", "hi"],
-        "args": [{ "name": "WHO" }] }),
-    )
-    .await;
+    let mut hello = proc("hello", &["echo", "hi"]);
+    hello.args = Some(vec![arg("WHO")]);
+    define(&app, &admin, hello).await;
 
-    let started = graphql_ok(
-        &app,
-        &admin,
-        r#"mutation { execute(proc: "hello", args: [{ name: "WHO", value: "graphql" }]) { id } }"#,
-        json!({}),
-    )
-    .await;
-    let from_graphql: u64 = started["execute"]["id"].as_str().unwrap().parse().unwrap();
+    let api = app.api_as(&admin);
+    let from_graphql: u64 = api
+        .execute("hello", &[("WHO", "graphql")])
+        .await
+        .parse()
+        .unwrap();
     let read = wait_final(&app, from_graphql, as_admin).await;
     assert_eq!(
         (read["job_name"].as_str(), read["status"].as_str()),
@@ -1374,18 +1326,20 @@ async fn executions_started_on_either_api_read_back_on_the_other(stack: Stack) {
     assert_eq!(posted.status, 201);
     let from_rest = posted.json()["id"].as_u64().unwrap();
     wait_final(&app, from_rest, as_admin).await;
-    let seen = graphql_ok(
-        &app,
-        &admin,
-        "query($id: ID!) { execution(id: $id) { procName status trigger user args { name value } } }",
-        json!({ "id": from_rest.to_string() }),
-    )
-    .await;
-    assert_eq!(
-        seen["execution"],
-        json!({ "procName": "hello", "status": "SUCCEEDED", "trigger": "API", "user": ADMIN,
-            "args": [{ "name": "WHO", "value": "rest" }] })
-    );
+    let seen = api
+        .execution(&from_rest.to_string())
+        .await
+        .expect("the run");
+    assert_eq!(seen.proc_name, "hello");
+    assert_eq!(seen.status, ExecutionStatus::Succeeded);
+    assert_eq!(seen.trigger, Trigger::Api);
+    assert_eq!(seen.user.as_deref(), Some(ADMIN));
+    let args: Vec<_> = seen
+        .args
+        .iter()
+        .map(|a| (a.name.as_str(), a.value.as_str()))
+        .collect();
+    assert_eq!(args, [("WHO", "rest")]);
     let logs = LegacyCli::new(app.address, ADMIN, &admin)
         .stream_logs(from_graphql)
         .await
@@ -1408,16 +1362,9 @@ async fn with_auth_off_the_v2_routes_need_no_token_and_keep_the_email_header() {
     .await;
     assert_eq!(started.status, 201, "{started:?}");
     let id = started.json()["id"].as_u64().unwrap();
-    let seen = app
-        .graphql(
-            "query($id: ID!) { execution(id: $id) { user trigger } }",
-            json!({ "id": id.to_string() }),
-        )
-        .await;
-    assert_eq!(
-        seen["data"]["execution"],
-        json!({ "user": "ada@example.com", "trigger": "API" })
-    );
+    let seen = app.api().execution(&id.to_string()).await.expect("the run");
+    assert_eq!(seen.user.as_deref(), Some("ada@example.com"));
+    assert_eq!(seen.trigger, Trigger::Api);
     let logs = LegacyCli::new(app.address, "", "")
         .stream_logs(id)
         .await
@@ -1426,13 +1373,7 @@ async fn with_auth_off_the_v2_routes_need_no_token_and_keep_the_email_header() {
 }
 
 async fn define_open(app: &TestApp) {
-    let response = app
-        .graphql(
-            UPSERT,
-            json!({ "i": { "name": "hello", "command": ["echo", "hi"] } }),
-        )
-        .await;
-    assert_eq!(response["errors"], Value::Null, "{response}");
+    app.api().define_proc(proc("hello", &["echo", "hi"])).await;
 }
 
 on_both_stacks!(

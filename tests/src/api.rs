@@ -55,6 +55,8 @@ pub mod operations {
         ProcByName,
         ProcHistory,
         ValidateArgs,
+        ProcCatalogue,
+        ProcDetail,
     );
     operations!(
         "graphql/auth.graphql": Me,
@@ -71,6 +73,7 @@ pub mod operations {
         ListSchedules,
         ScheduleRuns,
         CronPreview,
+        ScheduleDetail,
     );
     operations!(
         "graphql/executions.graphql": Execute,
