@@ -5,6 +5,15 @@
 use std::time::Duration;
 
 use proctor_server::config::DatabaseTarget;
+use proctor_tests::api::execution_by_id::ResponseData as ExecutionByIdData;
+use proctor_tests::api::schedule_runs::ScheduleRunOutcome as Outcome;
+use proctor_tests::api::stored_logs::ResponseData as StoredLogsData;
+use proctor_tests::api::upsert_proc::ArgType;
+use proctor_tests::api::{
+    Api, DeleteProc, ExecutionById, ExecutionStatus, Me, ProcInput, RunState, ScheduleRun,
+    StoredLine, StoredLogs, TransferSchedule, arg, delete_proc, execution_by_id, me, no_filter,
+    proc, schedule as every, secret, sh, stored_logs, transfer_schedule,
+};
 use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::{Stack, TestApp};
 use serde_json::{Value, json};
@@ -24,13 +33,8 @@ fn attack_body() -> String {
 }
 
 async fn proc_names(app: &TestApp) -> Vec<String> {
-    let listed = app.graphql(PROCS, json!({})).await;
-    listed["data"]["procs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{listed}"))
-        .iter()
-        .map(|proc| proc["name"].as_str().unwrap().to_owned())
-        .collect()
+    let procs = app.api().procs(None).await;
+    procs.into_iter().map(|(name, _)| name).collect()
 }
 
 #[tokio::test]
@@ -274,14 +278,8 @@ async fn revoked_token_closes_the_socket(stack: Stack) {
         .await;
         socket.start("1", WATCH, json!({})).await;
         assert_eq!(socket.wait_closed(Duration::from_millis(300)).await, None);
-        let revoked = app
-            .graphql_as(
-                &admin,
-                r#"mutation { revokeApiToken(email: "bo@example.com") }"#,
-                json!({}),
-            )
-            .await;
-        assert_eq!(revoked["data"]["revokeApiToken"], true, "{revoked}");
+        let revoked = app.api_as(&admin).revoke_api_token("bo@example.com").await;
+        assert_eq!(revoked, Ok(true));
         let (code, reason) = socket
             .wait_closed(Duration::from_secs(10))
             .await
@@ -294,18 +292,25 @@ async fn group_change_closes_the_socket_and_new_operations_fail(stack: Stack) {
     let Some((app, admin, user)) = auth_app(stack, Duration::from_secs(30)).await else {
         return;
     };
+    let socket_api = app.api_as(&user);
+    let me = socket_api.subscribe::<Me>(me::Variables).await;
+    let groups = me[0]
+        .as_ref()
+        .ok()
+        .and_then(|data| data.me.clone())
+        .map(|me| me.groups);
+    assert_eq!(
+        groups,
+        Some(vec!["ops".to_owned()]),
+        "over the websocket: {me:?}"
+    );
     let mut socket = socket_as(&app, &user).await;
-    let me = socket.run("1", "{ me { email groups } }", json!({})).await;
-    assert_eq!(me[0]["data"]["me"]["groups"], json!(["ops"]), "{me:?}");
+    socket.start("1", WATCH, json!({})).await;
     // The admin moves bo out of ops (a new token with other groups).
-    let changed = app
-        .graphql_as(
-            &admin,
-            r#"mutation { createApiToken(email: "bo@example.com", groups: ["dev"]) }"#,
-            json!({}),
-        )
-        .await;
-    assert_eq!(changed["errors"], Value::Null, "{changed}");
+    app.api_as(&admin)
+        .create_api_token("bo@example.com", Some(&["dev"]), None)
+        .await
+        .expect("issued");
     let closed = socket.wait_closed(Duration::from_secs(10)).await;
     assert_eq!(closed.map(|(code, _)| code), Some(4403));
 }
@@ -338,63 +343,48 @@ async fn a_revocation_nobody_announced_is_found_by_the_periodic_check() {
 
 const EXECUTE: &str =
     "mutation($p: String!, $a: [ArgInput!]) { execute(proc: $p, args: $a) { id } }";
-const FINAL: &str = "subscription($id: ID!) { executionStatus(id: $id) { status logLinesLost } }";
 
-async fn define(app: &TestApp, input: Value) {
-    let created = app.graphql(UPSERT, json!({ "i": input })).await;
-    assert_eq!(created["errors"], Value::Null, "{created}");
+async fn define(app: &TestApp, input: ProcInput) {
+    app.api().define_proc(input).await;
 }
 
 /// Runs `proc` and waits for its final state; returns (id, final status payload).
-async fn run_to_end(app: &TestApp, proc: &str) -> (String, Value) {
-    let started = app.graphql(EXECUTE, json!({ "p": proc })).await;
-    let id = started["data"]["execute"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_owned();
-    let mut socket = WsClient::connect(&app.ws_url(), Protocol::TransportWs, json!({})).await;
-    let states = socket.run("1", FINAL, json!({ "id": id })).await;
-    let last = states.last().expect("at least one state")["data"]["executionStatus"].clone();
+async fn run_to_end(app: &TestApp, proc: &str) -> (String, RunState) {
+    let api = app.api();
+    let id = api.execute(proc, &[]).await;
+    let last = api.await_final(&id).await;
     (id, last)
 }
 
-async fn all_lines(app: &TestApp, id: &str) -> Vec<Value> {
-    let page = app
-        .graphql(
-            "query($id: ID!) { execution(id: $id) { logs(first: 10000) { seq stream line replaced } } }",
-            json!({ "id": id }),
-        )
-        .await;
-    page["data"]["execution"]["logs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{page}"))
-        .clone()
+async fn all_lines(app: &TestApp, id: &str) -> Vec<StoredLine> {
+    app.api().stored_lines(id).await
 }
 
 async fn nul_in_output_loses_no_line(stack: Stack) {
     let Some(app) = TestApp::builder().stack(stack).try_spawn().await else {
         return;
     };
-    define(
-        &app,
-        json!({ "name": "nul", "command": ["sh", "-c",
-            "echo before; printf 'a\\000b\\n'; printf 'bad \\377 byte\\n'; seq 1 600; echo after"] }),
-    )
-    .await;
+    let script =
+        "echo before; printf 'a\\000b\\n'; printf 'bad \\377 byte\\n'; seq 1 600; echo after";
+    define(&app, proc("nul", &sh(script))).await;
     let (id, last) = run_to_end(&app, "nul").await;
-    assert_eq!(last["status"], "SUCCEEDED", "{last}");
-    assert_eq!(last["logLinesLost"], 0, "{last}");
+    assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
+    assert_eq!(last.log_lines_lost, 0, "{last:?}");
     let lines = all_lines(&app, &id).await;
     assert_eq!(lines.len(), 604, "every line is stored");
-    assert_eq!(lines[0]["line"], "before");
-    assert_eq!(lines[1]["line"], "a\u{FFFD}b");
-    assert_eq!(lines[1]["replaced"], true);
-    assert_eq!(lines[2]["line"], "bad \u{FFFD} byte");
-    assert_eq!(lines[2]["replaced"], true);
-    assert_eq!(lines[3]["replaced"], false);
-    assert_eq!(lines[603]["line"], "after");
+    assert_eq!(lines[0].line, "before");
+    assert_eq!(
+        (lines[1].line.as_str(), lines[1].replaced),
+        ("a\u{FFFD}b", true)
+    );
+    assert_eq!(
+        (lines[2].line.as_str(), lines[2].replaced),
+        ("bad \u{FFFD} byte", true)
+    );
+    assert!(!lines[3].replaced);
+    assert_eq!(lines[603].line, "after");
     for (index, line) in lines.iter().enumerate() {
-        assert_eq!(line["seq"], index + 1, "no gaps");
+        assert_eq!(line.seq, index as i64 + 1, "no gaps");
     }
 }
 
@@ -423,11 +413,9 @@ async fn nul_in_input_is_bad_user_input(stack: Stack) {
         inline["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
         "{inline}"
     );
-    define(
-        &app,
-        json!({ "name": "echo", "command": ["true"], "args": [{ "name": "WHO" }] }),
-    )
-    .await;
+    let mut echo = proc("echo", &["true"]);
+    echo.args = Some(vec![arg("WHO")]);
+    define(&app, echo).await;
     let refused = app
         .graphql(
             EXECUTE,
@@ -467,24 +455,19 @@ async fn secrets_across_the_read_chunk_and_encoded_are_masked() {
     let script = "head -c 1048571 /dev/zero | tr '\\000' x; printf '%s\\n' \"$TOKEN\"; \
                   printf '%s' \"$TOKEN\" | base64; printf '%s' \"$TOKEN\" | base64 | tr '+/' '-_' | tr -d =; \
                   echo \"url=$(printf %s \"$TOKEN\" | sed -e 's#/#%2F#g' -e 's/+/%2B/g' -e 's/ /%20/g')\"";
-    define(
-        &app,
-        json!({ "name": "leaky", "command": ["sh", "-c", script], "secrets": [{ "name": "TOKEN" }] }),
-    )
-    .await;
-    let set = app
-        .graphql(
-            "mutation($s: [SecretValueInput!]!) { setSecrets(proc: \"leaky\", secrets: $s) { key } }",
-            json!({ "s": [{ "key": "TOKEN", "value": SECRET }] }),
-        )
-        .await;
-    assert_eq!(set["errors"], Value::Null, "{set}");
+    let mut leaky = proc("leaky", &sh(script));
+    leaky.secrets = Some(vec![secret("TOKEN")]);
+    define(&app, leaky).await;
+    app.api()
+        .set_secrets("leaky", &[("TOKEN", SECRET)])
+        .await
+        .expect("set");
     let (id, last) = run_to_end(&app, "leaky").await;
-    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
     let text: String = all_lines(&app, &id)
         .await
         .iter()
-        .map(|line| line["line"].as_str().unwrap().to_owned())
+        .map(|line| line.line.clone())
         .collect::<Vec<_>>()
         .join("\n");
     use base64::Engine as _;
@@ -506,40 +489,27 @@ async fn secrets_across_the_read_chunk_and_encoded_are_masked() {
 #[tokio::test]
 async fn reserved_names_are_refused() {
     let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    let with_arg = |name: &str| {
+        let mut input = proc("x", &["true"]);
+        input.args = Some(vec![arg(name)]);
+        input
+    };
+    let mut with_secret = proc("x", &["true"]);
+    with_secret.secrets = Some(vec![secret("PROCTOR_SECRET_KEY")]);
     for (field, input) in [
-        (
-            "input.args[0].name",
-            json!({ "name": "x", "command": ["true"], "args": [{ "name": "PATH" }] }),
-        ),
-        (
-            "input.args[0].name",
-            json!({ "name": "x", "command": ["true"], "args": [{ "name": "LD_PRELOAD" }] }),
-        ),
-        (
-            "input.secrets[0].name",
-            json!({ "name": "x", "command": ["true"], "secrets": [{ "name": "PROCTOR_SECRET_KEY" }] }),
-        ),
-        (
-            "input.args[0].name",
-            json!({ "name": "x", "command": ["true"], "args": [{ "name": "BASH_ENV" }] }),
-        ),
+        ("input.args[0].name", with_arg("PATH")),
+        ("input.args[0].name", with_arg("LD_PRELOAD")),
+        ("input.secrets[0].name", with_secret),
+        ("input.args[0].name", with_arg("BASH_ENV")),
     ] {
-        let refused = app.graphql(UPSERT, json!({ "i": input })).await;
-        assert_eq!(
-            refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
-            "{refused}"
-        );
-        assert_eq!(
-            refused["errors"][0]["extensions"]["field"], field,
-            "{refused}"
-        );
-        assert!(
-            refused["errors"][0]["message"]
-                .as_str()
-                .unwrap()
-                .contains("reserved"),
-            "{refused}"
-        );
+        let refused = app
+            .api()
+            .try_define_proc(input)
+            .await
+            .expect_err("reserved");
+        assert_eq!(refused.code, "BAD_USER_INPUT", "{refused:?}");
+        assert_eq!(refused.field.as_deref(), Some(field), "{refused:?}");
+        assert!(refused.message.contains("reserved"), "{refused:?}");
     }
 }
 
@@ -608,37 +578,13 @@ async fn big_log_queries_are_refused_and_memory_stays_bounded() {
         async move { proctor_tests::infra::post_graphql(&base, &query, variables).await }
     };
     // 12,000 lines of 2,000 bytes: 24 MB of stored output.
-    let created = graphql(
-        UPSERT.to_owned(),
-        json!({ "i": { "name": "chatty", "command": ["sh", "-c",
-            "line=$(head -c 2000 /dev/zero | tr '\\000' x); i=0; while [ $i -lt 12000 ]; do echo \"$line\"; i=$((i+1)); done"] } }),
-    )
-    .await;
-    assert_eq!(created["errors"], Value::Null, "{created}");
-    let mut ids = Vec::new();
-    for _ in 0..1 {
-        let started = graphql(EXECUTE.to_owned(), json!({ "p": "chatty" })).await;
-        ids.push(
-            started["data"]["execute"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let api = Api::at(&base);
+    let script = "line=$(head -c 2000 /dev/zero | tr '\\000' x); i=0; while [ $i -lt 12000 ]; do echo \"$line\"; i=$((i+1)); done";
+    api.define_proc(proc("chatty", &sh(script))).await;
+    let ids = vec![api.execute("chatty", &[]).await];
     for id in &ids {
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let state = graphql(
-                "query($id: ID!) { execution(id: $id) { status } }".to_owned(),
-                json!({ "id": id }),
-            )
-            .await;
-            if state["data"]["execution"]["status"] == "SUCCEEDED" {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{state}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let done = api.await_final(id).await;
+        assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
     }
 
     // The reviewer's query (every execution, each with its logs many times over), on a
@@ -694,65 +640,45 @@ async fn a_recreated_proc_does_not_expose_earlier_runs(stack: Stack) {
         return;
     };
     let eve = app.issue_token("eve@example.com", &[], false).await;
-    let created = app
-        .graphql_as(
-            &admin,
-            UPSERT,
-            json!({ "i": { "name": "payroll", "command": ["sh", "-c", "echo salary=$AMOUNT"],
-                           "args": [{ "name": "AMOUNT" }], "authorizedGroups": ["finance"] } }),
-        )
+    let (admin_api, eve_api) = (app.api_as(&admin), app.api_as(&eve));
+    let mut payroll = proc("payroll", &sh("echo salary=$AMOUNT"));
+    payroll.args = Some(vec![arg("AMOUNT")]);
+    payroll.authorized_groups = Some(vec!["finance".to_owned()]);
+    admin_api.define_proc(payroll).await;
+    let id = admin_api.execute("payroll", &[("AMOUNT", "99999")]).await;
+    let done = admin_api.await_final(&id).await;
+    assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
+    admin_api
+        .ok::<DeleteProc>(delete_proc::Variables {
+            name: "payroll".to_owned(),
+        })
         .await;
-    assert_eq!(created["errors"], Value::Null, "{created}");
-    let started = app
-        .graphql_as(
-            &admin,
-            EXECUTE,
-            json!({ "p": "payroll", "a": [{ "name": "AMOUNT", "value": "99999" }] }),
-        )
-        .await;
-    let id = started["data"]["execute"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut socket = socket_as(&app, &admin).await;
-    let states = socket.run("1", FINAL, json!({ "id": id })).await;
-    assert_eq!(
-        states.last().unwrap()["data"]["executionStatus"]["status"],
-        "SUCCEEDED"
-    );
-    let deleted = app
-        .graphql_as(
-            &admin,
-            r#"mutation { deleteProc(name: "payroll") }"#,
-            json!({}),
-        )
-        .await;
-    assert_eq!(deleted["errors"], Value::Null, "{deleted}");
-    let again = app
-        .graphql_as(
-            &admin,
-            UPSERT,
-            json!({ "i": { "name": "payroll", "command": ["true"], "authorizedGroups": [] } }),
-        )
-        .await;
-    assert_eq!(again["errors"], Value::Null, "{again}");
+    let mut again = proc("payroll", &["true"]);
+    again.authorized_groups = Some(Vec::new());
+    admin_api.define_proc(again).await;
 
-    let listed = app
-        .graphql_as(
-            &eve,
-            r#"{ executions(filter: { proc: "payroll" }) { edges { node { id args { value } } } } }"#,
-            json!({}),
-        )
+    let mut by_proc = no_filter();
+    by_proc.proc = Some("payroll".to_owned());
+    let listed = eve_api.executions(20, None, by_proc).await.expect("a page");
+    assert!(listed.edges.is_empty(), "{listed:?}");
+    let one = eve_api
+        .call::<ExecutionById>(execution_by_id::Variables { id: id.clone() })
         .await;
-    assert_eq!(listed["data"]["executions"]["edges"], json!([]), "{listed}");
-    let one = app
-        .graphql_as(
-            &eve,
-            "query($id: ID!) { execution(id: $id) { id logs { line } } }",
-            json!({ "id": id }),
-        )
+    assert!(
+        !matches!(one, Ok(ExecutionByIdData { execution: Some(_) })),
+        "{one:?}"
+    );
+    let logs = eve_api
+        .call::<StoredLogs>(stored_logs::Variables {
+            id: id.clone(),
+            after_seq: None,
+            first: None,
+        })
         .await;
-    assert_eq!(one["data"]["execution"], Value::Null, "{one}");
+    assert!(
+        !matches!(logs, Ok(StoredLogsData { execution: Some(_) })),
+        "{logs:?}"
+    );
     let rest = app
         .http
         .get(app.url(&format!("/execution/{id}/status")))
@@ -763,41 +689,25 @@ async fn a_recreated_proc_does_not_expose_earlier_runs(stack: Stack) {
         .unwrap();
     assert_ne!(rest.status(), 200);
     // The administrator still sees it.
-    let seen = app
-        .graphql_as(
-            &admin,
-            "query($id: ID!) { execution(id: $id) { logs { line } } }",
-            json!({ "id": id }),
-        )
-        .await;
-    assert_eq!(
-        seen["data"]["execution"]["logs"][0]["line"], "salary=99999",
-        "{seen}"
-    );
+    assert_eq!(admin_api.stored_text(&id).await, ["salary=99999"]);
 }
 
 on_both_stacks!(a_recreated_proc_does_not_expose_earlier_runs);
 
 const CREATE_SCHEDULE: &str = "mutation($i: ScheduleInput!) { createSchedule(input: $i) { id } }";
-const SCHEDULE_RUNS: &str = "query($id: ID!) { schedule(id: $id) { createdBy runs(first: 100) {
-    edges { node { outcome detail execution { status } } } } } }";
 
 /// Waits until the schedule has a run with `outcome`; returns its detail.
-async fn wait_for_outcome(app: &TestApp, token: &str, id: &str, outcome: &str) -> Value {
+/// Waits until schedule `id` has a run with `outcome`; that run's detail.
+async fn wait_for_outcome(api: &Api, id: &str, outcome: Outcome) -> Option<String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let runs = app
-            .graphql_as(token, SCHEDULE_RUNS, json!({ "id": id }))
-            .await;
-        if let Some(run) = runs["data"]["schedule"]["runs"]["edges"]
-            .as_array()
-            .and_then(|edges| edges.iter().find(|edge| edge["node"]["outcome"] == outcome))
-        {
-            return run["node"]["detail"].clone();
+        let (runs, _) = api.schedule_runs(id).await;
+        if let Some(run) = runs.iter().find(|run| run.outcome == outcome) {
+            return run.detail.clone();
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no {outcome} run: {runs}"
+            "no {outcome:?} run: {runs:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -815,110 +725,78 @@ async fn schedules_fire_with_their_owners_current_rights(stack: Stack) {
     let admin = app.issue_token("root@example.com", &[], true).await;
     let bo = app.issue_token("bo@example.com", &["ops"], false).await;
     app.issue_token("al@example.com", &["ops"], false).await;
-    let created = app
-        .graphql_as(
-            &admin,
-            UPSERT,
-            json!({ "i": { "name": "tick", "command": ["true"], "authorizedGroups": ["ops"] } }),
-        )
-        .await;
-    assert_eq!(created["errors"], Value::Null, "{created}");
-    let schedule = app
-        .graphql_as(
-            &bo,
-            CREATE_SCHEDULE,
-            json!({ "i": { "proc": "tick", "cron": "* * * * * *" } }),
-        )
-        .await;
-    let id = schedule["data"]["createSchedule"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{schedule}"))
-        .to_owned();
-    wait_for_outcome(&app, &admin, &id, "STARTED").await;
+    let (admin, bo) = (app.api_as(&admin), app.api_as(&bo));
+    let mut tick = proc("tick", &["true"]);
+    tick.authorized_groups = Some(vec!["ops".to_owned()]);
+    admin.define_proc(tick).await;
+    let id = bo.create_schedule(every("tick", "* * * * * *")).await;
+    wait_for_outcome(&admin, &id, Outcome::STARTED).await;
     // bo leaves ops: the next slots are skipped, saying why.
     app.issue_token("bo@example.com", &[], false).await;
-    let detail = wait_for_outcome(&app, &admin, &id, "SKIPPED_FORBIDDEN").await;
+    let detail = wait_for_outcome(&admin, &id, Outcome::SKIPPED_FORBIDDEN).await;
     assert!(
-        detail.as_str().unwrap().contains("bo@example.com"),
-        "{detail}"
+        detail
+            .as_deref()
+            .is_some_and(|detail| detail.contains("bo@example.com")),
+        "{detail:?}"
     );
     // Every slot is recorded, but only the first of a row reaches the channels (as a run that
     // could not be created); nothing runs.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let runs = app
-            .graphql_as(&admin, SCHEDULE_RUNS, json!({ "id": id }))
-            .await;
-        let forbidden: Vec<&Value> = runs["data"]["schedule"]["runs"]["edges"]
-            .as_array()
-            .unwrap()
+        let (runs, _) = admin.schedule_runs(&id).await;
+        let forbidden: Vec<&ScheduleRun> = runs
             .iter()
-            .filter(|edge| edge["node"]["outcome"] == "SKIPPED_FORBIDDEN")
+            .filter(|run| run.outcome == Outcome::SKIPPED_FORBIDDEN)
             .collect();
         if forbidden.len() >= 3 {
-            let with_run: Vec<&&Value> = forbidden
+            let with_run: Vec<_> = forbidden
                 .iter()
-                .filter(|edge| !edge["node"]["execution"].is_null())
+                .filter_map(|run| run.execution.as_ref())
                 .collect();
-            assert_eq!(with_run.len(), 1, "{runs}");
-            assert_eq!(
-                with_run[0]["node"]["execution"]["status"],
-                "CREATION_FAILED"
-            );
+            assert_eq!(with_run.len(), 1, "{runs:?}");
+            assert_eq!(with_run[0].status, ExecutionStatus::CreationFailed);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{runs}");
+        assert!(std::time::Instant::now() < deadline, "{runs:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // An administrator gives it to al, who may run it: it fires again.
-    let transferred = app
-        .graphql_as(
-            &admin,
-            r#"mutation($id: ID!) { transferSchedule(id: $id, owner: "al@example.com") { createdBy } }"#,
-            json!({ "id": id }),
-        )
-        .await;
-    assert_eq!(
-        transferred["data"]["transferSchedule"]["createdBy"], "al@example.com",
-        "{transferred}"
-    );
-    let started = |runs: &Value| {
-        runs["data"]["schedule"]["runs"]["edges"]
-            .as_array()
-            .map_or(0, |edges| {
-                edges
-                    .iter()
-                    .filter(|edge| edge["node"]["outcome"] == "STARTED")
-                    .count()
-            })
+    let transfer = |api: &Api, owner: &str| {
+        let variables = transfer_schedule::Variables {
+            id: id.clone(),
+            owner: owner.to_owned(),
+        };
+        let api = api.clone();
+        async move { api.call::<TransferSchedule>(variables).await }
     };
-    let started_before = started(
-        &app.graphql_as(&admin, SCHEDULE_RUNS, json!({ "id": id }))
-            .await,
+    let transferred = transfer(&admin, "al@example.com")
+        .await
+        .expect("transferred");
+    assert_eq!(
+        transferred.transfer_schedule.created_by.as_deref(),
+        Some("al@example.com")
     );
+    let started = |runs: &[ScheduleRun]| {
+        runs.iter()
+            .filter(|run| run.outcome == Outcome::STARTED)
+            .count()
+    };
+    let started_before = started(&admin.schedule_runs(&id).await.0);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let runs = app
-            .graphql_as(&admin, SCHEDULE_RUNS, json!({ "id": id }))
-            .await;
+        let (runs, _) = admin.schedule_runs(&id).await;
         if started(&runs) > started_before {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{runs}");
+        assert!(std::time::Instant::now() < deadline, "{runs:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Only administrators transfer.
-    let refused = app
-        .graphql_as(
-            &bo,
-            r#"mutation($id: ID!) { transferSchedule(id: $id, owner: "bo@example.com") { id } }"#,
-            json!({ "id": id }),
-        )
-        .await;
-    assert_eq!(
-        refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
-        "{refused}"
-    );
+    let refused = transfer(&bo, "bo@example.com")
+        .await
+        .expect_err("not an admin");
+    assert_eq!(refused.code, "FORBIDDEN", "{refused:?}");
 }
 
 on_both_stacks!(schedules_fire_with_their_owners_current_rights);
@@ -928,41 +806,20 @@ async fn schedules_of_non_administrators_have_a_minimum_interval() {
     let (app, admin, bo) = auth_app(Stack::Embedded, Duration::from_secs(30))
         .await
         .expect("the embedded stack needs nothing");
-    let created = app
-        .graphql_as(
-            &admin,
-            UPSERT,
-            json!({ "i": { "name": "tick", "command": ["true"] } }),
-        )
-        .await;
-    assert_eq!(created["errors"], Value::Null, "{created}");
-    let refused = app
-        .graphql_as(
-            &bo,
-            CREATE_SCHEDULE,
-            json!({ "i": { "proc": "tick", "cron": "*/10 * * * * *" } }),
-        )
-        .await;
-    assert_eq!(
-        refused["errors"][0]["extensions"]["field"], "input.cron",
-        "{refused}"
-    );
-    let every_minute = app
-        .graphql_as(
-            &bo,
-            CREATE_SCHEDULE,
-            json!({ "i": { "proc": "tick", "cron": "0 * * * * *" } }),
-        )
-        .await;
-    assert_eq!(every_minute["errors"], Value::Null, "{every_minute}");
-    let admin_may = app
-        .graphql_as(
-            &admin,
-            CREATE_SCHEDULE,
-            json!({ "i": { "proc": "tick", "cron": "*/10 * * * * *" } }),
-        )
-        .await;
-    assert_eq!(admin_may["errors"], Value::Null, "{admin_may}");
+    let (admin, bo) = (app.api_as(&admin), app.api_as(&bo));
+    admin.define_proc(proc("tick", &["true"])).await;
+    let refused = bo
+        .try_create_schedule(every("tick", "*/10 * * * * *"))
+        .await
+        .expect_err("too often");
+    assert_eq!(refused.field.as_deref(), Some("input.cron"), "{refused:?}");
+    bo.try_create_schedule(every("tick", "0 * * * * *"))
+        .await
+        .expect("once a minute is fine");
+    admin
+        .try_create_schedule(every("tick", "*/10 * * * * *"))
+        .await
+        .expect("administrators may schedule more often");
 }
 
 #[tokio::test]
@@ -1153,7 +1010,7 @@ async fn notifications_never_reach_internal_addresses_or_follow_redirects() {
         .with_args(&["--notify-allowed-hosts="])
         .spawn()
         .await;
-    define(&app, json!({ "name": "hooked", "command": ["true"] })).await;
+    define(&app, proc("hooked", &["true"])).await;
     let mut sink = proctor_tests::sinks::HttpSink::start().await;
     let port = sink.url("").rsplit(':').next().unwrap().to_owned();
     for url in [
@@ -1207,12 +1064,7 @@ async fn redirects_are_not_followed_and_users_see_no_remote_detail() {
     let (app, admin, bo) = auth_app(Stack::Embedded, Duration::from_secs(30))
         .await
         .expect("the embedded stack needs nothing");
-    define_as(
-        &app,
-        &admin,
-        json!({ "name": "hooked", "command": ["true"] }),
-    )
-    .await;
+    define_as(&app, &admin, proc("hooked", &["true"])).await;
     let url = format!("http://127.0.0.1:{redirector_port}/hook");
     let as_admin = webhook_result(&app, Some(&admin), &url).await;
     assert_eq!(as_admin["delivered"], false, "{as_admin}");
@@ -1237,9 +1089,8 @@ async fn redirects_are_not_followed_and_users_see_no_remote_detail() {
     );
 }
 
-async fn define_as(app: &TestApp, token: &str, input: Value) {
-    let created = app.graphql_as(token, UPSERT, json!({ "i": input })).await;
-    assert_eq!(created["errors"], Value::Null, "{created}");
+async fn define_as(app: &TestApp, token: &str, input: ProcInput) {
+    app.api_as(token).define_proc(input).await;
 }
 
 /// Runs a proc that tries to read every file of the server's data directory.
@@ -1260,17 +1111,13 @@ async fn try_to_read_the_data_dir(app: &TestApp) -> (String, Vec<String>) {
         files.join(" "),
         data_dir.display()
     );
-    define(
-        app,
-        json!({ "name": "snoop", "command": ["sh", "-c", script] }),
-    )
-    .await;
+    define(app, proc("snoop", &sh(&script))).await;
     let (id, last) = run_to_end(app, "snoop").await;
-    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
     let lines: Vec<String> = all_lines(app, &id)
         .await
         .iter()
-        .map(|line| line["line"].as_str().unwrap().to_owned())
+        .map(|line| line.line.clone())
         .collect();
     let secrets: Vec<String> = files
         .iter()
@@ -1424,12 +1271,12 @@ async fn a_revocation_on_one_replica_closes_sockets_on_another_at_once() {
 #[tokio::test]
 async fn huge_invalid_inputs_are_not_echoed_back() {
     let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
-    define(
-        &app,
-        json!({ "name": "pick", "command": ["true"],
-                "args": [{ "name": "COLOR", "type": "ENUM", "values": ["red", "blue"] }] }),
-    )
-    .await;
+    let mut pick = proc("pick", &["true"]);
+    let mut color = arg("COLOR");
+    color.type_ = Some(ArgType::ENUM);
+    color.values = Some(vec!["red".to_owned(), "blue".to_owned()]);
+    pick.args = Some(vec![color]);
+    define(&app, pick).await;
     let huge = "x".repeat(900 * 1024);
     let refused = app
         .graphql(
@@ -1471,26 +1318,20 @@ async fn a_line_the_database_refuses_is_marked_lost_and_holds_nothing_back(stack
     for statement in statements {
         db.execute_unprepared(statement).await.unwrap();
     }
-    define(
-        &app,
-        json!({ "name": "poisoned", "command": ["sh", "-c", "echo one; echo POISON; echo three; echo four"] }),
-    )
-    .await;
+    let script = "echo one; echo POISON; echo three; echo four";
+    define(&app, proc("poisoned", &sh(script))).await;
     let (id, last) = run_to_end(&app, "poisoned").await;
-    assert_eq!(last["status"], "SUCCEEDED", "{last}");
-    assert_eq!(last["logLinesLost"], 1, "{last}");
+    assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
+    assert_eq!(last.log_lines_lost, 1, "{last:?}");
     let lines = all_lines(&app, &id).await;
-    let texts: Vec<&str> = lines
-        .iter()
-        .map(|line| line["line"].as_str().unwrap())
-        .collect();
+    let texts: Vec<&str> = lines.iter().map(|line| line.line.as_str()).collect();
     assert_eq!(texts.len(), 4, "{texts:?}");
     assert_eq!(texts[0], "one");
     assert!(
         texts[1].contains("could not be stored and was lost"),
         "{texts:?}"
     );
-    assert_eq!(lines[1]["stream"], "SYSTEM");
+    assert_eq!(lines[1].stream, proctor_tests::api::LogStream::System);
     assert_eq!(
         &texts[2..],
         ["three", "four"],
@@ -1505,11 +1346,9 @@ async fn a_run_taken_over_masks_the_values_it_started_with(stack: Stack) {
     let Some(app) = TestApp::builder().stack(stack).try_spawn().await else {
         return;
     };
-    define(
-        &app,
-        json!({ "name": "holder", "command": ["sleep", "30"], "secrets": [{ "name": "TOKEN" }] }),
-    )
-    .await;
+    let mut holder = proc("holder", &["sleep", "30"]);
+    holder.secrets = Some(vec![secret("TOKEN")]);
+    define(&app, holder).await;
     let set = |value: &'static str| {
         let app = &app;
         async move {
@@ -1582,11 +1421,9 @@ async fn a_run_cannot_read_another_runs_environment() {
         return;
     }
     let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
-    define(
-        &app,
-        json!({ "name": "holder", "command": ["sleep", "30"], "secrets": [{ "name": "TOKEN" }] }),
-    )
-    .await;
+    let mut holder = proc("holder", &["sleep", "30"]);
+    holder.secrets = Some(vec![secret("TOKEN")]);
+    define(&app, holder).await;
     let set = app
         .graphql(
             "mutation { setSecrets(proc: \"holder\", secrets: [{ key: \"TOKEN\", value: \"neighbour-secret-4242\" }]) { key } }",
@@ -1618,18 +1455,16 @@ async fn a_run_cannot_read_another_runs_environment() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    define(
-        &app,
-        json!({ "name": "peek", "command": ["sh", "-c",
-            format!("cat /proc/{pid}/environ | tr '\\000' '\\n' | grep TOKEN; kill -STOP {pid} && echo SIGNALLED; echo done")] }),
-    )
-    .await;
+    let script = format!(
+        "cat /proc/{pid}/environ | tr '\\000' '\\n' | grep TOKEN; kill -STOP {pid} && echo SIGNALLED; echo done"
+    );
+    define(&app, proc("peek", &sh(&script))).await;
     let (peek, last) = run_to_end(&app, "peek").await;
-    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
     let text: Vec<String> = all_lines(&app, &peek)
         .await
         .iter()
-        .map(|line| line["line"].as_str().unwrap().to_owned())
+        .map(|line| line.line.clone())
         .collect();
     assert!(!text.join("\n").contains("neighbour-secret"), "{text:?}");
     assert!(
@@ -1651,12 +1486,7 @@ async fn the_legacy_log_socket_is_cut_when_its_token_is_revoked() {
     let (app, admin, user) = auth_app(Stack::Embedded, Duration::from_secs(30))
         .await
         .expect("the embedded stack needs nothing");
-    define_as(
-        &app,
-        &admin,
-        json!({ "name": "long", "command": ["sh", "-c", "echo started; sleep 30"] }),
-    )
-    .await;
+    define_as(&app, &admin, proc("long", &sh("echo started; sleep 30"))).await;
     let started = app.graphql_as(&user, EXECUTE, json!({ "p": "long" })).await;
     let id = started["data"]["execute"]["id"]
         .as_str()
@@ -1783,12 +1613,9 @@ async fn only_the_owner_or_an_administrator_changes_a_schedule() {
     let (app, admin, user) = auth_app(Stack::Embedded, Duration::from_secs(30))
         .await
         .expect("the embedded stack needs nothing");
-    define_as(
-        &app,
-        &admin,
-        json!({ "name": "shared", "command": ["true"], "authorizedGroups": ["ops"] }),
-    )
-    .await;
+    let mut shared = proc("shared", &["true"]);
+    shared.authorized_groups = Some(vec!["ops".to_owned()]);
+    define_as(&app, &admin, shared).await;
     let created = app
         .graphql_as(
             &admin,
@@ -1876,9 +1703,9 @@ async fn a_file_created_next_to_the_data_directory_after_earlier_runs_is_readabl
         return;
     }
     let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
-    define(&app, json!({ "name": "first", "command": ["true"] })).await;
+    define(&app, proc("first", &["true"])).await;
     let (_, last) = run_to_end(&app, "first").await;
-    assert_eq!(last["status"], "SUCCEEDED");
+    assert_eq!(last.status, ExecutionStatus::Succeeded);
     // Created after the rules were listed for the first run, next to the data directory.
     let sibling = app
         .settings
@@ -1899,13 +1726,10 @@ async fn a_file_created_next_to_the_data_directory_after_earlier_runs_is_readabl
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    define(
-        &app,
-        json!({ "name": "reader", "command": ["cat", sibling.join("note").to_str().unwrap()] }),
-    )
-    .await;
+    let note = sibling.join("note");
+    define(&app, proc("reader", &["cat", note.to_str().unwrap()])).await;
     let (id, last) = run_to_end(&app, "reader").await;
-    assert_eq!(last["status"], "SUCCEEDED", "{last}");
-    assert_eq!(all_lines(&app, &id).await[0]["line"], "fresh-content");
+    assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
+    assert_eq!(all_lines(&app, &id).await[0].line, "fresh-content");
     std::fs::remove_dir_all(&sibling).unwrap();
 }

@@ -74,6 +74,7 @@ pub mod operations {
         ScheduleRuns,
         CronPreview,
         ScheduleDetail,
+        TransferSchedule,
     );
     operations!(
         "graphql/executions.graphql": Execute,
