@@ -11,8 +11,13 @@ use proctor_tests::api::stored_logs::ResponseData as StoredLogsData;
 use proctor_tests::api::upsert_proc::ArgType;
 use proctor_tests::api::{
     Api, DeleteProc, ExecutionById, ExecutionStatus, Me, ProcInput, RunState, ScheduleRun,
-    StoredLine, StoredLogs, TransferSchedule, arg, delete_proc, execution_by_id, me, no_filter,
-    proc, schedule as every, secret, sh, stored_logs, transfer_schedule,
+    StoredLine, StoredLogs, TransferSchedule, TriggerSchedule, arg, delete_proc, execution_by_id,
+    me, no_filter, proc, schedule as every, secret, sh, stored_logs, transfer_schedule,
+    trigger_schedule,
+};
+use proctor_tests::api::{
+    ApplyProcFile, DeleteSchedule, ScheduleDetail, SetScheduleEnabled, UpdateSchedule,
+    apply_proc_file, delete_schedule, schedule_detail, set_schedule_enabled, update_schedule,
 };
 use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::{Stack, TestApp};
@@ -694,8 +699,6 @@ async fn a_recreated_proc_does_not_expose_earlier_runs(stack: Stack) {
 
 on_both_stacks!(a_recreated_proc_does_not_expose_earlier_runs);
 
-const CREATE_SCHEDULE: &str = "mutation($i: ScheduleInput!) { createSchedule(input: $i) { id } }";
-
 /// Waits until the schedule has a run with `outcome`; returns its detail.
 /// Waits until schedule `id` has a run with `outcome`; that run's detail.
 async fn wait_for_outcome(api: &Api, id: &str, outcome: Outcome) -> Option<String> {
@@ -948,56 +951,28 @@ async fn metrics_need_the_token_when_auth_is_on_and_one_is_set() {
     assert!(scraped.text().await.unwrap().contains("proctor_"));
 }
 
-const NOTIFIED: &str = "query($id: ID!) { schedule(id: $id) { runs(first: 10) { edges { node {
-    notifications { channel delivered error } } } } } }";
-
-/// Triggers a schedule of `proc` with webhook `url` and returns its webhook result once tried.
-async fn webhook_result(app: &TestApp, token: Option<&str>, url: &str) -> Value {
-    let headers: Vec<(&str, String)> = token
-        .map(|token| vec![("Authorization", format!("Bearer {token}"))])
-        .unwrap_or_default();
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let created = app
-        .graphql_with(
-            &headers,
-            CREATE_SCHEDULE,
-            json!({ "i": { "proc": "hooked", "cron": "0 0 1 1 *", "enabled": false, "webhookUrl": url } }),
-        )
+/// Triggers a disabled schedule of `hooked` with webhook `url` (as `api`'s caller) and returns
+/// its webhook result once tried, as `(delivered, error)`.
+async fn webhook_result(api: &Api, url: &str) -> (bool, Option<String>) {
+    let mut input = every("hooked", "0 0 1 1 *");
+    input.enabled = Some(false);
+    input.webhook_url = Some(url.to_owned());
+    let id = api.create_schedule(input).await;
+    api.ok::<TriggerSchedule>(trigger_schedule::Variables { id: id.clone() })
         .await;
-    let id = created["data"]["createSchedule"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
-    let triggered = app
-        .graphql_with(
-            &headers,
-            "mutation($id: ID!) { triggerSchedule(id: $id) { id } }",
-            json!({ "id": id }),
-        )
-        .await;
-    assert_eq!(triggered["errors"], Value::Null, "{triggered}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let runs = app
-            .graphql_with(&headers, NOTIFIED, json!({ "id": id }))
-            .await;
-        let found = runs["data"]["schedule"]["runs"]["edges"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|edge| {
-                edge["node"]["notifications"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .find(|result| result["channel"] == "webhook");
+        let (runs, _) = api.schedule_runs(&id).await;
+        let found = runs
+            .iter()
+            .flat_map(|run| run.notifications.iter())
+            .find(|result| result.channel == "webhook");
         if let Some(result) = found {
-            return result;
+            return (result.delivered, result.error.clone());
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no webhook result: {runs}"
+            "no webhook result: {runs:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1020,9 +995,9 @@ async fn notifications_never_reach_internal_addresses_or_follow_redirects() {
         format!("http://[::ffff:127.0.0.1]:{port}/hook"),
         "http://169.254.169.254/latest/meta-data/".to_owned(),
     ] {
-        let result = webhook_result(&app, None, &url).await;
-        assert_eq!(result["delivered"], false, "{url}: {result}");
-        let error = result["error"].as_str().unwrap();
+        let (delivered, error) = webhook_result(&app.api(), &url).await;
+        assert!(!delivered, "{url}: {error:?}");
+        let error = error.unwrap_or_default();
         assert!(error.contains("was not called"), "{url}: {error}");
     }
     assert!(
@@ -1035,15 +1010,17 @@ async fn notifications_never_reach_internal_addresses_or_follow_redirects() {
         "nothing reached the loopback sink"
     );
     // URLs with credentials are refused when the schedule is saved.
+    let mut with_credentials = every("hooked", "0 0 1 1 *");
+    with_credentials.webhook_url = Some("https://u:p@hooks.example.com/".to_owned());
     let refused = app
-        .graphql(
-            CREATE_SCHEDULE,
-            json!({ "i": { "proc": "hooked", "cron": "0 0 1 1 *", "webhookUrl": "https://u:p@hooks.example.com/" } }),
-        )
-        .await;
+        .api()
+        .try_create_schedule(with_credentials)
+        .await
+        .expect_err("credentials in the URL");
     assert_eq!(
-        refused["errors"][0]["extensions"]["field"], "input.webhookUrl",
-        "{refused}"
+        refused.field.as_deref(),
+        Some("input.webhookUrl"),
+        "{refused:?}"
     );
 }
 
@@ -1066,11 +1043,11 @@ async fn redirects_are_not_followed_and_users_see_no_remote_detail() {
         .expect("the embedded stack needs nothing");
     define_as(&app, &admin, proc("hooked", &["true"])).await;
     let url = format!("http://127.0.0.1:{redirector_port}/hook");
-    let as_admin = webhook_result(&app, Some(&admin), &url).await;
-    assert_eq!(as_admin["delivered"], false, "{as_admin}");
+    let (delivered, error) = webhook_result(&app.api_as(&admin), &url).await;
+    assert!(!delivered, "{error:?}");
     assert!(
-        as_admin["error"].as_str().unwrap().contains("307"),
-        "{as_admin}"
+        error.as_deref().is_some_and(|error| error.contains("307")),
+        "{error:?}"
     );
     assert!(
         tokio::time::timeout(
@@ -1081,11 +1058,12 @@ async fn redirects_are_not_followed_and_users_see_no_remote_detail() {
         .is_err(),
         "the redirect was not followed"
     );
-    let as_user = webhook_result(&app, Some(&bo), &url).await;
-    assert_eq!(as_user["delivered"], false);
+    let (delivered, error) = webhook_result(&app.api_as(&bo), &url).await;
+    assert!(!delivered);
     assert_eq!(
-        as_user["error"], "failed",
-        "no remote detail for users: {as_user}"
+        error.as_deref(),
+        Some("failed"),
+        "no remote detail for users"
     );
 }
 
@@ -1244,13 +1222,10 @@ async fn a_revocation_on_one_replica_closes_sockets_on_another_at_once() {
     assert_eq!(socket.wait_closed(Duration::from_millis(300)).await, None);
     let started = std::time::Instant::now();
     let revoked = first
-        .graphql_as(
-            &admin,
-            r#"mutation { revokeApiToken(email: "bo@example.com") }"#,
-            json!({}),
-        )
+        .api_as(&admin)
+        .revoke_api_token("bo@example.com")
         .await;
-    assert_eq!(revoked["data"]["revokeApiToken"], true, "{revoked}");
+    assert_eq!(revoked, Ok(true));
     let closed = socket.wait_closed(Duration::from_secs(10)).await;
     assert_eq!(closed.map(|(code, _)| code), Some(4403));
     assert!(
@@ -1349,25 +1324,17 @@ async fn a_run_taken_over_masks_the_values_it_started_with(stack: Stack) {
     let mut holder = proc("holder", &["sleep", "30"]);
     holder.secrets = Some(vec![secret("TOKEN")]);
     define(&app, holder).await;
+    let api = app.api();
     let set = |value: &'static str| {
-        let app = &app;
+        let api = &api;
         async move {
-            let set = app
-                .graphql(
-                    "mutation($s: [SecretValueInput!]!) { setSecrets(proc: \"holder\", secrets: $s) { key } }",
-                    json!({ "s": [{ "key": "TOKEN", "value": value }] }),
-                )
-                .await;
-            assert_eq!(set["errors"], Value::Null, "{set}");
+            api.set_secrets("holder", &[("TOKEN", value)])
+                .await
+                .expect("set");
         }
     };
     set("first-value-7Qx").await;
-    let started = app.graphql(EXECUTE, json!({ "p": "holder" })).await;
-    let id: i64 = started["data"]["execute"]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id: i64 = api.execute("holder", &[]).await.parse().unwrap();
     set("second-value-9Zy").await;
     // What a replica taking the run over rebuilds from the database.
     let row = proctor_entity::execution::Entity::find_by_id(id)
@@ -1387,13 +1354,7 @@ async fn a_run_taken_over_masks_the_values_it_started_with(stack: Stack) {
         masker.mask("old first-value-7Qx new second-value-9Zy"),
         "old *** new ***"
     );
-    let cancelled = app
-        .graphql(
-            "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
-            json!({ "id": id.to_string() }),
-        )
-        .await;
-    assert_eq!(cancelled["errors"], Value::Null, "{cancelled}");
+    api.cancel(&id.to_string()).await.expect("cancelled");
     // Once it ended, the sealed values are gone from its row.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -1424,37 +1385,12 @@ async fn a_run_cannot_read_another_runs_environment() {
     let mut holder = proc("holder", &["sleep", "30"]);
     holder.secrets = Some(vec![secret("TOKEN")]);
     define(&app, holder).await;
-    let set = app
-        .graphql(
-            "mutation { setSecrets(proc: \"holder\", secrets: [{ key: \"TOKEN\", value: \"neighbour-secret-4242\" }]) { key } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(set["errors"], Value::Null, "{set}");
-    let started = app.graphql(EXECUTE, json!({ "p": "holder" })).await;
-    let id = started["data"]["execute"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let pid = {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let state = app
-                .graphql(
-                    "query($id: ID!) { execution(id: $id) { status executorRef } }",
-                    json!({ "id": id }),
-                )
-                .await;
-            if state["data"]["execution"]["status"] == "RUNNING" {
-                break state["data"]["execution"]["executorRef"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
-            }
-            assert!(std::time::Instant::now() < deadline, "{state}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let api = app.api();
+    api.set_secrets("holder", &[("TOKEN", "neighbour-secret-4242")])
+        .await
+        .expect("set");
+    let id = api.execute("holder", &[]).await;
+    let pid = api.running_group(&id).await;
     let script = format!(
         "cat /proc/{pid}/environ | tr '\\000' '\\n' | grep TOKEN; kill -STOP {pid} && echo SIGNALLED; echo done"
     );
@@ -1472,11 +1408,7 @@ async fn a_run_cannot_read_another_runs_environment() {
         "a run cannot signal another: {text:?}"
     );
     assert!(text.join("\n").contains("Permission denied"), "{text:?}");
-    app.graphql(
-        "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
-        json!({ "id": id }),
-    )
-    .await;
+    api.cancel(&id).await.expect("cancelled");
 }
 
 #[tokio::test]
@@ -1487,11 +1419,7 @@ async fn the_legacy_log_socket_is_cut_when_its_token_is_revoked() {
         .await
         .expect("the embedded stack needs nothing");
     define_as(&app, &admin, proc("long", &sh("echo started; sleep 30"))).await;
-    let started = app.graphql_as(&user, EXECUTE, json!({ "p": "long" })).await;
-    let id = started["data"]["execute"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_owned();
+    let id = app.api_as(&user).execute("long", &[]).await;
     let mut request = format!("ws://{}/execution/logs?context_id={id}", app.address)
         .into_client_request()
         .unwrap();
@@ -1508,12 +1436,8 @@ async fn the_legacy_log_socket_is_cut_when_its_token_is_revoked() {
         .unwrap()
         .unwrap();
     assert_eq!(first, Message::text("started"));
-    app.graphql_as(
-        &admin,
-        r#"mutation { revokeApiToken(email: "bo@example.com") }"#,
-        json!({}),
-    )
-    .await;
+    let revoked = app.api_as(&admin).revoke_api_token("bo@example.com").await;
+    assert_eq!(revoked, Ok(true));
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match socket.next().await {
@@ -1526,12 +1450,7 @@ async fn the_legacy_log_socket_is_cut_when_its_token_is_revoked() {
     .await
     .expect("closed within 10 s");
     assert_eq!(closed, Some(4403));
-    app.graphql_as(
-        &admin,
-        "mutation($id: ID!) { cancelExecution(id: $id) { status } }",
-        json!({ "id": id }),
-    )
-    .await;
+    app.api_as(&admin).cancel(&id).await.expect("cancelled");
 }
 
 #[test]
@@ -1616,67 +1535,64 @@ async fn only_the_owner_or_an_administrator_changes_a_schedule() {
     let mut shared = proc("shared", &["true"]);
     shared.authorized_groups = Some(vec!["ops".to_owned()]);
     define_as(&app, &admin, shared).await;
-    let created = app
-        .graphql_as(
-            &admin,
-            CREATE_SCHEDULE,
-            json!({ "i": { "proc": "shared", "cron": "0 0 1 1 *", "enabled": false } }),
-        )
-        .await;
-    let id = created["data"]["createSchedule"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for (mutation, variables) in [
-        (
-            "mutation($id: ID!) { updateSchedule(id: $id, input: { proc: \"shared\", cron: \"0 0 2 1 *\" }) { id } }",
-            json!({ "id": id }),
-        ),
-        (
-            "mutation($id: ID!) { setScheduleEnabled(id: $id, enabled: true) { id } }",
-            json!({ "id": id }),
-        ),
-        (
-            "mutation($id: ID!) { deleteSchedule(id: $id) }",
-            json!({ "id": id }),
-        ),
-    ] {
-        let refused = app.graphql_as(&user, mutation, variables).await;
-        assert_eq!(
-            refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
-            "{refused}"
-        );
+    let (admin, user) = (app.api_as(&admin), app.api_as(&user));
+    let mut input = every("shared", "0 0 1 1 *");
+    input.enabled = Some(false);
+    let id = admin.create_schedule(input).await;
+    let change = update_schedule::ScheduleInput {
+        proc: "shared".to_owned(),
+        args: None,
+        cron: "0 0 2 1 *".to_owned(),
+        timezone: None,
+        tags: None,
+        group: None,
+        notification_emails: None,
+        enabled: None,
+        overlap_policy: None,
+        catch_up_policy: None,
+        slack_webhook_url: None,
+        webhook_url: None,
+    };
+    let attempts = [
+        user.call::<UpdateSchedule>(update_schedule::Variables {
+            id: id.clone(),
+            input: change,
+        })
+        .await
+        .map(|_| ()),
+        user.call::<SetScheduleEnabled>(set_schedule_enabled::Variables {
+            id: id.clone(),
+            enabled: true,
+        })
+        .await
+        .map(|_| ()),
+        user.call::<DeleteSchedule>(delete_schedule::Variables { id: id.clone() })
+            .await
+            .map(|_| ()),
+    ];
+    for refused in attempts {
+        let refused = refused.expect_err("not the owner");
+        assert_eq!(refused.code, "FORBIDDEN", "{refused:?}");
     }
-    let still = app
-        .graphql_as(
-            &admin,
-            "query($id: ID!) { schedule(id: $id) { cron enabled } }",
-            json!({ "id": id }),
-        )
-        .await;
-    assert_eq!(still["data"]["schedule"]["cron"], "0 0 1 1 *", "{still}");
+    let still = admin
+        .ok::<ScheduleDetail>(schedule_detail::Variables { id: id.clone() })
+        .await
+        .schedule
+        .expect("still there");
+    assert_eq!((still.cron.as_str(), still.enabled), ("0 0 1 1 *", false));
 }
 
 #[tokio::test]
 async fn nul_characters_in_proc_files_are_refused() {
     let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
+    let content = "name: nul\ncommand: [\"true\"]\ndescription: \"a\\0b\"\n".to_owned();
     let refused = app
-        .graphql(
-            "mutation($c: String!) { applyProcFile(content: $c) { name } }",
-            json!({ "c": "name: nul\ncommand: [\"true\"]\ndescription: \"a\\0b\"\n" }),
-        )
-        .await;
-    assert_eq!(
-        refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
-        "{refused}"
-    );
-    assert!(
-        refused["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("description"),
-        "{refused}"
-    );
+        .api()
+        .call::<ApplyProcFile>(apply_proc_file::Variables { content })
+        .await
+        .expect_err("a NUL in a proc file");
+    assert_eq!(refused.code, "BAD_USER_INPUT", "{refused:?}");
+    assert!(refused.message.contains("description"), "{refused:?}");
 }
 
 #[tokio::test]
