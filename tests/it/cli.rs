@@ -56,9 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proctor_tests::api::upsert_proc::ArgType;
-use proctor_tests::api::{
-    ProcInput, TriggerSchedule, arg, proc, required_arg, sh, trigger_schedule,
-};
+use proctor_tests::api::{TriggerSchedule, arg, proc, required_arg, sh, trigger_schedule};
 use proctor_tests::proxy::DroppingProxy;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -148,10 +146,6 @@ async fn auth_app() -> (TestApp, String) {
     (app, admin)
 }
 
-async fn define(app: &TestApp, admin: &str, input: ProcInput) {
-    app.api_as(admin).define_proc(input).await;
-}
-
 #[tokio::test]
 async fn config_writes_a_private_file_merges_keys_and_hides_the_token() {
     let user = User::new("unused:1", "", "");
@@ -208,17 +202,15 @@ async fn the_familiar_commands_work_and_exit_codes_tell_how_runs_ended() {
     times.type_ = Some(ArgType::INT);
     times.default = Some("1".to_owned());
     greet.args = Some(vec![who, times]);
-    define(&app, &admin, greet).await;
-    define(&app, &admin, proc("broken", &sh("echo trying; exit 3"))).await;
+    app.api_as(&admin).define_proc(greet).await;
+    app.api_as(&admin)
+        .define_proc(proc("broken", &sh("echo trying; exit 3")))
+        .await;
     let mut slow = proc("slow", &sh("echo started; exec sleep 30"));
     slow.timeout_seconds = Some(1);
-    define(&app, &admin, slow).await;
-    define(
-        &app,
-        &admin,
-        proc("sleeper", &sh("echo waiting; exec sleep 60")),
-    )
-    .await;
+    app.api_as(&admin).define_proc(slow).await;
+    let sleeper = proc("sleeper", &sh("echo waiting; exec sleep 60"));
+    app.api_as(&admin).define_proc(sleeper).await;
     let token = app.issue_token("ada@example.com", &[], false).await;
     let ada = User::new(app.address.to_string(), "ada@example.com", &token);
 
@@ -404,7 +396,7 @@ async fn schedules_are_managed_from_the_cli() {
     let (app, admin) = auth_app().await;
     let mut report = proc("report", &["echo", "report"]);
     report.args = Some(vec![arg("REGION")]);
-    define(&app, &admin, report).await;
+    app.api_as(&admin).define_proc(report).await;
     let ada = User::new(app.address.to_string(), "admin@example.com", &admin);
     let created = ada
         .run(&[
@@ -618,7 +610,7 @@ async fn errors_say_what_to_do() {
     let (app, admin) = auth_app().await;
     let mut ops_only = proc("ops-only", &["true"]);
     ops_only.authorized_groups = Some(vec!["ops".to_owned()]);
-    define(&app, &admin, ops_only).await;
+    app.api_as(&admin).define_proc(ops_only).await;
     let port = proctor_tests::free_port();
     let nowhere = User::new(format!("127.0.0.1:{port}"), "a@b.c", "t");
     let ran = nowhere.run(&["list"]).await;
@@ -825,7 +817,9 @@ async fn run_on_a_terminal(user: &User, args: &[&str]) -> String {
 async fn log_lines_lose_their_terminal_control_sequences_on_a_terminal_unless_raw() {
     let (app, admin) = auth_app().await;
     let script = "printf 'a\\033]0;owned\\007b \\033[31mred\\033[0m \\033]52;c;ZWNobyBoaQ==\\033\\\\done\\n'";
-    define(&app, &admin, proc("tricky", &sh(script))).await;
+    app.api_as(&admin)
+        .define_proc(proc("tricky", &sh(script)))
+        .await;
     let ada = User::new(app.address.to_string(), "admin@example.com", &admin);
     let ran = ada.run(&["execute", "tricky"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");

@@ -9,16 +9,12 @@ use proctor_tests::api::{
 };
 use proctor_tests::{Stack, TestApp, live_members};
 
-async fn spawn(stack: Stack) -> Option<TestApp> {
-    TestApp::builder().stack(stack).try_spawn().await
-}
-
 fn numbered(range: std::ops::RangeInclusive<i64>) -> Vec<(i64, String)> {
     range.map(|n| (n, n.to_string())).collect()
 }
 
 async fn every_line_arrives_in_order_then_success(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -91,7 +87,7 @@ async fn every_line_arrives_in_order_then_success(stack: Stack) {
 }
 
 async fn late_joiners_and_resumers_get_each_line_once(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -200,7 +196,7 @@ async fn cancel_stops_the_whole_process_group(stack: Stack) {
 }
 
 async fn every_ending_gets_its_state_and_reason(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -233,7 +229,7 @@ async fn every_ending_gets_its_state_and_reason(stack: Stack) {
 }
 
 async fn secrets_are_masked_in_stored_and_streamed_logs(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -269,7 +265,7 @@ async fn secrets_are_masked_in_stored_and_streamed_logs(stack: Stack) {
 }
 
 async fn fifty_concurrent_executions_finish_with_all_lines(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -287,7 +283,7 @@ async fn fifty_concurrent_executions_finish_with_all_lines(stack: Stack) {
 }
 
 async fn arguments_are_validated_and_passed_with_context(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -440,7 +436,7 @@ async fn output_is_capped_and_long_lines_are_split(stack: Stack) {
 }
 
 async fn executions_are_listed_newest_first_with_filters(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -497,22 +493,14 @@ async fn executions_are_listed_newest_first_with_filters(stack: Stack) {
 }
 
 async fn metrics_count_executions_lines_and_subscriptions(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
     api.define_proc(proc("metered", &["seq", "1", "3"])).await;
     let id = api.execute("metered", &[]).await;
     api.await_final(&id).await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     for expected in [
         r#"proctor_executions_total{proc="metered",status="SUCCEEDED"} 1"#,
         r#"proctor_execution_duration_seconds_count{proc="metered"} 1"#,
@@ -525,7 +513,7 @@ async fn metrics_count_executions_lines_and_subscriptions(stack: Stack) {
 }
 
 async fn a_local_run_is_retried_and_succeeds_on_its_second_attempt(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();

@@ -104,15 +104,7 @@ async fn a_run_becomes_a_labelled_job_with_its_secrets_referenced(stack: Stack) 
         "the Job owns the Secret"
     );
 
-    let ready: Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = app.get_json("/readyz").await;
     assert_eq!(ready["checks"]["kubernetes"], "ok", "{ready}");
 }
 

@@ -3,6 +3,14 @@
 //! They use real Postgres and Redis when `PROCTOR_TEST_DATABASE_URL` and
 //! `PROCTOR_TEST_REDIS_URL` are set (`./tests/run.sh` sets both), and fail rather than skip
 //! under `CI=true` when they are not.
+//!
+//! Tests speak to the server through its typed API ([`proctor_tests::api`]: operations of
+//! `tests/graphql/*.graphql`, checked against the committed SDL at compile time). Raw requests
+//! and JSON stay only where the wire itself is under test: the GraphQL transports and their
+//! limits (`graphql`), the websocket protocols and what a hostile client sends (`security`,
+//! the protocol test of `auth`), the introspection walk (`secrets`), the v2 REST routes'
+//! bodies (`rest`), notification payloads (`schedules`), and what a browser showed
+//! (`playground`).
 
 /// Turns each `async fn scenario(stack: Stack)` into two tests: `scenario::embedded` (SQLite
 /// and the in-memory bus) and `scenario::production` (Postgres and Redis).

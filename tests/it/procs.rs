@@ -40,10 +40,6 @@ fn deploy() -> ProcInput {
     input
 }
 
-async fn spawn(stack: Stack) -> Option<TestApp> {
-    TestApp::builder().stack(stack).try_spawn().await
-}
-
 fn names(procs: &[(String, i64)]) -> Vec<&str> {
     procs.iter().map(|(name, _)| name.as_str()).collect()
 }
@@ -56,7 +52,7 @@ fn filter(search: Option<&str>, group: Option<&str>) -> Option<list_procs::ProcF
 }
 
 async fn creates_updates_lists_and_reads_procs(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -143,7 +139,7 @@ async fn creates_updates_lists_and_reads_procs(stack: Stack) {
 }
 
 async fn invalid_definitions_are_refused_naming_the_field(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -220,7 +216,7 @@ async fn invalid_definitions_are_refused_naming_the_field(stack: Stack) {
 }
 
 async fn delete_is_refused_while_an_execution_runs(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -283,7 +279,7 @@ async fn delete_is_refused_while_an_execution_runs(stack: Stack) {
 }
 
 async fn yaml_files_round_trip_and_errors_name_the_line(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -341,7 +337,7 @@ timeoutSeconds: 120
 }
 
 async fn dropping_a_secret_declaration_deletes_its_value(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -374,7 +370,7 @@ async fn dropping_a_secret_declaration_deletes_its_value(stack: Stack) {
 }
 
 async fn arguments_are_checked_by_type_and_rule(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();
@@ -447,7 +443,7 @@ async fn arguments_are_checked_by_type_and_rule(stack: Stack) {
 }
 
 async fn with_auth_off_everyone_is_an_administrator(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let me = app
@@ -572,7 +568,7 @@ async fn rollback(
 }
 
 async fn a_procs_slack_url_is_never_shown_and_stars_keep_it(stack: Stack) {
-    let Some(app) = spawn(stack).await else {
+    let Some(app) = TestApp::on(stack).await else {
         return;
     };
     let api = app.api();

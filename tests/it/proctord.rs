@@ -235,9 +235,8 @@ async fn run_to_end(
     args: &[(&str, &str)],
 ) -> (proctor_tests::api::RunState, Vec<String>) {
     let api = Api::at(base);
-    let id = api.execute(proc, args).await;
-    let lines = api.log_lines(&id).await;
-    (api.await_final(&id).await, lines)
+    let (id, last) = api.run_to_end(proc, args).await;
+    (last, api.log_lines(&id).await)
 }
 
 #[test]

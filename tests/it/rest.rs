@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use proctor_schema::schedules::firing::fire_due;
 use proctor_tests::api::upsert_proc::ArgType;
 use proctor_tests::api::{
-    ExecutionStatus, ProcCatalogue, ProcDetail, ProcInput, ScheduleDetail, Trigger, arg,
-    image_proc, proc, proc_catalogue, proc_detail, required_arg, schedule_detail, secret, sh,
+    ExecutionStatus, ProcCatalogue, ProcDetail, ScheduleDetail, Trigger, arg, image_proc, proc,
+    proc_catalogue, proc_detail, required_arg, schedule_detail, secret, sh,
 };
 use proctor_tests::legacy_cli::{
     LegacyCli, describe_output, line, list_output, schedule_describe_output, schedule_list_row,
@@ -80,10 +80,6 @@ fn post_json(
     legacy(app, Method::POST, path, email, token)
         .header("Content-Type", "application/json")
         .body(body.into())
-}
-
-async fn define(app: &TestApp, token: &str, input: ProcInput) {
-    app.api_as(token).define_proc(input).await;
 }
 
 /// The keys of the JSON object `text` in the order they appear at its top level.
@@ -210,7 +206,7 @@ async fn credentials_and_rights_are_checked_per_route(stack: Stack) {
     for (name, groups) in [("restricted", vec!["ops"]), ("open", vec![])] {
         let mut input = proc(name, &["echo", name]);
         input.authorized_groups = Some(groups.into_iter().map(str::to_owned).collect());
-        define(&app, &admin, input).await;
+        app.api_as(&admin).define_proc(input).await;
     }
     let schedule_body = |proc: &str| {
         json!({ "jobName": proc, "tags": "t", "cron": "0 2 * * *",
@@ -418,7 +414,7 @@ async fn metadata_and_secrets_follow_the_v2_contract(stack: Stack) {
     let mut count = required_arg("COUNT");
     count.type_ = Some(ArgType::INT);
     typed.args = Some(vec![count]);
-    define(&app, &admin, typed).await;
+    app.api_as(&admin).define_proc(typed).await;
     let repost = r#"[{"name":"typed","description":"now described","image_name":"img","env_vars":{"args":[{"name":"COUNT","description":"how many"}]}}]"#;
     assert_eq!(
         send(post_json(&app, "/metadata", as_admin, repost))
@@ -540,12 +536,16 @@ async fn execution_routes_follow_the_v2_contract(stack: Stack) {
     let mut times = arg("TIMES");
     times.type_ = Some(ArgType::INT);
     greet.args = Some(vec![who, times]);
-    define(&app, &admin, greet).await;
-    define(&app, &admin, proc("broken", &sh("echo trying; exit 3"))).await;
+    app.api_as(&admin).define_proc(greet).await;
+    app.api_as(&admin)
+        .define_proc(proc("broken", &sh("echo trying; exit 3")))
+        .await;
     let mut needs_secret = proc("needs-secret", &["true"]);
     needs_secret.secrets = Some(vec![secret("TOKEN")]);
-    define(&app, &admin, needs_secret).await;
-    define(&app, &admin, image_proc("image-only", "busybox", &[])).await;
+    app.api_as(&admin).define_proc(needs_secret).await;
+    app.api_as(&admin)
+        .define_proc(image_proc("image-only", "busybox", &[]))
+        .await;
 
     let post = |body: &str| send(post_json(&app, "/execution", as_admin, body.to_owned()));
     let answer = post("test").await;
@@ -783,7 +783,7 @@ async fn the_log_websocket_sends_one_frame_per_line_then_closes_normally(stack: 
         image_proc("not-created", "busybox", &[]),
     ];
     for definition in definitions {
-        define(&app, &admin, definition).await;
+        app.api_as(&admin).define_proc(definition).await;
     }
     let run = |name: &str| {
         let body = format!(r#"{{"name":"{name}"}}"#);
@@ -796,7 +796,9 @@ async fn the_log_websocket_sends_one_frame_per_line_then_closes_normally(stack: 
 
     // Live: connected while it runs, each line arrives as it is written.
     let script = "echo one; sleep 1; echo two; sleep 1; echo three";
-    define(&app, &admin, proc("slow", &sh(script))).await;
+    app.api_as(&admin)
+        .define_proc(proc("slow", &sh(script)))
+        .await;
     let slow = run("slow").await;
     let live = cli.stream_logs(slow).await.expect("a stream");
     assert_eq!(live.messages, ["one", "two", "three"]);
@@ -872,7 +874,7 @@ async fn schedule_routes_follow_the_v2_contract(stack: Stack) {
     let as_admin = (ADMIN, admin.as_str());
     let mut report = proc("report", &["true"]);
     report.args = Some(vec![arg("REGION")]);
-    define(&app, &admin, report).await;
+    app.api_as(&admin).define_proc(report).await;
     let valid = json!({ "id": 0, "jobName": "report", "args": { "REGION": "eu" }, "tags": "nightly,finance",
         "cron": "0 2 * * *", "notificationEmails": "ops@example.com,lead@example.com",
         "group": "reports", "enabled": true });
@@ -1125,7 +1127,9 @@ async fn a_replayed_v2_cli_session_works_end_to_end(stack: Stack) {
     let user = app.issue_token(USER, &["proctor-users"], false).await;
     // The local executor runs commands; v2 metadata has none, so the proc's command is set over
     // GraphQL and the v2 seeding scripts (test/procs/*/metadata.json, curl POST /secret) follow.
-    define(&app, &admin, proc("say-hello-world", &sh(SAY_HELLO))).await;
+    app.api_as(&admin)
+        .define_proc(proc("say-hello-world", &sh(SAY_HELLO)))
+        .await;
     let metadata = json!([{ "name": "say-hello-world", "description": "Prints hello world",
         "image_name": "proctorscripts/test-say-hello-world:latest",
         "env_vars": {
@@ -1301,7 +1305,7 @@ async fn executions_started_on_either_api_read_back_on_the_other(stack: Stack) {
     let as_admin = (ADMIN, admin.as_str());
     let mut hello = proc("hello", &["echo", "hi"]);
     hello.args = Some(vec![arg("WHO")]);
-    define(&app, &admin, hello).await;
+    app.api_as(&admin).define_proc(hello).await;
 
     let api = app.api_as(&admin);
     let from_graphql: u64 = api

@@ -12,7 +12,8 @@ use proctor_tests::api::schedule_runs::ScheduleRunOutcome as Outcome;
 use proctor_tests::api::{
     Api, CronPreview, DeleteSchedule, ExecutionStatus, ListSchedules, ScheduleInput, ScheduleRun,
     Trigger, TriggerSchedule, UpdateSchedule, arg, cron_preview, delete_schedule, list_schedules,
-    no_filter, proc, schedule as every, secret, sh, trigger_schedule, update_schedule,
+    no_filter, proc, schedule as every, schedule_change, secret, sh, trigger_schedule,
+    update_schedule,
 };
 use proctor_tests::infra::{postgres_url, redis_url, unique_suffix};
 use proctor_tests::sinks::{HttpSink, SmtpSink};
@@ -218,20 +219,8 @@ async fn schedules_are_created_listed_edited_and_deleted(stack: Stack) {
     let id = created.id.clone();
 
     // Left-out fields keep their values; given ones replace them.
-    let change = update_schedule::ScheduleInput {
-        proc: "report".to_owned(),
-        args: None,
-        cron: "@hourly".to_owned(),
-        timezone: None,
-        tags: Some(Vec::new()),
-        group: None,
-        notification_emails: None,
-        enabled: None,
-        overlap_policy: None,
-        catch_up_policy: None,
-        slack_webhook_url: None,
-        webhook_url: None,
-    };
+    let mut change = schedule_change("report", "@hourly");
+    change.tags = Some(Vec::new());
     let updated = api
         .ok::<UpdateSchedule>(update_schedule::Variables {
             id: id.clone(),
@@ -550,15 +539,7 @@ async fn catch_up_after_an_hour_of_downtime_follows_the_policy(stack: Stack) {
         assert_eq!(slots(&fired).last(), Some(&utc("2026-06-01T11:01:00Z")));
     }
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     // Fired: 3 at 10:00, LAST 1 and ALL 60 after the downtime (all late), 3 at 11:01.
     // SKIP dropped 60 missed slots, LAST 59.
     for expected in [
@@ -573,25 +554,32 @@ async fn catch_up_after_an_hour_of_downtime_follows_the_policy(stack: Stack) {
     }
 }
 
+/// A minutely schedule of a 30 s proc with `policy`: its first run is started and running when
+/// the next slot (10:01) fires. The schedule's id and the first run's.
+async fn a_run_still_running_at_the_next_slot(
+    app: &TestApp,
+    policy: OverlapPolicy,
+) -> (String, String) {
+    let api = app.api();
+    define(&api, "slow", "sleep 30").await;
+    let id = api
+        .create_schedule(overlapping("slow", "0 * * * * *", policy))
+        .await;
+    let start = utc("2026-06-01T10:00:00Z");
+    position(app, &id, start).await;
+    tick(app, start).await;
+    let (fired, _) = api.schedule_runs(&id).await;
+    let first = started(&fired[0]);
+    api.wait_for_status(&first, ExecutionStatus::Running).await;
+    tick(app, utc("2026-06-01T10:01:00Z")).await;
+    (id, first)
+}
+
 async fn forbid_skips_while_the_previous_run_is_unfinished(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app.api(), "slow", "sleep 30").await;
-    let id = app
-        .api()
-        .create_schedule(overlapping("slow", "0 * * * * *", OverlapPolicy::FORBID))
-        .await;
-    let start = utc("2026-06-01T10:00:00Z");
-    position(&app, &id, start).await;
-    tick(&app, start).await;
-    let (fired, _) = app.api().schedule_runs(&id).await;
-    let first = started(&fired[0]);
-    app.api()
-        .wait_for_status(&first, ExecutionStatus::Running)
-        .await;
-
-    tick(&app, utc("2026-06-01T10:01:00Z")).await;
+    let (id, first) = a_run_still_running_at_the_next_slot(&app, OverlapPolicy::FORBID).await;
     let (fired, _) = app.api().schedule_runs(&id).await;
     assert_eq!(fired.len(), 2);
     assert_eq!(fired[1].outcome, Outcome::SKIPPED_OVERLAP);
@@ -620,21 +608,7 @@ async fn replace_cancels_the_unfinished_run_and_starts_anew(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
     };
-    define(&app.api(), "slow", "sleep 30").await;
-    let id = app
-        .api()
-        .create_schedule(overlapping("slow", "0 * * * * *", OverlapPolicy::REPLACE))
-        .await;
-    let start = utc("2026-06-01T10:00:00Z");
-    position(&app, &id, start).await;
-    tick(&app, start).await;
-    let (fired, _) = app.api().schedule_runs(&id).await;
-    let first = started(&fired[0]);
-    app.api()
-        .wait_for_status(&first, ExecutionStatus::Running)
-        .await;
-
-    tick(&app, utc("2026-06-01T10:01:00Z")).await;
+    let (id, first) = a_run_still_running_at_the_next_slot(&app, OverlapPolicy::REPLACE).await;
     let (fired, _) = app.api().schedule_runs(&id).await;
     assert_eq!(fired.len(), 2);
     assert_eq!(fired[1].outcome, Outcome::STARTED);

@@ -10,14 +10,14 @@ use proctor_tests::api::schedule_runs::ScheduleRunOutcome as Outcome;
 use proctor_tests::api::stored_logs::ResponseData as StoredLogsData;
 use proctor_tests::api::upsert_proc::ArgType;
 use proctor_tests::api::{
-    Api, DeleteProc, ExecutionById, ExecutionStatus, Me, ProcInput, RunState, ScheduleRun,
-    StoredLine, StoredLogs, TransferSchedule, TriggerSchedule, arg, delete_proc, execution_by_id,
-    me, no_filter, proc, schedule as every, secret, sh, stored_logs, transfer_schedule,
-    trigger_schedule,
+    Api, DeleteProc, ExecutionById, ExecutionStatus, Me, ScheduleRun, StoredLine, StoredLogs,
+    TransferSchedule, TriggerSchedule, arg, delete_proc, execution_by_id, me, no_filter, proc,
+    schedule as every, secret, sh, stored_logs, transfer_schedule, trigger_schedule,
 };
 use proctor_tests::api::{
     ApplyProcFile, DeleteSchedule, ScheduleDetail, SetScheduleEnabled, UpdateSchedule,
-    apply_proc_file, delete_schedule, schedule_detail, set_schedule_enabled, update_schedule,
+    apply_proc_file, delete_schedule, schedule_change, schedule_detail, set_schedule_enabled,
+    update_schedule,
 };
 use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::{Stack, TestApp};
@@ -349,18 +349,7 @@ async fn a_revocation_nobody_announced_is_found_by_the_periodic_check() {
 const EXECUTE: &str =
     "mutation($p: String!, $a: [ArgInput!]) { execute(proc: $p, args: $a) { id } }";
 
-async fn define(app: &TestApp, input: ProcInput) {
-    app.api().define_proc(input).await;
-}
-
 /// Runs `proc` and waits for its final state; returns (id, final status payload).
-async fn run_to_end(app: &TestApp, proc: &str) -> (String, RunState) {
-    let api = app.api();
-    let id = api.execute(proc, &[]).await;
-    let last = api.await_final(&id).await;
-    (id, last)
-}
-
 async fn all_lines(app: &TestApp, id: &str) -> Vec<StoredLine> {
     app.api().stored_lines(id).await
 }
@@ -371,8 +360,8 @@ async fn nul_in_output_loses_no_line(stack: Stack) {
     };
     let script =
         "echo before; printf 'a\\000b\\n'; printf 'bad \\377 byte\\n'; seq 1 600; echo after";
-    define(&app, proc("nul", &sh(script))).await;
-    let (id, last) = run_to_end(&app, "nul").await;
+    app.api().define_proc(proc("nul", &sh(script))).await;
+    let (id, last) = app.api().run_to_end("nul", &[]).await;
     assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
     assert_eq!(last.log_lines_lost, 0, "{last:?}");
     let lines = all_lines(&app, &id).await;
@@ -420,7 +409,7 @@ async fn nul_in_input_is_bad_user_input(stack: Stack) {
     );
     let mut echo = proc("echo", &["true"]);
     echo.args = Some(vec![arg("WHO")]);
-    define(&app, echo).await;
+    app.api().define_proc(echo).await;
     let refused = app
         .graphql(
             EXECUTE,
@@ -462,12 +451,12 @@ async fn secrets_across_the_read_chunk_and_encoded_are_masked() {
                   echo \"url=$(printf %s \"$TOKEN\" | sed -e 's#/#%2F#g' -e 's/+/%2B/g' -e 's/ /%20/g')\"";
     let mut leaky = proc("leaky", &sh(script));
     leaky.secrets = Some(vec![secret("TOKEN")]);
-    define(&app, leaky).await;
+    app.api().define_proc(leaky).await;
     app.api()
         .set_secrets("leaky", &[("TOKEN", SECRET)])
         .await
         .expect("set");
-    let (id, last) = run_to_end(&app, "leaky").await;
+    let (id, last) = app.api().run_to_end("leaky", &[]).await;
     assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
     let text: String = all_lines(&app, &id)
         .await
@@ -985,7 +974,7 @@ async fn notifications_never_reach_internal_addresses_or_follow_redirects() {
         .with_args(&["--notify-allowed-hosts="])
         .spawn()
         .await;
-    define(&app, proc("hooked", &["true"])).await;
+    app.api().define_proc(proc("hooked", &["true"])).await;
     let mut sink = proctor_tests::sinks::HttpSink::start().await;
     let port = sink.url("").rsplit(':').next().unwrap().to_owned();
     for url in [
@@ -1041,7 +1030,9 @@ async fn redirects_are_not_followed_and_users_see_no_remote_detail() {
     let (app, admin, bo) = auth_app(Stack::Embedded, Duration::from_secs(30))
         .await
         .expect("the embedded stack needs nothing");
-    define_as(&app, &admin, proc("hooked", &["true"])).await;
+    app.api_as(&admin)
+        .define_proc(proc("hooked", &["true"]))
+        .await;
     let url = format!("http://127.0.0.1:{redirector_port}/hook");
     let (delivered, error) = webhook_result(&app.api_as(&admin), &url).await;
     assert!(!delivered, "{error:?}");
@@ -1067,10 +1058,6 @@ async fn redirects_are_not_followed_and_users_see_no_remote_detail() {
     );
 }
 
-async fn define_as(app: &TestApp, token: &str, input: ProcInput) {
-    app.api_as(token).define_proc(input).await;
-}
-
 /// Runs a proc that tries to read every file of the server's data directory.
 async fn try_to_read_the_data_dir(app: &TestApp) -> (String, Vec<String>) {
     let data_dir = app.settings.storage.data_dir.canonicalize().unwrap();
@@ -1089,8 +1076,8 @@ async fn try_to_read_the_data_dir(app: &TestApp) -> (String, Vec<String>) {
         files.join(" "),
         data_dir.display()
     );
-    define(app, proc("snoop", &sh(&script))).await;
-    let (id, last) = run_to_end(app, "snoop").await;
+    app.api().define_proc(proc("snoop", &sh(&script))).await;
+    let (id, last) = app.api().run_to_end("snoop", &[]).await;
     assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
     let lines: Vec<String> = all_lines(app, &id)
         .await
@@ -1251,7 +1238,7 @@ async fn huge_invalid_inputs_are_not_echoed_back() {
     color.type_ = Some(ArgType::ENUM);
     color.values = Some(vec!["red".to_owned(), "blue".to_owned()]);
     pick.args = Some(vec![color]);
-    define(&app, pick).await;
+    app.api().define_proc(pick).await;
     let huge = "x".repeat(900 * 1024);
     let refused = app
         .graphql(
@@ -1294,8 +1281,8 @@ async fn a_line_the_database_refuses_is_marked_lost_and_holds_nothing_back(stack
         db.execute_unprepared(statement).await.unwrap();
     }
     let script = "echo one; echo POISON; echo three; echo four";
-    define(&app, proc("poisoned", &sh(script))).await;
-    let (id, last) = run_to_end(&app, "poisoned").await;
+    app.api().define_proc(proc("poisoned", &sh(script))).await;
+    let (id, last) = app.api().run_to_end("poisoned", &[]).await;
     assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
     assert_eq!(last.log_lines_lost, 1, "{last:?}");
     let lines = all_lines(&app, &id).await;
@@ -1323,7 +1310,7 @@ async fn a_run_taken_over_masks_the_values_it_started_with(stack: Stack) {
     };
     let mut holder = proc("holder", &["sleep", "30"]);
     holder.secrets = Some(vec![secret("TOKEN")]);
-    define(&app, holder).await;
+    app.api().define_proc(holder).await;
     let api = app.api();
     let set = |value: &'static str| {
         let api = &api;
@@ -1384,7 +1371,7 @@ async fn a_run_cannot_read_another_runs_environment() {
     let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
     let mut holder = proc("holder", &["sleep", "30"]);
     holder.secrets = Some(vec![secret("TOKEN")]);
-    define(&app, holder).await;
+    app.api().define_proc(holder).await;
     let api = app.api();
     api.set_secrets("holder", &[("TOKEN", "neighbour-secret-4242")])
         .await
@@ -1394,8 +1381,8 @@ async fn a_run_cannot_read_another_runs_environment() {
     let script = format!(
         "cat /proc/{pid}/environ | tr '\\000' '\\n' | grep TOKEN; kill -STOP {pid} && echo SIGNALLED; echo done"
     );
-    define(&app, proc("peek", &sh(&script))).await;
-    let (peek, last) = run_to_end(&app, "peek").await;
+    app.api().define_proc(proc("peek", &sh(&script))).await;
+    let (peek, last) = app.api().run_to_end("peek", &[]).await;
     assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
     let text: Vec<String> = all_lines(&app, &peek)
         .await
@@ -1418,7 +1405,9 @@ async fn the_legacy_log_socket_is_cut_when_its_token_is_revoked() {
     let (app, admin, user) = auth_app(Stack::Embedded, Duration::from_secs(30))
         .await
         .expect("the embedded stack needs nothing");
-    define_as(&app, &admin, proc("long", &sh("echo started; sleep 30"))).await;
+    app.api_as(&admin)
+        .define_proc(proc("long", &sh("echo started; sleep 30")))
+        .await;
     let id = app.api_as(&user).execute("long", &[]).await;
     let mut request = format!("ws://{}/execution/logs?context_id={id}", app.address)
         .into_client_request()
@@ -1534,25 +1523,12 @@ async fn only_the_owner_or_an_administrator_changes_a_schedule() {
         .expect("the embedded stack needs nothing");
     let mut shared = proc("shared", &["true"]);
     shared.authorized_groups = Some(vec!["ops".to_owned()]);
-    define_as(&app, &admin, shared).await;
+    app.api_as(&admin).define_proc(shared).await;
     let (admin, user) = (app.api_as(&admin), app.api_as(&user));
     let mut input = every("shared", "0 0 1 1 *");
     input.enabled = Some(false);
     let id = admin.create_schedule(input).await;
-    let change = update_schedule::ScheduleInput {
-        proc: "shared".to_owned(),
-        args: None,
-        cron: "0 0 2 1 *".to_owned(),
-        timezone: None,
-        tags: None,
-        group: None,
-        notification_emails: None,
-        enabled: None,
-        overlap_policy: None,
-        catch_up_policy: None,
-        slack_webhook_url: None,
-        webhook_url: None,
-    };
+    let change = schedule_change("shared", "0 0 2 1 *");
     let attempts = [
         user.call::<UpdateSchedule>(update_schedule::Variables {
             id: id.clone(),
@@ -1619,8 +1595,8 @@ async fn a_file_created_next_to_the_data_directory_after_earlier_runs_is_readabl
         return;
     }
     let app = TestApp::builder().stack(Stack::Embedded).spawn().await;
-    define(&app, proc("first", &["true"])).await;
-    let (_, last) = run_to_end(&app, "first").await;
+    app.api().define_proc(proc("first", &["true"])).await;
+    let (_, last) = app.api().run_to_end("first", &[]).await;
     assert_eq!(last.status, ExecutionStatus::Succeeded);
     // Created after the rules were listed for the first run, next to the data directory.
     let sibling = app
@@ -1643,8 +1619,10 @@ async fn a_file_created_next_to_the_data_directory_after_earlier_runs_is_readabl
     )
     .unwrap();
     let note = sibling.join("note");
-    define(&app, proc("reader", &["cat", note.to_str().unwrap()])).await;
-    let (id, last) = run_to_end(&app, "reader").await;
+    app.api()
+        .define_proc(proc("reader", &["cat", note.to_str().unwrap()]))
+        .await;
+    let (id, last) = app.api().run_to_end("reader", &[]).await;
     assert_eq!(last.status, ExecutionStatus::Succeeded, "{last:?}");
     assert_eq!(all_lines(&app, &id).await[0].line, "fresh-content");
     std::fs::remove_dir_all(&sibling).unwrap();

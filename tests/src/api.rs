@@ -139,6 +139,24 @@ pub fn schedule(proc: &str, cron: &str) -> ScheduleInput {
     }
 }
 
+/// A change of a schedule to `proc` on `cron`, leaving everything else as it is.
+pub fn schedule_change(proc: &str, cron: &str) -> update_schedule::ScheduleInput {
+    update_schedule::ScheduleInput {
+        proc: proc.to_owned(),
+        args: None,
+        cron: cron.to_owned(),
+        timezone: None,
+        tags: None,
+        group: None,
+        notification_emails: None,
+        enabled: None,
+        overlap_policy: None,
+        catch_up_policy: None,
+        slack_webhook_url: None,
+        webhook_url: None,
+    }
+}
+
 /// A filter that lets everything through.
 pub fn no_filter() -> ExecutionFilter {
     ExecutionFilter {
@@ -554,6 +572,13 @@ impl Api {
         self.try_execute(proc, args)
             .await
             .unwrap_or_else(|failure| panic!("running {proc} failed: {failure:?}"))
+    }
+
+    /// Runs `proc` with `args` and waits for its end; its id and final state.
+    pub async fn run_to_end(&self, proc: &str, args: &[(&str, &str)]) -> (String, RunState) {
+        let id = self.execute(proc, args).await;
+        let last = self.await_final(&id).await;
+        (id, last)
     }
 
     /// Every state of execution `id` from the current one until it is final.

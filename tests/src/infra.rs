@@ -76,9 +76,26 @@ pub async fn post_graphql(
     query: &str,
     variables: serde_json::Value,
 ) -> serde_json::Value {
-    http_client()
+    post_graphql_with(base, &[], query, variables).await
+}
+
+/// [`post_graphql`] with extra request headers.
+///
+/// # Panics
+/// When the server does not answer with JSON.
+pub async fn post_graphql_with(
+    base: &str,
+    headers: &[(&str, &str)],
+    query: &str,
+    variables: serde_json::Value,
+) -> serde_json::Value {
+    let mut request = http_client()
         .post(format!("{base}/graphql"))
-        .json(&serde_json::json!({ "query": query, "variables": variables }))
+        .json(&serde_json::json!({ "query": query, "variables": variables }));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
         .send()
         .await
         .expect("POST /graphql")

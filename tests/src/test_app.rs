@@ -7,7 +7,7 @@ use proctor_schema::auth::{Caller, RequestAuth};
 use proctor_schema::ports::authenticator::Credentials;
 use proctor_schema::{AppState, ProctorSchema};
 use proctor_server::{Server, Settings};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -209,6 +209,12 @@ impl TestApp {
         }
     }
 
+    /// Starts a server on `stack`, or `None` when the test must be skipped (see
+    /// [`TestAppBuilder::try_spawn`]).
+    pub async fn on(stack: Stack) -> Option<Self> {
+        Self::builder().stack(stack).try_spawn().await
+    }
+
     /// Starts a server with the default backend and bus.
     pub async fn spawn() -> Self {
         Self::builder().spawn().await
@@ -249,20 +255,25 @@ impl TestApp {
         query: &str,
         variables: Value,
     ) -> Value {
-        let mut request = self
-            .http
-            .post(self.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request
-            .send()
-            .await
-            .expect("POST /graphql")
-            .json()
-            .await
-            .expect("GraphQL answers JSON")
+        crate::infra::post_graphql_with(&self.url(""), headers, query, variables).await
+    }
+
+    /// The body of `GET path` as text (e.g. `/metrics`).
+    ///
+    /// # Panics
+    /// When the request fails.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.http.get(self.url(path)).send().await;
+        let response = response.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        response.text().await.expect("a text body")
+    }
+
+    /// The body of `GET path` as JSON (e.g. `/readyz`).
+    ///
+    /// # Panics
+    /// When the request fails or the body is not JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        serde_json::from_str(&self.get_text(path).await).expect("a JSON body")
     }
 
     /// Runs a GraphQL operation in-process (no HTTP) with `credentials` and returns the
