@@ -376,14 +376,10 @@ async fn metadata_and_secrets_follow_the_v2_contract(stack: Stack) {
         (201, ""),
         "{answer:?}"
     );
+    // The v2 shape, key order and zero values, by name.
     let listed = get().await;
-    assert_eq!(
-        listed.body,
-        format!(
-            r#"[{ECHO_WORKER},{{"name":"minimal","description":"","image_name":"busybox","env_vars":{{"secrets":null,"args":null}},"authorized_groups":null,"author":"","contributors":"","organization":""}}]"#
-        ),
-        "the v2 shape, key order and zero values, by name"
-    );
+    assert!(listed.body.starts_with(&format!("[{ECHO_WORKER},")), "{listed:?}");
+    insta::assert_snapshot!("metadata_listed", listed.body);
 
     // The same procs over GraphQL.
     let procs = app
@@ -616,22 +612,23 @@ async fn execution_routes_follow_the_v2_contract(stack: Stack) {
     let result = created.json();
     let id = result["id"].as_u64().expect("the id is a JSON number");
     let go_time = Regex::new(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,9})? \+0000 UTC$").unwrap();
-    assert_eq!(result["job_name"], "greet");
     assert_eq!(result["name"], format!("proctor-{id}-greet"));
-    assert_eq!(result["image_tag"], "registry.example/greet:1");
-    assert!(
-        go_time.is_match(result["created_at"].as_str().unwrap()),
-        "{result}"
-    );
-    assert!(
-        go_time.is_match(result["updated_at"].as_str().unwrap()),
-        "{result}"
-    );
-    assert_eq!(result["status"], "CREATED");
+    for time in ["created_at", "updated_at"] {
+        let shown = result[time].as_str().unwrap_or_default();
+        assert!(go_time.is_match(shown), "{time}: {result}");
+    }
+    // Ids and times vary; everything else is the v2 contract.
+    insta::assert_json_snapshot!("execution_created", result, {
+        ".id" => "[id]", ".name" => "[proctor-id-proc]",
+        ".created_at" => "[time]", ".updated_at" => "[time]"
+    });
 
     let finished = wait_final(&app, id, as_admin).await;
-    assert_eq!(finished["status"], "FINISHED");
     assert_eq!(finished["name"], result["name"]);
+    insta::assert_json_snapshot!("execution_finished", finished, {
+        ".id" => "[id]", ".name" => "[proctor-id-proc]",
+        ".created_at" => "[time]", ".updated_at" => "[time]"
+    });
     let status = send(legacy(
         &app,
         Method::GET,
@@ -978,16 +975,9 @@ async fn schedule_routes_follow_the_v2_contract(stack: Stack) {
         rfc3339.is_match(schedule["updatedAt"].as_str().unwrap()),
         "{schedule}"
     );
-    let mut shown = schedule.clone();
-    for key in ["id", "createdAt", "updatedAt"] {
-        shown.as_object_mut().unwrap().remove(key);
-    }
-    assert_eq!(
-        shown,
-        json!({ "jobName": "report", "args": { "REGION": "eu" }, "tags": "nightly,finance",
-            "cron": "0 0 2 * * *", "notificationEmails": "ops@example.com,lead@example.com",
-            "userEmail": ADMIN, "group": "reports", "enabled": true })
-    );
+    insta::assert_json_snapshot!("schedule_created", schedule, {
+        ".id" => "[id]", ".createdAt" => "[time]", ".updatedAt" => "[time]"
+    });
 
     let four_fields = post(with(json!({ "cron": "30 4 1 *", "enabled": null })))
         .await
