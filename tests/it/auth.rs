@@ -53,6 +53,8 @@ async fn credentials_are_required_and_checked(stack: Stack) {
             .expect("no error without credentials")
             .is_none()
     );
+    // What the server is may be read without credentials, and says that auth is on.
+    assert!(anonymous.server_info().await.auth_enabled);
     let procs = anonymous.try_procs(None).await.expect_err("refused");
     assert_eq!(procs.code, "UNAUTHENTICATED");
     assert!(procs.message.contains("Access-Token"), "{procs:?}");

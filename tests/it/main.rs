@@ -8,8 +8,10 @@
 //! `tests/graphql/*.graphql`, checked against the committed SDL at compile time). Raw requests
 //! and JSON stay only where the wire itself is under test: the GraphQL transports and their
 //! limits (`graphql`), the websocket protocols and what a hostile client sends (`security`,
-//! the protocol test of `auth`), the introspection walk (`secrets`), the v2 REST routes'
-//! bodies (`rest`), notification payloads (`schedules`), and what a browser showed
+//! the protocol test of `auth`), the introspection walk (`secrets`), the CLI's own operations
+//! and its `-o json` output (`cli`), the v2 REST routes' bodies (`rest`), the health
+//! endpoints' JSON (`health`, `/readyz` checks), notification payloads (`schedules`), the
+//! Kubernetes objects the fake API server holds (`kubernetes`), and what a browser showed
 //! (`playground`).
 
 /// Turns each `async fn scenario(stack: Stack)` into two tests: `scenario::embedded` (SQLite

@@ -235,8 +235,10 @@ async fn run_to_end(
     args: &[(&str, &str)],
 ) -> (proctor_tests::api::RunState, Vec<String>) {
     let api = Api::at(base);
-    let (id, last) = api.run_to_end(proc, args).await;
-    (last, api.log_lines(&id).await)
+    let id = api.execute(proc, args).await;
+    // Followed live, while it runs.
+    let (lines, last) = tokio::join!(api.log_lines(&id), api.await_final(&id));
+    (last, lines)
 }
 
 #[test]

@@ -378,7 +378,10 @@ async fn metadata_and_secrets_follow_the_v2_contract(stack: Stack) {
     );
     // The v2 shape, key order and zero values, by name.
     let listed = get().await;
-    assert!(listed.body.starts_with(&format!("[{ECHO_WORKER},")), "{listed:?}");
+    assert!(
+        listed.body.starts_with(&format!("[{ECHO_WORKER},")),
+        "{listed:?}"
+    );
     insta::assert_snapshot!("metadata_listed", listed.body);
 
     // The same procs over GraphQL.

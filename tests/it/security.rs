@@ -15,9 +15,9 @@ use proctor_tests::api::{
     schedule as every, secret, sh, stored_logs, transfer_schedule, trigger_schedule,
 };
 use proctor_tests::api::{
-    ApplyProcFile, DeleteSchedule, ScheduleDetail, SetScheduleEnabled, UpdateSchedule,
-    apply_proc_file, delete_schedule, schedule_change, schedule_detail, set_schedule_enabled,
-    update_schedule,
+    ApplyProcFile, CronPreview, DeleteSchedule, ScheduleDetail, SetScheduleEnabled, UpdateSchedule,
+    apply_proc_file, cron_preview, delete_schedule, schedule_change, schedule_detail,
+    set_schedule_enabled, update_schedule,
 };
 use proctor_tests::graphql_ws::{Protocol, WsClient};
 use proctor_tests::{Stack, TestApp};
@@ -311,6 +311,7 @@ async fn group_change_closes_the_socket_and_new_operations_fail(stack: Stack) {
     );
     let mut socket = socket_as(&app, &user).await;
     socket.start("1", WATCH, json!({})).await;
+    assert_eq!(socket.wait_closed(Duration::from_millis(300)).await, None);
     // The admin moves bo out of ops (a new token with other groups).
     app.api_as(&admin)
         .create_api_token("bo@example.com", Some(&["dev"]), None)
@@ -429,14 +430,8 @@ async fn nul_in_input_is_bad_user_input(stack: Stack) {
         .unwrap();
     assert_eq!(rest.status(), 400);
     assert!(rest.text().await.unwrap().contains("args.WHO"));
-    let listed = app
-        .graphql("{ executions { edges { node { id } } } }", json!({}))
-        .await;
-    assert_eq!(
-        listed["data"]["executions"]["edges"],
-        json!([]),
-        "nothing ran"
-    );
+    let listed = app.api().executions(20, None, no_filter()).await.unwrap();
+    assert!(listed.edges.is_empty(), "nothing ran: {listed:?}");
 }
 
 on_both_stacks!(nul_in_output_loses_no_line, nul_in_input_is_bad_user_input);
@@ -577,7 +572,7 @@ async fn big_log_queries_are_refused_and_memory_stays_bounded() {
     api.define_proc(proc("chatty", &sh(script))).await;
     let ids = vec![api.execute("chatty", &[]).await];
     for id in &ids {
-        let done = api.await_final(id).await;
+        let done = api.poll_final(id, Duration::from_secs(120)).await;
         assert_eq!(done.status, ExecutionStatus::Succeeded, "{done:?}");
     }
 
@@ -1490,16 +1485,16 @@ async fn oversized_operations_and_anonymous_previews_are_refused() {
     assert_eq!(refused["type"], "error", "{refused}");
     assert!(refused.to_string().contains("LIMIT_EXCEEDED"), "{refused}");
     // Anonymous callers cannot spend the server's CPU on cron previews.
+    let preview = cron_preview::Variables {
+        cron: "* * * * * *".to_owned(),
+        count: Some(100),
+    };
     let anonymous = app
-        .graphql(
-            r#"{ cronPreview(cron: "* * * * * *", count: 100) }"#,
-            json!({}),
-        )
-        .await;
-    assert_eq!(
-        anonymous["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
-        "{anonymous}"
-    );
+        .api()
+        .call::<CronPreview>(preview)
+        .await
+        .expect_err("anonymous");
+    assert_eq!(anonymous.code, "UNAUTHENTICATED", "{anonymous:?}");
     // And each preview costs what it computes.
     let aliases: String = (0..200)
         .map(|n| format!("p{n}: cronPreview(cron: \"* * * * * *\", count: 100) "))

@@ -153,8 +153,9 @@ async fn the_identity_service_decides_and_is_asked_once_per_cache_period(stack: 
     for failure in [&failed, &failed_again] {
         assert_eq!(failure.code, "INTERNAL", "{failure:?}");
         assert!(
-            !failure.message.contains("plain-token"),
-            "tokens are not echoed"
+            !failure.shown.contains("plain-token"),
+            "tokens are not echoed: {}",
+            failure.shown
         );
     }
     identity.failing.store(false, Ordering::SeqCst);

@@ -278,10 +278,13 @@ pub struct Failure {
     pub message: String,
     /// `extensions.field`, for `BAD_USER_INPUT`.
     pub field: Option<String>,
+    /// Every error of the response as JSON text (for "never echoed" checks).
+    pub shown: String,
 }
 
 impl Failure {
     fn from_errors(errors: Vec<graphql_client::Error>) -> Self {
+        let shown = serde_json::to_string(&errors).expect("errors serialise");
         let first = errors
             .into_iter()
             .next()
@@ -298,6 +301,7 @@ impl Failure {
             code: extension("code").unwrap_or_default(),
             field: extension("field"),
             message: first.message,
+            shown,
         }
     }
 }
@@ -314,9 +318,14 @@ pub struct Api {
 impl Api {
     /// The API of the server at `base` (`http://host:port`), without credentials.
     pub fn at(base: &str) -> Self {
+        Self::with_client(base, crate::infra::http_client())
+    }
+
+    /// [`Api::at`] over an existing client (whose connections it reuses).
+    pub fn with_client(base: &str, http: reqwest::Client) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            http: crate::infra::http_client(),
+            http,
             headers: Vec::new(),
             ws_payload: json!({}),
         }
@@ -345,7 +354,7 @@ impl Api {
 impl TestApp {
     /// The typed API without credentials.
     pub fn api(&self) -> Api {
-        Api::at(&self.url(""))
+        Api::with_client(&self.url(""), self.http.clone())
     }
 
     /// The typed API with these request headers (e.g. the legacy `Email-Id`).
@@ -591,6 +600,26 @@ impl Api {
             .collect()
     }
 
+    /// Polls execution `id` until it ends, for runs that may stay silent longer than a
+    /// websocket message may take ([`Api::await_final`]).
+    ///
+    /// # Panics
+    /// When it has not ended `within`.
+    pub async fn poll_final(&self, id: &str, within: std::time::Duration) -> Execution {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let execution = self.execution(id).await.expect("the execution");
+            if execution.status.is_final() {
+                return execution;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "execution {id} did not end within {within:?}: {execution:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// The final state of execution `id`, waiting for it.
     pub async fn await_final(&self, id: &str) -> RunState {
         self.states(id)
@@ -629,17 +658,19 @@ impl Api {
     }
 
     /// The stored lines of execution `id` (the first 10,000).
+    ///
+    /// # Panics
+    /// When the caller may not see the execution or there is none.
     pub async fn stored_lines(&self, id: &str) -> Vec<StoredLine> {
         let variables = stored_logs::Variables {
             id: id.to_owned(),
             after_seq: None,
             first: Some(10_000),
         };
-        self.ok::<StoredLogs>(variables)
-            .await
-            .execution
-            .map(|execution| execution.logs)
-            .unwrap_or_default()
+        let found = self.ok::<StoredLogs>(variables).await.execution;
+        found
+            .unwrap_or_else(|| panic!("execution {id} is not there"))
+            .logs
     }
 
     /// The text of the stored lines of execution `id`.
