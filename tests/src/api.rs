@@ -83,6 +83,7 @@ pub mod operations {
         StoredLogs,
         WatchStatus,
         FollowLogs,
+        FollowLogBatches,
         ListExecutions,
         WatchEvents,
         ExecutionNotifications,
@@ -103,6 +104,19 @@ pub type RunState = watch_status::WatchStatusExecutionStatus;
 pub type Execution = execution_by_id::ExecutionByIdExecution;
 /// A log line as `executionLogs` streams it.
 pub type LiveLine = follow_logs::FollowLogsExecutionLogs;
+/// One batch of consecutive lines, as `executionLogBatches` delivers it.
+pub type LineBatch = follow_log_batches::FollowLogBatchesExecutionLogBatches;
+
+/// The variables of `executionLogBatches` for execution `id` after `after_seq`, with the
+/// server's defaults for the batch size and delay.
+pub fn batches_of(id: &str, after_seq: i64) -> follow_log_batches::Variables {
+    follow_log_batches::Variables {
+        id: id.to_owned(),
+        after_seq: Some(after_seq),
+        max_lines: None,
+        max_delay_ms: None,
+    }
+}
 /// A stored log line.
 pub type StoredLine = stored_logs::StoredLogsExecutionLogs;
 /// An execution as `cancelExecution` left it.
@@ -121,40 +135,36 @@ pub type CreatedSchedule = create_schedule::CreateScheduleCreateSchedule;
 /// One fired (or skipped) slot of a schedule.
 pub type ScheduleRun = schedule_runs::ScheduleRunsScheduleRunsEdgesNode;
 
+/// The input of a schedule of `proc` on `cron` with nothing else set; `graphql_client` generates
+/// the same input type once per operation, so one literal serves both.
+macro_rules! bare_schedule {
+    ($input:path, $proc:expr, $cron:expr) => {{
+        use $input as Input;
+        Input {
+            proc: $proc.to_owned(),
+            args: None,
+            cron: $cron.to_owned(),
+            timezone: None,
+            tags: None,
+            group: None,
+            notification_emails: None,
+            enabled: None,
+            overlap_policy: None,
+            catch_up_policy: None,
+            slack_webhook_url: None,
+            webhook_url: None,
+        }
+    }};
+}
+
 /// A schedule of `proc` on `cron`, with nothing else set.
 pub fn schedule(proc: &str, cron: &str) -> ScheduleInput {
-    ScheduleInput {
-        proc: proc.to_owned(),
-        args: None,
-        cron: cron.to_owned(),
-        timezone: None,
-        tags: None,
-        group: None,
-        notification_emails: None,
-        enabled: None,
-        overlap_policy: None,
-        catch_up_policy: None,
-        slack_webhook_url: None,
-        webhook_url: None,
-    }
+    bare_schedule!(create_schedule::ScheduleInput, proc, cron)
 }
 
 /// A change of a schedule to `proc` on `cron`, leaving everything else as it is.
 pub fn schedule_change(proc: &str, cron: &str) -> update_schedule::ScheduleInput {
-    update_schedule::ScheduleInput {
-        proc: proc.to_owned(),
-        args: None,
-        cron: cron.to_owned(),
-        timezone: None,
-        tags: None,
-        group: None,
-        notification_emails: None,
-        enabled: None,
-        overlap_policy: None,
-        catch_up_policy: None,
-        slack_webhook_url: None,
-        webhook_url: None,
-    }
+    bare_schedule!(update_schedule::ScheduleInput, proc, cron)
 }
 
 /// A filter that lets everything through.
@@ -638,6 +648,18 @@ impl Api {
             .await
             .into_iter()
             .map(|event| event.expect("a line").execution_logs)
+            .collect()
+    }
+
+    /// Every batch of `executionLogBatches` with `variables`, following the run to its end.
+    ///
+    /// # Panics
+    /// When an event is an error (see [`Api::subscribe`] for the failures themselves).
+    pub async fn follow_batches(&self, variables: follow_log_batches::Variables) -> Vec<LineBatch> {
+        self.subscribe::<FollowLogBatches>(variables)
+            .await
+            .into_iter()
+            .map(|event| event.expect("a batch").execution_log_batches)
             .collect()
     }
 
