@@ -200,11 +200,13 @@ async fn follow(api: &Api, id: &str, quiet: bool, printer: LinePrinter) -> Resul
         let outcome = api
             .subscribe::<FollowLogs>(variables, |event| {
                 clear();
-                let line = event.execution_logs;
+                let batch = event.execution_log_batches;
                 if !quiet {
-                    printer.print(&line.line);
+                    for line in &batch.lines {
+                        printer.print(&line.line);
+                    }
                 }
-                last_seq.set(Some(line.seq));
+                last_seq.set(Some(batch.last_seq));
                 progressed.set(true);
                 Ok(())
             })

@@ -1,6 +1,6 @@
 // The live view: procs with run forms built from their typed arguments, an executions table kept
 // current by the executionEvents subscription, an execution page streaming its log
-// (executionLogs, resumed from the last line after a reconnect) and status, and schedules with
+// (executionLogBatches, resumed from the last line after a reconnect) and status, and schedules with
 // pause and resume. Plain DOM code; the only library is graphql-ws.
 import { request, subscribe } from "./client.js";
 
@@ -181,7 +181,7 @@ async function home() {
 // ---- one execution -----------------------------------------------------------------------
 const EXECUTION = `query($id: ID!) { execution(id: $id) { id procName status exitCode reason user createdAt finishedAt args { name value } } }`;
 const STATUS = `subscription($id: ID!) { executionStatus(id: $id) { id procName status exitCode reason finishedAt } }`;
-const LOGS = `subscription($id: ID!, $afterSeq: Int) { executionLogs(id: $id, afterSeq: $afterSeq) { seq stream line } }`;
+const LOGS = `subscription($id: ID!, $afterSeq: Int) { executionLogBatches(id: $id, afterSeq: $afterSeq, maxDelayMs: 50) { lastSeq lines { seq stream line } } }`;
 const CANCEL = `mutation($id: ID!) { cancelExecution(id: $id) { id status } }`;
 
 async function executionPage(id) {
@@ -223,11 +223,12 @@ async function executionPage(id) {
   // the last line shown makes the server resume right after it.
   cleanups.push(subscribe(LOGS, variables, headers(), ({ data, errors }) => {
     if (errors?.length) { streamState.textContent = errorText({ errors }); return; }
-    const entry = data.executionLogs;
-    if (entry.seq <= variables.afterSeq) return;
-    variables.afterSeq = entry.seq;
-    lines.push(entry);
-    if (paused) buffered.push(entry); else show(entry);
+    for (const entry of data.executionLogBatches.lines) {
+      if (entry.seq <= variables.afterSeq) continue;
+      variables.afterSeq = entry.seq;
+      lines.push(entry);
+      if (paused) buffered.push(entry); else show(entry);
+    }
   }, (error) => { streamState.textContent = error ? "stream failed; reload to retry" : "complete"; }));
 
   cancel.addEventListener("click", async () => {

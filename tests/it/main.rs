@@ -46,6 +46,7 @@ mod executions;
 mod graphql;
 mod health;
 mod kubernetes;
+mod log_batches;
 mod migrations;
 mod playground;
 mod procs;

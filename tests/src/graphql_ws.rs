@@ -203,10 +203,23 @@ impl WsClient {
         query: &str,
         variables: Value,
     ) -> anyhow::Result<(String, mpsc::UnboundedReceiver<Event>)> {
+        self.subscribe_request(json!({ "query": query, "variables": variables }))
+            .await
+    }
+
+    /// [`WsClient::subscribe`] with a whole request `payload` (`query`, `variables`,
+    /// `operationName`), such as a typed operation's `build_query`.
+    ///
+    /// # Errors
+    /// When the socket is closed.
+    pub async fn subscribe_request(
+        &self,
+        payload: Value,
+    ) -> anyhow::Result<(String, mpsc::UnboundedReceiver<Event>)> {
         let id = format!("op-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let (sender, receiver) = mpsc::unbounded_channel();
         self.routes.lock().await.insert(id.clone(), sender);
-        self.send(self.start_message(&id, query, variables)).await?;
+        self.send(self.start_with(&id, payload)).await?;
         Ok((id, receiver))
     }
 

@@ -73,6 +73,14 @@ struct LogFollower {
     behind: bool,
     /// The execution reached a final state: deliver what is left, then complete.
     ending: bool,
+    /// The database must be asked for the state and the lines (events were missed, or the
+    /// safety check is due). A flag rather than a call in the event's branch, so a batch that
+    /// stops waiting mid-check (see [`follow_log_batches`]) does not lose the reason to check.
+    recheck: bool,
+    /// An error met while gathering a batch, reported after that batch.
+    failed: Option<ApiError>,
+    /// The stream ended while gathering a batch: nothing follows that batch.
+    finished: bool,
     check: Interval,
     _counted: SubscriptionGuard,
 }
@@ -153,7 +161,9 @@ impl LogFollower {
             self.ending = true;
         }
         // Whatever happened, the database now has at least everything published so far.
-        self.read_page().await
+        self.read_page().await?;
+        self.recheck = false;
+        Ok(())
     }
 
     fn accept(&mut self, lines: Vec<crate::ports::event_bus::LogRecord>) -> bool {
@@ -177,10 +187,22 @@ impl LogFollower {
         true
     }
 
+    /// The next line, waiting for it as long as the execution runs; `None` once it has ended
+    /// and every line was delivered (or the server is stopping).
+    ///
+    /// Cancel-safe: dropped while waiting, nothing is lost. Every await either changes no
+    /// state before it completes (reads) or leaves a flag that makes the next call redo it
+    /// (`behind`, `recheck`).
     async fn next(&mut self) -> Option<Result<execution_log::Model, ApiError>> {
         loop {
             if let Some(line) = self.pending.pop_front() {
                 return Some(Ok(line));
+            }
+            if self.recheck {
+                if let Err(error) = self.check_state().await {
+                    return Some(Err(error));
+                }
+                continue;
             }
             if self.behind || self.ending {
                 if let Err(error) = self.read_page().await {
@@ -191,41 +213,83 @@ impl LogFollower {
                 }
                 continue;
             }
-            let outcome = tokio::select! {
+            tokio::select! {
                 delivery = self.deliveries.next() => match delivery {
                     Some(Delivery::Event(Event::ExecutionLogs { lines, .. })) => {
                         // The bus is alive: the safety check is for quiet subscriptions only
                         // (a thousand lagging subscribers re-reading every few seconds would
                         // compete with the runner for the database).
                         self.check.reset();
-                        if self.accept(lines) { Ok(()) } else { self.read_page().await }
+                        if !self.accept(lines) {
+                            // A gap: read the rest from the database (on the next turn).
+                            self.behind = true;
+                        }
                     }
                     Some(Delivery::Event(Event::ExecutionStatus { execution })) => {
                         if execution.status.is_final() {
                             self.ending = true;
                         }
-                        Ok(())
                     }
-                    Some(Delivery::Event(_)) => Ok(()),
-                    Some(Delivery::Missed(_)) => self.check_state().await,
+                    Some(Delivery::Event(_)) => {}
+                    Some(Delivery::Missed(_)) => self.recheck = true,
                     // The bus closed (the server is stopping): end; the client resumes with afterSeq.
                     None => return None,
                 },
-                _ = self.check.tick() => self.check_state().await,
-            };
-            if let Err(error) = outcome {
-                return Some(Err(error));
+                _ = self.check.tick() => self.recheck = true,
             }
         }
     }
+
+    /// Moves lines already read into `batch`, up to `max`, without waiting.
+    fn take_ready(&mut self, batch: &mut Vec<execution_log::Model>, max: usize) {
+        let room = max.saturating_sub(batch.len()).min(self.pending.len());
+        batch.extend(self.pending.drain(..room));
+    }
+
+    /// The next batch: waits for one line, takes what else is ready, then gathers more for
+    /// up to `delay` (never past `max` lines). An error after some lines is kept for the next
+    /// call, so the lines before it are delivered first.
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        delay: Duration,
+    ) -> Option<Result<Vec<execution_log::Model>, ApiError>> {
+        let first = match self.next().await? {
+            Ok(line) => line,
+            Err(error) => return Some(Err(error)),
+        };
+        let mut batch = Vec::with_capacity(max.min(PAGE as usize));
+        batch.push(first);
+        self.take_ready(&mut batch, max);
+        let deadline = tokio::time::Instant::now() + delay;
+        while batch.len() < max && !delay.is_zero() {
+            match tokio::time::timeout_at(deadline, self.next()).await {
+                Ok(Some(Ok(line))) => {
+                    batch.push(line);
+                    self.take_ready(&mut batch, max);
+                }
+                Ok(Some(Err(error))) => {
+                    self.failed = Some(error);
+                    break;
+                }
+                Ok(None) => {
+                    self.finished = true;
+                    break;
+                }
+                Err(_elapsed) => break,
+            }
+        }
+        Some(Ok(batch))
+    }
 }
 
-/// The log lines of execution `id` after `after_seq`, live until the execution ends.
-pub async fn follow_logs(
+/// Starts following execution `id`'s lines after `after_seq` (counted as a `kind` subscription).
+async fn log_follower(
     state: AppState,
     id: i64,
     after_seq: i64,
-) -> Result<BoxStream<'static, Result<execution_log::Model, ApiError>>, ApiError> {
+    kind: &'static str,
+) -> Result<LogFollower, ApiError> {
     let deliveries = state.event_bus().subscribe(Topic::Execution(id));
     let mut follower = LogFollower {
         id,
@@ -234,14 +298,70 @@ pub async fn follow_logs(
         pending: VecDeque::new(),
         behind: false,
         ending: false,
+        recheck: true,
+        failed: None,
+        finished: false,
         check: safety_check(),
-        _counted: state.metrics().subscription("executionLogs"),
+        _counted: state.metrics().subscription(kind),
         state,
     };
     follower.check_state().await?;
+    Ok(follower)
+}
+
+/// The log lines of execution `id` after `after_seq`, live until the execution ends.
+pub async fn follow_logs(
+    state: AppState,
+    id: i64,
+    after_seq: i64,
+) -> Result<BoxStream<'static, Result<execution_log::Model, ApiError>>, ApiError> {
+    let follower = log_follower(state, id, after_seq, "executionLogs").await?;
     Ok(
         futures::stream::unfold(follower, |mut follower| async move {
             follower.next().await.map(|item| (item, follower))
+        })
+        .boxed(),
+    )
+}
+
+/// Most lines a batch may hold (`maxLines`).
+pub const MAX_BATCH_LINES: usize = 10_000;
+/// Longest a batch may wait for more lines (`maxDelayMs`).
+pub const MAX_BATCH_DELAY: Duration = Duration::from_secs(5);
+
+/// The log lines of execution `id` after `after_seq` in batches of consecutive lines (at most
+/// `max_lines`, gathered for at most `max_delay` after the first), with the same guarantees
+/// as [`follow_logs`]: each line exactly once, in order, whenever the subscriber joins.
+pub async fn follow_log_batches(
+    state: AppState,
+    id: i64,
+    after_seq: i64,
+    max_lines: usize,
+    max_delay: Duration,
+) -> Result<BoxStream<'static, Result<Vec<execution_log::Model>, ApiError>>, ApiError> {
+    if !(1..=MAX_BATCH_LINES).contains(&max_lines) {
+        return Err(ApiError::bad_input(
+            "maxLines",
+            format!("must be between 1 and {MAX_BATCH_LINES}"),
+        ));
+    }
+    if max_delay > MAX_BATCH_DELAY {
+        return Err(ApiError::bad_input(
+            "maxDelayMs",
+            format!("must be between 0 and {}", MAX_BATCH_DELAY.as_millis()),
+        ));
+    }
+    let follower = log_follower(state, id, after_seq, "executionLogBatches").await?;
+    Ok(
+        futures::stream::unfold(follower, move |mut follower| async move {
+            if let Some(error) = follower.failed.take() {
+                return Some((Err(error), follower));
+            }
+            if follower.finished {
+                return None;
+            }
+            let batch = follower.next_batch(max_lines, max_delay).await?;
+            Some((batch, follower))
         })
         .boxed(),
     )
