@@ -9,6 +9,7 @@
 # Extra arguments go to nextest, e.g. `./tests/run.sh -E 'test(readyz)'`; `./tests/run.sh --bench all`
 # runs the benchmark (tests/bench) instead: against one release proctord it starts on the same
 # Postgres and Redis, or with `--bench --own-servers all` against servers the bench starts itself.
+# The benchmark's Postgres keeps the default durability; the test suite's does not fsync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -100,11 +101,22 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The test suite trades durability for speed; the benchmark measures what production gets:
+# Postgres's default durability (fsync, synchronous commit, full-page writes all on).
+if [ "${1:-}" = "--bench" ]; then
+  pg_durability="durable (default fsync, synchronous_commit, full_page_writes)"
+  pg_options=""
+else
+  pg_durability="fast (fsync=off, synchronous_commit=off: tests only)"
+  pg_options="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+fi
 pg_port=$(free_port)
-log "starting PostgreSQL 15 on 127.0.0.1:$pg_port"
-as_postgres "$PGBIN/initdb" -D "$pgdata" -U postgres -A trust -E UTF8 --locale=C.UTF-8 -N >"$work/initdb.log"
+log "starting PostgreSQL 15 on 127.0.0.1:$pg_port, $pg_durability"
+# Without -N: initdb syncs its files, as a real cluster's would be.
+as_postgres "$PGBIN/initdb" -D "$pgdata" -U postgres -A trust -E UTF8 --locale=C.UTF-8 \
+  $([ -n "$pg_options" ] && echo -N) >"$work/initdb.log"
 as_postgres "$PGBIN/pg_ctl" -D "$pgdata" -l "$work/postgres.log" -w -t 60 \
-  -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $work -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+  -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $work -c max_connections=300 $pg_options" \
   start >/dev/null
 pg_started=1
 

@@ -71,6 +71,8 @@ const UPSERT: &str = "mutation($i: ProcInput!) { upsertProc(input: $i) { name } 
 const EXECUTE: &str = "mutation($p: String!) { execute(proc: $p) { id } }";
 const LOGS: &str =
     "subscription($id: ID!, $after: Int) { executionLogs(id: $id, afterSeq: $after) { seq line } }";
+const LOG_BATCHES: &str = "subscription($id: ID!, $after: Int) { \
+    executionLogBatches(id: $id, afterSeq: $after) { lastSeq lines { seq line } } }";
 
 async fn define(server: &Server, name: &str, command: Vec<String>) -> anyhow::Result<()> {
     server
@@ -85,6 +87,29 @@ async fn execute(server: &Server, proc: &str) -> anyhow::Result<String> {
         .as_str()
         .context("an execution id")?
         .to_owned())
+}
+
+/// Waits until `server` has no unfinished execution (at most `patience`).
+async fn wait_until_idle(server: &Server, patience: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let data = server
+            .graphql(
+                "{ executions(first: 1, filter: { status: [PENDING, STARTING, RUNNING] }) { edges { cursor } } }",
+                json!({}),
+            )
+            .await?;
+        let unfinished = data["executions"]["edges"]
+            .as_array()
+            .is_some_and(|edges| !edges.is_empty());
+        if !unfinished {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("executions still unfinished after {patience:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn unix_nanos() -> u128 {
@@ -151,6 +176,48 @@ fn fork_exec_limit(window: Duration) -> f64 {
         let _ = thread.join();
     }
     count.load(Ordering::Relaxed) as f64 / window.as_secs_f64()
+}
+
+/// Single-row commits per second on one connection: the database's fsync rate, the cost every
+/// transaction of a run pays at least once (each one waits for its commit to be durable).
+async fn postgres_commit_limit(url: &str, window: Duration) -> anyhow::Result<f64> {
+    use sea_orm::ConnectionTrait;
+    let mut options = sea_orm::ConnectOptions::new(url.to_owned());
+    options.max_connections(1).sqlx_logging(false);
+    let db = sea_orm::Database::connect(options).await?;
+    db.execute_unprepared(
+        "CREATE TABLE IF NOT EXISTS proctor_bench_commit (id bigserial PRIMARY KEY, n int)",
+    )
+    .await?;
+    let stop = Instant::now() + window;
+    let mut count = 0u64;
+    while Instant::now() < stop {
+        db.execute_unprepared("INSERT INTO proctor_bench_commit (n) VALUES (1)")
+            .await?;
+        count += 1;
+    }
+    db.execute_unprepared("DROP TABLE proctor_bench_commit")
+        .await?;
+    Ok(count as f64 / window.as_secs_f64())
+}
+
+/// The durability settings of the Postgres at `url` (`fsync`, `synchronous_commit`,
+/// `full_page_writes`), recorded beside the figures measured on it.
+async fn postgres_durability(url: &str) -> anyhow::Result<Vec<(String, String)>> {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(url.to_owned()).await?;
+    let mut settings = Vec::new();
+    for name in ["fsync", "synchronous_commit", "full_page_writes"] {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                format!("SELECT current_setting('{name}') AS value"),
+            ))
+            .await?
+            .context("a setting")?;
+        settings.push((name.to_owned(), row.try_get::<String>("", "value")?));
+    }
+    Ok(settings)
 }
 
 /// Single-row insert + update transactions per second on the Postgres the servers use.
@@ -231,8 +298,31 @@ pub async fn dispatch_and_latency(
         eprintln!("dispatch: limits first");
         results.set("fork_exec_per_s", round(fork_exec_limit(window)));
         if let Some(url) = &plan.database_url {
+            for (name, value) in postgres_durability(url).await? {
+                results.set(&format!("pg_{name}"), value);
+            }
+            results.set(
+                "pg_commit_per_s",
+                round(postgres_commit_limit(url, window).await?),
+            );
             results.set("pg_tx_per_s", round(postgres_limit(url, window).await?));
         }
+        let submissions: usize = plan.pick(3_000, 30);
+        eprintln!("dispatch: {submissions} execute calls, 8 at a time");
+        let started = Instant::now();
+        let submitted: Vec<String> = futures::stream::iter(0..submissions)
+            .map(|_| execute(&server, "bench-noop"))
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
+        results.set(
+            "submit_per_s",
+            round(submitted.len() as f64 / started.elapsed().as_secs_f64()),
+        );
+        // Let those runs finish before the dispatch measurement starts.
+        wait_until_idle(&server, Duration::from_secs(300)).await?;
         let total: usize = plan.pick(10_000, 50);
         eprintln!("dispatch: {total} executions of `true`");
         let connection = WsClient::open(&server.ws_url()).await?;
@@ -373,15 +463,19 @@ struct Seen {
     lag: Histogram<u64>,
 }
 
+/// Follows execution `id` to its end on a connection of its own, with `executionLogs` or, when
+/// `batched`, `executionLogBatches`.
 async fn subscriber(
     url: String,
     id: String,
     measure_after: Arc<AtomicU64>,
     total: u64,
+    batched: bool,
 ) -> anyhow::Result<Seen> {
     let connection = WsClient::open(&url).await?;
+    let query = if batched { LOG_BATCHES } else { LOGS };
     let (_, mut events) = connection
-        .subscribe(LOGS, json!({ "id": id, "after": 0 }))
+        .subscribe(query, json!({ "id": id, "after": 0 }))
         .await?;
     let mut seen = Seen {
         received: 0,
@@ -395,26 +489,35 @@ async fn subscriber(
         match event {
             Event::Next(data) => {
                 let now = unix_nanos();
-                let entry = &data["executionLogs"];
-                if entry.is_null() {
+                let entries = if batched {
+                    data["executionLogBatches"]["lines"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                } else {
+                    vec![data["executionLogs"].clone()]
+                };
+                if entries.is_empty() || entries[0].is_null() {
                     seen.errors += 1;
                     continue;
                 }
-                let seq = entry["seq"].as_u64().unwrap_or_default();
-                if seq <= last {
-                    seen.duplicates += 1;
-                    continue;
-                }
-                seen.gaps += seq - last - 1;
-                last = seq;
-                seen.received += 1;
-                let emitted: u128 = entry["line"]
-                    .as_str()
-                    .and_then(|line| line.split_whitespace().next())
-                    .and_then(|ts| ts.parse().ok())
-                    .unwrap_or_default();
-                if emitted as u64 >= measure_after.load(Ordering::Relaxed) && now > emitted {
-                    seen.lag.record(((now - emitted) / 1000) as u64)?;
+                for entry in &entries {
+                    let seq = entry["seq"].as_u64().unwrap_or_default();
+                    if seq <= last {
+                        seen.duplicates += 1;
+                        continue;
+                    }
+                    seen.gaps += seq - last - 1;
+                    last = seq;
+                    seen.received += 1;
+                    let emitted: u128 = entry["line"]
+                        .as_str()
+                        .and_then(|line| line.split_whitespace().next())
+                        .and_then(|ts| ts.parse().ok())
+                        .unwrap_or_default();
+                    if emitted as u64 >= measure_after.load(Ordering::Relaxed) && now > emitted {
+                        seen.lag.record(((now - emitted) / 1000) as u64)?;
+                    }
                 }
             }
             Event::End(None) => break,
@@ -451,7 +554,11 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     let (rate, seconds) = plan.pick((1000u64, 60u64), (200, 2));
     let seconds = plan.fanout_seconds.unwrap_or(seconds).max(1);
     results.set("fanout_seconds", seconds);
-    let counts: Vec<usize> = plan.pick(vec![1, 100, 1000], vec![1, 10]);
+    // (subscribers, batched): per-line subscriptions, then the batched form at full size.
+    let cases: Vec<(usize, bool)> = plan.pick(
+        vec![(1, false), (100, false), (1000, false), (1000, true)],
+        vec![(1, false), (10, false), (10, true)],
+    );
     // The emitter is this program, run as a proc: under the server's account for runs
     // (`nobody` when proctord is root), which may not enter the directory it was built in.
     let (_emitter_dir, exe) = runnable_copy_of_self()?;
@@ -480,8 +587,10 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
             ],
         )
         .await?;
-        for &n in &counts {
-            eprintln!("fan-out: {bus} bus, {n} subscribers, {rate} lines/s for {seconds} s");
+        let rss_before = server.rss_mib();
+        for &(n, batched) in &cases {
+            let form = if batched { "batched" } else { "per-line" };
+            eprintln!("fan-out: {bus} bus, {n} {form} subscribers, {rate} lines/s for {seconds} s");
             let id = execute(&server, "bench-emitter").await?;
             let emission_started = Instant::now();
             let measure_after = Arc::new(AtomicU64::new(u64::MAX));
@@ -493,6 +602,7 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
                         id.clone(),
                         Arc::clone(&measure_after),
                         total,
+                        batched,
                     ))
                 })
                 .collect();
@@ -525,7 +635,11 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
             }
             sampling.store(false, Ordering::Relaxed);
             let cpu = (server.cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64() * 100.0;
-            let key = format!("fanout_{bus}_{n}");
+            let key = if batched {
+                format!("fanout_{bus}_batched_{n}")
+            } else {
+                format!("fanout_{bus}_{n}")
+            };
             // Delivered lines per second: over the emission, or over the delivery when it took
             // longer (the subscribers fell behind).
             let delivering = emission_started.elapsed().as_secs_f64().max(seconds as f64);
@@ -536,10 +650,30 @@ pub async fn fanout(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
             results.set(&format!("{key}_max_lag_ms"), ms(&lag, 1.0));
             results.set(&format!("{key}_server_rss_mib"), round(peak.await?));
             results.set(&format!("{key}_server_cpu_pct"), round(cpu));
-            if n == *counts.last().unwrap_or(&1) && (redis || buses_len == 1) {
-                results.set(&format!("fanout_{n}_lines_per_s"), round(delivered_per_s));
-                results.set(&format!("fanout_{n}_p99_lag_ms"), ms(&lag, 0.99));
+            // The headline figures: each case on Redis when it was measured.
+            if redis || buses_len == 1 {
+                let headline = if batched {
+                    format!("fanout_batched_{n}")
+                } else {
+                    format!("fanout_{n}")
+                };
+                results.set(&format!("{headline}_lines_per_s"), round(delivered_per_s));
+                results.set(&format!("{headline}_p99_lag_ms"), ms(&lag, 0.99));
             }
+        }
+        if redis || buses_len == 1 {
+            // Memory given back: the server's RSS a while after the last burst, beside its RSS
+            // before the first.
+            let settle = plan.pick(Duration::from_secs(60), Duration::from_secs(1));
+            eprintln!("fan-out: RSS {settle:?} after the burst");
+            tokio::time::sleep(settle).await;
+            let rss_after = server.rss_mib();
+            results.set("rss_before_burst_mib", round(rss_before));
+            results.set("rss_after_burst_mib", round(rss_after));
+            results.set(
+                "rss_after_burst_share",
+                round(rss_after / rss_before.max(1.0)),
+            );
         }
         server.stop().await;
     }

@@ -34,6 +34,7 @@ async fn every_benchmark_scenario_runs_in_a_quick_smoke() {
     let results: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for key in [
         "dispatch_per_s",
+        "submit_per_s",
         "fork_exec_per_s",
         "first_log_p50_ms",
         "first_log_p99_ms",
@@ -42,6 +43,9 @@ async fn every_benchmark_scenario_runs_in_a_quick_smoke() {
         "sched_p99_lateness_ms",
         "idle_rss_mib",
         "ready_ms",
+        "fanout_batched_10_lines_per_s",
+        "rss_after_burst_mib",
+        "rss_after_burst_share",
     ] {
         assert!(
             results[key].as_f64().is_some_and(|v| v > 0.0),
@@ -56,13 +60,22 @@ async fn every_benchmark_scenario_runs_in_a_quick_smoke() {
     assert_eq!(results["dispatch_failed"], 0, "{results}");
     if postgres_url().is_some() {
         assert!(
-            results["pg_tx_per_s"].as_f64().is_some_and(|v| v > 0.0),
+            results["pg_tx_per_s"].as_f64().is_some_and(|v| v > 0.0)
+                && results["pg_commit_per_s"].as_f64().is_some_and(|v| v > 0.0),
+            "{results}"
+        );
+        // The database's durability is recorded beside what was measured on it.
+        assert!(
+            ["on", "off"].contains(&results["pg_fsync"].as_str().unwrap_or_default()),
             "{results}"
         );
     }
     if redis_url().is_some() {
         assert!(
-            results["fanout_redis_10_lines_per_s"].as_f64().is_some(),
+            results["fanout_redis_10_lines_per_s"].as_f64().is_some()
+                && results["fanout_redis_batched_10_lines_per_s"]
+                    .as_f64()
+                    .is_some(),
             "{results}"
         );
     }
@@ -107,7 +120,10 @@ async fn the_benchmark_measures_a_running_server_and_leaves_it_clean() {
             "fanout" => {
                 assert_eq!(results["fanout_gaps"], 0, "{results}");
                 assert!(
-                    results["fanout_memory_10_lines_per_s"].as_f64().is_some(),
+                    results["fanout_memory_10_lines_per_s"].as_f64().is_some()
+                        && results["fanout_memory_batched_10_lines_per_s"]
+                            .as_f64()
+                            .is_some(),
                     "{results}"
                 );
                 assert!(
