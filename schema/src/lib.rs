@@ -21,6 +21,7 @@ pub mod auth;
 pub mod db;
 pub mod error;
 pub mod executions;
+pub mod group_commit;
 pub mod limits;
 pub mod loaders;
 pub mod metrics;

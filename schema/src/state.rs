@@ -6,6 +6,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 use crate::executions::runner::Runner;
+use crate::group_commit::GroupCommit;
 use crate::metrics::Metrics;
 use crate::notifications::NotificationDefaults;
 use crate::ports::authenticator::Authenticator;
@@ -64,16 +65,31 @@ pub struct AppState {
     inner: Arc<AppParts>,
     log_reads: Arc<Semaphore>,
     outbox_wakeup: Arc<Notify>,
+    writes: GroupCommit,
 }
 
 impl AppState {
     /// Bundles the parts.
     pub fn new(parts: AppParts) -> Self {
+        // SQLite has one writer anyway; on Postgres a second lets one batch run its
+        // statements while the other waits for its commit.
+        let writers = if crate::db::locks_rows(&parts.db) {
+            2
+        } else {
+            1
+        };
         Self {
             log_reads: Arc::new(Semaphore::new(parts.log_readers.max(1))),
             outbox_wakeup: Arc::new(Notify::new()),
+            writes: GroupCommit::start(parts.db.clone(), writers),
             inner: Arc::new(parts),
         }
+    }
+
+    /// The group-committed writes of the execution core (submissions, state moves, output):
+    /// what many runs write at the same moment shares one transaction and one commit.
+    pub fn writes(&self) -> &GroupCommit {
+        &self.writes
     }
 
     /// A turn to read stored log lines for a live subscription (see [`AppParts::log_readers`]).

@@ -61,16 +61,32 @@ pub async fn execute(
 
 /// Stores a prepared run (audited as `execution.create` for `caller`) and hands it to the
 /// runner after the commit; the one sequence every API's "run it now" goes through.
+///
+/// The row and its audit record are written through the group commit ([`AppState::writes`]):
+/// submissions that arrive together share one transaction and one commit, each with its own
+/// id and its own error.
 pub async fn submit(
     state: &AppState,
     caller: &Caller,
     prepared: &PreparedRun,
     new: NewExecution,
 ) -> Result<execution::Model, ApiError> {
-    submit_with(state, caller, prepared, new, |_, _| {
-        Box::pin(async { Ok(()) })
-    })
-    .await
+    let (job_state, job_caller, job_run) = (state.clone(), caller.clone(), prepared.clone());
+    let submitted = state
+        .writes()
+        .run(move |txn| {
+            let (state, caller) = (job_state.clone(), job_caller.clone());
+            let (run, new) = (job_run.clone(), new.clone());
+            Box::pin(async move {
+                let submitted = state.runner().submit(txn, &state, &run, new).await?;
+                record_creation(txn, &caller, submitted.execution()).await?;
+                Ok(submitted)
+            })
+        })
+        .await?;
+    let execution = submitted.execution().clone();
+    state.runner().hand_off(state, submitted).await;
+    Ok(execution)
 }
 
 /// [`submit`], also doing `also` in the same transaction (e.g. recording a schedule's run).
@@ -87,28 +103,35 @@ where
         &'t execution::Model,
     ) -> BoxFuture<'t, Result<(), ApiError>>,
 {
-    let trigger = new.trigger;
-    let schedule_id = new.schedule_id;
     let txn = crate::db::begin_write(state.db()).await?;
     let submitted = state.runner().submit(&txn, state, prepared, new).await?;
     let execution = submitted.execution().clone();
-    let mut detail = json!({ "proc": execution.proc_name, "trigger": trigger });
-    if let Some(schedule_id) = schedule_id {
+    record_creation(&txn, caller, &execution).await?;
+    also(&txn, &execution).await?;
+    txn.commit().await?;
+    state.runner().hand_off(state, submitted).await;
+    Ok(execution)
+}
+
+/// The audit record of a new execution (`execution.create`), in the transaction storing it.
+async fn record_creation(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    execution: &execution::Model,
+) -> Result<(), ApiError> {
+    let mut detail = json!({ "proc": execution.proc_name, "trigger": execution.trigger });
+    if let Some(schedule_id) = execution.schedule_id {
         detail["schedule"] = json!(schedule_id);
     }
     audit::record(
-        &txn,
+        txn,
         caller,
         "execution.create",
         "execution",
         &execution.id.to_string(),
         Some(detail),
     )
-    .await?;
-    also(&txn, &execution).await?;
-    txn.commit().await?;
-    state.runner().hand_off(state, submitted).await;
-    Ok(execution)
+    .await
 }
 
 /// Checks that `caller` may run `proc` with `args` and that it can run now (every declared

@@ -12,6 +12,7 @@ use chrono::Utc;
 use proctor_entity::values::LogStream;
 
 use super::RunSettings;
+use crate::error::ApiError;
 use crate::executions::shaping::{Masker, split_long};
 use crate::ports::event_bus::{Event, LogRecord};
 use crate::ports::executor::LogCursor;
@@ -189,7 +190,7 @@ impl LogPipeline {
             return Flushed::Done;
         }
         let stored = if self.failures >= FAILURES_BEFORE_SINGLE_LINES {
-            self.store_line_by_line().await
+            self.store_line_by_line().await.map_err(ApiError::from)
         } else {
             self.store().await
         };

@@ -2,38 +2,56 @@
 //! the lease owner, and a line-by-line fallback that is idempotent (a retried batch never
 //! stores or counts a line twice) and replaces a line the database refuses by a marker.
 
+use std::sync::Arc;
+
 use proctor_entity::values::LogStream;
 use proctor_entity::{execution, execution_log};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
 use super::log_pipeline::{BATCH_LINES, LogPipeline};
+use crate::error::ApiError;
 use crate::ports::event_bus::LogRecord;
 use crate::ports::executor::LogCursor;
 
 impl LogPipeline {
-    /// In one transaction: claims the row (fenced by owner) with the new cursor, then inserts
-    /// the buffer in chunks of [`BATCH_LINES`]. `false` when this replica lost the execution.
-    pub(super) async fn store(&self) -> Result<bool, sea_orm::DbErr> {
-        let txn = crate::db::begin_write(self.state.db()).await?;
-        let mut claim = execution::Entity::update_many()
-            .filter(execution::Column::Id.eq(self.execution_id))
-            .filter(execution::Column::Owner.eq(self.owner.as_str()));
-        claim = match &self.cursor {
-            Some(cursor) => with_cursor(claim, cursor),
-            None => claim.col_expr(
-                execution::Column::LogOffset,
-                Expr::col(execution::Column::LogOffset),
-            ),
-        };
-        if claim.exec(&txn).await?.rows_affected == 0 {
-            return Ok(false);
-        }
-        for chunk in self.buffer.chunks(BATCH_LINES) {
-            insert_lines(&txn, self.execution_id, chunk).await?;
-        }
-        txn.commit().await?;
-        Ok(true)
+    /// Stores the buffered lines with the cursor in one transaction, shared through the group
+    /// commit with what other runs write at the same moment; `false` when another replica
+    /// holds the execution (nothing is stored then).
+    pub(super) async fn store(&mut self) -> Result<bool, ApiError> {
+        let lines = Arc::new(std::mem::take(&mut self.buffer));
+        let (id, owner, cursor) = (self.execution_id, self.owner.clone(), self.cursor.clone());
+        let job_lines = Arc::clone(&lines);
+        let stored = self
+            .state
+            .writes()
+            .run(move |txn| {
+                let (owner, cursor) = (owner.clone(), cursor.clone());
+                let lines = Arc::clone(&job_lines);
+                Box::pin(async move {
+                    let mut claim = execution::Entity::update_many()
+                        .filter(execution::Column::Id.eq(id))
+                        .filter(execution::Column::Owner.eq(owner.as_str()));
+                    claim = match &cursor {
+                        Some(cursor) => with_cursor(claim, cursor),
+                        None => claim.col_expr(
+                            execution::Column::LogOffset,
+                            Expr::col(execution::Column::LogOffset),
+                        ),
+                    };
+                    if claim.exec(txn).await?.rows_affected == 0 {
+                        return Ok(false);
+                    }
+                    for chunk in lines.chunks(BATCH_LINES) {
+                        insert_lines(txn, id, chunk).await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .await;
+        // The job is done with its copy: the lines go back to the buffer (kept on failure).
+        self.buffer = Arc::try_unwrap(lines).unwrap_or_else(|shared| shared.as_ref().clone());
+        stored
     }
 
     /// The fallback after repeated failures: each line in its own statement; a line the

@@ -171,36 +171,32 @@ pub(super) async fn apply(
                 Expr::value(Option::<chrono::DateTime<Utc>>::None),
             ),
     };
-    let row = if final_state {
-        let txn = crate::db::begin_write(state.db())
-            .await
-            .map_err(ApiError::from)?;
-        let Some(row) = update
-            .exec_with_returning(&txn)
-            .await
-            .map_err(ApiError::from)?
-            .pop()
-        else {
-            drop(txn);
-            return Err(refusal(state, id, target).await);
-        };
-        let notifications = in_final_txn(&txn, state, &row).await?;
-        txn.commit().await.map_err(ApiError::from)?;
-        if notifications > 0 {
-            state.outbox_wakeup().notify_one();
-        }
-        row
-    } else {
-        match update
-            .exec_with_returning(state.db())
-            .await
-            .map_err(ApiError::from)?
-            .pop()
-        {
-            Some(row) => row,
-            None => return Err(refusal(state, id, target).await),
-        }
+    // Through the group commit: the moves of many runs at the same moment share a commit.
+    // A final state is stored with what must survive it (the notification outbox rows).
+    let job_state = state.clone();
+    let stored = state
+        .writes()
+        .run(move |txn| {
+            let (update, state) = (update.clone(), job_state.clone());
+            Box::pin(async move {
+                let Some(row) = update.exec_with_returning(txn).await?.pop() else {
+                    return Ok(None);
+                };
+                let notifications = if final_state {
+                    in_final_txn(txn, &state, &row).await?
+                } else {
+                    0
+                };
+                Ok(Some((row, notifications)))
+            })
+        })
+        .await?;
+    let Some((row, notifications)) = stored else {
+        return Err(refusal(state, id, target).await);
     };
+    if notifications > 0 {
+        state.outbox_wakeup().notify_one();
+    }
     after_commit(state, &row).await;
     Ok(row)
 }
