@@ -13,11 +13,19 @@
 //!   most [`MAX_BATCH`]), so a lone caller waits for nobody and runs exactly the statements
 //!   of a transaction of its own;
 //! - a job writes only through the transaction it is given (on SQLite another connection
-//!   would wait for the write lock this transaction holds).
+//!   would wait for the write lock this transaction holds), and returns every database error
+//!   it meets: Postgres answers `COMMIT` of a transaction an error aborted with a silent
+//!   rollback, so a job that swallowed one would let its whole batch hear Ok;
+//! - a job that panics fails alone (as an internal error); the writer goes on;
+//! - a caller that stops waiting does not stop its job: once queued, it is written (callers
+//!   that must act after the commit, like handing a run off, do so in a task of their own).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -50,7 +58,13 @@ where
 {
     fn run<'t>(&'t mut self, txn: &'t DatabaseTransaction) -> BoxFuture<'t, bool> {
         Box::pin(async move {
-            let result = (self.work)(txn).await;
+            // A panicking job fails alone; the writer lives on for the others.
+            let result = match AssertUnwindSafe((self.work)(txn)).catch_unwind().await {
+                Ok(result) => result,
+                Err(_) => Err(ApiError::Internal(anyhow::anyhow!(
+                    "a database write panicked (see the log)"
+                ))),
+            };
             let ok = result.is_ok();
             self.result = Some(result);
             ok
@@ -58,7 +72,14 @@ where
     }
 
     fn answer(self: Box<Self>, committed: Result<(), Arc<ApiError>>) {
-        let outcome = match (self.result, committed) {
+        let Typed {
+            work,
+            result,
+            reply,
+        } = *self;
+        // What the job holds goes before the caller wakes (it may want it back, unshared).
+        drop(work);
+        let outcome = match (result, committed) {
             (Some(Err(own)), _) => Err(own),
             (Some(Ok(value)), Ok(())) => Ok(value),
             (_, Err(shared)) => Err(ApiError::unshared(shared)),
@@ -67,7 +88,7 @@ where
             ))),
         };
         // The caller may have gone away (a dropped request); what committed stands.
-        let _ = self.reply.send(outcome);
+        let _ = reply.send(outcome);
     }
 }
 
@@ -238,11 +259,19 @@ mod tests {
         .collect()
     }
 
-    fn insert(writes: &GroupCommit, n: i64) -> impl Future<Output = Result<i64, ApiError>> + use<> {
-        let writes = writes.clone();
+    /// Times the jobs of one test ran (a shared transaction that failed runs its jobs again).
+    type Runs = Arc<AtomicU64>;
+
+    fn insert(
+        writes: &GroupCommit,
+        n: i64,
+        runs: &Runs,
+    ) -> impl Future<Output = Result<i64, ApiError>> + use<> {
+        let (writes, runs) = (writes.clone(), Arc::clone(runs));
         async move {
             writes
                 .run(move |txn| {
+                    runs.fetch_add(1, Ordering::Relaxed);
                     Box::pin(async move {
                         txn.execute_unprepared(&format!("INSERT INTO t (n) VALUES ({n})"))
                             .await?;
@@ -281,14 +310,16 @@ mod tests {
     async fn callers_arriving_together_each_get_their_own_result_and_error() {
         let db = database().await;
         let writes = GroupCommit::start(db.clone(), 1);
-        insert(&writes, 1).await.expect("the first insert");
+        let runs = Runs::default();
+        insert(&writes, 1, &runs).await.expect("the first insert");
         assert_eq!(writes.commits(), 1);
 
         // Four arrive together; the second insert of 1 fails, so the shared transaction is
         // rolled back and each runs alone: three commits, one error.
         let open = hold_the_writer(&writes).await;
+        let runs_before = runs.load(Ordering::Relaxed);
         let together = tokio::spawn(futures::future::join_all(
-            [2, 1, 3, 4].map(|n| insert(&writes, n)),
+            [2, 1, 3, 4].map(|n| insert(&writes, n, &runs)),
         ));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         drop(open);
@@ -303,11 +334,16 @@ mod tests {
             "the others were stored once"
         );
         assert_eq!(writes.commits(), 1 + 1 + 3, "the blocker, then each alone");
+        assert_eq!(
+            runs.load(Ordering::Relaxed) - runs_before,
+            2 + 4,
+            "together until the duplicate failed (2 and 1), then each of the four alone"
+        );
 
         // Three that all succeed share one commit.
         let open = hold_the_writer(&writes).await;
         let together = tokio::spawn(futures::future::join_all(
-            [5, 6, 7].map(|n| insert(&writes, n)),
+            [5, 6, 7].map(|n| insert(&writes, n, &runs)),
         ));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         drop(open);
@@ -324,7 +360,9 @@ mod tests {
     async fn many_concurrent_callers_share_transactions_and_lose_nothing() {
         let db = database().await;
         let writes = GroupCommit::start(db.clone(), 1);
-        let outcomes = futures::future::join_all((1..=500).map(|n| insert(&writes, n))).await;
+        let runs = Runs::default();
+        let outcomes =
+            futures::future::join_all((1..=500).map(|n| insert(&writes, n, &runs))).await;
         assert!(outcomes.iter().all(Result::is_ok));
         assert_eq!(stored(&db).await, (1..=500).collect::<Vec<_>>());
         assert!(

@@ -533,3 +533,125 @@ fn a_bad_variable_stops_start_up_naming_it_and_an_empty_one_counts_as_unset() {
     let (code, stderr) = run(&empty, &["migrate", "status"]);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+#[cfg_attr(
+    proctor_no_postgres,
+    ignore = "needs Postgres: set PROCTOR_TEST_DATABASE_URL, or run ./tests/run.sh"
+)]
+fn a_kill_9_under_load_loses_no_returned_execution_and_no_line_a_subscriber_saw() {
+    use std::sync::{Arc, Mutex};
+
+    use graphql_client::GraphQLQuery as _;
+    use proctor_tests::api::{FollowLogBatches, LineBatch, batches_of};
+    use proctor_tests::graphql_ws::{Event, WsClient};
+
+    let Some(admin_url) = postgres_url() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let database = runtime.block_on(TestDatabase::postgres(&admin_url));
+    let directory = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut command = proctord_command(directory.path());
+        command
+            .env("PROCTOR_DATABASE_URL", database.url())
+            .env("PROCTOR_AUTO_MIGRATE", "true")
+            .env("PROCTOR_APP_PORT", "0");
+        Proctord::spawn(command)
+    };
+    let server = start();
+    let base = server.url("");
+    let returned: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<(String, i64, String)>>> = Arc::default();
+    let followed = runtime.block_on(async {
+        let api = Api::at(&base);
+        api.define_proc(proc("noop", &["true"])).await;
+        api.define_proc(proc(
+            "chatty",
+            &sh("for i in $(seq 1 400); do echo line $i; sleep 0.005; done"),
+        ))
+        .await;
+        // Four chatty runs, each followed in batches; what a subscriber receives is recorded.
+        let ws = format!("{}/graphql/ws", base.replacen("http://", "ws://", 1));
+        let mut followed = Vec::new();
+        for _ in 0..4 {
+            let id = api.execute("chatty", &[]).await;
+            let client = WsClient::open(&ws).await.expect("a websocket");
+            let request = serde_json::to_value(FollowLogBatches::build_query(batches_of(&id, 0)))
+                .expect("requests serialise");
+            let (_, mut events) = client.subscribe_request(request).await.expect("subscribed");
+            let seen = Arc::clone(&seen);
+            let run = id.clone();
+            tokio::spawn(async move {
+                let _client = client;
+                while let Some(Event::Next(data)) = events.recv().await {
+                    let Ok(batch) =
+                        serde_json::from_value::<LineBatch>(data["executionLogBatches"].clone())
+                    else {
+                        break;
+                    };
+                    let mut seen = seen.lock().unwrap();
+                    for line in batch.lines {
+                        seen.push((run.clone(), line.seq, line.line));
+                    }
+                }
+            });
+            followed.push(id);
+        }
+        // Eight callers submit runs as fast as they can; an id counts once it was returned.
+        // A call cut by the kill ends its caller (the test API treats a transport error as a
+        // failure of that task, which is expected here).
+        for _ in 0..8 {
+            let (api, returned) = (Api::at(&base), Arc::clone(&returned));
+            tokio::spawn(async move {
+                loop {
+                    let Ok(id) = api.try_execute("noop", &[]).await else {
+                        return;
+                    };
+                    returned.lock().unwrap().push(id);
+                }
+            });
+        }
+        // Let dispatch and output go on for a while, then the crash.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while returned.lock().unwrap().len() < 100 || seen.lock().unwrap().len() < 100 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no load after a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        followed
+    });
+    drop(server); // SIGKILL in the middle of submissions, state moves and output.
+    let returned = returned.lock().unwrap().clone();
+    let seen = seen.lock().unwrap().clone();
+    assert!(returned.len() >= 100 && seen.len() >= 100);
+
+    let restarted = start();
+    runtime.block_on(async {
+        let api = Api::at(&restarted.url(""));
+        for id in &returned {
+            assert!(
+                api.execution(id).await.is_some(),
+                "execution {id} was returned to its caller, then lost"
+            );
+        }
+        for id in &followed {
+            let stored: Vec<(i64, String)> = api
+                .stored_lines(id)
+                .await
+                .into_iter()
+                .map(|line| (line.seq, line.line))
+                .collect();
+            for (run, seq, line) in seen.iter().filter(|(run, ..)| run == id) {
+                assert!(
+                    stored.contains(&(*seq, line.clone())),
+                    "line {seq} of execution {run} ({line:?}) reached a subscriber, then was lost"
+                );
+            }
+        }
+    });
+    assert!(restarted.terminate().success());
+}

@@ -71,7 +71,26 @@ pub async fn submit(
     prepared: &PreparedRun,
     new: NewExecution,
 ) -> Result<execution::Model, ApiError> {
-    let (job_state, job_caller, job_run) = (state.clone(), caller.clone(), prepared.clone());
+    // In a task of its own: a caller that goes away (a dropped request) must not leave a
+    // stored run nobody hands off.
+    let task = tokio::spawn(store_and_hand_off(
+        state.clone(),
+        caller.clone(),
+        prepared.clone(),
+        new,
+    ));
+    task.await.map_err(|error| {
+        ApiError::Internal(anyhow::anyhow!("storing the execution failed: {error}"))
+    })?
+}
+
+async fn store_and_hand_off(
+    state: AppState,
+    caller: Caller,
+    prepared: PreparedRun,
+    new: NewExecution,
+) -> Result<execution::Model, ApiError> {
+    let (job_state, job_caller, job_run) = (state.clone(), caller, prepared);
     let submitted = state
         .writes()
         .run(move |txn| {
@@ -85,7 +104,7 @@ pub async fn submit(
         })
         .await?;
     let execution = submitted.execution().clone();
-    state.runner().hand_off(state, submitted).await;
+    state.runner().hand_off(&state, submitted).await;
     Ok(execution)
 }
 

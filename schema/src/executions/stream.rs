@@ -246,8 +246,9 @@ impl LogFollower {
         batch.extend(self.pending.drain(..room));
     }
 
-    /// The next batch: waits for one line, takes what else is ready, then gathers more for
-    /// up to `delay` (never past `max` lines). An error after some lines is kept for the next
+    /// The next batch: waits for one line, takes what else is ready (stored lines already
+    /// read, events already delivered), then gathers more for up to `delay` (never past `max`
+    /// lines). An error after some lines is kept for the next
     /// call, so the lines before it are delivered first.
     async fn next_batch(
         &mut self,
@@ -261,8 +262,10 @@ impl LogFollower {
         let mut batch = Vec::with_capacity(max.min(PAGE as usize));
         batch.push(first);
         self.take_ready(&mut batch, max);
+        // With no delay the deadline has passed already: each `next` is polled once (a
+        // timeout polls what it wraps first), which takes what is ready without waiting.
         let deadline = tokio::time::Instant::now() + delay;
-        while batch.len() < max && !delay.is_zero() {
+        while batch.len() < max {
             match tokio::time::timeout_at(deadline, self.next()).await {
                 Ok(Some(Ok(line))) => {
                     batch.push(line);
