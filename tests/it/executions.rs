@@ -5,13 +5,9 @@ use std::time::Duration;
 
 use proctor_tests::api::{
     ExecutionById, ExecutionStatus::*, LogStream, StoredLogs, WatchEvents, arg, execution_by_id,
-    no_filter, proc, sh, stored_logs, watch_events,
+    no_filter, numbered, proc, sh, stored_logs, watch_events,
 };
 use proctor_tests::{Stack, TestApp, live_members};
-
-fn numbered(range: std::ops::RangeInclusive<i64>) -> Vec<(i64, String)> {
-    range.map(|n| (n, n.to_string())).collect()
-}
 
 async fn every_line_arrives_in_order_then_success(stack: Stack) {
     let Some(app) = TestApp::on(stack).await else {

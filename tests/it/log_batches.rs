@@ -5,14 +5,10 @@ use std::time::Duration;
 
 use graphql_client::GraphQLQuery as _;
 use proctor_tests::api::{
-    ExecutionStatus::Succeeded, FollowLogBatches, LineBatch, batches_of, proc, sh,
+    ExecutionStatus::Succeeded, FollowLogBatches, LineBatch, batches_of, numbered, proc, sh,
 };
 use proctor_tests::graphql_ws::{Event, WsClient};
 use proctor_tests::{Stack, TestApp};
-
-fn numbered(range: std::ops::RangeInclusive<i64>) -> Vec<(i64, String)> {
-    range.map(|n| (n, n.to_string())).collect()
-}
 
 /// The lines of `batches`, checking what every batch promises: not empty, at most `max`
 /// lines, consecutive `seq`s, and `lastSeq` naming its last line.

@@ -167,6 +167,11 @@ pub fn schedule_change(proc: &str, cron: &str) -> update_schedule::ScheduleInput
     bare_schedule!(update_schedule::ScheduleInput, proc, cron)
 }
 
+/// The lines `seq`/`echo` print for `range`, numbered as the log numbers them (`(n, "n")`).
+pub fn numbered(range: std::ops::RangeInclusive<i64>) -> Vec<(i64, String)> {
+    range.map(|n| (n, n.to_string())).collect()
+}
+
 /// A filter that lets everything through.
 pub fn no_filter() -> ExecutionFilter {
     ExecutionFilter {
