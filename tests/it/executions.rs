@@ -362,6 +362,13 @@ async fn outsiders_can_neither_run_nor_watch(stack: Stack) {
         matches!(&watched[..], [Err(failure)] if failure.code == "FORBIDDEN"),
         "{watched:?}"
     );
+    let batched = outsider
+        .subscribe::<proctor_tests::api::FollowLogBatches>(proctor_tests::api::batches_of(&id, 0))
+        .await;
+    assert!(
+        matches!(&batched[..], [Err(failure)] if failure.code == "FORBIDDEN"),
+        "{batched:?}"
+    );
     let followed = outsider
         .subscribe::<proctor_tests::api::WatchStatus>(proctor_tests::api::watch_status::Variables {
             id: id.clone(),
