@@ -142,12 +142,13 @@ impl Executor for LocalExecutor {
             .map(|(_, value)| value.clone())
             .unwrap_or_default();
         let program = resolve_program(&argv[0], &search_path);
-        let mut command = match self.isolation.launcher(&program, &argv[1..], &scratch) {
-            Ok(Some(launcher)) => launcher,
+        // `_layer` keeps the descriptor the helper's command line names open until the spawn.
+        let (mut command, _layer) = match self.isolation.launcher(&program, &argv[1..], &scratch) {
+            Ok(Some(launcher)) => (launcher.command, launcher.layer),
             Ok(None) => {
                 let mut direct = Command::new(&program);
                 direct.args(&argv[1..]);
-                direct
+                (direct, None)
             }
             Err(error) => {
                 remove_scratch(&scratch);

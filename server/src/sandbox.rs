@@ -2,9 +2,11 @@
 //! never the server's environment, and for writing only its own scratch directory.
 //!
 //! Every run starts in a directory of its own
-//! (`<tmp>/proctor-runs-<data dir hash>/<pid>/run-<id>-<random>`, mode 0700, `HOME` and `TMPDIR`
-//! point there), removed when the run ends; what stopped servers left there is removed at
-//! start-up. Then:
+//! (`<tmp>/proctor-runs-<uid>/<pid>/run-<id>-<random>`, mode 0700, `HOME` and `TMPDIR` point
+//! there), removed when the run ends. The root is one per account, whatever the data
+//! directory, and is used only when that account owns it and it is no symbolic link (`/tmp` is
+//! everyone's); what servers of the account that no longer run left there is removed at
+//! start-up, so killed servers leave nothing that grows. Then:
 //! - **proctord as root**: the run runs as `PROCTOR_LOCAL_RUN_AS` (default `nobody`), without
 //!   supplementary groups; the data directory is made 0700, so that account cannot enter it.
 //! - **Landlock** (Linux 5.13+, enabled), whatever the user: the run may read and execute the
@@ -13,12 +15,22 @@
 //!   inspect processes outside its own Landlock domain: not the server (`/proc/<pid>/environ`,
 //!   ptrace) and not other runs, even of the same account. Landlock allows by path, so the
 //!   rules list the siblings of each denied directory and of its ancestors; a sibling that is
-//!   a symbolic link to a denied directory or one of its ancestors is left out. The list is
-//!   made again whenever one of those directories changed, so what a run is given is current.
+//!   a symbolic link to a denied directory or one of its ancestors is left out.
+//!
+//!   The restriction comes in two Landlock layers, and a run gets what both allow. The
+//!   **shared layer** (read and execute the allowed paths, write the directory holding this
+//!   server's run directories and a few devices) is built once and made again only when one
+//!   of the directories on the way to a denied one changed, so what a run is given is current;
+//!   its rule count grows with those directories (a crowded `/tmp` holding the data directory
+//!   means thousands), and building it per run cost more than the run. Runs restrict
+//!   themselves with its descriptor, which the server hands down. The **own layer** of a run
+//!   (handling only writing: its own scratch directory and the devices; scoped to its own
+//!   processes) has a handful of rules and is built per run.
 //! - **neither** (not root, no Landlock): the run has the server user's rights and can read
 //!   the data directory; proctord says so at start-up.
 
 use std::io;
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -44,14 +56,16 @@ pub struct Isolation {
     /// Other directories runs must not read (e.g. that of a SQLite file kept elsewhere).
     pub also_denied: Vec<PathBuf>,
     /// Where this process makes its runs' scratch directories:
-    /// `<tmp>/proctor-runs-<hash of the data directory>/<pid>`.
+    /// `<tmp>/proctor-runs-<uid>/<pid>`.
     pub scratch_root: PathBuf,
     /// Switch to this account (proctord runs as root).
     pub run_as: Option<RunAs>,
     /// Restrict runs with Landlock (the kernel has it).
     pub landlock: bool,
-    /// The read-only rules, shared by the runs of a few seconds.
-    rules: Arc<Mutex<CachedRules>>,
+    /// The shared Landlock layer, with the directory stamps it was built at.
+    shared: Arc<Mutex<CachedLayer>>,
+    /// Whether the start-up log said the shared layer has many rules.
+    warned_crowded: Arc<std::sync::atomic::AtomicBool>,
     /// `proctor-run`, when it was found: runs start through it (see [`Isolation::launcher`]).
     pub helper: Option<PathBuf>,
 }
@@ -80,15 +94,17 @@ impl Isolation {
             close_to_others(&data_dir)?;
         }
         let landlock = landlock_available();
-        let scratch_root = scratch_root(&data_dir);
+        let scratch_root = scratch_root();
         sweep_scratch(&scratch_root);
+        sweep_old_roots(&std::env::temp_dir());
         Ok(Self {
             data_dir,
             also_denied,
             scratch_root,
             run_as,
             landlock,
-            rules: Arc::default(),
+            shared: Arc::default(),
+            warned_crowded: Arc::default(),
             helper: find_helper(),
         })
     }
@@ -96,12 +112,13 @@ impl Isolation {
     /// No isolation beyond the scratch directory (unit tests of the executor).
     pub fn none(data_dir: PathBuf) -> Self {
         Self {
-            scratch_root: scratch_root(&data_dir),
+            scratch_root: scratch_root(),
             data_dir,
             also_denied: Vec::new(),
             run_as: None,
             landlock: false,
-            rules: Arc::default(),
+            shared: Arc::default(),
+            warned_crowded: Arc::default(),
             helper: None,
         }
     }
@@ -160,7 +177,9 @@ impl Isolation {
                     &parent,
                     std::os::unix::fs::PermissionsExt::from_mode(0o711),
                 )?,
-                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                    owned_directory(&parent)?;
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -184,14 +203,14 @@ impl Isolation {
     /// Why a helper: switching user and installing Landlock must happen between fork and exec,
     /// and `fork` of a large server copies its page tables for every run. Started through
     /// `proctor-run`, a run is a `posix_spawn` of a small program that switches user, restricts
-    /// itself with the rules this server listed (a file in its scratch root, 0600) and execs
-    /// the program: the same isolation at a fraction of the cost.
+    /// itself with the shared layer (whose descriptor it inherits) and its own, and execs the
+    /// program: the same isolation at a fraction of the cost.
     pub fn launcher(
         &self,
         program: &Path,
         args: &[String],
         scratch: &Path,
-    ) -> io::Result<Option<tokio::process::Command>> {
+    ) -> io::Result<Option<Launcher>> {
         let Some(helper) = &self.helper else {
             return Ok(None);
         };
@@ -201,11 +220,10 @@ impl Isolation {
         // A missing program is the server's error to report (CREATION_FAILED), as without
         // the helper, not an exit code of the helper.
         std::fs::metadata(program)?;
-        let rules = if self.landlock {
-            self.read_only_rules();
-            self.rules_file().into_os_string()
+        let layer = if self.landlock {
+            Some(self.shared_layer()?)
         } else {
-            "-".into()
+            None
         };
         let account = match self.run_as {
             Some(RunAs { uid, gid }) => format!("{uid}:{gid}"),
@@ -213,21 +231,18 @@ impl Isolation {
         };
         let mut command = tokio::process::Command::new(helper);
         command
-            .arg(rules)
+            .arg(
+                layer
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |fd| fd.as_raw_fd().to_string()),
+            )
             .arg(scratch)
             .arg(account)
             .arg("--")
             .arg(program)
             .args(args)
             .current_dir(scratch);
-        Ok(Some(command))
-    }
-
-    /// Where the read-only rules are written for `proctor-run`.
-    fn rules_file(&self) -> PathBuf {
-        self.scratch_root
-            .join(std::process::id().to_string())
-            .join("landlock-rules")
+        Ok(Some(Launcher { command, layer }))
     }
 
     /// Applies the isolation to `command`, which will run in `scratch`, unless it starts
@@ -242,9 +257,10 @@ impl Isolation {
             command.uid(uid).gid(gid);
         }
         if self.landlock {
-            let mut ruleset = Some(self.ruleset(scratch)?);
+            let shared = self.shared_layer()?;
+            let mut own = Some(own_layer(scratch)?);
             // SAFETY: the closure runs in the forked child before exec; it only moves an
-            // already-built ruleset and makes two system calls (prctl, landlock_restrict_self),
+            // already-built ruleset and makes system calls (prctl, landlock_restrict_self),
             // allocating nothing.
             #[allow(
                 unsafe_code,
@@ -252,75 +268,104 @@ impl Isolation {
                           only pre_exec (an unsafe API) allows"
             )]
             unsafe {
-                command.pre_exec(move || match ruleset.take() {
-                    Some(ruleset) => ruleset.restrict_self().map(drop).map_err(io::Error::other),
-                    None => Err(io::Error::other("the Landlock ruleset was used already")),
+                command.pre_exec(move || {
+                    restrict_with(shared.as_fd())?;
+                    match own.take() {
+                        Some(own) => own.restrict_self().map(drop).map_err(io::Error::other),
+                        None => Err(io::Error::other("the Landlock ruleset was used already")),
+                    }
                 });
             }
         }
         Ok(())
     }
 
-    /// Read and execute everything but the denied directories; write the scratch directory
-    /// and `/dev`.
-    fn ruleset(&self, scratch: &Path) -> io::Result<RulesetCreated> {
-        let mut ruleset = new_ruleset()?;
-        for (fd, access) in self.read_only_rules().iter() {
-            ruleset = ruleset
-                .add_rule(PathBeneath::new(fd, *access))
-                .map_err(io::Error::other)?;
-        }
-        writable_rules(ruleset, Path::new(scratch))
-    }
-
-    /// The read-only part of the rules, listed again only when a directory on the way to a
-    /// denied one changed (its modification time moves when an entry is added or removed):
-    /// listing the file system for every run would cost more than the run, and a stale list
-    /// would deny what was created since.
-    fn read_only_rules(&self) -> Arc<Vec<(PathFd, BitFlags<AccessFs>)>> {
+    /// The shared layer: read and execute everything but the denied directories, write the
+    /// directory of this server's run directories and a few devices. Built again only when a
+    /// directory on the way to a denied one changed (its modification time moves when an entry
+    /// is added or removed): listing the file system and adding its rules for every run would
+    /// cost more than the run, and a stale list would deny what was created since.
+    ///
+    /// With the helper, the descriptor is inheritable: `proctor-run` gets it by number and
+    /// marks it close-on-exec before the run's program starts, so no run keeps it.
+    fn shared_layer(&self) -> io::Result<Arc<OwnedFd>> {
         let mut cached = self
-            .rules
+            .shared
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut denied = vec![self.data_dir.clone()];
         denied.extend(self.also_denied.iter().cloned());
         let stamps = ancestor_stamps(&denied);
-        if let Some((listed_at, rules)) = cached.as_ref()
-            && *listed_at == stamps
+        if let Some((built_at, layer)) = cached.as_ref()
+            && *built_at == stamps
         {
-            return Arc::clone(rules);
+            return Ok(Arc::clone(layer));
         }
         let read = AccessFs::from_read(LANDLOCK_ABI);
-        let listed: Vec<(PathBuf, bool)> = allowed_paths(&denied)
-            .into_iter()
-            .map(|path| {
-                let is_dir = path.is_dir();
-                (path, is_dir)
-            })
-            .collect();
-        // Through the helper, the rules travel as a file; without it, as open descriptors.
-        let rules: Vec<(PathFd, BitFlags<AccessFs>)> = if self.helper.is_some() {
-            if let Err(error) = write_rules(&self.rules_file(), &listed) {
-                tracing::warn!(%error, "cannot write the Landlock rules for proctor-run");
+        let all = AccessFs::from_all(LANDLOCK_ABI);
+        let mut ruleset = Ruleset::default()
+            .handle_access(all)
+            .and_then(Ruleset::create)
+            .map_err(io::Error::other)?;
+        let mut count = 0usize;
+        for path in allowed_paths(&denied) {
+            let access = if path.is_dir() {
+                read
+            } else {
+                read & AccessFs::from_file(LANDLOCK_ABI)
+            };
+            // A path gone since it was listed is simply not allowed.
+            if let Ok(fd) = PathFd::new(&path) {
+                ruleset = ruleset
+                    .add_rule(PathBeneath::new(fd, access))
+                    .map_err(io::Error::other)?;
+                count += 1;
             }
-            Vec::new()
-        } else {
-            listed
-                .iter()
-                .filter_map(|(path, is_dir)| {
-                    let access = if *is_dir {
-                        read
-                    } else {
-                        read & AccessFs::from_file(LANDLOCK_ABI)
-                    };
-                    PathFd::new(path).ok().map(|fd| (fd, access))
-                })
-                .collect()
-        };
-        let rules = Arc::new(rules);
-        *cached = Some((stamps, Arc::clone(&rules)));
-        rules
+        }
+        let runs = self.scratch_root.join(std::process::id().to_string());
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(
+                PathFd::new(&runs).map_err(io::Error::other)?,
+                all,
+            ))
+            .map_err(io::Error::other)?;
+        ruleset = device_rules(ruleset, all)?;
+        let fd: OwnedFd = Option::from(ruleset)
+            .ok_or_else(|| io::Error::other("this kernel does not enforce Landlock"))?;
+        if self.helper.is_some() {
+            rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::empty())?;
+        }
+        if count > CROWDED
+            && !self
+                .warned_crowded
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                rules = count,
+                data_dir = %self.data_dir.display(),
+                "the directories on the way to the data directory hold {count} entries, and \
+                 each is a Landlock rule the kernel copies for every run: starting runs costs \
+                 more (measured: 3,000 entries cut dispatch by a third); keep the data \
+                 directory somewhere quieter than a shared /tmp"
+            );
+        }
+        tracing::debug!(
+            rules = count,
+            "built the shared Landlock layer of local runs"
+        );
+        let layer = Arc::new(fd);
+        *cached = Some((stamps, Arc::clone(&layer)));
+        Ok(layer)
     }
+}
+
+/// What starts a run through `proctor-run`.
+pub struct Launcher {
+    /// The helper's command line.
+    pub command: tokio::process::Command,
+    /// The shared layer whose descriptor number the command line names: keep it until the
+    /// command was spawned, or the number may name another file by then.
+    pub layer: Option<Arc<OwnedFd>>,
 }
 
 /// The modification times of the directories [`allowed_paths`] lists (the ancestors of the
@@ -338,11 +383,12 @@ fn ancestor_stamps(denied: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> {
         .collect()
 }
 
-/// Read-only rules with the directory stamps they were listed at.
-type CachedRules = Option<(
-    Vec<Option<std::time::SystemTime>>,
-    Arc<Vec<(PathFd, BitFlags<AccessFs>)>>,
-)>;
+/// More read rules than this in the shared layer gets a warning: the kernel copies them into
+/// every run's domain.
+const CROWDED: usize = 1_000;
+
+/// The shared layer with the directory stamps it was built at.
+type CachedLayer = Option<(Vec<Option<std::time::SystemTime>>, Arc<OwnedFd>)>;
 
 /// Device files a run may write (the rest of `/dev`, `/dev/shm` included, is read-only: runs
 /// share nothing through it).
@@ -355,38 +401,61 @@ const WRITABLE_DEVICES: &[&str] = &[
     "/dev/tty",
 ];
 
-/// A ruleset handling every file-system right, and scoped: a run cannot signal processes
-/// outside its own Landlock domain (other runs, the server) nor connect to their abstract Unix
-/// sockets, where the kernel has those scopes (Linux 6.12+).
-fn new_ruleset() -> io::Result<RulesetCreated> {
-    Ruleset::default()
-        .handle_access(AccessFs::from_all(LANDLOCK_ABI))
+/// A run's own layer: it handles only writing (reading is the shared layer's business) and
+/// allows it in the run's scratch directory and a few devices. Scoped: a run cannot signal
+/// processes outside its own Landlock domain (other runs, the server) nor connect to their
+/// abstract Unix sockets, where the kernel has those scopes (Linux 6.12+).
+fn own_layer(scratch: &Path) -> io::Result<RulesetCreated> {
+    let write = AccessFs::from_all(LANDLOCK_ABI) & !AccessFs::from_read(LANDLOCK_ABI);
+    let scratch = PathFd::new(scratch).map_err(io::Error::other)?;
+    let ruleset = Ruleset::default()
+        .handle_access(write)
         .and_then(|ruleset| ruleset.scope(Scope::Signal | Scope::AbstractUnixSocket))
         .and_then(Ruleset::create)
-        .map_err(io::Error::other)
+        .and_then(|ruleset| ruleset.add_rule(PathBeneath::new(scratch, write)))
+        .map_err(io::Error::other)?;
+    device_rules(ruleset, write)
 }
 
-/// Adds what a run may write: its scratch directory and a few device files.
-fn writable_rules(mut ruleset: RulesetCreated, scratch: &Path) -> io::Result<RulesetCreated> {
-    let all = AccessFs::from_all(LANDLOCK_ABI);
-    let fd = PathFd::new(scratch).map_err(io::Error::other)?;
-    ruleset = ruleset
-        .add_rule(PathBeneath::new(fd, all))
-        .map_err(io::Error::other)?;
-    // `/proc`: `/dev/stdout`, `/dev/stderr` and `/dev/fd/N` reopen the run's own streams
-    // through `/proc/self/fd`. Whose files there may be written is decided by ownership and,
-    // for other processes, by Landlock's ptrace scope.
+/// Allows `access` (as far as it applies to files) on the writable devices and `/proc`:
+/// `/dev/stdout`, `/dev/stderr` and `/dev/fd/N` reopen the run's own streams through
+/// `/proc/self/fd`. Whose files there may be written is decided by ownership and, for other
+/// processes, by Landlock's ptrace scope.
+fn device_rules(
+    mut ruleset: RulesetCreated,
+    access: BitFlags<AccessFs>,
+) -> io::Result<RulesetCreated> {
     for file in WRITABLE_DEVICES.iter().chain(&["/proc"]) {
         if let Ok(fd) = PathFd::new(file) {
             ruleset = ruleset
                 .add_rule(PathBeneath::new(
                     fd,
-                    all & AccessFs::from_file(LANDLOCK_ABI),
+                    access & AccessFs::from_file(LANDLOCK_ABI),
                 ))
                 .map_err(io::Error::other)?;
         }
     }
     Ok(ruleset)
+}
+
+/// Restricts the calling thread (and what it executes) with the Landlock ruleset `layer`,
+/// after forbidding new privileges as Landlock requires of unprivileged callers. Allocates
+/// nothing: it runs between fork and exec.
+fn restrict_with(layer: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::thread::set_no_new_privs(true)?;
+    // SAFETY: landlock_restrict_self(2) takes a descriptor number and flags and reads no
+    // memory of this process; a number that is not a ruleset makes it fail with EBADFD.
+    #[allow(
+        unsafe_code,
+        reason = "the landlock crate restricts only with rulesets it built in this process; a \
+                  ruleset handed down by descriptor needs the system call itself"
+    )]
+    let result = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, layer.as_raw_fd(), 0) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// `proctor-run` next to this program (or one directory up: test binaries live in `deps/`).
@@ -401,50 +470,12 @@ fn find_helper() -> Option<PathBuf> {
 /// The helper's file name.
 const HELPER: &str = "proctor-run";
 
-/// Writes the read-only rules for `proctor-run`: entries of `d` or `f`, a NUL, the path, a
-/// NUL (paths may hold any byte but NUL). Written to a new file and renamed over the old one,
-/// so a starting run reads a whole list.
-fn write_rules(file: &Path, rules: &[(PathBuf, bool)]) -> io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::ffi::OsStrExt as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut bytes = Vec::new();
-    for (path, is_dir) in rules {
-        bytes.extend_from_slice(if *is_dir { b"d\0" } else { b"f\0" });
-        bytes.extend_from_slice(path.as_os_str().as_bytes());
-        bytes.push(0);
-    }
-    let fresh = file.with_extension("new");
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&fresh)?;
-    out.write_all(&bytes)?;
-    std::fs::rename(&fresh, file)
-}
-
-/// Reads what [`write_rules`] wrote.
-fn read_rules(file: &Path) -> io::Result<Vec<(PathBuf, bool)>> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let bytes = std::fs::read(file)?;
-    let mut fields = bytes.split(|byte| *byte == 0);
-    let mut rules = Vec::new();
-    while let (Some(kind), Some(path)) = (fields.next(), fields.next()) {
-        if path.is_empty() {
-            break;
-        }
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(path));
-        rules.push((path, kind == b"d"));
-    }
-    Ok(rules)
-}
-
-/// `proctor-run RULES SCRATCH UID:GID -- PROGRAM ARGS…`: restricts itself with Landlock (the
-/// rules file, or `-` for none), switches to the account (or `-`), and execs the program. Its
-/// environment, working directory, process group and standard streams are the run's (the
-/// server set them). Never returns: on failure it says why on stderr and exits 126.
+/// `proctor-run LAYER SCRATCH UID:GID -- PROGRAM ARGS…`: builds its own Landlock layer for
+/// SCRATCH, switches to the account (or `-`), restricts itself with the shared layer (the
+/// inherited descriptor LAYER, or `-` for no Landlock) and its own, and execs the program with
+/// no descriptor but the standard streams. Its environment, working directory, process group
+/// and standard streams are the run's (the server set them). Never returns: on failure it says
+/// why on stderr and exits 126.
 pub fn helper_main() -> ! {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let error = match run_helper(&args) {
@@ -456,34 +487,24 @@ pub fn helper_main() -> ! {
 }
 
 fn run_helper(args: &[std::ffi::OsString]) -> io::Result<std::convert::Infallible> {
-    use std::os::fd::AsFd as _;
     use std::os::unix::process::CommandExt as _;
-    let usage = || io::Error::other("usage: proctor-run RULES SCRATCH UID:GID -- PROGRAM [ARG…]");
-    let [rules, scratch, account, separator, program, rest @ ..] = args else {
+    let usage = || io::Error::other("usage: proctor-run LAYER SCRATCH UID:GID -- PROGRAM [ARG…]");
+    let [layer, scratch, account, separator, program, rest @ ..] = args else {
         return Err(usage());
     };
     if separator != "--" {
         return Err(usage());
     }
-    // Build the Landlock rules while the files can still be opened with this account's rights.
-    let ruleset = if rules == "-" {
+    // Open the scratch directory and devices while this account's rights still apply.
+    let layers = if layer == "-" {
         None
     } else {
-        let read = AccessFs::from_read(LANDLOCK_ABI);
-        let mut ruleset = new_ruleset()?;
-        for (path, is_dir) in read_rules(Path::new(rules))? {
-            let access = if is_dir {
-                read
-            } else {
-                read & AccessFs::from_file(LANDLOCK_ABI)
-            };
-            if let Ok(fd) = PathFd::new(&path) {
-                ruleset = ruleset
-                    .add_rule(PathBeneath::new(fd, access))
-                    .map_err(io::Error::other)?;
-            }
-        }
-        Some(writable_rules(ruleset, Path::new(scratch))?)
+        let number: i32 = layer
+            .to_str()
+            .and_then(|text| text.parse().ok())
+            .filter(|number| *number > 2)
+            .ok_or_else(|| io::Error::other("LAYER must be a descriptor number or -"))?;
+        Some((number, own_layer(Path::new(scratch))?))
     };
     if account != "-" {
         let run_as = account
@@ -509,8 +530,18 @@ fn run_helper(args: &[std::ffi::OsString]) -> io::Result<std::convert::Infallibl
         rustix::thread::set_thread_res_gid(gid, gid, gid)?;
         rustix::thread::set_thread_res_uid(uid, uid, uid)?;
     }
-    if let Some(ruleset) = ruleset {
-        ruleset.restrict_self().map_err(io::Error::other)?;
+    if let Some((number, own)) = layers {
+        // SAFETY: the server passed this descriptor open and inheritable for this helper, and
+        // nothing here closes it before it is marked close-on-exec below.
+        #[allow(
+            unsafe_code,
+            reason = "a descriptor inherited from the server has no owner in this process; \
+                      borrowing it by number is the only way to use it"
+        )]
+        let shared = unsafe { BorrowedFd::borrow_raw(number) };
+        restrict_with(shared)
+            .map_err(|e| io::Error::other(format!("cannot restrict with Landlock: {e}")))?;
+        own.restrict_self().map_err(io::Error::other)?;
     }
     close_inherited_descriptors();
     Err(std::process::Command::new(program).args(rest).exec())
@@ -537,16 +568,53 @@ fn close_inherited_descriptors() {
             reason = "descriptors inherited from the server have no owner in this process; \
                       borrowing them by number is the only way to flag them"
         )]
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(number) };
+        let fd = unsafe { BorrowedFd::borrow_raw(number) };
         let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
     }
 }
 
-/// The parent of the scratch directories of the server whose data directory is `data_dir`.
-fn scratch_root(data_dir: &Path) -> PathBuf {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
-    std::env::temp_dir().join(format!("proctor-runs-{}", hex::encode(&digest[..6])))
+/// The parent of the scratch directories of this account's servers.
+fn scratch_root() -> PathBuf {
+    let uid = rustix::process::geteuid().as_raw();
+    std::env::temp_dir().join(format!("proctor-runs-{uid}"))
+}
+
+/// Refuses a directory that is a symbolic link or that another account owns: in a shared
+/// `/tmp`, anyone may have made it first, and its owner could then swap what runs write.
+fn owned_directory(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let uid = rustix::process::geteuid().as_raw();
+    if meta.is_dir() && meta.uid() == uid {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{} is not a directory of this account (uid {uid}): refusing to put runs there",
+            dir.display()
+        )))
+    }
+}
+
+/// Removes the roots earlier versions made per data directory
+/// (`proctor-runs-<12 hex digits>`), once no server that used them runs: each killed server
+/// with a data directory of its own left one behind, and every entry there became a Landlock
+/// rule of every run.
+fn sweep_old_roots(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let is_old_root = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("proctor-runs-"))
+            .is_some_and(|hash| hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_old_root && owned_directory(&entry.path()).is_ok() {
+            sweep_scratch(&entry.path());
+            // Still holding a live server's directory: not empty, kept.
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// Removes the scratch directories that processes no longer running left behind (a server
@@ -565,7 +633,8 @@ fn sweep_scratch(root: &Path) {
             continue;
         }
         match std::fs::remove_dir_all(entry.path()) {
-            Ok(()) => tracing::info!(
+            // Routine (every killed server of the account leaves some): nothing to act on.
+            Ok(()) => tracing::debug!(
                 path = %entry.path().display(),
                 "removed the run directories a stopped server left behind"
             ),
@@ -720,6 +789,42 @@ mod tests {
     }
 
     #[test]
+    fn the_roots_of_earlier_versions_go_once_their_servers_are_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join("proctor-runs-0123456789ab");
+        let live = tmp.path().join("proctor-runs-ba9876543210");
+        let unrelated = tmp.path().join("proctor-runs-notahash");
+        std::fs::create_dir_all(dead.join("999999999").join("run-1-ab")).unwrap();
+        std::fs::create_dir_all(live.join(std::process::id().to_string())).unwrap();
+        std::fs::create_dir_all(&unrelated).unwrap();
+        sweep_old_roots(tmp.path());
+        assert!(!dead.exists(), "a root whose servers are gone is removed");
+        assert!(live.exists(), "a live server's root is kept");
+        assert!(unrelated.exists(), "only what a server made is touched");
+    }
+
+    #[test]
+    fn a_scratch_root_of_another_account_or_a_link_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        owned_directory(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let error = owned_directory(&link).unwrap_err().to_string();
+        assert!(error.contains("refusing"), "{error}");
+        if rustix::process::geteuid().is_root() {
+            let foreign = tmp.path().join("foreign");
+            std::fs::create_dir(&foreign).unwrap();
+            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+            assert!(
+                owned_directory(&foreign).is_err(),
+                "another account's directory"
+            );
+        }
+    }
+
+    #[test]
     fn leftovers_of_stopped_servers_are_swept_and_live_ones_kept() {
         let root = tempfile::tempdir().unwrap();
         let dead = root.path().join("999999999");
@@ -732,23 +837,6 @@ mod tests {
         assert!(!dead.exists());
         assert!(live.exists());
         assert!(other.exists(), "only what a server made is touched");
-    }
-
-    #[test]
-    fn rules_files_keep_any_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("rules");
-        let rules = vec![
-            (PathBuf::from("/usr"), true),
-            (PathBuf::from("/tmp/odd name\nwith newline"), false),
-        ];
-        write_rules(&file, &rules).unwrap();
-        assert_eq!(read_rules(&file).unwrap(), rules);
-        use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(
-            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
     }
 
     #[test]

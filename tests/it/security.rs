@@ -1065,6 +1065,7 @@ async fn try_to_read_the_data_dir(app: &TestApp) -> (String, Vec<String>) {
         "pwd; for f in {}; do cat \"$f\" && echo LEAKED; done; ls {} && echo LISTED; \
          cat /proc/$PPID/environ && echo ENVIRON; \
          touch /var/tmp/proctor-escape-$$ && echo WROTE_OUTSIDE && rm /var/tmp/proctor-escape-$$; \
+         touch \"$TMPDIR/../beside-$$\" && echo WROTE_BESIDE && rm \"$TMPDIR/../beside-$$\"; \
          echo kept > \"$TMPDIR/mine\" && cat \"$TMPDIR/mine\"; \
          echo to-stderr > /dev/stderr; echo shared > /dev/shm/proctor-$$ && echo SHM; \
          echo \"fds: $(ls /proc/self/fd | tr '\\n' ' ')\"; exit 0",
@@ -1098,6 +1099,10 @@ fn assert_denied(output: &str, secrets: &[String], environ_protected: bool) {
     assert!(output.contains("to-stderr"), "/dev/stderr works:\n{output}");
     if proctor_server::sandbox::landlock_available() {
         assert!(!output.contains("WROTE_OUTSIDE"), "{output}");
+        assert!(
+            !output.contains("WROTE_BESIDE"),
+            "a run writes its own directory, not those of the server's other runs:\n{output}"
+        );
         assert!(
             !output.contains("\nSHM"),
             "/dev/shm is not shared:\n{output}"
