@@ -654,6 +654,47 @@ async fn a_slot_fires_once_however_often_the_scheduler_looks(stack: Stack) {
     assert_eq!(executions.edges.len(), 5);
 }
 
+/// More schedules than a tick reads at once (100), due at the same slot, fired side by side
+/// (on Postgres) while other ticks look too: each slot once, each with its execution.
+async fn a_crowded_tick_fires_every_schedule_once(stack: Stack) {
+    let Some(app) = clocked(stack).await else {
+        return;
+    };
+    define(&app.api(), "report", "true").await;
+    let start = utc("2026-06-01T10:00:00Z");
+    let mut ids = Vec::new();
+    for _ in 0..130 {
+        let id = app
+            .api()
+            .create_schedule(every("report", "* * * * * *"))
+            .await;
+        position(&app, &id, start).await;
+        ids.push(id);
+    }
+    let ticks = (0..3).map(|_| fire_due(&app.state, start));
+    let fired: u64 = futures::future::join_all(ticks)
+        .await
+        .into_iter()
+        .map(|report| report.expect("a tick").fired)
+        .sum();
+    assert_eq!(fired, 130, "each schedule's slot fired by exactly one tick");
+    for id in &ids {
+        let (runs, _) = app.api().schedule_runs(id).await;
+        assert_eq!(slots(&runs), vec![start], "schedule {id}");
+        started(&runs[0]);
+    }
+    let mut scheduled = no_filter();
+    scheduled.trigger = Some(Trigger::Schedule);
+    let first = app
+        .api()
+        .executions(100, None, scheduled.clone())
+        .await
+        .unwrap();
+    let cursor = first.edges.last().map(|edge| edge.cursor.clone());
+    let rest = app.api().executions(100, cursor, scheduled).await.unwrap();
+    assert_eq!(first.edges.len() + rest.edges.len(), 130);
+}
+
 async fn a_run_that_cannot_start_is_recorded_and_reported(stack: Stack) {
     let Some(app) = clocked(stack).await else {
         return;
@@ -724,6 +765,7 @@ on_both_stacks!(
     forbid_skips_while_the_previous_run_is_unfinished,
     replace_cancels_the_unfinished_run_and_starts_anew,
     a_slot_fires_once_however_often_the_scheduler_looks,
+    a_crowded_tick_fires_every_schedule_once,
     a_run_that_cannot_start_is_recorded_and_reported,
 );
 
