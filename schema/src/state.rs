@@ -165,6 +165,13 @@ impl AppState {
         self.inner.limits
     }
 
+    /// A quarter of the database pool (at least one): what one background activity (live-log
+    /// reads, the scheduler's side-by-side fires) may hold at once, leaving the rest to the
+    /// runner's writes and to queries.
+    pub fn pool_quarter(&self) -> usize {
+        self.inner.log_readers.max(1)
+    }
+
     /// Shortest interval between fires of a non-administrator's schedule.
     pub fn schedule_min_interval(&self) -> std::time::Duration {
         self.inner.schedule_min_interval

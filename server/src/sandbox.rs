@@ -30,7 +30,7 @@
 //!   the data directory; proctord says so at start-up.
 
 use std::io;
-use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -64,7 +64,8 @@ pub struct Isolation {
     pub landlock: bool,
     /// The shared Landlock layer, with the directory stamps it was built at.
     shared: Arc<Mutex<CachedLayer>>,
-    /// Whether the start-up log said the shared layer has many rules.
+    /// Whether the log said the shared layer has many rules (once, when it is first built:
+    /// at the first local run).
     warned_crowded: Arc<std::sync::atomic::AtomicBool>,
     /// `proctor-run`, when it was found: runs start through it (see [`Isolation::launcher`]).
     pub helper: Option<PathBuf>,
@@ -95,7 +96,10 @@ impl Isolation {
         }
         let landlock = landlock_available();
         let scratch_root = scratch_root();
-        sweep_scratch(&scratch_root);
+        // Only a root this account owns is swept (another account's could lead anywhere).
+        if owned_directory(&scratch_root).is_ok() {
+            sweep_scratch(&scratch_root);
+        }
         sweep_old_roots(&std::env::temp_dir());
         Ok(Self {
             data_dir,
@@ -332,6 +336,13 @@ impl Isolation {
         ruleset = device_rules(ruleset, all)?;
         let fd: OwnedFd = Option::from(ruleset)
             .ok_or_else(|| io::Error::other("this kernel does not enforce Landlock"))?;
+        // Never a standard stream's number (a server started with one closed): the helper's
+        // streams are set up over 0-2 before it reads the layer.
+        let fd = if fd.as_raw_fd() <= 2 {
+            rustix::io::fcntl_dupfd_cloexec(&fd, 3)?
+        } else {
+            fd
+        };
         if self.helper.is_some() {
             rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::empty())?;
         }
@@ -531,29 +542,35 @@ fn run_helper(args: &[std::ffi::OsString]) -> io::Result<std::convert::Infallibl
         rustix::thread::set_thread_res_uid(uid, uid, uid)?;
     }
     if let Some((number, own)) = layers {
-        // SAFETY: the server passed this descriptor open and inheritable for this helper, and
-        // nothing here closes it before it is marked close-on-exec below.
+        // SAFETY: the server passed this descriptor open and inheritable for this helper
+        // (checked above to be no standard stream), and nothing else in this process owns it.
         #[allow(
             unsafe_code,
             reason = "a descriptor inherited from the server has no owner in this process; \
-                      borrowing it by number is the only way to use it"
+                      taking it by number is the only way to use and close it"
         )]
-        let shared = unsafe { BorrowedFd::borrow_raw(number) };
-        restrict_with(shared)
+        let shared = unsafe { OwnedFd::from_raw_fd(number) };
+        restrict_with(shared.as_fd())
             .map_err(|e| io::Error::other(format!("cannot restrict with Landlock: {e}")))?;
+        // Closed at once, whatever follows: a ruleset takes rules through any descriptor to
+        // it, and the run must never be able to widen the layer later runs get.
+        drop(shared);
         own.restrict_self().map_err(io::Error::other)?;
     }
-    close_inherited_descriptors();
+    close_inherited_descriptors()?;
     Err(std::process::Command::new(program).args(rest).exec())
 }
 
 /// Marks every descriptor but the standard streams close-on-exec, so the run gets none of
 /// what the server held open without the flag (inherited pipes, a socket-activation listener)
-/// and none of another run's that was being set up at the same moment.
-fn close_inherited_descriptors() {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
+/// and none of another run's that was being set up at the same moment. Fails when they cannot
+/// be listed: a run must not start with descriptors nobody checked.
+fn close_inherited_descriptors() -> io::Result<()> {
+    let entries = std::fs::read_dir("/proc/self/fd").map_err(|e| {
+        io::Error::other(format!(
+            "cannot list /proc/self/fd to keep inherited descriptors from the run: {e}"
+        ))
+    })?;
     let numbers: Vec<i32> = entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
@@ -571,6 +588,7 @@ fn close_inherited_descriptors() {
         let fd = unsafe { BorrowedFd::borrow_raw(number) };
         let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
     }
+    Ok(())
 }
 
 /// The parent of the scratch directories of this account's servers.

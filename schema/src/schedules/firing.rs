@@ -34,8 +34,8 @@ const REPLACED: &str = "replaced by the schedule's next run";
 /// Schedules handled per query; a tick continues until none is due.
 const BATCH: u64 = 100;
 
-/// Schedules fired at the same time on Postgres (each holds a pooled connection while its
-/// transaction is open; the pool's default is 20).
+/// Schedules fired at the same time on Postgres, at most: each holds a pooled connection while
+/// its transaction is open, so never more than a quarter of the pool (5 of the default 20).
 const FIRING_TOGETHER: usize = 8;
 
 /// What one tick did.
@@ -68,7 +68,7 @@ pub async fn fire_due(state: &AppState, now: DateTime<Utc>) -> Result<TickReport
         // by side: one after another, a tick of 1,000 every-second schedules took longer than
         // the second it had (each waits for its commit). SQLite has one writer anyway.
         let side_by_side = if crate::db::locks_rows(state.db()) {
-            FIRING_TOGETHER
+            FIRING_TOGETHER.min(state.pool_quarter())
         } else {
             1
         };
