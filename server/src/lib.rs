@@ -13,6 +13,7 @@ mod credentials;
 pub mod database;
 pub mod document_cache;
 pub mod egress;
+pub mod graphql_http;
 pub mod graphql_ws;
 pub mod guard;
 pub mod kube_executor;

@@ -8,11 +8,10 @@ use std::time::Duration;
 use crate::document_cache::DocumentCache;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::WebSocketProtocols;
-use async_graphql::parser::types::OperationType;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
-use axum::extract::{FromRef, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{FromRef, RawQuery, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use proctor_schema::auth::RequestAuth;
@@ -24,6 +23,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::credentials;
+use crate::graphql_http::{self, MediaType};
 use crate::graphql_ws::WsLimits;
 use crate::guard::Guard;
 
@@ -95,25 +95,30 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
         .layer(TraceLayer::new_for_http())
 }
 
-/// Runs one GraphQL request with the caller's header credentials attached.
+/// Runs one GraphQL request with the caller's header credentials attached, answering in the
+/// media type the client accepts (see [`crate::graphql_http`]).
 async fn execute(
     http: &HttpState,
     headers: &HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
-    let mut request = request
-        .into_inner()
-        .data(RequestAuth::new(credentials::from_headers(headers)));
+    media: MediaType,
+    request: async_graphql::Request,
+) -> Response {
+    let mut request = request.data(RequestAuth::new(credentials::from_headers(headers)));
     http.documents.attach(&mut request);
-    http.schema.execute(request).await.into()
+    if let Some(missing) = graphql_http::missing_variable(&mut request) {
+        return graphql_http::respond(async_graphql::Response::from_errors(vec![missing]), media);
+    }
+    graphql_http::respond(http.schema.execute(request).await, media)
 }
 
-async fn graphql_post(
-    State(http): State<HttpState>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
-    execute(&http, &headers, request).await
+async fn graphql_post(State(http): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(media) = graphql_http::negotiate(&headers) else {
+        return graphql_http::not_acceptable();
+    };
+    match graphql_http::request_from_body(&body) {
+        Ok(request) => execute(&http, &headers, media, request).await,
+        Err(why) => graphql_http::error(StatusCode::BAD_REQUEST, media, &why),
+    }
 }
 
 /// GET serves queries only: a mutation in a URL would end up in proxy and access logs (with
@@ -121,29 +126,27 @@ async fn graphql_post(
 async fn graphql_get(
     State(http): State<HttpState>,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    RawQuery(query): RawQuery,
 ) -> Response {
-    if contains_mutation(&request.0.query) {
-        return (
+    let Some(media) = graphql_http::negotiate(&headers) else {
+        return graphql_http::not_acceptable();
+    };
+    let request = match graphql_http::request_from_query(query.as_deref()) {
+        Ok(request) => request,
+        Err(why) => return graphql_http::error(StatusCode::BAD_REQUEST, media, &why),
+    };
+    if graphql_http::contains_mutation(&request.query) {
+        let mut refused = graphql_http::error(
             StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST")],
-            Json(json!({ "errors": [{
-                "message": "mutations must be sent with POST",
-                "extensions": { "code": "BAD_USER_INPUT" }
-            }] })),
-        )
-            .into_response();
+            media,
+            "mutations must be sent with POST",
+        );
+        refused
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return refused;
     }
-    execute(&http, &headers, request).await.into_response()
-}
-
-fn contains_mutation(query: &str) -> bool {
-    async_graphql::parser::parse_query(query).is_ok_and(|document| {
-        document
-            .operations
-            .iter()
-            .any(|(_, operation)| operation.node.ty == OperationType::Mutation)
-    })
+    execute(&http, &headers, media, request).await
 }
 
 /// GraphQL over websockets (graphql-transport-ws and the legacy graphql-ws), served by

@@ -44,6 +44,7 @@ mod deploy;
 mod event_bus;
 mod executions;
 mod graphql;
+mod graphql_over_http;
 mod health;
 mod kubernetes;
 mod log_batches;
