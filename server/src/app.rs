@@ -216,6 +216,7 @@ impl Server {
             event_bus = ?settings.event_bus_kind(),
             executor = ?settings.runs.executor,
             auth = ?settings.auth.mode,
+            admin_groups = ?settings.auth.admin_groups,
             "proctord {} listening on http://{address}",
             env!("CARGO_PKG_VERSION"),
         );

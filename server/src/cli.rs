@@ -32,7 +32,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Serve the API (the default).
+    /// Serve the API (the default). `s` and `start` are v2's spellings.
+    #[command(alias = "s", alias = "start")]
     Serve,
     /// Apply, roll back or list database migrations.
     Migrate {
@@ -141,6 +142,7 @@ pub fn main() -> ExitCode {
         eprintln!("proctord: configuration error: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    crate::config::retired::warn_about_retired_settings();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -655,3 +655,73 @@ fn a_kill_9_under_load_loses_no_returned_execution_and_no_line_a_subscriber_saw(
     });
     assert!(restarted.terminate().success());
 }
+
+#[test]
+fn v2_spellings_start_the_server_and_read_the_admin_group() {
+    for spelling in ["s", "start"] {
+        let directory = tempfile::tempdir().unwrap();
+        let mut command = proctord_command(directory.path());
+        command
+            .arg(spelling)
+            .env("PROCTOR_APP_PORT", "0")
+            .env("PROCTOR_LOG_LEVEL", "info")
+            .env("PROCTOR_REQUIRED_ADMIN_GROUP", "v2.admins");
+        let server = Proctord::spawn(command);
+        assert_eq!(
+            get(&server.url("/readyz")).0,
+            200,
+            "proctord {spelling} serves"
+        );
+        assert!(
+            server.stderr().contains("v2.admins"),
+            "the v2 spelling of the admin group is read: {}",
+            server.stderr()
+        );
+        server.terminate();
+    }
+    // The current name wins over the v2 spelling, and a bad v2 value is named as itself.
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = proctord_command(directory.path());
+    command
+        .env("PROCTOR_REQUIRED_ADMIN_GROUP", " , ")
+        .args(["migrate", "status"]);
+    let output = command.output().expect("proctord runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("PROCTOR_REQUIRED_ADMIN_GROUP"), "{stderr}");
+}
+
+#[test]
+fn each_retired_v2_setting_is_named_in_one_warn_line_with_what_replaces_it() {
+    use proctor_server::config::retired::RETIRED;
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = proctord_command(directory.path());
+    // A family (`PROCTOR_NEW_RELIC_*`) is tried with one member of it.
+    let names: Vec<String> = RETIRED
+        .iter()
+        .map(|retired| retired.name.replace('*', "APP_NAME"))
+        .collect();
+    for name in &names {
+        command.env(name, "set-by-a-v2-deployment");
+    }
+    let output = command
+        .args(["migrate", "status"])
+        .output()
+        .expect("proctord runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for (name, retired) in names.iter().zip(RETIRED) {
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.contains(&format!("{name} is a Proctor v2 setting")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{name}: {stderr}");
+        assert!(lines[0].contains("WARN"), "{}", lines[0]);
+        assert!(lines[0].contains(retired.instead), "{}", lines[0]);
+        assert!(
+            !lines[0].contains("set-by-a-v2-deployment"),
+            "values are never printed: {}",
+            lines[0]
+        );
+    }
+}

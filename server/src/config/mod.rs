@@ -28,6 +28,7 @@ pub mod kube;
 pub mod legacy;
 pub mod notify;
 pub mod redis;
+pub mod retired;
 pub mod runs;
 pub mod secrets;
 pub mod storage;
@@ -186,12 +187,33 @@ pub enum ParseError {
     Usage(clap::Error),
 }
 
+/// Other spellings of a setting's variable, read when the setting's own is unset: (the
+/// variable, its alias). `PROCTOR_REQUIRED_ADMIN_GROUP` is how the v2 README spelled it.
+pub const ALIASES: &[(&str, &str)] = &[(
+    "PROCTOR_AUTH_REQUIRED_ADMIN_GROUP",
+    "PROCTOR_REQUIRED_ADMIN_GROUP",
+)];
+
 /// `command` (`proctord`'s, or just the settings) ready to parse: every setting may follow a
 /// subcommand (`proctord migrate up --database-url …`), and `PROCTOR_*` variables are read as
 /// `environment` says. Built, so that its arguments print as clap's errors show them.
 pub fn prepare(command: clap::Command, environment: Environment) -> clap::Command {
+    let blank = |name: &std::ffi::OsStr| {
+        std::env::var_os(name).is_none_or(|value| value.to_string_lossy().trim().is_empty())
+    };
     let mut command = command.mut_args(|arg| {
-        let arg = arg.global(true);
+        let mut arg = arg.global(true);
+        // A setting left unset under its name but given under another spelling (ALIASES)
+        // reads that one, and its errors name it.
+        if environment == Environment::Process
+            && let Some(name) = arg.get_env()
+            && blank(name)
+            && let Some((_, alias)) = ALIASES
+                .iter()
+                .find(|(current, alias)| name == *current && !blank(alias.as_ref()))
+        {
+            arg = arg.env(*alias);
+        }
         let unset = match (environment, arg.get_env()) {
             (_, None) => false,
             (Environment::Ignored, Some(_)) => true,
@@ -282,11 +304,20 @@ fn settings_command() -> clap::Command {
     Options::augment_args(clap::Command::new("proctord"))
 }
 
-/// `ENV_NAME (--flag)`.
+/// `ENV_NAME (--flag)`; the alias's name when the value came from it (see [`ALIASES`]).
 fn describe(arg: &Arg) -> String {
     let flag = arg.get_long().unwrap_or(arg.get_id().as_str());
-    match arg.get_env() {
-        Some(env) => format!("{} (--{flag})", env.to_string_lossy()),
+    let given = |name: &str| {
+        std::env::var_os(name).is_some_and(|value| !value.to_string_lossy().trim().is_empty())
+    };
+    match arg.get_env().map(|env| env.to_string_lossy().into_owned()) {
+        Some(env) => {
+            let shown = ALIASES
+                .iter()
+                .find(|(current, alias)| *current == env && !given(current) && given(alias))
+                .map_or(env.as_str(), |(_, alias)| alias);
+            format!("{shown} (--{flag})")
+        }
         None => format!("--{flag}"),
     }
 }
