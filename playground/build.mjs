@@ -2,7 +2,8 @@
 // and stylesheet, plus the static HTML. Everything proctord serves at /playground comes from
 // here, so the pages need nothing but the server's own origin.
 import { build } from "esbuild";
-import { cpSync, mkdirSync, rmSync } from "node:fs";
+import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { gzipSync } from "node:zlib";
 
 const out = new URL("./dist/", import.meta.url).pathname;
 rmSync(out, { recursive: true, force: true });
@@ -24,4 +25,11 @@ await build({
   logLevel: "warning",
 });
 cpSync("static", out, { recursive: true });
+// proctord embeds dist/ and answers clients that accept gzip with these copies (source maps
+// are neither embedded nor compressed).
+for (const name of readdirSync(out)) {
+  if (!name.endsWith(".map")) {
+    writeFileSync(`${out}${name}.gz`, gzipSync(readFileSync(`${out}${name}`), { level: 9 }));
+  }
+}
 console.log(`playground built into ${out}`);

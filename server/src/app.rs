@@ -217,8 +217,10 @@ impl Server {
             executor = ?settings.runs.executor,
             auth = ?settings.auth.mode,
             admin_groups = ?settings.auth.admin_groups,
-            "proctord {} listening on http://{address}",
+            "proctord {} listening on http://{address} (UI at http://{address}{}, GraphQL at \
+             http://{address}/graphql)",
             env!("CARGO_PKG_VERSION"),
+            crate::playground::UI_PATH,
         );
         match &self.isolation_note {
             Some((true, note)) => tracing::info!("{note}"),

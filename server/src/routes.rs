@@ -86,7 +86,7 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
                 .map(|token| Arc::from(token.expose())),
         })
         .merge(crate::rest::router(state, http.min_client_version.clone()))
-        .merge(crate::playground::router(http.playground_dir()))
+        .merge(crate::playground::router(http.playground_dir.clone()))
         .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             guard,

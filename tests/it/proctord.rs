@@ -725,3 +725,98 @@ fn each_retired_v2_setting_is_named_in_one_warn_line_with_what_replaces_it() {
         );
     }
 }
+
+#[test]
+fn a_binary_copied_to_an_empty_directory_serves_its_ui_and_schema() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let binary = elsewhere.path().join("proctord");
+    std::fs::copy(proctor_tests::infra::workspace_binary("proctord"), &binary).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(&binary);
+    command.current_dir(data.path());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PROCTOR_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("PROCTOR_APP_PORT", "0");
+    let server = Proctord::spawn(command);
+    assert!(
+        server.stderr().contains("UI at http://"),
+        "the start-up line says where the UI is: {}",
+        server.stderr()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        proctor_server::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let root = client.get(server.url("/")).send().await.unwrap();
+        assert!(root.status().is_redirection(), "{}", root.status());
+        assert_eq!(root.headers()["location"], "/playground/live");
+
+        for (path, kind) in [
+            ("/playground/live", "text/html"),
+            ("/playground", "text/html"),
+            ("/playground/live.js", "text/javascript"),
+        ] {
+            let plain = client
+                .get(server.url(path))
+                .header("accept-encoding", "identity")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(plain.status(), 200, "{path}");
+            let content_type = plain.headers()["content-type"].to_str().unwrap().to_owned();
+            assert!(content_type.starts_with(kind), "{path}: {content_type}");
+            assert!(plain.headers().get("content-encoding").is_none(), "{path}");
+            let etag = plain.headers()["etag"].clone();
+            let body = plain.bytes().await.unwrap();
+            assert!(!body.is_empty(), "{path}");
+
+            let again = client
+                .get(server.url(path))
+                .header("accept-encoding", "identity")
+                .header("if-none-match", etag)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(again.status(), 304, "{path}: unchanged, not sent again");
+
+            let compressed = client
+                .get(server.url(path))
+                .header("accept-encoding", "gzip")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(compressed.headers()["content-encoding"], "gzip", "{path}");
+            let packed = compressed.bytes().await.unwrap();
+            let file = elsewhere.path().join("asset.gz");
+            std::fs::write(&file, &packed).unwrap();
+            let unpacked = std::process::Command::new("gzip")
+                .arg("-dc")
+                .arg(&file)
+                .output()
+                .expect("gzip runs");
+            assert!(unpacked.status.success(), "{path}: a gzip stream");
+            assert_eq!(
+                unpacked.stdout, body,
+                "{path}: the gzip copy is the same file"
+            );
+        }
+
+        let sdl = client
+            .get(server.url("/graphql/schema.graphql"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sdl.status(), 200);
+        assert_eq!(sdl.text().await.unwrap(), proctor_schema::sdl());
+    });
+    server.terminate();
+}

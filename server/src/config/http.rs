@@ -42,8 +42,8 @@ pub struct Http {
     /// unset.
     #[arg(long, env = "PROCTOR_MIN_CLIENT_VERSION", value_parser = client_version)]
     pub min_client_version: Option<ClientVersion>,
-    /// Directory of the built playground assets (default: playground/dist of the checkout
-    /// proctord was built from).
+    /// Serve the playground from this directory of built assets instead of those embedded in
+    /// the binary (developing the UI).
     #[arg(long, env = "PROCTOR_PLAYGROUND_DIR")]
     pub playground_dir: Option<PathBuf>,
     /// Browser origins besides the server's own that may call it (comma-separated
@@ -98,12 +98,6 @@ impl Http {
             max_depth: self.graphql_max_depth,
             max_complexity: self.graphql_max_complexity,
         }
-    }
-
-    /// Where the built playground assets are.
-    pub fn playground_dir(&self) -> PathBuf {
-        let default = || PathBuf::from(crate::playground::DEFAULT_DIR);
-        self.playground_dir.clone().unwrap_or_else(default)
     }
 }
 
