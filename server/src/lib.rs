@@ -27,6 +27,7 @@ pub mod rest;
 mod routes;
 pub mod sandbox;
 pub mod scheduler;
+pub mod scrape;
 mod telemetry;
 pub mod webhook_auth;
 

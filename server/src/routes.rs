@@ -56,6 +56,7 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
         allowed_origins: http.allowed_origins.clone(),
         allowed_hosts: http.allowed_hosts.clone(),
     });
+    let state_for_metrics = state.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -87,6 +88,10 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
         })
         .merge(crate::rest::router(state, http.min_client_version.clone()))
         .merge(crate::playground::router(http.playground_dir.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state_for_metrics,
+            record_http,
+        ))
         .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             guard,
@@ -206,14 +211,55 @@ async fn metrics(State(http): State<HttpState>, headers: HeaderMap) -> Response 
                 .into_response();
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        http.app.metrics().render(),
-    )
-        .into_response()
+    let metrics = http.app.metrics();
+    metrics.set_scrape(&crate::scrape::scrape(&http.app).await);
+    let open_metrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
+    if open_metrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            metrics.render(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            metrics.render_classic(),
+        )
+            .into_response()
+    }
+}
+
+/// Middleware timing every answered request into `proctor_http_request_duration_seconds`,
+/// labelled with the route pattern that matched (`unmatched` for none), never the raw path.
+async fn record_http(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.metrics().http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// 200 when the database and (if configured) Redis answer; 503 naming what is down otherwise.

@@ -48,6 +48,7 @@ mod graphql_over_http;
 mod health;
 mod kubernetes;
 mod log_batches;
+mod metrics;
 mod migrations;
 mod playground;
 mod procs;

@@ -20,7 +20,8 @@ use proctor_entity::values::ExecutionStatus;
 use proctor_entity::{execution, notification, proc, schedule, schedule_run};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -272,6 +273,14 @@ pub async fn enqueue<C: ConnectionTrait>(
             .await?;
     }
     Ok(written)
+}
+
+/// Notifications waiting to be delivered (the outbox's depth, for `/metrics`).
+pub async fn pending(state: &AppState) -> Result<u64, ApiError> {
+    Ok(notification::Entity::find()
+        .filter(notification::Column::State.eq(DeliveryState::Pending.name()))
+        .count(state.db())
+        .await?)
 }
 
 /// Delivers due notifications, forever: woken at once after a final state was stored here,

@@ -110,6 +110,7 @@ impl Runner {
     ) {
         let id = execution.id;
         let fence = Fence::Owner(&self.replica);
+        let waiting = state.metrics().waiting_for_slot();
         let slot = tokio::select! {
             biased;
             () = stop.token.cancelled() => {
@@ -122,6 +123,7 @@ impl Runner {
             }
             slot = Arc::clone(&self.slots).acquire_owned() => slot.expect("the semaphore is never closed"),
         };
+        drop(waiting);
         if self.stopping_for_shutdown() {
             // Queued while the server began shutting down: it never starts.
             finish(state, id, Outcome::cancelled(SHUTDOWN_REASON), fence).await;
