@@ -14,6 +14,11 @@
 //! - An operation counts from its `subscribe`/`start` until the server sends `complete` for
 //!   its id (which async-graphql does for every operation that ends, stopped or not), or the
 //!   connection closes.
+//! - graphql-transport-ws is held to its close codes where async-graphql's engine is looser:
+//!   4400 for a message that is not one of the protocol's, 4401 for `subscribe` before
+//!   `connection_ack`, 4403 when `connection_init` is refused, 4408 when it does not come
+//!   within `PROCTOR_WS_INIT_TIMEOUT_SECONDS`, 4409 for an id already in use, 4429 for a
+//!   second `connection_init` (the engine's).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -53,6 +58,8 @@ pub struct WsLimits {
     pub open: AtomicUsize,
     /// How often credentials are checked again.
     pub revalidate: Duration,
+    /// How long a connection may wait before `connection_init`.
+    pub init_timeout: Duration,
     /// Largest message a client may send (the HTTP body limit).
     pub max_message: usize,
 }
@@ -66,9 +73,44 @@ struct Identity {
 
 /// What a client message means for the limits and checks.
 enum ClientKind {
+    Init,
     Start(String),
     Stop(String),
     Other,
+}
+
+/// Why `text` is not a graphql-transport-ws client message, if it is not one.
+fn transport_ws_problem(text: &str) -> Option<String> {
+    let Ok(Value::Object(message)) = serde_json::from_str::<Value>(text) else {
+        return Some("Invalid message: not a JSON object".to_owned());
+    };
+    let is_object = |key: &str| message.get(key).is_some_and(Value::is_object);
+    let optional_object = |key: &str| {
+        message
+            .get(key)
+            .is_none_or(|value| value.is_object() || value.is_null())
+    };
+    let id_ok = message
+        .get("id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| !id.is_empty());
+    match message.get("type").and_then(Value::as_str) {
+        Some("connection_init" | "ping" | "pong") if optional_object("payload") => None,
+        Some("subscribe")
+            if id_ok
+                && is_object("payload")
+                && message["payload"]
+                    .get("query")
+                    .is_some_and(Value::is_string) =>
+        {
+            None
+        }
+        Some("complete") if id_ok => None,
+        Some(kind) => Some(format!(
+            "Invalid message: a {kind:?} message of another shape or kind"
+        )),
+        None => Some("Invalid message: no type".to_owned()),
+    }
 }
 
 fn classify(text: &str) -> ClientKind {
@@ -79,6 +121,7 @@ fn classify(text: &str) -> ClientKind {
         message.get("type").and_then(Value::as_str),
         message.get("id"),
     ) {
+        (Some("connection_init"), _) => ClientKind::Init,
         (Some("subscribe" | "start"), Some(Value::String(id))) => ClientKind::Start(id.clone()),
         (Some("complete" | "stop"), Some(Value::String(id))) => ClientKind::Stop(id.clone()),
         _ => ClientKind::Other,
@@ -222,9 +265,16 @@ pub async fn serve(
     let mut recheck = tokio::time::interval(limits.revalidate);
     recheck.tick().await;
     let mut operations = Operations::new(Arc::clone(&limits));
+    let transport_ws = protocol == WebSocketProtocols::GraphQLWS;
+    let (mut initialised, mut acknowledged) = (false, false);
+    let init_deadline = tokio::time::sleep(limits.init_timeout);
+    tokio::pin!(init_deadline);
 
     let close = loop {
         tokio::select! {
+            () = &mut init_deadline, if !initialised => {
+                break Some((4408, "Connection initialisation timeout".to_owned()));
+            }
             incoming = source.next(), if to_engine.capacity() > 0 => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text.to_string(),
@@ -235,7 +285,14 @@ pub async fn serve(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
                 };
+                if transport_ws && let Some(problem) = transport_ws_problem(&text) {
+                    break Some((4400, problem));
+                }
                 match classify(&text) {
+                    ClientKind::Init => initialised = true,
+                    ClientKind::Start(_) if transport_ws && !acknowledged => {
+                        break Some((4401, "Unauthorized".to_owned()));
+                    }
                     ClientKind::Start(id) => {
                         if operations.open.contains(&id) {
                             break Some((4409, format!("Subscriber for {id} already exists")));
@@ -273,9 +330,17 @@ pub async fn serve(
                     if let Some(id) = completed_id(&text) {
                         operations.completed(&id);
                     }
+                    if text.starts_with("{\"type\":\"connection_ack\"") {
+                        acknowledged = true;
+                    }
                     if sink.send(Message::Text(text.into())).await.is_err() {
                         break None;
                     }
+                }
+                // The engine closes with 1002 only when connection_init was refused (this loop
+                // turns away malformed messages itself): the protocol's code for that is 4403.
+                Some(WsMessage::Close(1002, reason)) if transport_ws => {
+                    break Some((CLOSE_FORBIDDEN, format!("Forbidden: {reason}")));
                 }
                 Some(WsMessage::Close(code, reason)) => break Some((code, reason)),
                 None => break Some((1000, String::new())),
@@ -405,6 +470,37 @@ mod tests {
         ));
         assert!(matches!(classify(r#"{"type":"ping"}"#), ClientKind::Other));
         assert!(matches!(classify("not json"), ClientKind::Other));
+        assert!(matches!(
+            classify(r#"{"type":"connection_init"}"#),
+            ClientKind::Init
+        ));
+    }
+
+    #[test]
+    fn transport_ws_messages_are_checked_for_their_shape() {
+        for valid in [
+            r#"{"type":"connection_init"}"#,
+            r#"{"type":"connection_init","payload":{"token":"x"}}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"type":"pong","payload":null}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }"}}"#,
+            r#"{"type":"complete","id":"1"}"#,
+        ] {
+            assert_eq!(transport_ws_problem(valid), None, "{valid}");
+        }
+        for invalid in [
+            "not json",
+            "[]",
+            r#"{"id":"1"}"#,
+            r#"{"type":"start","id":"1","payload":{"query":"{ a }"}}"#,
+            r#"{"type":"subscribe","payload":{"query":"{ a }"}}"#,
+            r#"{"type":"subscribe","id":"1","payload":{}}"#,
+            r#"{"type":"subscribe","id":"","payload":{"query":"{ a }"}}"#,
+            r#"{"type":"complete"}"#,
+            r#"{"type":"connection_init","payload":"token"}"#,
+        ] {
+            assert!(transport_ws_problem(invalid).is_some(), "{invalid}");
+        }
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
                 server_wide: http.max_subscriptions,
                 open: AtomicUsize::new(0),
                 revalidate: http.ws_revalidate,
+                init_timeout: http.ws_init_timeout,
                 max_message: http.max_body_bytes,
             }),
             metrics_token: settings

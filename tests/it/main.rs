@@ -45,6 +45,7 @@ mod event_bus;
 mod executions;
 mod graphql;
 mod graphql_over_http;
+mod graphql_ws_protocol;
 mod health;
 mod kubernetes;
 mod log_batches;

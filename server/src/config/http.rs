@@ -64,6 +64,10 @@ pub struct Http {
     #[arg(long = "ws-revalidate-seconds", env = "PROCTOR_WS_REVALIDATE_SECONDS")]
     #[arg(default_value = "30", value_parser = revalidate)]
     pub ws_revalidate: Duration,
+    /// Seconds a websocket may stay open without `connection_init` (then closed with 4408).
+    #[arg(long = "ws-init-timeout-seconds", env = "PROCTOR_WS_INIT_TIMEOUT_SECONDS")]
+    #[arg(default_value = "10", value_parser = seconds)]
+    pub ws_init_timeout: Duration,
 }
 
 impl Http {
