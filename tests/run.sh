@@ -45,6 +45,13 @@ command -v npm >/dev/null 2>&1 || { log "installing nodejs and npm"; apt_install
 command -v chromium >/dev/null 2>&1 || { log "installing chromium"; apt_install chromium; }
 # `promtool check metrics` lints /metrics (tests/it/metrics.rs); Debian ships it in prometheus.
 command -v promtool >/dev/null 2>&1 || { log "installing prometheus (for promtool)"; apt_install prometheus; }
+# kubernetes-validate (PyPI, Kubernetes schemas offline) checks deploy/ (tests/it/deploy.rs).
+if [ ! -x target/tools/venv/bin/kubernetes-validate ]; then
+  log "installing kubernetes-validate into target/tools/venv"
+  python3 -m venv target/tools/venv 2>/dev/null \
+    || { apt_install python3-venv && python3 -m venv target/tools/venv; } || exit 1
+  target/tools/venv/bin/pip install -q kubernetes-validate || exit 1
+fi
 
 # A loopback port nobody listens on (bash's /dev/tcp fails to connect to a free port).
 free_port() {

@@ -5,6 +5,9 @@
 //!   carries the configured annotations, `activeDeadlineSeconds`, `backoffLimit`,
 //!   `ttlSecondsAfterFinished` and `restartPolicy: Never`, and runs the proc's image (with its
 //!   command, when the proc has one).
+//! - Job pods meet Pod Security "restricted": they run as uid/gid 65534 (`runAsNonRoot`), with
+//!   the runtime's seccomp profile, no privilege escalation and no capabilities, and get no
+//!   API token unless `PROCTOR_KUBE_SERVICE_ACCOUNT_NAME` names an account for them.
 //! - Secret values travel in a Secret of the same name, owned by the Job (so Kubernetes deletes
 //!   it with the Job) and referenced from the container env; the Job spec never holds a value.
 //! - The run is followed through watches on the Job and its pods; each attempt's log is read
@@ -35,6 +38,9 @@ use proctor_schema::system::ExecutorKind;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// The user and group Job pods run as (`nobody`): Pod Security "restricted" forbids root.
+const RUN_AS: i64 = 65534;
 
 use crate::config::{KubeAccess, KubeSettings};
 use crate::kube_logs::{Piece, PodLog, Position};
@@ -161,13 +167,34 @@ impl KubernetesExecutor {
                 }),
             })
             .collect();
-        let mut container = json!({ "name": CONTAINER, "image": image, "env": env });
+        let mut container = json!({
+            "name": CONTAINER,
+            "image": image,
+            "env": env,
+            "securityContext": {
+                "allowPrivilegeEscalation": false,
+                "capabilities": { "drop": ["ALL"] },
+            },
+        });
         if let Some(command) = &spec.command {
             container["command"] = json!(command);
         }
-        let mut pod_spec = json!({ "restartPolicy": "Never", "containers": [container] });
+        // Pod Security "restricted": never root, the runtime's seccomp profile; no API token
+        // unless the operator named an account for runs.
+        let mut pod_spec = json!({
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "seccompProfile": { "type": "RuntimeDefault" },
+            },
+            "containers": [container],
+        });
         if let Some(account) = &self.settings.service_account {
             pod_spec["serviceAccountName"] = json!(account);
+            pod_spec["automountServiceAccountToken"] = json!(true);
         }
         let labels = Self::labels(spec);
         let annotations = json!(self.settings.annotations);
@@ -1011,10 +1038,21 @@ mod tests {
                         "spec": {
                             "restartPolicy": "Never",
                             "serviceAccountName": "runner",
+                            "automountServiceAccountToken": true,
+                            "securityContext": {
+                                "runAsNonRoot": true,
+                                "runAsUser": 65534,
+                                "runAsGroup": 65534,
+                                "seccompProfile": { "type": "RuntimeDefault" },
+                            },
                             "containers": [{
                                 "name": "proc",
                                 "image": "ghcr.io/acme/deploy:1",
                                 "command": ["./deploy.sh"],
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": false,
+                                    "capabilities": { "drop": ["ALL"] },
+                                },
                                 "env": [
                                     { "name": "NAME", "value": "Ada" },
                                     { "name": "EXECUTION_ID", "value": "7" },

@@ -5,6 +5,8 @@ use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use proctor_tests::{TestApp, workspace_binary};
 
@@ -133,4 +135,119 @@ fn kustomization_lists_every_manifest() {
             );
         }
     }
+}
+
+#[test]
+fn the_manifests_pass_kubernetes_schema_validation() {
+    // ./tests/run.sh installs kubernetes-validate (PyPI, schemas offline) into target/tools.
+    let installed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/venv/bin/kubernetes-validate");
+    let tool = if installed.exists() {
+        installed
+    } else if Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        PathBuf::from("kubernetes-validate")
+    } else {
+        assert!(
+            !proctor_tests::infra::is_ci(),
+            "CI=true but kubernetes-validate is missing; ./tests/run.sh installs it"
+        );
+        eprintln!("SKIPPED: kubernetes-validate is not installed (./tests/run.sh installs it)");
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(manifest(""))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name != "kustomization.yaml")
+        })
+        .collect();
+    files.sort();
+    let output = Command::new(&tool)
+        .args(["--strict", "--no-warn"])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate runs");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy();
+        assert!(said.contains(&format!("{name} passed")), "{name}: {said}");
+    }
+}
+
+#[test]
+fn the_deployment_is_hardened_and_jobs_run_in_their_own_namespace() {
+    let text = std::fs::read_to_string(manifest("deployment.yaml")).unwrap();
+    let deployment: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(
+        proctor_tests::pod_security::restricted_violations(pod),
+        Vec::<String>::new()
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(container["startupProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let jobs_namespace = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|var| var["name"] == "PROCTOR_DEFAULT_NAMESPACE")
+        .and_then(|var| var["value"].as_str())
+        .expect("the Jobs' namespace is set");
+    assert_eq!(jobs_namespace, "proctor-jobs");
+    assert_eq!(deployment["metadata"]["namespace"], "proctor");
+
+    // The executor's rights exist only where the Jobs run.
+    let role: Role = parse("role.yaml");
+    assert_eq!(role.metadata.namespace.as_deref(), Some(jobs_namespace));
+    let binding: RoleBinding = parse("rolebinding.yaml");
+    assert_eq!(binding.metadata.namespace.as_deref(), Some(jobs_namespace));
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        (subject.name.as_str(), subject.namespace.as_deref()),
+        ("proctord", Some("proctor"))
+    );
+
+    let budget: PodDisruptionBudget = parse("poddisruptionbudget.yaml");
+    assert_eq!(
+        budget.spec.unwrap().min_available,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let policy: NetworkPolicy = parse("networkpolicy.yaml");
+    let spec = policy.spec.unwrap();
+    let ingress_ports: Vec<_> = spec.ingress.unwrap()[0]
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|port| port.port)
+        .collect();
+    assert_eq!(
+        ingress_ports,
+        [Some(
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(5001)
+        )],
+        "only the HTTP port takes connections"
+    );
+    let namespaces = std::fs::read_to_string(manifest("namespace.yaml")).unwrap();
+    assert_eq!(
+        namespaces
+            .matches("pod-security.kubernetes.io/enforce: restricted")
+            .count(),
+        2,
+        "both namespaces enforce restricted"
+    );
 }

@@ -80,6 +80,15 @@ async fn a_run_becomes_a_labelled_job_with_its_secrets_referenced(stack: Stack) 
     assert_eq!(job["spec"]["activeDeadlineSeconds"], 120);
     assert_eq!(job["spec"]["backoffLimit"], 2);
     assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
+    assert_eq!(
+        proctor_tests::pod_security::restricted_violations(&job["spec"]["template"]["spec"]),
+        Vec::<String>::new(),
+        "a Job's pod meets Pod Security \"restricted\""
+    );
+    assert_eq!(
+        job["spec"]["template"]["spec"]["automountServiceAccountToken"], false,
+        "no API token unless an account is named"
+    );
     let container = &job["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "ghcr.io/acme/deploy:1.2");
     let env: Vec<&Value> = container["env"].as_array().unwrap().iter().collect();

@@ -19,6 +19,7 @@ pub mod fake_kube;
 pub mod graphql_ws;
 pub mod infra;
 pub mod legacy_cli;
+pub mod pod_security;
 mod process;
 pub mod proxy;
 pub mod sinks;
