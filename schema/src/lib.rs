@@ -83,11 +83,20 @@ fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> 
 /// Builds the schema served by `proctord`, with the configured depth and complexity limits and
 /// the application state every resolver reads.
 pub fn build_schema(state: AppState) -> ProctorSchema {
+    build_schema_traced(state, false)
+}
+
+/// [`build_schema`], with a `tracing` span for each operation's parse, validation, execution
+/// and each resolver when `traced` (spans are exported over OTLP; off, they cost nothing).
+pub fn build_schema_traced(state: AppState, traced: bool) -> ProctorSchema {
     let limits = state.limits();
-    let builder = schema_builder()
+    let mut builder = schema_builder()
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .extension(limits::ResponseLimits);
+    if traced {
+        builder = builder.extension(async_graphql::extensions::Tracing);
+    }
     loaders::install(builder, &state).data(state).finish()
 }
 

@@ -13,7 +13,7 @@ use proctor_schema::ports::event_bus::{EventBus, InMemoryEventBus};
 use proctor_schema::ports::executor::Executor;
 use proctor_schema::secrets::keyring::Keyring;
 use proctor_schema::system::{ExecutorKind, ServerInfo, StorageBackend};
-use proctor_schema::{AppParts, AppState, ProctorSchema, build_schema};
+use proctor_schema::{AppParts, AppState, ProctorSchema, build_schema_traced};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
@@ -172,7 +172,7 @@ impl Server {
                 .map_err(|e| anyhow::anyhow!("registering the example procs: {e}"))?;
             tracing::info!("registered the example procs say-hello, countdown and secret-demo");
         }
-        let schema = build_schema(state.clone());
+        let schema = build_schema_traced(state.clone(), settings.telemetry.otlp_endpoint.is_some());
         let router = crate::routes::router(state.clone(), schema.clone(), &settings);
         Ok(Self {
             listener,

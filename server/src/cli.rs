@@ -138,10 +138,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(error) = crate::telemetry::init(&settings.telemetry) {
-        eprintln!("proctord: configuration error: {error}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    // Kept to the end: dropping it flushes the last exported spans.
+    let _trace_export = match crate::telemetry::init(&settings.telemetry) {
+        Ok(export) => export,
+        Err(error) => {
+            eprintln!("proctord: configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     crate::config::retired::warn_about_retired_settings();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -19,7 +19,7 @@ use proctor_schema::system::{EventBusKind, ExecutorKind};
 use proctor_schema::{AppState, ProctorSchema};
 use serde_json::{Map, Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::config::Settings;
 use crate::credentials;
@@ -98,7 +98,11 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
             guard,
             crate::guard::check,
         ))
-        .layer(TraceLayer::new_for_http())
+        // Request spans at INFO, so an OTLP export (which takes INFO and above) carries them.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
+        )
 }
 
 /// Runs one GraphQL request with the caller's header credentials attached, answering in the

@@ -820,3 +820,142 @@ fn a_binary_copied_to_an_empty_directory_serves_its_ui_and_schema() {
     });
     server.terminate();
 }
+
+/// One exported span: name, ids, attributes as text.
+#[derive(Clone, Debug)]
+struct ExportedSpan {
+    name: String,
+    trace: Vec<u8>,
+    id: Vec<u8>,
+    parent: Vec<u8>,
+    attributes: std::collections::HashMap<String, String>,
+}
+
+/// A tiny OTLP/HTTP receiver: every span of every `POST /v1/traces` (protobuf).
+async fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<ExportedSpan>>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message as _;
+    let spans: std::sync::Arc<std::sync::Mutex<Vec<ExportedSpan>>> = Default::default();
+    let store = std::sync::Arc::clone(&spans);
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let mut store = store.lock().unwrap();
+                for span in request
+                    .resource_spans
+                    .into_iter()
+                    .flat_map(|resource| resource.scope_spans)
+                    .flat_map(|scope| scope.spans)
+                {
+                    let attributes = span
+                        .attributes
+                        .iter()
+                        .map(|kv| {
+                            let value = match kv.value.as_ref().and_then(|v| v.value.clone()) {
+                                Some(Any::StringValue(text)) => text,
+                                Some(Any::IntValue(number)) => number.to_string(),
+                                Some(other) => format!("{other:?}"),
+                                None => String::new(),
+                            };
+                            (kv.key.clone(), value)
+                        })
+                        .collect();
+                    store.push(ExportedSpan {
+                        name: span.name,
+                        trace: span.trace_id,
+                        id: span.span_id,
+                        parent: span.parent_span_id,
+                        attributes,
+                    });
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{address}"), spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_is_exported_over_otlp_as_one_trace_under_its_request() {
+    let (collector, spans) = otlp_receiver().await;
+    let directory = tempfile::tempdir().unwrap();
+    let mut command = proctord_command(directory.path());
+    command
+        .env("PROCTOR_APP_PORT", "0")
+        .env("PROCTOR_OTLP_ENDPOINT", &collector)
+        // The SDK's standard knob: export every 200 ms instead of 5 s.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+    let server = tokio::task::spawn_blocking(move || Proctord::spawn(command))
+        .await
+        .unwrap();
+    let api = Api::at(&server.url(""));
+    api.define_proc(proc("traced", &sh("echo traced"))).await;
+    let id = api.execute("traced", &[]).await;
+    assert_eq!(
+        api.await_final(&id).await.status,
+        ExecutionStatus::Succeeded
+    );
+
+    let run = wait_until_async(Duration::from_secs(20), || {
+        spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|span| span.name == "run" && span.attributes.get("execution.id") == Some(&id))
+            .cloned()
+    })
+    .await
+    .unwrap_or_else(|| panic!("no run span for {id}: {:?}", spans.lock().unwrap()));
+    // Up the parent links, inside the run's trace, to the HTTP request that submitted it.
+    let mut chain = vec![run.name.clone()];
+    let mut current = run.clone();
+    let root = loop {
+        if current.parent.is_empty() {
+            break current;
+        }
+        let parent = wait_until_async(Duration::from_secs(10), || {
+            spans
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|span| span.id == current.parent)
+                .cloned()
+        })
+        .await
+        .unwrap_or_else(|| panic!("the parent of {chain:?} was never exported"));
+        assert_eq!(
+            parent.trace, run.trace,
+            "one trace from the request to the run"
+        );
+        chain.push(parent.name.clone());
+        current = parent;
+    };
+    assert!(chain.len() >= 3, "request → GraphQL → run: {chain:?}");
+    assert_eq!(
+        root.attributes.get("method").map(String::as_str),
+        Some("POST"),
+        "the root is the HTTP request: {root:?} ({chain:?})"
+    );
+    server.terminate();
+}
+
+/// Polls `probe` every 50 ms until it gives something or `within` passed.
+async fn wait_until_async<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(found) = probe() {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -73,12 +73,13 @@ pub async fn submit(
 ) -> Result<execution::Model, ApiError> {
     // In a task of its own: a caller that goes away (a dropped request) must not leave a
     // stored run nobody hands off.
-    let task = tokio::spawn(store_and_hand_off(
+    // The task carries the caller's span: the run's trace continues the request's.
+    let task = tokio::spawn(tracing::Instrument::in_current_span(store_and_hand_off(
         state.clone(),
         caller.clone(),
         prepared.clone(),
         new,
-    ));
+    )));
     task.await.map_err(|error| {
         ApiError::Internal(anyhow::anyhow!("storing the execution failed: {error}"))
     })?

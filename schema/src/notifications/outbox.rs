@@ -386,10 +386,18 @@ async fn deliver_due(state: &AppState, slots: &Arc<Semaphore>) -> Result<usize, 
         claimed += 1;
         let state = state.clone();
         let replica = replica.clone();
-        tokio::spawn(async move {
-            deliver_one(&state, row, &replica).await;
-            drop(permit);
-        });
+        let span = tracing::info_span!(
+            "notification",
+            execution.id = row.execution_id,
+            channel = %row.channel
+        );
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                deliver_one(&state, row, &replica).await;
+                drop(permit);
+            },
+            span,
+        ));
     }
     Ok(claimed)
 }

@@ -14,12 +14,13 @@ pub struct Retired {
 pub const RETIRED: &[Retired] = &[
     Retired {
         name: "PROCTOR_SENTRY_DSN",
-        instead: "errors go to the log (PROCTOR_LOG_FORMAT=json for a log pipeline) and to the \
-                  counters on /metrics",
+        instead: "export traces with PROCTOR_OTLP_ENDPOINT (OpenTelemetry); errors go to the \
+                  log (PROCTOR_LOG_FORMAT=json) and the counters on /metrics",
     },
     Retired {
         name: "PROCTOR_NEW_RELIC_*",
-        instead: "scrape /metrics (Prometheus) and ship the log (PROCTOR_LOG_FORMAT=json)",
+        instead: "export traces with PROCTOR_OTLP_ENDPOINT (OpenTelemetry) and scrape /metrics \
+                  (Prometheus)",
     },
     Retired {
         name: "PROCTOR_LOGS_STREAM_READ_BUFFER_SIZE",

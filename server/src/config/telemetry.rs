@@ -20,6 +20,19 @@ pub struct Telemetry {
     /// Bearer token `/metrics` asks for when auth is on (open when unset).
     #[arg(long, env = "PROCTOR_METRICS_TOKEN", hide_env_values = true, value_parser = credential)]
     pub metrics_token: Option<Credential>,
+    /// Export traces over OTLP (HTTP/protobuf) to this collector, e.g. `http://otel:4318`
+    /// (spans go to `<url>/v1/traces`); no export when unset.
+    #[arg(long, env = "PROCTOR_OTLP_ENDPOINT", value_parser = otlp_endpoint)]
+    pub otlp_endpoint: Option<url::Url>,
+}
+
+/// An `http`/`https` collector URL.
+fn otlp_endpoint(raw: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw.trim()).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{raw:?} must be an http:// or https:// URL"));
+    }
+    Ok(url)
 }
 
 /// Log output format.
@@ -50,7 +63,8 @@ mod tests {
     fn each_bad_value_names_its_setting() {
         assert_refused(
             "--log-format=xml           PROCTOR_LOG_FORMAT
-             --log-level=info,x=loud    PROCTOR_LOG_LEVEL",
+             --log-level=info,x=loud    PROCTOR_LOG_LEVEL
+             --otlp-endpoint=otel:4318  PROCTOR_OTLP_ENDPOINT",
         );
         let telemetry = settings(&["--log-format=JSON"]).unwrap().telemetry;
         assert_eq!(telemetry.log_format, LogFormat::Json);

@@ -79,17 +79,23 @@ impl Runner {
         let task_stop = stop.clone();
         // Register before the task can finish, under the lock the task removes it with.
         let mut active = self.active();
-        let task = tokio::spawn(async move {
-            match spec {
-                Some(spec) => {
-                    runner
-                        .run(&state, execution, spec, masker, &task_stop)
-                        .await;
+        // A child of whatever handed the run off (the request that submitted it, a scheduler
+        // tick), so an exported trace shows the run under its cause.
+        let span = tracing::info_span!("run", execution.id = id, proc = %execution.proc_name);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                match spec {
+                    Some(spec) => {
+                        runner
+                            .run(&state, execution, spec, masker, &task_stop)
+                            .await;
+                    }
+                    None => runner.reattach(&state, execution, masker, &task_stop).await,
                 }
-                None => runner.reattach(&state, execution, masker, &task_stop).await,
-            }
-            runner.active().remove(&id);
-        });
+                runner.active().remove(&id);
+            },
+            span,
+        ));
         active.insert(
             id,
             ActiveRun {
