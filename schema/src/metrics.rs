@@ -395,7 +395,13 @@ impl Metrics {
         self.http
             .get_or_create(&HttpLabels {
                 route: route.to_owned(),
-                method: method.to_owned(),
+                // Any token is a method to HTTP: only the standard ones get a series of their
+                // own, or a client could grow the registry without bound.
+                method: match method {
+                    "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" => method,
+                    _ => "other",
+                }
+                .to_owned(),
                 status: status.to_string(),
             })
             .observe(took.as_secs_f64());
@@ -566,6 +572,14 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
+        metrics.http_request("unmatched", "RANDOM1", 404, Duration::from_millis(1));
+        metrics.http_request("unmatched", "RANDOM2", 404, Duration::from_millis(1));
+        let text = metrics.render_classic();
+        assert!(
+            text.contains(r#"method="other",status="404"} 2"#),
+            "odd methods share one series:\n{text}"
+        );
+        assert!(!text.contains("RANDOM"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
         let families = text
             .lines()

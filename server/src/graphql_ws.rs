@@ -101,7 +101,15 @@ fn transport_ws_problem(text: &str) -> Option<String> {
                 && is_object("payload")
                 && message["payload"]
                     .get("query")
-                    .is_some_and(Value::is_string) =>
+                    .is_some_and(Value::is_string)
+                && message["payload"]
+                    .get("operationName")
+                    .is_none_or(|name| name.is_string() || name.is_null())
+                && ["variables", "extensions"].iter().all(|key| {
+                    message["payload"]
+                        .get(*key)
+                        .is_none_or(|value| value.is_object() || value.is_null())
+                }) =>
         {
             None
         }
@@ -339,7 +347,7 @@ pub async fn serve(
                 }
                 // The engine closes with 1002 only when connection_init was refused (this loop
                 // turns away malformed messages itself): the protocol's code for that is 4403.
-                Some(WsMessage::Close(1002, reason)) if transport_ws => {
+                Some(WsMessage::Close(1002, reason)) if transport_ws && !acknowledged => {
                     break Some((CLOSE_FORBIDDEN, format!("Forbidden: {reason}")));
                 }
                 Some(WsMessage::Close(code, reason)) => break Some((code, reason)),
@@ -484,6 +492,8 @@ mod tests {
             r#"{"type":"ping"}"#,
             r#"{"type":"pong","payload":null}"#,
             r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }"}}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }","operationName":null,"variables":null,"extensions":null}}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }","operationName":"A","variables":{"x":1},"extensions":{}}}"#,
             r#"{"type":"complete","id":"1"}"#,
         ] {
             assert_eq!(transport_ws_problem(valid), None, "{valid}");
@@ -498,6 +508,9 @@ mod tests {
             r#"{"type":"subscribe","id":"","payload":{"query":"{ a }"}}"#,
             r#"{"type":"complete"}"#,
             r#"{"type":"connection_init","payload":"token"}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }","operationName":5}}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }","variables":[]}}"#,
+            r#"{"type":"subscribe","id":"1","payload":{"query":"{ a }","extensions":"x"}}"#,
         ] {
             assert!(transport_ws_problem(invalid).is_some(), "{invalid}");
         }

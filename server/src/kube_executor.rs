@@ -5,7 +5,8 @@
 //!   carries the configured annotations, `activeDeadlineSeconds`, `backoffLimit`,
 //!   `ttlSecondsAfterFinished` and `restartPolicy: Never`, and runs the proc's image (with its
 //!   command, when the proc has one).
-//! - Job pods meet Pod Security "restricted": they run as uid/gid 65534 (`runAsNonRoot`), with
+//! - Job pods meet Pod Security "restricted": they run as `PROCTOR_KUBE_JOB_RUN_AS_USER` (uid
+//!   and gid 65534 by default, or the image's own non-root user; `runAsNonRoot` always), with
 //!   the runtime's seccomp profile, no privilege escalation and no capabilities, and get no
 //!   API token unless `PROCTOR_KUBE_SERVICE_ACCOUNT_NAME` names an account for them.
 //! - Secret values travel in a Secret of the same name, owned by the Job (so Kubernetes deletes
@@ -39,10 +40,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The user and group Job pods run as (`nobody`): Pod Security "restricted" forbids root.
-const RUN_AS: i64 = 65534;
-
-use crate::config::{KubeAccess, KubeSettings};
+use crate::config::{JobUser, KubeAccess, KubeSettings};
 use crate::kube_logs::{Piece, PodLog, Position};
 
 /// The container's name in every Job.
@@ -186,12 +184,14 @@ impl KubernetesExecutor {
             "automountServiceAccountToken": false,
             "securityContext": {
                 "runAsNonRoot": true,
-                "runAsUser": RUN_AS,
-                "runAsGroup": RUN_AS,
                 "seccompProfile": { "type": "RuntimeDefault" },
             },
             "containers": [container],
         });
+        if let JobUser::Id(id) = self.settings.run_as {
+            pod_spec["securityContext"]["runAsUser"] = json!(id);
+            pod_spec["securityContext"]["runAsGroup"] = json!(id);
+        }
         if let Some(account) = &self.settings.service_account {
             pod_spec["serviceAccountName"] = json!(account);
             pod_spec["automountServiceAccountToken"] = json!(true);
@@ -934,6 +934,7 @@ mod tests {
             retries: 0,
             ttl_after_finished: Duration::from_secs(3600),
             image_pull_grace: Duration::from_secs(60),
+            run_as: JobUser::Id(65534),
         }
     }
 

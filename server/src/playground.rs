@@ -78,14 +78,15 @@ pub fn router(dir: Option<PathBuf>) -> Router {
         .route("/graphql/schema.graphql", get(schema))
 }
 
-/// The SDL of the schema this server runs.
+/// The SDL of the schema this server runs (built once: it cannot change while it runs).
 async fn schema() -> Response {
+    static SDL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         )],
-        proctor_schema::sdl(),
+        SDL.get_or_init(proctor_schema::sdl).clone(),
     )
         .into_response()
 }

@@ -40,6 +40,7 @@ struct HttpState {
     documents: Arc<DocumentCache>,
     websockets: Arc<WsLimits>,
     metrics_token: Option<Arc<str>>,
+    scraper: Arc<crate::scrape::Scraper>,
 }
 
 impl FromRef<HttpState> for AppState {
@@ -80,6 +81,7 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
                 init_timeout: http.ws_init_timeout,
                 max_message: http.max_body_bytes,
             }),
+            scraper: Arc::default(),
             metrics_token: settings
                 .telemetry
                 .metrics_token
@@ -217,12 +219,22 @@ async fn metrics(State(http): State<HttpState>, headers: HeaderMap) -> Response 
         }
     }
     let metrics = http.app.metrics();
-    metrics.set_scrape(&crate::scrape::scrape(&http.app).await);
+    metrics.set_scrape(&http.scraper.get(&http.app).await);
     let open_metrics = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .any(|accept| accept.contains("application/openmetrics-text"));
+        .flat_map(|accept| accept.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let essence = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|parameter| {
+                parameter.split_once('=').is_some_and(|(key, value)| {
+                    key.trim() == "q" && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
+            });
+            essence.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        });
     if open_metrics {
         (
             [(

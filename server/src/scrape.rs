@@ -11,6 +11,33 @@ use sea_orm::DatabaseBackend;
 
 /// How long the event bus may take to answer before it counts as down.
 const BUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long counting the outbox may take before it counts as 0.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A scrape this recent is answered again instead of asking the database and the bus anew.
+const REUSE_FOR: Duration = Duration::from_secs(2);
+
+/// The last scrape, shared by every `/metrics` request: one at a time reads (the others wait
+/// for it and reuse it), so scrapers that hammer `/metrics` cost one query and one ping every
+/// [`REUSE_FOR`], never a share of the pool.
+#[derive(Default)]
+pub struct Scraper {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Scrape)>>,
+}
+
+impl Scraper {
+    /// A recent scrape, or a fresh one.
+    pub async fn get(&self, state: &AppState) -> Scrape {
+        let mut last = self.last.lock().await;
+        if let Some((at, scrape)) = *last
+            && at.elapsed() < REUSE_FOR
+        {
+            return scrape;
+        }
+        let fresh = scrape(state).await;
+        *last = Some((std::time::Instant::now(), fresh));
+        fresh
+    }
+}
 
 /// Reads everything [`Scrape`] holds.
 pub async fn scrape(state: &AppState) -> Scrape {
@@ -34,10 +61,19 @@ pub async fn scrape(state: &AppState) -> Scrape {
         Ok(Ok(())) => 1,
         _ => 0,
     };
-    scrape.outbox_pending = match proctor_schema::notifications::outbox::pending(state).await {
-        Ok(count) => i64::try_from(count).unwrap_or(i64::MAX),
-        Err(error) => {
+    let count = tokio::time::timeout(
+        COUNT_TIMEOUT,
+        proctor_schema::notifications::outbox::pending(state),
+    )
+    .await;
+    scrape.outbox_pending = match count {
+        Ok(Ok(count)) => i64::try_from(count).unwrap_or(i64::MAX),
+        Ok(Err(error)) => {
             tracing::debug!(%error, "cannot count the notification outbox for /metrics");
+            0
+        }
+        Err(_) => {
+            tracing::debug!("counting the notification outbox for /metrics took too long");
             0
         }
     };

@@ -73,7 +73,12 @@ pub fn init(settings: &Telemetry) -> Result<TraceExport, ConfigError> {
 /// The tracer provider exporting to `<endpoint>/v1/traces`.
 fn provider(endpoint: &url::Url) -> Result<SdkTracerProvider, ConfigError> {
     crate::install_crypto_provider();
-    let traces = endpoint
+    // Appended to the endpoint's own path (`https://gw/otlp` → `https://gw/otlp/v1/traces`).
+    let mut base = endpoint.clone();
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    let traces = base
         .join("v1/traces")
         .map_err(|e| ConfigError::new(setting!(Telemetry, otlp_endpoint), e.to_string()))?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()

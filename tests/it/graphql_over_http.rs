@@ -184,22 +184,39 @@ async fn what_is_not_a_graphql_request_is_400_in_either_media_type() {
 #[tokio::test]
 async fn an_executed_request_is_200_with_data_even_when_a_field_failed() {
     let app = TestApp::spawn().await;
+    // A nullable field that fails: data holds the rest.
     let got = post(
         &app,
         Some(GRAPHQL_RESPONSE),
         &op(
             "query($id: ID!) { execution(id: $id) { id } serverInfo { version } }",
-            json!({ "id": "987654321" }),
+            json!({ "id": "not-a-number" }),
         ),
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.body);
-    let body = got.body.as_object().expect("an object");
-    assert!(body.contains_key("data"), "{}", got.body);
+    assert!(
+        got.body["errors"]
+            .as_array()
+            .is_some_and(|errors| !errors.is_empty()),
+        "a field error: {}",
+        got.body
+    );
     assert_eq!(
         got.body["data"]["serverInfo"]["version"],
         env!("CARGO_PKG_VERSION")
     );
+    // A non-null root field that fails: data is null, and still there.
+    let got = post(
+        &app,
+        Some(GRAPHQL_RESPONSE),
+        &op("mutation { deleteProc(name: \"no-such-proc\") }", json!({})),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let body = got.body.as_object().expect("an object");
+    assert_eq!(body.get("data"), Some(&Value::Null), "{}", got.body);
+    assert!(body["errors"][0]["path"].is_array(), "{}", got.body);
 }
 
 #[tokio::test]

@@ -679,7 +679,21 @@ fn v2_spellings_start_the_server_and_read_the_admin_group() {
         );
         server.terminate();
     }
-    // The current name wins over the v2 spelling, and a bad v2 value is named as itself.
+    // The current name wins over the v2 spelling.
+    let directory = tempfile::tempdir().unwrap();
+    let output = proctord_command(directory.path())
+        .env("PROCTOR_AUTH_REQUIRED_ADMIN_GROUP", "current.admins")
+        .env("PROCTOR_REQUIRED_ADMIN_GROUP", " , ")
+        .args(["migrate", "status"])
+        .output()
+        .expect("proctord runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the v2 spelling is not read: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Alone, a bad v2 value is named as itself.
     let directory = tempfile::tempdir().unwrap();
     let mut command = proctord_command(directory.path());
     command
@@ -896,7 +910,13 @@ async fn an_execution_is_exported_over_otlp_as_one_trace_under_its_request() {
         .await
         .unwrap();
     let api = Api::at(&server.url(""));
-    api.define_proc(proc("traced", &sh("echo traced"))).await;
+    let mut traced = proc("traced", &sh("echo traced"));
+    traced.secrets = Some(vec![proctor_tests::api::secret("TOKEN")]);
+    api.define_proc(traced).await;
+    const VALUE: &str = "otlp-never-sees-this-7f3a";
+    api.set_secrets("traced", &[("TOKEN", VALUE)])
+        .await
+        .unwrap();
     let id = api.execute("traced", &[]).await;
     assert_eq!(
         api.await_final(&id).await.status,
@@ -943,6 +963,24 @@ async fn an_execution_is_exported_over_otlp_as_one_trace_under_its_request() {
         Some("POST"),
         "the root is the HTTP request: {root:?} ({chain:?})"
     );
+    // The setSecrets request was traced too (parse spans print the request), never its value.
+    let exported = spans.lock().unwrap().clone();
+    assert!(
+        exported.iter().any(|span| span
+            .attributes
+            .values()
+            .any(|value| value.contains("setSecrets"))),
+        "the secret's request was exported"
+    );
+    for span in &exported {
+        for value in span.attributes.values() {
+            assert!(
+                !value.contains(VALUE),
+                "a secret value in span {}: {value}",
+                span.name
+            );
+        }
+    }
     server.terminate();
 }
 

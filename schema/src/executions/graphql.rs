@@ -449,7 +449,7 @@ impl ExecutionsMutation {
         &self,
         ctx: &Context<'_>,
         proc: String,
-        args: Option<Vec<ArgInput>>,
+        #[graphql(secret)] args: Option<Vec<ArgInput>>,
     ) -> async_graphql::Result<Execution> {
         let (state, caller) = request(ctx).await.gql()?;
         let request = ExecuteRequest {

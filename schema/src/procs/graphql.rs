@@ -271,6 +271,9 @@ pub struct ArgInput {
     /// Argument name.
     pub name: String,
     /// Value (converted and checked by the argument's type and rules).
+    // Masked in printed requests (tracing spans): an argument may carry what its proc's
+    // author did not declare a secret.
+    #[graphql(secret)]
     pub value: String,
 }
 
@@ -340,7 +343,7 @@ impl ProcsQuery {
         &self,
         ctx: &Context<'_>,
         proc: String,
-        args: Option<Vec<ArgInput>>,
+        #[graphql(secret)] args: Option<Vec<ArgInput>>,
     ) -> async_graphql::Result<Vec<Arg>> {
         let (state, caller) = request(ctx).await.gql()?;
         let view = service::get_proc(state, &caller, &proc).await.gql()?;

@@ -259,6 +259,7 @@ pub struct ScheduleInput {
     /// The proc to run.
     pub proc: String,
     /// Argument values for every run (checked like `execute`'s).
+    #[graphql(secret)]
     pub args: Option<Vec<ArgInput>>,
     /// 5 fields (minute hour day month weekday), 6 with seconds first, or a descriptor such
     /// as `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.

@@ -14,6 +14,9 @@ pub struct SecretValueInput {
     /// The declared secret's name.
     pub key: String,
     /// The value; stored encrypted and never returned.
+    // `secret`: masked wherever async-graphql prints a request (its tracing spans, exported
+    // over OTLP), like the value itself in every log.
+    #[graphql(secret)]
     pub value: String,
 }
 
@@ -37,7 +40,9 @@ impl SecretsMutation {
         &self,
         ctx: &Context<'_>,
         proc: String,
-        secrets: Vec<SecretValueInput>,
+        // Masked whole in printed requests: async-graphql masks secret fields of objects, not
+        // of objects inside a list.
+        #[graphql(secret)] secrets: Vec<SecretValueInput>,
     ) -> async_graphql::Result<Vec<SecretInfo>> {
         let (state, caller) = request(ctx).await.gql()?;
         let values: Vec<(String, String)> = secrets

@@ -44,6 +44,31 @@ pub struct Kube {
     #[arg(long = "kube-image-pull-grace-seconds", env = "PROCTOR_KUBE_IMAGE_PULL_GRACE_SECONDS")]
     #[arg(default_value = "120", value_parser = seconds)]
     pub kube_image_pull_grace: Duration,
+    /// User (and group) id Job pods run as, never 0; `image` keeps each image's own non-root
+    /// `USER` (Pod Security "restricted" refuses images that run as root either way).
+    #[arg(long = "kube-job-run-as-user", env = "PROCTOR_KUBE_JOB_RUN_AS_USER")]
+    #[arg(default_value = "65534", value_parser = run_as_user)]
+    pub kube_job_run_as: JobUser,
+}
+
+/// Whom Job pods run as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobUser {
+    /// This uid, and the same gid.
+    Id(u32),
+    /// The image's own `USER` (which must not be root).
+    Image,
+}
+
+fn run_as_user(raw: &str) -> Result<JobUser, String> {
+    match raw.trim() {
+        "image" => Ok(JobUser::Image),
+        number => match number.parse::<u32>() {
+            Ok(0) => Err("0 is root; Job pods run as an unprivileged user".to_owned()),
+            Ok(id) => Ok(JobUser::Id(id)),
+            Err(_) => Err(format!("{raw:?} is neither a user id nor `image`")),
+        },
+    }
 }
 
 /// How `proctord` reaches the Kubernetes API.
@@ -78,6 +103,8 @@ pub struct KubeSettings {
     pub ttl_after_finished: Duration,
     /// How long an image may fail to pull before the run fails.
     pub image_pull_grace: Duration,
+    /// Whom Job pods run as.
+    pub run_as: JobUser,
 }
 
 impl Kube {
@@ -98,6 +125,7 @@ impl Kube {
             retries: self.kube_job_retries,
             ttl_after_finished: self.kube_job_ttl,
             image_pull_grace: self.kube_image_pull_grace,
+            run_as: self.kube_job_run_as,
         })
     }
 }
@@ -170,5 +198,13 @@ mod tests {
         let path = settings(&["--kube-config=/etc/kube.yaml"]).unwrap().kube;
         assert_eq!(path.access, KubeAccess::Kubeconfig("/etc/kube.yaml".into()));
         assert_eq!(settings(&[]).unwrap().kube.access, KubeAccess::InCluster);
+    }
+
+    #[test]
+    fn job_users_are_ids_or_the_images_own_never_root() {
+        assert_eq!(run_as_user("1000"), Ok(JobUser::Id(1000)));
+        assert_eq!(run_as_user(" image "), Ok(JobUser::Image));
+        assert!(run_as_user("0").is_err(), "never root");
+        assert!(run_as_user("root").is_err());
     }
 }

@@ -36,7 +36,7 @@ pub mod telemetry;
 
 pub use auth::{Auth, AuthMode, AuthSettings};
 pub use http::Http;
-pub use kube::{Kube, KubeAccess, KubeSettings};
+pub use kube::{JobUser, Kube, KubeAccess, KubeSettings};
 pub use legacy::Legacy;
 pub use notify::{MailSettings, MailTls, NotificationSettings, Notify};
 pub use redis::{Redis, RedisSettings};

@@ -22,7 +22,7 @@ pub struct Telemetry {
     pub metrics_token: Option<Credential>,
     /// Export traces over OTLP (HTTP/protobuf) to this collector, e.g. `http://otel:4318`
     /// (spans go to `<url>/v1/traces`); no export when unset.
-    #[arg(long, env = "PROCTOR_OTLP_ENDPOINT", value_parser = otlp_endpoint)]
+    #[arg(long, env = "PROCTOR_OTLP_ENDPOINT", hide_env_values = true, value_parser = otlp_endpoint)]
     pub otlp_endpoint: Option<url::Url>,
 }
 
