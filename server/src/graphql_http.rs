@@ -44,27 +44,12 @@ impl MediaType {
 /// The media type to answer in, from the `Accept` header: the acceptable one with the highest
 /// quality (the first listed on a tie); `None` when neither is acceptable.
 pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
-    let accept: Vec<&str> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .collect();
-    let accept = accept.join(",");
-    if accept.trim().is_empty() {
+    let ranges = crate::negotiation::ranges(headers, header::ACCEPT);
+    if ranges.is_empty() {
         return Some(MediaType::Json);
     }
     let mut best: Option<(f32, MediaType)> = None;
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let mut quality = 1.0f32;
-        for parameter in parts {
-            if let Some((name, value)) = parameter.split_once('=')
-                && name.trim().eq_ignore_ascii_case("q")
-            {
-                quality = value.trim().parse().unwrap_or(0.0);
-            }
-        }
+    for (essence, quality) in ranges {
         let media = match essence.as_str() {
             "application/graphql-response+json" => MediaType::GraphQLResponse,
             "application/json" | "application/*" | "*/*" => MediaType::Json,

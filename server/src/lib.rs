@@ -19,6 +19,7 @@ pub mod guard;
 pub mod kube_executor;
 pub mod kube_logs;
 pub mod local_executor;
+pub mod negotiation;
 pub mod notifiers;
 pub mod orphans;
 pub mod playground;

@@ -135,21 +135,7 @@ fn embedded(name: &str, headers: &HeaderMap) -> Response {
 
 /// Whether `Accept-Encoding` takes gzip (with a quality above zero).
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or_default().trim();
-            let refused = parts.any(|parameter| {
-                parameter.split_once('=').is_some_and(|(key, value)| {
-                    key.trim() == "q" && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
-                })
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
+    crate::negotiation::accepts(headers, header::ACCEPT_ENCODING, &["gzip", "*"])
 }
 
 /// The content type of the kinds of file the build writes.

@@ -220,21 +220,8 @@ async fn metrics(State(http): State<HttpState>, headers: HeaderMap) -> Response 
     }
     let metrics = http.app.metrics();
     metrics.set_scrape(&http.scraper.get(&http.app).await);
-    let open_metrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|accept| accept.split(','))
-        .any(|range| {
-            let mut parts = range.split(';');
-            let essence = parts.next().unwrap_or_default().trim();
-            let refused = parts.any(|parameter| {
-                parameter.split_once('=').is_some_and(|(key, value)| {
-                    key.trim() == "q" && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
-                })
-            });
-            essence.eq_ignore_ascii_case("application/openmetrics-text") && !refused
-        });
+    let open_metrics =
+        crate::negotiation::accepts(&headers, header::ACCEPT, &["application/openmetrics-text"]);
     if open_metrics {
         (
             [(
