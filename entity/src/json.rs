@@ -83,6 +83,18 @@ pub struct ArgValue {
 #[serde(transparent)]
 pub struct ArgValues(pub Vec<ArgValue>);
 
+/// What a proc's Kubernetes runs ask for (`procs.resources`): Kubernetes quantities, used as
+/// both requests and limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, FromJsonQueryResult)]
+pub struct Resources {
+    /// CPU, e.g. `500m` or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory, e.g. `256Mi` or `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
 /// Who hears about a proc's runs, and on which final states (`procs.notifications`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, FromJsonQueryResult)]
 #[serde(rename_all = "camelCase")]

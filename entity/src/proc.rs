@@ -2,7 +2,7 @@
 
 use sea_orm::entity::prelude::*;
 
-use crate::json::{ArgSpecs, NotificationPolicy, SecretSpecs, StringList};
+use crate::json::{ArgSpecs, NotificationPolicy, Resources, SecretSpecs, StringList};
 
 /// A proc: an image or command with typed arguments, declared secrets and an access policy.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -44,6 +44,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// Who hears about its runs (besides a schedule's own and the server-wide targets).
     pub notifications: Option<NotificationPolicy>,
+    /// CPU and memory of its Kubernetes runs (requests and limits).
+    pub resources: Option<Resources>,
 }
 
 /// Tables that point at a proc.

@@ -23,6 +23,7 @@ mod m20261201_000016_add_execution_attempts;
 mod m20261201_000017_create_proc_versions;
 mod m20261201_000018_create_notifications;
 mod m20261201_000019_add_log_since;
+mod m20261201_000020_add_proc_resources;
 
 /// Applies Proctor's migrations in order.
 pub struct Migrator;
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000017_create_proc_versions::Migration),
             Box::new(m20261201_000018_create_notifications::Migration),
             Box::new(m20261201_000019_add_log_since::Migration),
+            Box::new(m20261201_000020_add_proc_resources::Migration),
         ]
     }
 }

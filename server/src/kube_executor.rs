@@ -177,6 +177,17 @@ impl KubernetesExecutor {
         if let Some(command) = &spec.command {
             container["command"] = json!(command);
         }
+        if let Some(resources) = &spec.resources {
+            let mut amounts = serde_json::Map::new();
+            if let Some(cpu) = &resources.cpu {
+                amounts.insert("cpu".to_owned(), json!(cpu));
+            }
+            if let Some(memory) = &resources.memory {
+                amounts.insert("memory".to_owned(), json!(memory));
+            }
+            // The same as request and limit: what the proc asked for is what it gets.
+            container["resources"] = json!({ "requests": amounts, "limits": amounts });
+        }
         // Pod Security "restricted": never root, the runtime's seccomp profile; no API token
         // unless the operator named an account for runs.
         let mut pod_spec = json!({
@@ -954,6 +965,7 @@ mod tests {
             env,
             timeout: None,
             retries: Some(2),
+            resources: None,
         }
     }
 

@@ -541,6 +541,7 @@ mod tests {
                     env: Vec::new(),
                     timeout: None,
                     retries: None,
+                    resources: None,
                 },
                 CancellationToken::new(),
             )

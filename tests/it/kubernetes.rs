@@ -43,6 +43,10 @@ async fn a_run_becomes_a_labelled_job_with_its_secrets_referenced(stack: Stack) 
     deploy.secrets = Some(vec![secret("TOKEN")]);
     deploy.timeout_seconds = Some(120);
     deploy.retries = Some(2);
+    deploy.resources = Some(proctor_tests::api::upsert_proc::ResourcesInput {
+        cpu: Some("250m".to_owned()),
+        memory: Some("128Mi".to_owned()),
+    });
     app.api().define_proc(deploy).await;
     app.api()
         .set_secrets("deploy", &[("TOKEN", VALUE)])
@@ -91,6 +95,12 @@ async fn a_run_becomes_a_labelled_job_with_its_secrets_referenced(stack: Stack) 
     );
     let container = &job["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "ghcr.io/acme/deploy:1.2");
+    assert_eq!(
+        container["resources"],
+        json!({ "requests": { "cpu": "250m", "memory": "128Mi" },
+                "limits": { "cpu": "250m", "memory": "128Mi" } }),
+        "the proc's resources are the container's requests and limits"
+    );
     let env: Vec<&Value> = container["env"].as_array().unwrap().iter().collect();
     let var = |name: &str| {
         *env.iter()

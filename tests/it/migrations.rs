@@ -172,6 +172,10 @@ async fn data_model_holds(db: &DatabaseConnection) {
             on: vec!["FAILED".into()],
             ..NotificationPolicy::default()
         })),
+        resources: Set(Some(proctor_entity::json::Resources {
+            cpu: Some("500m".into()),
+            memory: Some("256Mi".into()),
+        })),
         version: Set(1),
         created_at: Set(t),
         updated_at: Set(t),

@@ -241,6 +241,7 @@ pub fn proc(name: &str, command: &[&str]) -> ProcInput {
         timeout_seconds: None,
         retries: None,
         notifications: None,
+        resources: None,
     }
 }
 

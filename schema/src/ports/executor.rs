@@ -79,6 +79,8 @@ pub struct RunSpec {
     pub timeout: Option<Duration>,
     /// The proc's own retries after a failed attempt; the executor's default when absent.
     pub retries: Option<u32>,
+    /// CPU and memory (Kubernetes requests and limits); local runs ignore them.
+    pub resources: Option<proctor_entity::json::Resources>,
 }
 
 /// What happens to a run, in order.
@@ -232,6 +234,7 @@ mod tests {
             ],
             timeout: Some(Duration::from_secs(60)),
             retries: None,
+            resources: None,
         };
         let printed = format!("{spec:?}");
         assert!(printed.contains("staging"), "{printed}");

@@ -82,6 +82,7 @@ mod tests {
             timeout_seconds: None,
             retries: None,
             notifications: None,
+            resources: None,
             version: 1,
             created_at: Utc::now(),
             updated_at: Utc::now(),

@@ -9,7 +9,9 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use async_graphql::{Enum, InputObject};
-use proctor_entity::json::{ArgSpec, ArgType as StoredArgType, NotificationPolicy, SecretSpec};
+use proctor_entity::json::{
+    ArgSpec, ArgType as StoredArgType, NotificationPolicy, Resources, SecretSpec,
+};
 use proctor_entity::proc;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -136,6 +138,35 @@ pub struct NotificationsDefinition {
     pub on: Option<Vec<String>>,
 }
 
+/// What a proc's Kubernetes runs ask for, as Kubernetes quantities; each is used as both the
+/// request and the limit. Local runs ignore it.
+#[derive(InputObject, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[graphql(name = "ResourcesInput")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourcesDefinition {
+    /// CPU, e.g. `500m` (half a core) or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory, e.g. `256Mi` or `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// Whether `text` is a Kubernetes quantity this field takes: a positive decimal number with an
+/// optional suffix (`m` for CPU; `k`, `M`, `G`, `T`, `Ki`, `Mi`, `Gi`, `Ti` for memory).
+fn quantity(text: &str, suffixes: &[&str]) -> bool {
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_end);
+    let number_ok = !number.is_empty()
+        && number.matches('.').count() <= 1
+        && !number.starts_with('.')
+        && !number.ends_with('.')
+        && number.parse::<f64>().is_ok_and(|value| value > 0.0);
+    number_ok && (suffix.is_empty() || suffixes.contains(&suffix))
+}
+
 /// What a stored credential is shown as; sent back, it keeps the stored value.
 pub const KEPT_SECRET: &str = "***";
 
@@ -182,6 +213,9 @@ pub struct ProcDefinition {
     /// Who hears about its runs, besides a schedule's own and the server-wide targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<NotificationsDefinition>,
+    /// CPU and memory of its Kubernetes runs (requests and limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesDefinition>,
 }
 
 /// A definition that passed validation, in the shape it is stored in.
@@ -213,6 +247,8 @@ pub struct ValidProc {
     pub retries: Option<i32>,
     /// Notifications; a Slack URL of [`KEPT_SECRET`] means "keep the stored one".
     pub notifications: Option<NotificationPolicy>,
+    /// CPU and memory of its Kubernetes runs.
+    pub resources: Option<Resources>,
 }
 
 /// Collects field errors so a user sees which field is wrong.
@@ -556,6 +592,40 @@ impl ProcDefinition {
             return Err(check.error("retries", format!("must be between 0 and {MAX_RETRIES}")));
         }
 
+        let resources = match &self.resources {
+            None => None,
+            Some(given) => {
+                let cpu = given
+                    .cpu
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|cpu| !cpu.is_empty());
+                if let Some(cpu) = cpu
+                    && !quantity(cpu, &["m"])
+                {
+                    return Err(
+                        check.error("resources.cpu", "must be a CPU quantity such as 500m or 2")
+                    );
+                }
+                let memory = given
+                    .memory
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|memory| !memory.is_empty());
+                if let Some(memory) = memory
+                    && !quantity(memory, &["k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"])
+                {
+                    return Err(check.error(
+                        "resources.memory",
+                        "must be a memory quantity such as 256Mi or 1Gi",
+                    ));
+                }
+                (cpu.is_some() || memory.is_some()).then(|| Resources {
+                    cpu: cpu.map(str::to_owned),
+                    memory: memory.map(str::to_owned),
+                })
+            }
+        };
         let notifications = match &self.notifications {
             None => None,
             Some(given) => {
@@ -591,6 +661,7 @@ impl ProcDefinition {
             timeout_seconds: self.timeout_seconds,
             retries: self.retries,
             notifications,
+            resources,
         })
     }
 
@@ -643,6 +714,13 @@ impl ProcDefinition {
                     slack_webhook_url: policy.slack_webhook_url.clone(),
                     webhook_url: policy.webhook_url.clone(),
                     on: (!policy.on.is_empty()).then(|| policy.on.clone()),
+                }),
+            resources: model
+                .resources
+                .as_ref()
+                .map(|resources| ResourcesDefinition {
+                    cpu: resources.cpu.clone(),
+                    memory: resources.memory.clone(),
                 }),
         }
     }
@@ -780,5 +858,37 @@ retries: 2
         };
         assert_eq!(field, "p.yaml:3:10");
         assert!(message.contains("retries"), "{message}");
+    }
+
+    #[test]
+    fn resources_are_kubernetes_quantities_named_by_field() {
+        let yaml = "name: sized\ncommand: [true]\nresources:\n  cpu: 500m\n  memory: 256Mi\n";
+        let definition = ProcDefinition::from_yaml("p.yaml", yaml).unwrap();
+        let valid = definition.validate("").unwrap();
+        assert_eq!(
+            valid.resources,
+            Some(Resources {
+                cpu: Some("500m".to_owned()),
+                memory: Some("256Mi".to_owned()),
+            })
+        );
+        for (cpu, memory, field) in [
+            ("lots", "1Gi", "resources.cpu"),
+            ("0", "1Gi", "resources.cpu"),
+            ("1.5", "12 GB", "resources.memory"),
+            ("2", "-1Mi", "resources.memory"),
+            ("100Mi", "1Gi", "resources.cpu"),
+        ] {
+            let mut given = definition.clone();
+            given.resources = Some(ResourcesDefinition {
+                cpu: Some(cpu.to_owned()),
+                memory: Some(memory.to_owned()),
+            });
+            let error = given.validate("").unwrap_err().to_string();
+            assert!(error.contains(field), "{cpu}/{memory}: {error}");
+        }
+        let mut blank = definition;
+        blank.resources = Some(ResourcesDefinition::default());
+        assert_eq!(blank.validate("").unwrap().resources, None, "nothing asked");
     }
 }

@@ -100,6 +100,11 @@ impl Proc {
     async fn retries(&self) -> Option<i32> {
         self.view.model.retries
     }
+    /// CPU and memory of its Kubernetes runs, as requests and limits (null: the cluster's
+    /// defaults). Local runs ignore them.
+    async fn resources(&self) -> Option<ResourcesView> {
+        self.view.model.resources.as_ref().map(ResourcesView::of)
+    }
     /// Incremented by every update.
     async fn version(&self) -> i32 {
         self.view.model.version
@@ -257,6 +262,10 @@ impl ProcVersion {
     async fn retries(&self) -> Option<i32> {
         self.0.snapshot.retries
     }
+    /// CPU and memory of its Kubernetes runs.
+    async fn resources(&self) -> Option<ResourcesView> {
+        self.0.snapshot.resources.as_ref().map(ResourcesView::of)
+    }
     /// The definition as a YAML proc file.
     async fn yaml(&self) -> String {
         ProcDefinition::from_model(&self.0.snapshot)
@@ -275,6 +284,26 @@ pub struct ArgInput {
     // author did not declare a secret.
     #[graphql(secret)]
     pub value: String,
+}
+
+/// CPU and memory a proc's Kubernetes runs ask for (Kubernetes quantities, each used as both
+/// request and limit).
+#[derive(SimpleObject, Clone, Debug, PartialEq, Eq)]
+#[graphql(name = "Resources")]
+pub struct ResourcesView {
+    /// CPU, e.g. `500m`.
+    pub cpu: Option<String>,
+    /// Memory, e.g. `256Mi`.
+    pub memory: Option<String>,
+}
+
+impl ResourcesView {
+    fn of(stored: &proctor_entity::json::Resources) -> Self {
+        Self {
+            cpu: stored.cpu.clone(),
+            memory: stored.memory.clone(),
+        }
+    }
 }
 
 /// One argument value of a run, after defaults were applied.

@@ -277,6 +277,7 @@ pub fn model_of(valid: &ValidProc) -> proc::Model {
         timeout_seconds: valid.timeout_seconds,
         retries: valid.retries,
         notifications: valid.notifications.clone(),
+        resources: valid.resources.clone(),
         version: 0,
         created_at: epoch,
         updated_at: epoch,

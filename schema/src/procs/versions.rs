@@ -12,7 +12,7 @@ use sea_orm::{
     QuerySelect, Set,
 };
 
-use proctor_entity::json::{ArgSpec, NotificationPolicy, SecretSpec};
+use proctor_entity::json::{ArgSpec, NotificationPolicy, Resources, SecretSpec};
 
 use super::definition::{ProcDefinition, ValidProc};
 use super::service::{ProcView, find_proc, store_proc};
@@ -146,6 +146,10 @@ fn as_stored(definition: &ProcDefinition) -> ValidProc {
                 webhook_url: given.webhook_url.clone(),
                 on: given.on.clone().unwrap_or_default(),
             }),
+        resources: definition.resources.as_ref().map(|given| Resources {
+            cpu: given.cpu.clone(),
+            memory: given.memory.clone(),
+        }),
     }
 }
 

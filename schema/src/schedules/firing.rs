@@ -109,10 +109,10 @@ pub async fn next_due(state: &AppState) -> Result<Option<DateTime<Utc>>, ApiErro
 
 /// What to do after the commit for one slot that produced an execution.
 enum Started {
-    /// Hand it to the runner.
-    Run(Submitted),
+    /// Hand it to the runner (boxed: a submission is large beside a stored row).
+    Run(Box<Submitted>),
     /// Stored as `CREATION_FAILED`: announce it.
-    NotStarted(execution::Model),
+    NotStarted(Box<execution::Model>),
 }
 
 /// Why the owner of `schedule` may no longer have it run `proc`, if so. Checked at every
@@ -287,7 +287,7 @@ async fn fire_schedule(
                     record_not_started(&txn, state, &proc, schedule.args.clone(), new, detail)
                         .await?;
                 link_run(&txn, schedule.id, slot.at, execution.id).await?;
-                started.push(Started::NotStarted(execution));
+                started.push(Started::NotStarted(Box::new(execution)));
             }
             continue;
         }
@@ -349,15 +349,15 @@ async fn fire_schedule(
             schedule_id: Some(schedule.id),
         };
         let outcome = match (&prepared, failure) {
-            (Ok(prepared), _) => {
-                Started::Run(state.runner().submit(&txn, state, prepared, new).await?)
-            }
+            (Ok(prepared), _) => Started::Run(Box::new(
+                state.runner().submit(&txn, state, prepared, new).await?,
+            )),
             (Err(_), reason) => {
                 let reason = reason.unwrap_or_default();
-                Started::NotStarted(
+                Started::NotStarted(Box::new(
                     record_not_started(&txn, state, &proc, schedule.args.clone(), new, reason)
                         .await?,
-                )
+                ))
             }
         };
         let execution_id = match &outcome {
@@ -401,7 +401,7 @@ async fn fire_schedule(
     }
     for outcome in started {
         match outcome {
-            Started::Run(submitted) => state.runner().hand_off(state, submitted).await,
+            Started::Run(submitted) => state.runner().hand_off(state, *submitted).await,
             Started::NotStarted(execution) => announce_final(state, &execution).await,
         }
     }

@@ -102,6 +102,7 @@ impl LegacyMetadata {
             timeout_seconds: kept.timeout_seconds,
             retries: kept.retries,
             notifications: kept.notifications,
+            resources: kept.resources,
         }
     }
 

@@ -232,6 +232,7 @@ fn run_spec(
             .and_then(|seconds| u64::try_from(seconds).ok())
             .map(Duration::from_secs),
         retries: proc.retries.and_then(|retries| u32::try_from(retries).ok()),
+        resources: proc.resources.clone(),
     };
     (spec, masker)
 }

@@ -55,6 +55,7 @@ async fn core(settings: RunSettings) -> Core {
         timeout_seconds: Set(None),
         retries: Set(None),
         notifications: Set(None),
+        resources: Set(None),
         version: Set(1),
         created_at: Set(now),
         updated_at: Set(now),
