@@ -19,7 +19,7 @@ use proctor_schema::system::{EventBusKind, ExecutorKind};
 use proctor_schema::{AppState, ProctorSchema};
 use serde_json::{Map, Value, json};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::{DefaultMakeSpan, TraceLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::credentials;
@@ -100,10 +100,19 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
             guard,
             crate::guard::check,
         ))
-        // Request spans at INFO, so an OTLP export (which takes INFO and above) carries them.
+        .layer(axum::middleware::from_fn(record_trace_id))
+        // Request spans at INFO, so an OTLP export (which takes INFO and above) carries them;
+        // `trace_id` is filled in while exporting, so log lines inside a request name its trace.
         .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
+            TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    uri = %request.uri(),
+                    version = ?request.version(),
+                    trace_id = tracing::field::Empty,
+                )
+            }),
         )
 }
 
@@ -241,6 +250,22 @@ async fn metrics(State(http): State<HttpState>, headers: HeaderMap) -> Response 
         )
             .into_response()
     }
+}
+
+/// Middleware recording the exported trace's id on the request span (nothing when traces are
+/// not exported), so every log line of the request carries it.
+async fn record_trace_id(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::Span::current();
+    let trace = span.context().span().span_context().trace_id();
+    if trace != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace));
+    }
+    next.run(request).await
 }
 
 /// Middleware timing every answered request into `proctor_http_request_duration_seconds`,

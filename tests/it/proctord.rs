@@ -905,7 +905,10 @@ async fn an_execution_is_exported_over_otlp_as_one_trace_under_its_request() {
         .env("PROCTOR_APP_PORT", "0")
         .env("PROCTOR_OTLP_ENDPOINT", &collector)
         // The SDK's standard knob: export every 200 ms instead of 5 s.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        // JSON lines, with the request events that carry the request span's fields.
+        .env("PROCTOR_LOG_FORMAT", "json")
+        .env("PROCTOR_LOG_LEVEL", "info,tower_http=debug");
     let server = tokio::task::spawn_blocking(move || Proctord::spawn(command))
         .await
         .unwrap();
@@ -962,6 +965,16 @@ async fn an_execution_is_exported_over_otlp_as_one_trace_under_its_request() {
         root.attributes.get("method").map(String::as_str),
         Some("POST"),
         "the root is the HTTP request: {root:?} ({chain:?})"
+    );
+    // The log lines of that request name its trace.
+    let trace_hex: String = run.trace.iter().map(|byte| format!("{byte:02x}")).collect();
+    assert!(
+        server
+            .stderr()
+            .lines()
+            .any(|line| line.contains(&format!("\"trace_id\":\"{trace_hex}\""))),
+        "no log line names trace {trace_hex}: {}",
+        server.stderr()
     );
     // The setSecrets request was traced too (parse spans print the request), never its value.
     let exported = spans.lock().unwrap().clone();
