@@ -4,6 +4,8 @@
 pub use sea_orm_migration::MigrationStatus;
 pub use sea_orm_migration::prelude::*;
 
+mod one_column;
+
 mod m20261121_000001_create_procs;
 mod m20261121_000002_create_secrets;
 mod m20261121_000003_create_users;

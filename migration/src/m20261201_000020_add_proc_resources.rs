@@ -3,6 +3,8 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::one_column;
+
 /// Adds `procs.resources`.
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -10,25 +12,11 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Procs::Table)
-                    .add_column(json_binary_null(Procs::Resources))
-                    .to_owned(),
-            )
-            .await
+        one_column::add(manager, Procs::Table, json_binary_null(Procs::Resources)).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Procs::Table)
-                    .drop_column(Procs::Resources)
-                    .to_owned(),
-            )
-            .await
+        one_column::drop(manager, Procs::Table, Procs::Resources).await
     }
 }
 
