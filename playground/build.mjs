@@ -2,12 +2,34 @@
 // and stylesheet, plus the static HTML. Everything proctord serves at /playground comes from
 // here, so the pages need nothing but the server's own origin.
 import { build } from "esbuild";
+import { generate } from "@graphql-codegen/cli";
 import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 
 const out = new URL("./dist/", import.meta.url).pathname;
+// A failed build leaves no stale assets behind to be embedded.
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
+
+// Typed operations from the server's committed SDL: every `graphql(...)` document in src/ is
+// validated against schema/schema.graphql and gets its types, so a schema change that breaks
+// an operation breaks this build (and the server's), not the page.
+await generate(
+  {
+    schema: "../schema/schema.graphql",
+    documents: ["src/**/*.js", "src/**/*.jsx"],
+    ignoreNoDocuments: false,
+    silent: true,
+    generates: {
+      "generated/gql/": {
+        preset: "client",
+        presetConfig: { fragmentMasking: false },
+        config: { documentMode: "string", useTypeImports: true },
+      },
+    },
+  },
+  true,
+);
 
 await build({
   entryPoints: {

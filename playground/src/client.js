@@ -11,7 +11,7 @@ export async function request(query, variables = {}, headers = {}) {
   const response = await fetch("/graphql", {
     method: "POST",
     headers: { "content-type": "application/json", ...headers },
-    body: JSON.stringify({ query, variables }),
+    body: JSON.stringify({ query: String(query), variables }),
   });
   const text = await response.text();
   try {
@@ -49,7 +49,7 @@ export function wsClient(headers = {}) {
  */
 export function subscribe(query, variables, headers, onNext, onEnd = () => {}) {
   return wsClient(headers).subscribe(
-    { query, variables },
+    { query: String(query), variables },
     { next: onNext, error: (error) => onEnd(error), complete: () => onEnd(null) },
   );
 }

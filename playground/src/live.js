@@ -3,6 +3,9 @@
 // (executionLogBatches, resumed from the last line after a reconnect) and status, and schedules with
 // pause and resume. Plain DOM code; the only library is graphql-ws.
 import { request, subscribe } from "./client.js";
+// Typed from schema/schema.graphql (generated into generated/gql by build.mjs): an operation that no
+// longer fits the schema fails the build, not the page.
+import { graphql } from "../generated/gql/index.ts";
 
 const app = document.getElementById("app");
 const FINAL = new Set(["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "CREATION_FAILED", "LOST"]);
@@ -52,15 +55,15 @@ async function call(query, variables) {
 }
 
 // ---- home: procs, executions, schedules --------------------------------------------------
-const PROCS = `{ procs { name description args { name description type required default pattern values } } }`;
-const EXECUTIONS = `query($first: Int) { executions(first: $first) { nodes {
-  id procName status trigger user exitCode createdAt finishedAt } } }`;
-const EVENTS = `subscription { executionEvents { id procName status trigger user exitCode createdAt finishedAt } }`;
-const SCHEDULES = `{ schedules(first: 50) { nodes { id procName cron timezone enabled nextFireAt } } }`;
-const SET_ENABLED = `mutation($id: ID!, $enabled: Boolean!) { setScheduleEnabled(id: $id, enabled: $enabled) {
-  id procName cron timezone enabled nextFireAt } }`;
-const VALIDATE = `query($proc: String!, $args: [ArgInput!]) { validateArgs(proc: $proc, args: $args) { name } }`;
-const EXECUTE = `mutation($proc: String!, $args: [ArgInput!]) { execute(proc: $proc, args: $args) { id } }`;
+const PROCS = graphql(`query LiveProcs { procs { name description args { name description type required default pattern values } } }`);
+const EXECUTIONS = graphql(`query LiveExecutions($first: Int) { executions(first: $first) { nodes {
+  id procName status trigger user exitCode createdAt finishedAt } } }`);
+const EVENTS = graphql(`subscription LiveEvents { executionEvents { id procName status trigger user exitCode createdAt finishedAt } }`);
+const SCHEDULES = graphql(`query LiveSchedules { schedules(first: 50) { nodes { id procName cron timezone enabled nextFireAt } } }`);
+const SET_ENABLED = graphql(`mutation LiveSetEnabled($id: ID!, $enabled: Boolean!) { setScheduleEnabled(id: $id, enabled: $enabled) {
+  id procName cron timezone enabled nextFireAt } }`);
+const VALIDATE = graphql(`query LiveValidate($proc: String!, $args: [ArgInput!]) { validateArgs(proc: $proc, args: $args) { name } }`);
+const EXECUTE = graphql(`mutation LiveExecute($proc: String!, $args: [ArgInput!]) { execute(proc: $proc, args: $args) { id } }`);
 
 function argInput(proc, arg) {
   const id = `arg-${proc.name}-${arg.name}`;
@@ -179,10 +182,10 @@ async function home() {
 }
 
 // ---- one execution -----------------------------------------------------------------------
-const EXECUTION = `query($id: ID!) { execution(id: $id) { id procName status exitCode reason user createdAt finishedAt args { name value } } }`;
-const STATUS = `subscription($id: ID!) { executionStatus(id: $id) { id procName status exitCode reason finishedAt } }`;
-const LOGS = `subscription($id: ID!, $afterSeq: Int) { executionLogBatches(id: $id, afterSeq: $afterSeq, maxDelayMs: 50) { lastSeq lines { seq stream line } } }`;
-const CANCEL = `mutation($id: ID!) { cancelExecution(id: $id) { id status } }`;
+const EXECUTION = graphql(`query LiveExecution($id: ID!) { execution(id: $id) { id procName status exitCode reason user createdAt finishedAt args { name value } } }`);
+const STATUS = graphql(`subscription LiveStatus($id: ID!) { executionStatus(id: $id) { id procName status exitCode reason finishedAt } }`);
+const LOGS = graphql(`subscription LiveLogs($id: ID!, $afterSeq: Int) { executionLogBatches(id: $id, afterSeq: $afterSeq, maxDelayMs: 50) { lastSeq lines { seq stream line } } }`);
+const CANCEL = graphql(`mutation LiveCancel($id: ID!) { cancelExecution(id: $id) { id status } }`);
 
 async function executionPage(id) {
   const status = el("span", { id: "status" }, "…");
