@@ -102,15 +102,7 @@ async fn late_joiners_and_resumers_get_each_line_once(stack: Stack) {
     );
 
     // Joining while it runs: backlog, then live, no gap and no duplicate.
-    api.define_proc(proc(
-        "drip",
-        &sh("for i in $(seq 1 300); do echo $i; sleep 0.005; done"),
-    ))
-    .await;
-    let id = api.execute("drip", &[]).await;
-    while api.stored_lines(&id).await.len() < 30 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = api.dripping_run().await;
     let (from_start, resumed) =
         tokio::join!(api.numbered_lines(&id, 0), api.numbered_lines(&id, 100));
     assert_eq!(from_start, numbered(1..=300));

@@ -68,15 +68,7 @@ async fn late_joiners_and_resumers_get_each_line_once_in_batches(stack: Stack) {
 
     // Joining while it runs: backlog, then live, no gap and no duplicate, with and without a
     // gathering delay.
-    api.define_proc(proc(
-        "drip",
-        &sh("for i in $(seq 1 300); do echo $i; sleep 0.005; done"),
-    ))
-    .await;
-    let id = api.execute("drip", &[]).await;
-    while api.stored_lines(&id).await.len() < 30 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = api.dripping_run().await;
     let mut gathering = batches_of(&id, 100);
     gathering.max_delay_ms = Some(50);
     gathering.max_lines = Some(40);

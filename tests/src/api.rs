@@ -685,6 +685,21 @@ impl Api {
         numbered.into_iter().map(|(_, line)| line).collect()
     }
 
+    /// Starts `drip` (a proc printing 1 to 300, one line every 5 ms) and returns its execution
+    /// once at least 30 lines are stored: a run to join while it is still printing.
+    pub async fn dripping_run(&self) -> String {
+        self.define_proc(proc(
+            "drip",
+            &sh("for i in $(seq 1 300); do echo $i; sleep 0.005; done"),
+        ))
+        .await;
+        let id = self.execute("drip", &[]).await;
+        while self.stored_lines(&id).await.len() < 30 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        id
+    }
+
     /// The stored lines of execution `id` (the first 10,000).
     ///
     /// # Panics
