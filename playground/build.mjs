@@ -1,5 +1,5 @@
-// Builds the playground into dist/: the GraphiQL page and the live view, each one bundled script
-// and stylesheet, plus the static HTML. Everything proctord serves at /playground comes from
+// Builds the playground into dist/: the console (served at /) and the GraphiQL page, each one bundled
+// script and stylesheet, plus the static HTML. Everything proctord serves at /playground comes from
 // here, so the pages need nothing but the server's own origin.
 import { build } from "esbuild";
 import { generate } from "@graphql-codegen/cli";
@@ -7,39 +7,52 @@ import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } f
 import { gzipSync } from "node:zlib";
 
 const out = new URL("./dist/", import.meta.url).pathname;
-// A failed build leaves no stale assets behind to be embedded.
-rmSync(out, { recursive: true, force: true });
-mkdirSync(out, { recursive: true });
+// `node build.mjs --types-only` checks the operations against a schema and stops there;
+// PROCTOR_UI_SCHEMA and PROCTOR_UI_TYPES_OUT point it elsewhere (the test that a schema change
+// breaks this build uses them).
+const typesOnly = process.argv.includes("--types-only");
+const schema = process.env.PROCTOR_UI_SCHEMA ?? "../schema/schema.graphql";
+const typesOut = process.env.PROCTOR_UI_TYPES_OUT ?? "generated/gql/";
+if (!typesOnly) {
+  // A failed build leaves no stale assets behind to be embedded.
+  rmSync(out, { recursive: true, force: true });
+  mkdirSync(out, { recursive: true });
+}
 
 // Typed operations from the server's committed SDL: every `graphql(...)` document in src/ is
 // validated against schema/schema.graphql and gets its types, so a schema change that breaks
 // an operation breaks this build (and the server's), not the page.
 await generate(
   {
-    schema: "../schema/schema.graphql",
+    schema,
     documents: ["src/**/*.js", "src/**/*.jsx"],
     ignoreNoDocuments: false,
     silent: true,
     generates: {
-      "generated/gql/": {
+      [typesOut]: {
         preset: "client",
         presetConfig: { fragmentMasking: false },
-        config: { documentMode: "string", useTypeImports: true },
+        config: { documentMode: "string", useTypeImports: true, enumType: "const" },
       },
     },
   },
   true,
 );
+if (typesOnly) {
+  console.log(`operations fit ${schema}`);
+  process.exit(0);
+}
 
 await build({
   entryPoints: {
     graphiql: "src/graphiql.jsx",
-    live: "src/live.js",
+    console: "src/console/main.jsx",
   },
   bundle: true,
   minify: true,
   sourcemap: true,
   format: "esm",
+  jsx: "automatic",
   target: ["es2020"],
   outdir: out,
   loader: { ".woff": "file", ".woff2": "file", ".ttf": "file", ".svg": "file" },

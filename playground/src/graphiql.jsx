@@ -19,9 +19,19 @@ function operationType(query, operationName) {
   }
 }
 
+/**
+ * The console's sign-in (one credential store): its token is sent unless the Headers tab
+ * carries credentials of its own.
+ */
+function withConsoleToken(headers) {
+  const token = localStorage.getItem("proctor.token");
+  const own = Object.keys(headers).some((name) => ["authorization", "access-token"].includes(name.toLowerCase()));
+  return token && !own ? { ...headers, Authorization: `Bearer ${token}` } : headers;
+}
+
 /** GraphiQL's fetcher: HTTP for queries and mutations, the websocket for subscriptions. */
 function fetcher(params, options = {}) {
-  const headers = options.headers ?? {};
+  const headers = withConsoleToken(options.headers ?? {});
   if (operationType(params.query, params.operationName) === "subscription") {
     return wsClient(headers).iterate({
       query: params.query,
@@ -37,7 +47,8 @@ function fetcher(params, options = {}) {
 }
 
 const DEFAULT_QUERY = `# Proctor's GraphQL API. Open the docs with the book icon on the left;
-# put credentials in the Headers tab below, e.g. {"Authorization": "Bearer <token>"}.
+# Signed in to the console (/)? Its token is used here too. Otherwise put credentials in the
+# Headers tab below, e.g. {"Authorization": "Bearer <token>"}.
 
 query Procs {
   serverInfo { version storage executor authEnabled }

@@ -1,8 +1,7 @@
 // Drives Debian's Chromium through the playground of a running proctord:
 //   node test/browser.mjs <base URL, e.g. http://127.0.0.1:5001> <screenshot directory>
-// 1. /playground: GraphiQL loads, runs a query, shows the result.
-// 2. /playground/live: runs `countdown` from its form, sees its lines appear in order and the
-//    status reach SUCCEEDED.
+// /playground: GraphiQL loads, runs a query, shows the result (the console's journeys are in
+// test/console.mjs).
 // Every request the pages make is recorded; the run fails if one leaves the server's origin.
 // Prints one JSON line with what it saw; exits non-zero on any failure.
 import { chromium } from "playwright-core";
@@ -25,7 +24,7 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
   ],
 });
-const result = { requests, graphiql: null, countdown: null };
+const result = { requests, graphiql: null };
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   context.on("request", (request) => requests.push(request.url()));
@@ -57,45 +56,6 @@ try {
   result.graphiql = JSON.parse(shown);
   await page.screenshot({ path: `${shots}/playground-graphiql.png` });
 
-  // The live view: a missing required argument is reported next to its field.
-  await page.goto(`${base}/playground/live`, { waitUntil: "load" });
-  const hello = page.locator('form[data-proc="say-hello"]');
-  await hello.waitFor({ timeout });
-  await hello.locator('button[type="submit"]').click();
-  const invalid = hello.locator('[data-invalid="NAME"]');
-  await page.waitForFunction(
-    () => document.querySelector('form[data-proc="say-hello"] [data-invalid="NAME"]')?.textContent,
-    null, { timeout });
-  result.validation = await invalid.textContent();
-  // Run countdown from its generated form and follow it on its page.
-  const form = page.locator('form[data-proc="countdown"]');
-  await form.locator('input[name="SECONDS"]').fill("3");
-  await form.locator('button[type="submit"]').click();
-  await page.waitForURL(/#\/executions\/\d+/, { timeout });
-  await page.locator("#logs .line").first().waitFor({ timeout });
-  result.statusAtFirstLine = await page.locator("#status [data-status]").getAttribute("data-status");
-  await page.locator('#status [data-status="SUCCEEDED"]').waitFor({ timeout });
-  await page.waitForFunction(() => document.querySelectorAll("#logs .line").length >= 4, null, { timeout });
-  const lines = await page.locator("#logs .line").allTextContents();
-  await page.screenshot({ path: `${shots}/playground-execution.png` });
-  // The executions table shows the run with its final state, kept current by the subscription.
-  await page.goto(`${base}/playground/live#/`, { waitUntil: "load" });
-  await page.locator('#executions [data-status="SUCCEEDED"]').first().waitFor({ timeout });
-  await page.screenshot({ path: `${shots}/playground-live.png` });
-  result.countdown = { lines, url: page.url() };
-  // Output is shown as text: markup a run prints never becomes page content.
-  await page.goto(`${base}/playground/live`, { waitUntil: "load" });
-  const greet = page.locator('form[data-proc="say-hello"]');
-  await greet.waitFor({ timeout });
-  await greet.locator('input[name="NAME"]').fill('<img src=x onerror="document.title=1">');
-  await greet.locator('button[type="submit"]').click();
-  await page.waitForURL(/#\/executions\/\d+/, { timeout });
-  await page.locator('#status [data-status="SUCCEEDED"]').waitFor({ timeout });
-  await page.locator("#logs .line").first().waitFor({ timeout });
-  result.markup = {
-    lines: await page.locator("#logs .line").allTextContents(),
-    images: await page.locator("#logs img").count(),
-  };
   result.consoleErrors = consoleErrors;
 } finally {
   await browser.close();

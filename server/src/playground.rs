@@ -1,4 +1,5 @@
-//! `/playground`: GraphiQL and the live view. `playground/` is built into `playground/dist`
+//! The browser UI: the console at `/` and GraphiQL at `/playground`. `playground/` is built into
+//! `playground/dist`
 //! (`server/build.rs` runs npm and esbuild) and the result is **embedded in the binary**, so a
 //! copied or `cargo install`ed `proctord` serves its UI from anywhere; `PROCTOR_PLAYGROUND_DIR`
 //! serves a directory instead (developing the UI without rebuilding the server).
@@ -9,7 +10,9 @@
 //! - Every embedded answer carries an `ETag` (the content's SHA-256) and `Cache-Control:
 //!   no-cache`, so browsers revalidate and get 304 while nothing changed; clients that accept
 //!   gzip get the copy compressed at build time (`Vary: Accept-Encoding`).
-//! - `GET /` leads to the live view; `/graphql/schema.graphql` is the SDL the server runs.
+//! - `GET /` is the console (one page; its views live in the address's hash, so no other path
+//!   needs to answer with it); `/playground/live`, the console's predecessor, leads to it.
+//!   `/graphql/schema.graphql` is the SDL the server runs.
 
 use std::path::PathBuf;
 
@@ -34,22 +37,23 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
     'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; \
     frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// Where `GET /` leads.
-pub const UI_PATH: &str = "/playground/live";
+/// Where the console is.
+pub const UI_PATH: &str = "/";
 
 /// The UI routes: the embedded assets, or those in `dir` when given (`PROCTOR_PLAYGROUND_DIR`);
 /// a page that says how to build them when there are none. Also `/` and the SDL.
 pub fn router(dir: Option<PathBuf>) -> Router {
     let missing = || {
         Router::new()
+            .route("/", get(not_built))
             .route("/playground", get(not_built))
             .route("/playground/{*rest}", get(not_built))
     };
     let routes = match dir {
         // A directory given on purpose is served or reported, never replaced silently.
         Some(dir) if dir.join("index.html").is_file() => Router::new()
+            .route_service("/", ServeFile::new(dir.join("console.html")))
             .route_service("/playground", ServeFile::new(dir.join("index.html")))
-            .route_service("/playground/live", ServeFile::new(dir.join("live.html")))
             .nest_service("/playground/", ServeDir::new(&dir)),
         Some(_) => missing(),
         None if Assets::get("index.html").is_some() => Router::new()
@@ -58,8 +62,8 @@ pub fn router(dir: Option<PathBuf>) -> Router {
                 get(|headers| async move { embedded("index.html", &headers) }),
             )
             .route(
-                "/playground/live",
-                get(|headers| async move { embedded("live.html", &headers) }),
+                "/",
+                get(|headers| async move { embedded("console.html", &headers) }),
             )
             .route(
                 "/playground/{*file}",
@@ -74,7 +78,7 @@ pub fn router(dir: Option<PathBuf>) -> Router {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
         ))
-        .route("/", get(|| async { Redirect::to(UI_PATH) }))
+        .route("/playground/live", get(|| async { Redirect::to(UI_PATH) }))
         .route("/graphql/schema.graphql", get(schema))
 }
 

@@ -40,6 +40,7 @@ macro_rules! on_both_stacks {
 mod auth;
 mod bench;
 mod cli;
+mod console;
 mod deploy;
 mod event_bus;
 mod executions;

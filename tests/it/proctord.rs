@@ -770,14 +770,19 @@ fn a_binary_copied_to_an_empty_directory_serves_its_ui_and_schema() {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let root = client.get(server.url("/")).send().await.unwrap();
-        assert!(root.status().is_redirection(), "{}", root.status());
-        assert_eq!(root.headers()["location"], "/playground/live");
+        // The console's old address leads to it.
+        let old = client
+            .get(server.url("/playground/live"))
+            .send()
+            .await
+            .unwrap();
+        assert!(old.status().is_redirection(), "{}", old.status());
+        assert_eq!(old.headers()["location"], "/");
 
         for (path, kind) in [
-            ("/playground/live", "text/html"),
+            ("/", "text/html"),
             ("/playground", "text/html"),
-            ("/playground/live.js", "text/javascript"),
+            ("/playground/console.js", "text/javascript"),
         ] {
             let plain = client
                 .get(server.url(path))

@@ -49,10 +49,13 @@ impl Proctord {
         let lines = Arc::clone(&stderr);
         std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
-                if let Some(address) = listening_address(&line) {
+                let address = listening_address(&line);
+                // Kept before the address is announced, so `stderr()` holds the line that
+                // `spawn` returned on.
+                lines.lock().expect("stderr lock").push(line);
+                if let Some(address) = address {
                     let _ = listening_tx.send(address);
                 }
-                lines.lock().expect("stderr lock").push(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
