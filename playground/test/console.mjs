@@ -267,6 +267,8 @@ try {
   await page.fill("#user-groups", "ops");
   await page.click("text=Issue token");
   seen.issuedToken = (await page.locator('input[aria-label="New token"]').inputValue()).length;
+  await page.locator('#users [data-user="new.user@example.com"]').waitFor();
+  seen.users = await page.locator("#users [data-user]").evaluateAll((rows) => rows.map((r) => [...r.cells].slice(0, 4).map((c) => c.textContent)));
   await scan(page, "users");
   await page.goto(`${base}/#/executions/999999`);
   await page.locator("#not-found").waitFor();

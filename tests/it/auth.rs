@@ -375,7 +375,61 @@ async fn every_mutation_is_audited(stack: Stack) {
     assert_eq!(bad_cursor.code, "BAD_USER_INPUT");
 }
 
+async fn administrators_list_users_with_groups_and_active_tokens(stack: Stack) {
+    let Some(app) = spawn(stack).await else {
+        return;
+    };
+    let root = app.issue_token("root@example.com", &[], true).await;
+    let ada = app
+        .issue_token("ada@example.com", &["ops", "db"], false)
+        .await;
+    app.issue_token("ada@example.com", &["ops", "db"], false)
+        .await;
+    app.issue_token("gone@example.com", &["ops"], false).await;
+    app.api_as(&root)
+        .revoke_api_token("gone@example.com")
+        .await
+        .expect("revoked");
+    // Ada's first token has been used once.
+    app.api_as(&ada).me().await.expect("ada");
+    const USERS: &str = "query($first: Int, $after: String) { users(first: $first, after: $after) {
+        pageInfo { hasNextPage endCursor } nodes { email groups admin activeTokens lastUsedAt } } }";
+
+    let page = app.graphql_as(&root, USERS, json!({ "first": 2 })).await;
+    let users = &page["data"]["users"];
+    assert_eq!(users["pageInfo"]["hasNextPage"], true, "{page}");
+    let nodes = users["nodes"].as_array().expect("nodes");
+    // Newest first: the revoked user, then ada (two tokens, one used).
+    assert_eq!(nodes[0]["email"], "gone@example.com");
+    assert_eq!(nodes[0]["activeTokens"], 0);
+    assert_eq!(nodes[1]["email"], "ada@example.com");
+    assert_eq!(nodes[1]["groups"], json!(["db", "ops"]));
+    assert_eq!(nodes[1]["admin"], false);
+    assert_eq!(nodes[1]["activeTokens"], 2);
+    assert!(nodes[1]["lastUsedAt"].is_string(), "{page}");
+    let rest = app
+        .graphql_as(
+            &root,
+            USERS,
+            json!({ "first": 2, "after": users["pageInfo"]["endCursor"] }),
+        )
+        .await;
+    let rest = &rest["data"]["users"]["nodes"];
+    assert_eq!(rest[0]["email"], "root@example.com");
+    assert_eq!(rest[0]["admin"], true);
+    assert_eq!(rest[0]["activeTokens"], 1);
+
+    let refused = app.graphql_as(&ada, USERS, json!({})).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    let too_many = app.graphql_as(&root, USERS, json!({ "first": 101 })).await;
+    assert_eq!(too_many["errors"][0]["extensions"]["field"], "first");
+}
+
 on_both_stacks!(
+    administrators_list_users_with_groups_and_active_tokens,
     credentials_are_required_and_checked,
     only_admins_manage,
     proc_groups_gate_what_a_user_sees_and_reads,

@@ -388,6 +388,14 @@ async fn the_console_walks_every_main_journey_in_chromium_accessibly_and_same_or
         seen["auditActions"]
     );
     assert!(seen["issuedToken"].as_u64().unwrap_or(0) > 20);
+    assert_eq!(
+        seen["users"],
+        json!([
+            ["new.user@example.com", "ops", "no", "1"],
+            [ADMIN, "proctor.admin", "yes", "1"]
+        ]),
+        "the users list, newest first"
+    );
     assert_eq!(seen["notFound"], "No execution 999999");
 
     // The 200,000-line log: all counted, few rows in the page, the middle reachable, search.

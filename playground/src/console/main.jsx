@@ -4,7 +4,7 @@
 //
 // Invariants: nothing is loaded from another origin (the server's Content-Security-Policy says
 // so too); server text is rendered as text; the connection state is always on screen.
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import "./console.css";
 import { TOKEN_KEY, call, connect, connectionState, getToken, onConnection, resetConnection } from "./api.js";
@@ -17,6 +17,9 @@ import { ScheduleForm, SchedulePage, SchedulesPage } from "./pages/schedules.jsx
 import { AuditPage, SecretsPage, UsersPage } from "./pages/admin.jsx";
 
 const THEME_KEY = "proctor.theme";
+
+/** `executions` → `Executions`; ids and names stay as they are. */
+const titleWord = (word, index) => (index === 0 ? word.charAt(0).toUpperCase() + word.slice(1) : word);
 
 function applyTheme(theme) {
   if (theme) document.documentElement.dataset.theme = theme;
@@ -148,6 +151,19 @@ function App() {
   }, []);
   // A server that was away is asked again once the connection is back.
   useEffect(() => onConnection((c) => c.state === "live" && !session.data && load()), [session.data]);
+
+  // A new view (not a new filter of the same one) moves keyboard and screen-reader focus to the
+  // content, as a page load would; the title names the view.
+  const view = route.path.join("/");
+  const firstView = useRef(true);
+  useEffect(() => {
+    document.title = route.path.length ? `${route.path.map(titleWord).join(" ")} · Proctor` : "Procs · Proctor";
+    if (firstView.current) {
+      firstView.current = false;
+      return;
+    }
+    document.getElementById("main")?.focus();
+  }, [view]);
 
   const info = session.data?.serverInfo;
   const me = session.data?.me ?? (info && !info.authEnabled ? { email: null, admin: true, groups: [] } : null);

@@ -67,3 +67,5 @@ export const AUDIT = graphql(`query ConsoleAudit($first: Int, $after: String) { 
 
 export const CREATE_TOKEN = graphql(`mutation ConsoleCreateToken($email: String!, $groups: [String!], $admin: Boolean) { createApiToken(email: $email, groups: $groups, admin: $admin) }`);
 export const REVOKE_TOKEN = graphql(`mutation ConsoleRevokeToken($email: String!) { revokeApiToken(email: $email) }`);
+export const USERS = graphql(`query ConsoleUsers($first: Int, $after: String) { users(first: $first, after: $after) {
+  pageInfo { hasNextPage endCursor } nodes { email groups admin activeTokens lastUsedAt createdAt } } }`);

@@ -1,10 +1,11 @@
-//! `me`, API tokens and the audit log.
+//! `me`, users, API tokens and the audit log.
 
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, SimpleObject};
 
 use super::audit::{self, AuditEvent};
 use super::tokens::{self, TokenRequest};
+use super::users::{self, UserAccount};
 use super::{RequestAuth, app_state, request};
 use crate::error::ApiResultExt;
 use crate::pagination::PageRequest;
@@ -56,6 +57,22 @@ impl AuthQuery {
         let (state, caller) = request(ctx).await.gql()?;
         let page = PageRequest::new(first, after).gql()?;
         audit::list(state, &caller, page).await.gql()
+    }
+
+    /// The users of built-in authentication with their groups and active tokens, newest
+    /// first (administrators only).
+    #[graphql(
+        complexity = "crate::pagination::list_cost(first, crate::pagination::DEFAULT_PAGE_SIZE, crate::pagination::MAX_PAGE_SIZE, child_complexity)"
+    )]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, UserAccount>> {
+        let (state, caller) = request(ctx).await.gql()?;
+        let page = PageRequest::new(first, after).gql()?;
+        users::list(state, &caller, page).await.gql()
     }
 }
 

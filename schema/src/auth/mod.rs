@@ -14,6 +14,7 @@
 pub mod audit;
 mod graphql;
 pub mod tokens;
+pub mod users;
 
 use async_graphql::Context;
 use proctor_entity::proc;

@@ -1,8 +1,8 @@
 // Administration: secrets (write-only: values go in, only "set" comes back), the audit log with
 // paging, and API tokens (issued once, shown once; revoked by e-mail).
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import { call } from "../api.js";
-import { AUDIT, CREATE_TOKEN, DELETE_SECRET, PROCS, REVOKE_TOKEN, SET_SECRETS } from "../ops.js";
+import { AUDIT, CREATE_TOKEN, DELETE_SECRET, PROCS, REVOKE_TOKEN, SET_SECRETS, USERS } from "../ops.js";
 import { Empty, ErrorMessage, Loading, Table, Time, href, useQuery } from "../ui.jsx";
 
 /** A proc's declared secrets: whether each is set, and for administrators set and delete. */
@@ -154,7 +154,65 @@ export function AuditPage() {
   );
 }
 
+function UserList({ reloadKey, onRevoke }) {
+  const [pages, setPages] = useState([null]);
+  const { data, error, loading, reload } = useQuery(USERS, { first: 50, after: pages[pages.length - 1] });
+  // Issuing or revoking a token changes what the list shows.
+  useEffect(() => {
+    if (reloadKey) reload();
+  }, [reloadKey, reload]);
+  const users = data?.users;
+  return (
+    <>
+      <ErrorMessage error={error} />
+      {loading && !data ? <Loading /> : null}
+      {users ? (
+        users.nodes.length ? (
+          <Table caption="Users" headers={["E-mail", "Groups", "Admin", "Active tokens", "Last used", "Created", ""]} id="users">
+            {users.nodes.map((u) => (
+              <tr key={u.email} data-user={u.email}>
+                <td>{u.email}</td>
+                <td>{u.groups.join(", ") || <span className="muted">none</span>}</td>
+                <td>{u.admin ? "yes" : "no"}</td>
+                <td>{u.activeTokens}</td>
+                <td>
+                  <Time value={u.lastUsedAt} />
+                </td>
+                <td>
+                  <Time value={u.createdAt} />
+                </td>
+                <td>
+                  {u.activeTokens ? (
+                    <button type="button" className="secondary small" aria-label={`Revoke the tokens of ${u.email}`} onClick={() => onRevoke(u.email)}>
+                      Revoke
+                    </button>
+                  ) : null}
+                </td>
+              </tr>
+            ))}
+          </Table>
+        ) : (
+          <Empty>No users yet.</Empty>
+        )
+      ) : null}
+      <div className="actions">
+        {pages.length > 1 ? (
+          <button type="button" className="secondary" onClick={() => setPages((p) => p.slice(0, -1))}>
+            ← Newer
+          </button>
+        ) : null}
+        {users?.pageInfo.hasNextPage ? (
+          <button type="button" className="secondary" onClick={() => setPages((p) => [...p, users.pageInfo.endCursor])}>
+            Older →
+          </button>
+        ) : null}
+      </div>
+    </>
+  );
+}
+
 export function UsersPage() {
+  const [reloadKey, setReloadKey] = useState(0);
   const [email, setEmail] = useState("");
   const [groups, setGroups] = useState("");
   const [admin, setAdmin] = useState(false);
@@ -170,25 +228,36 @@ export function UsersPage() {
       const list = groups.split(",").map((g) => g.trim()).filter(Boolean);
       const { createApiToken } = await call(CREATE_TOKEN, { email: email.trim(), groups: list, admin });
       setToken({ email: email.trim(), value: createApiToken });
+      setReloadKey((k) => k + 1);
     } catch (e) {
       setError(e);
     }
   };
-  const revoke = async (event) => {
-    event.preventDefault();
+  const revokeEmailOf = async (target) => {
     setError(null);
     setRevoked(null);
     try {
-      const { revokeApiToken } = await call(REVOKE_TOKEN, { email: revokeEmail.trim() });
-      setRevoked(revokeApiToken ? `Every token of ${revokeEmail.trim()} is revoked; open connections are closed.` : `${revokeEmail.trim()} had no active token.`);
+      const { revokeApiToken } = await call(REVOKE_TOKEN, { email: target });
+      setRevoked(revokeApiToken ? `Every token of ${target} is revoked; open connections are closed.` : `${target} had no active token.`);
+      setReloadKey((k) => k + 1);
     } catch (e) {
       setError(e);
     }
+  };
+  const revoke = (event) => {
+    event.preventDefault();
+    revokeEmailOf(revokeEmail.trim());
   };
   return (
     <section aria-labelledby="users-title">
       <h1 id="users-title">Users and tokens</h1>
       <ErrorMessage error={error} />
+      {revoked ? (
+        <p className="ok" role="status">
+          {revoked}
+        </p>
+      ) : null}
+      <UserList reloadKey={reloadKey} onRevoke={revokeEmailOf} />
       <h2>Issue a token</h2>
       <form className="stack" onSubmit={issue}>
         <div className="field">
@@ -226,11 +295,6 @@ export function UsersPage() {
           </button>
         </div>
       </form>
-      {revoked ? (
-        <p className="ok" role="status">
-          {revoked}
-        </p>
-      ) : null}
     </section>
   );
 }
