@@ -1,5 +1,6 @@
 // GraphiQL served by proctord: the docs explorer, the headers editor (credentials such as
-// {"Authorization": "Bearer …"} or {"Access-Token": "…", "Email-Id": "…"}) and subscriptions
+// {"Authorization": "Bearer …"} or {"Access-Token": "…", "Email-Id": "…"}; not stored: the console's
+// sign-in is the one credential store) and subscriptions
 // over graphql-transport-ws, all from bundled assets.
 import React from "react";
 import { createRoot } from "react-dom/client";
@@ -61,5 +62,5 @@ query Procs {
 `;
 
 createRoot(document.getElementById("graphiql")).render(
-  <GraphiQL fetcher={fetcher} defaultQuery={DEFAULT_QUERY} isHeadersEditorEnabled shouldPersistHeaders />,
+  <GraphiQL fetcher={fetcher} defaultQuery={DEFAULT_QUERY} isHeadersEditorEnabled />,
 );

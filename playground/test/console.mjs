@@ -251,6 +251,7 @@ try {
   await page.click("text=Diff v1 → current");
   await page.locator("pre.diff .removed").first().waitFor();
   seen.diff = { removed: await page.locator("pre.diff .removed").allTextContents(), added: await page.locator("pre.diff .added").allTextContents() };
+  page.once("dialog", (dialog) => dialog.accept());
   await page.click("#rollback");
   await page.locator("text=Rolled back").waitFor();
   await page.waitForFunction(() => document.querySelector("#proc-title")?.textContent.includes("v3"));

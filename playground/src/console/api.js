@@ -71,6 +71,7 @@ export async function call(query, variables = {}) {
   if (connection.state === "offline") setConnection(wsState === "connected" ? "live" : "reconnecting");
   if (body.errors?.length) {
     const first = body.errors[0];
+    if (first.extensions?.code === "UNAUTHENTICATED") credentialsRefused();
     throw new ApiError(body.errors.map((e) => e.message).join("; "), {
       code: first.extensions?.code ?? null,
       field: first.extensions?.field ?? null,
@@ -84,15 +85,27 @@ export async function call(query, variables = {}) {
 let client = null;
 let clientToken = null;
 let wsState = "connecting";
-// Close codes after which trying again cannot help (bad request, credentials refused).
-const FATAL = new Set([4400, 4401, 4403, 4409]);
+// Close codes after which trying again cannot help (a bad request, credentials refused). 4403
+// is not among them: the server closes with it when a user's rights change, to be asked again.
+const FATAL = new Set([4400, 4401, 4409]);
+
+/** The credentials were refused (revoked, expired): forget them and let the page sign in again. */
+function credentialsRefused() {
+  if (!getToken()) return;
+  localStorage.removeItem(TOKEN_KEY);
+  resetConnection();
+  window.dispatchEvent(new Event("proctor:signed-out"));
+}
 
 function ws() {
   const token = getToken();
   if (client && clientToken === token) return client;
   client?.dispose();
   clientToken = token;
-  client = createClient({
+  // Events of a client that was replaced (sign-in, sign-out) must not move the banner.
+  let self = null;
+  const current = () => self !== null && self === client;
+  self = createClient({
     url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/graphql/ws`,
     connectionParams: () => (getToken() ? { Authorization: `Bearer ${getToken()}` } : {}),
     lazy: false,
@@ -104,24 +117,33 @@ function ws() {
       new Promise((resolve) => setTimeout(resolve, Math.min(250 * 2 ** retries, 3000) * (0.5 + Math.random() / 2))),
     on: {
       connecting: () => {
+        if (!current()) return;
         wsState = "connecting";
         setConnection(connection.state === "connecting" ? "connecting" : "reconnecting");
       },
       connected: () => {
+        if (!current()) return;
         wsState = "connected";
         setConnection("live");
       },
       closed: (event) => {
+        if (!current()) return;
+        if (event?.code === 4401) credentialsRefused();
         wsState = "closed";
         setConnection(event?.code && FATAL.has(event.code) ? "offline" : "reconnecting");
       },
     },
   });
+  client = self;
   return client;
 }
 
 /** Starts the websocket now so the banner tells the truth from the first second. */
 export const connect = () => ws();
+
+/** The browser says it lost or regained the network. */
+export const browserOffline = () => setConnection("offline");
+export const browserOnline = () => setConnection(wsState === "connected" ? "live" : "reconnecting");
 
 /**
  * Subscribes. `variables` is sent again (as it is then) when the client resubscribes after a

@@ -7,7 +7,7 @@
 import { useEffect, useRef, useState } from "react";
 import { createRoot } from "react-dom/client";
 import "./console.css";
-import { TOKEN_KEY, call, connect, connectionState, getToken, onConnection, resetConnection } from "./api.js";
+import { TOKEN_KEY, browserOffline, browserOnline, call, connect, connectionState, getToken, onConnection, resetConnection } from "./api.js";
 import { SERVER } from "./ops.js";
 import { ErrorMessage, Loading, useRoute } from "./ui.jsx";
 import { Catalogue, ProcPage } from "./pages/procs.jsx";
@@ -47,9 +47,12 @@ function ConnectionBanner() {
   const [state, setState] = useState(connectionState().state);
   useEffect(() => onConnection((c) => setState(c.state)), []);
   useEffect(() => {
-    const offline = () => setState("offline");
-    window.addEventListener("offline", offline);
-    return () => window.removeEventListener("offline", offline);
+    window.addEventListener("offline", browserOffline);
+    window.addEventListener("online", browserOnline);
+    return () => {
+      window.removeEventListener("offline", browserOffline);
+      window.removeEventListener("online", browserOnline);
+    };
   }, []);
   return (
     <>
@@ -149,6 +152,23 @@ function App() {
     connect();
     load();
   }, []);
+  // A refused token (revoked while signed in) leads to sign-in; a sign-in or sign-out in another
+  // tab changes this one too.
+  useEffect(() => {
+    const refused = () => setSession((s) => ({ loading: false, data: { serverInfo: s.data?.serverInfo, me: null }, error: null }));
+    const changed = (event) => {
+      if (event.key !== TOKEN_KEY) return;
+      resetConnection();
+      connect();
+      load();
+    };
+    window.addEventListener("proctor:signed-out", refused);
+    window.addEventListener("storage", changed);
+    return () => {
+      window.removeEventListener("proctor:signed-out", refused);
+      window.removeEventListener("storage", changed);
+    };
+  }, []);
   // A server that was away is asked again once the connection is back.
   useEffect(() => onConnection((c) => c.state === "live" && !session.data && load()), [session.data]);
 
@@ -223,7 +243,7 @@ function App() {
         ) : session.error ? (
           <ErrorMessage error={session.error}>The console could not load</ErrorMessage>
         ) : (
-          <Page route={route} me={me} />
+          <Page key={view} route={route} me={me} />
         )}
       </main>
     </>

@@ -22,25 +22,49 @@ export function ExecutionPage({ id }) {
     setLive(null);
     setStreamState("following live");
     const variables = { id, afterSeq: 0 };
-    const stopStatus = subscribe(STATUS, { id }, { next: (d) => setLive(d.executionStatus), error: () => {} });
-    const stopLogs = subscribe(LOGS, variables, {
-      next: (d) => {
-        let added = false;
-        for (const entry of d.executionLogBatches.lines) {
-          // After a reconnect the server resumes after `afterSeq`; never show a line twice.
-          if (entry.seq <= variables.afterSeq) continue;
-          variables.afterSeq = entry.seq;
-          lines.current.push(entry);
-          added = true;
-        }
-        if (added) setCount(lines.current.length);
-      },
-      error: (e) => setStreamState(e.message),
-      complete: () => setStreamState("complete: the run has ended"),
-    });
+    let stopped = false;
+    const stops = [];
+    let retry = null;
+    // A stream the server ended with an error (rights re-checked, a restart mid-request) is
+    // followed again after a pause, from the last line shown.
+    const FINAL_ERRORS = new Set(["NOT_FOUND", "FORBIDDEN", "BAD_USER_INPUT"]);
+    const again = (error) => {
+      if (stopped || retry !== null || FINAL_ERRORS.has(error?.code)) return;
+      retry = setTimeout(() => {
+        retry = null;
+        stops.splice(0).forEach((stop) => stop());
+        follow();
+      }, 2000);
+    };
+    const follow = () => {
+      stops.push(subscribe(STATUS, { id }, { next: (d) => setLive(d.executionStatus), error: again }));
+      stops.push(
+        subscribe(LOGS, variables, {
+          next: (d) => {
+            let added = false;
+            for (const entry of d.executionLogBatches.lines) {
+              // After a reconnect the server resumes after `afterSeq`; never show a line twice.
+              if (entry.seq <= variables.afterSeq) continue;
+              variables.afterSeq = entry.seq;
+              lines.current.push(entry);
+              added = true;
+            }
+            if (added) setCount(lines.current.length);
+            setStreamState("following live");
+          },
+          error: (e) => {
+            setStreamState(FINAL_ERRORS.has(e.code) ? e.message : `${e.message}; trying again`);
+            again(e);
+          },
+          complete: () => setStreamState("complete: the run has ended"),
+        }),
+      );
+    };
+    follow();
     return () => {
-      stopStatus();
-      stopLogs();
+      stopped = true;
+      clearTimeout(retry);
+      stops.forEach((stop) => stop());
     };
   }, [id]);
 

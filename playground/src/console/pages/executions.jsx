@@ -15,8 +15,13 @@ export function filterOf(query) {
   if (query.get("status")) filter.status = query.get("status").split(",");
   if (query.get("user")) filter.user = query.get("user");
   if (query.get("trigger")) filter.trigger = query.get("trigger");
-  if (query.get("from")) filter.createdAfter = new Date(query.get("from")).toISOString();
-  if (query.get("to")) filter.createdBefore = new Date(query.get("to")).toISOString();
+  // A time the address holds that is not one is left out rather than breaking the page.
+  const time = (name) => {
+    const date = new Date(query.get(name) || "");
+    return Number.isNaN(date.getTime()) ? null : date.toISOString();
+  };
+  if (time("from")) filter.createdAfter = time("from");
+  if (time("to")) filter.createdBefore = time("to");
   return filter;
 }
 
@@ -25,8 +30,8 @@ const matches = (filter, e) =>
   (!filter.status || filter.status.includes(e.status)) &&
   (!filter.user || e.user === filter.user) &&
   (!filter.trigger || e.trigger === filter.trigger) &&
-  (!filter.createdAfter || e.createdAt >= filter.createdAfter) &&
-  (!filter.createdBefore || e.createdAt < filter.createdBefore);
+  (!filter.createdAfter || Date.parse(e.createdAt) >= Date.parse(filter.createdAfter)) &&
+  (!filter.createdBefore || Date.parse(e.createdAt) < Date.parse(filter.createdBefore));
 
 /** A table of executions; `rows` newest first. */
 export function ExecutionRows({ rows, showProc = true }) {

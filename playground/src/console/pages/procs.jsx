@@ -73,7 +73,7 @@ export function Catalogue({ query }) {
 
 function Diff({ from, to }) {
   return (
-    <pre className="diff" aria-label="Changes">
+    <pre className="diff">
       {diffLines(from, to).map((part, i) => (
         <span key={i} className={part.added ? "added" : part.removed ? "removed" : "same"}>
           {part.value
@@ -94,6 +94,7 @@ function Versions({ proc, admin, reload }) {
   const [done, setDone] = useState(null);
   const version = proc.versions.find((v) => v.number === selected);
   const rollback = async (number) => {
+    if (!window.confirm(`Store version ${number}'s definition of ${proc.name} as its newest version?`)) return;
     setError(null);
     try {
       const { rollbackProc } = await call(ROLLBACK, { name: proc.name, version: number });
@@ -226,7 +227,7 @@ export function ProcPage({ name, me }) {
       <h2>Secrets</h2>
       {proc.secrets.length ? <SecretsEditor proc={proc.name} secrets={proc.secrets} admin={me?.admin} onChange={reload} /> : <Empty>This proc declares no secrets.</Empty>}
       <h2>Definition</h2>
-      <pre className="yaml" id="yaml" tabIndex={0} aria-label="Definition as YAML">
+      <pre className="yaml" id="yaml" tabIndex={0}>
         {proc.yaml}
       </pre>
       <h2>Versions</h2>

@@ -35,10 +35,10 @@ function ScheduleActions({ schedule, onChange, setError }) {
   };
   return (
     <span className="nowrap">
-      <button type="button" className="secondary small" data-toggle={schedule.id} onClick={toggle}>
+      <button type="button" className="secondary small" data-toggle={schedule.id} aria-label={`${schedule.enabled ? "Pause" : "Resume"} schedule ${schedule.id}`} onClick={toggle}>
         {schedule.enabled ? "Pause" : "Resume"}
       </button>{" "}
-      <button type="button" className="secondary small" onClick={trigger}>
+      <button type="button" className="secondary small" aria-label={`Run now: schedule ${schedule.id}`} onClick={trigger}>
         Run now
       </button>
     </span>
@@ -278,7 +278,9 @@ export function ScheduleForm({ id, query }) {
     const input = {
       proc: form.proc, args: argInputs(args), cron: form.cron.trim(), timezone: form.timezone.trim() || null,
       overlapPolicy: form.overlapPolicy, catchUpPolicy: form.catchUpPolicy, notificationEmails: list(form.notificationEmails),
-      webhookUrl: form.webhookUrl.trim() || null, tags: list(form.tags), group: form.group.trim() || null, enabled: form.enabled,
+      // On edit an empty field clears the stored value (null would keep it).
+      webhookUrl: form.webhookUrl.trim() || (editing ? "" : null), tags: list(form.tags),
+      group: form.group.trim() || (editing ? "" : null), enabled: form.enabled,
     };
     // The Slack URL is write-only: left empty on edit, the stored one stays.
     if (form.slackWebhookUrl.trim()) input.slackWebhookUrl = form.slackWebhookUrl.trim();
