@@ -151,3 +151,29 @@ export const Table = ({ caption, headers, children, ...rest }) => (
     </table>
   </div>
 );
+
+/** Cursor paging newest first: the cursors of the pages behind, so "Newer" can go back. */
+export function usePager() {
+  const [cursors, setCursors] = useState([null]);
+  return {
+    after: cursors[cursors.length - 1],
+    back: cursors.length > 1 ? () => setCursors((c) => c.slice(0, -1)) : null,
+    forward: (cursor) => setCursors((c) => [...c, cursor]),
+  };
+}
+
+/** "← Newer" and "Older →" for a connection's `pageInfo`. */
+export const Pager = ({ pager, pageInfo }) => (
+  <div className="actions">
+    {pager.back ? (
+      <button type="button" className="secondary" onClick={pager.back}>
+        ← Newer
+      </button>
+    ) : null}
+    {pageInfo?.hasNextPage ? (
+      <button type="button" className="secondary" onClick={() => pager.forward(pageInfo.endCursor)}>
+        Older →
+      </button>
+    ) : null}
+  </div>
+);

@@ -3,7 +3,7 @@
 import { useEffect, useState } from "react";
 import { call } from "../api.js";
 import { AUDIT, CREATE_TOKEN, DELETE_SECRET, PROCS, REVOKE_TOKEN, SET_SECRETS, USERS } from "../ops.js";
-import { Empty, ErrorMessage, Loading, Table, Time, href, useQuery } from "../ui.jsx";
+import { Empty, ErrorMessage, Loading, Pager, Table, Time, href, usePager, useQuery } from "../ui.jsx";
 
 /** A proc's declared secrets: whether each is set, and for administrators set and delete. */
 export function SecretsEditor({ proc, secrets, admin, onChange }) {
@@ -108,9 +108,8 @@ export function SecretsPage({ me }) {
 }
 
 export function AuditPage() {
-  const [pages, setPages] = useState([null]);
-  const after = pages[pages.length - 1];
-  const { data, error, loading } = useQuery(AUDIT, { first: 50, after });
+  const pager = usePager();
+  const { data, error, loading } = useQuery(AUDIT, { first: 50, after: pager.after });
   const events = data?.auditEvents;
   return (
     <section aria-labelledby="audit-title">
@@ -138,25 +137,14 @@ export function AuditPage() {
           <Empty>No events yet.</Empty>
         )
       ) : null}
-      <div className="actions">
-        {pages.length > 1 ? (
-          <button type="button" className="secondary" onClick={() => setPages((p) => p.slice(0, -1))}>
-            ← Newer
-          </button>
-        ) : null}
-        {events?.pageInfo.hasNextPage ? (
-          <button type="button" className="secondary" id="older" onClick={() => setPages((p) => [...p, events.pageInfo.endCursor])}>
-            Older →
-          </button>
-        ) : null}
-      </div>
+      <Pager pager={pager} pageInfo={events?.pageInfo} />
     </section>
   );
 }
 
 function UserList({ reloadKey, onRevoke }) {
-  const [pages, setPages] = useState([null]);
-  const { data, error, loading, reload } = useQuery(USERS, { first: 50, after: pages[pages.length - 1] });
+  const pager = usePager();
+  const { data, error, loading, reload } = useQuery(USERS, { first: 50, after: pager.after });
   // Issuing or revoking a token changes what the list shows.
   useEffect(() => {
     if (reloadKey) reload();
@@ -195,18 +183,7 @@ function UserList({ reloadKey, onRevoke }) {
           <Empty>No users yet.</Empty>
         )
       ) : null}
-      <div className="actions">
-        {pages.length > 1 ? (
-          <button type="button" className="secondary" onClick={() => setPages((p) => p.slice(0, -1))}>
-            ← Newer
-          </button>
-        ) : null}
-        {users?.pageInfo.hasNextPage ? (
-          <button type="button" className="secondary" onClick={() => setPages((p) => [...p, users.pageInfo.endCursor])}>
-            Older →
-          </button>
-        ) : null}
-      </div>
+      <Pager pager={pager} pageInfo={users?.pageInfo} />
     </>
   );
 }

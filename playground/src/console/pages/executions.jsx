@@ -123,6 +123,20 @@ export function useExecutions(filter, first = PAGE) {
   return { ...state, loadMore };
 }
 
+/** A text filter applied when it loses focus or Enter is pressed. */
+const TextFilter = ({ name, label, query, set }) => (
+  <div className="field">
+    <label htmlFor={`filter-${name}`}>{label}</label>
+    <input
+      id={`filter-${name}`}
+      key={query.get(name) || ""}
+      defaultValue={query.get(name) || ""}
+      onBlur={(e) => set(name, e.target.value.trim())}
+      onKeyDown={(e) => e.key === "Enter" && set(name, e.currentTarget.value.trim())}
+    />
+  </div>
+);
+
 export function ExecutionsPage({ query }) {
   const filter = filterOf(query);
   const { rows, more, loading, error, loadMore } = useExecutions(filter);
@@ -138,10 +152,7 @@ export function ExecutionsPage({ query }) {
     <section aria-labelledby="executions-title">
       <h1 id="executions-title">Executions</h1>
       <form className="filters" aria-label="Filter executions" onSubmit={(e) => e.preventDefault()}>
-        <div className="field">
-          <label htmlFor="filter-proc">Proc</label>
-          <input id="filter-proc" defaultValue={query.get("proc") || ""} onBlur={(e) => set("proc", e.target.value.trim())} onKeyDown={(e) => e.key === "Enter" && set("proc", e.currentTarget.value.trim())} />
-        </div>
+        <TextFilter name="proc" label="Proc" query={query} set={set} />
         <div className="field">
           <label htmlFor="filter-status">Status</label>
           <select id="filter-status" value={query.get("status") || ""} onChange={(e) => set("status", e.target.value)}>
@@ -153,10 +164,7 @@ export function ExecutionsPage({ query }) {
             ))}
           </select>
         </div>
-        <div className="field">
-          <label htmlFor="filter-user">User</label>
-          <input id="filter-user" defaultValue={query.get("user") || ""} onBlur={(e) => set("user", e.target.value.trim())} onKeyDown={(e) => e.key === "Enter" && set("user", e.currentTarget.value.trim())} />
-        </div>
+        <TextFilter name="user" label="User" query={query} set={set} />
         <div className="field">
           <label htmlFor="filter-trigger">Trigger</label>
           <select id="filter-trigger" value={query.get("trigger") || ""} onChange={(e) => set("trigger", e.target.value)}>

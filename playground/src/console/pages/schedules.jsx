@@ -8,7 +8,7 @@ import {
 } from "../ops.js";
 import { ArgFields, argInputs, placeErrors } from "../runform.jsx";
 import { CatchUpPolicy, OverlapPolicy } from "../../../generated/gql/graphql.ts";
-import { Empty, ErrorMessage, Loading, StatusBadge, Table, Time, go, href, useQuery } from "../ui.jsx";
+import { Empty, ErrorMessage, Loading, Pager, StatusBadge, Table, Time, go, href, usePager, useQuery } from "../ui.jsx";
 
 // What each policy means, for the selects; the values themselves come from the schema.
 const OVERLAP_TEXT = { FORBID: "skip the slot while a run is still going", ALLOW: "start another run anyway", REPLACE: "cancel the unfinished run and start a new one" };
@@ -46,8 +46,8 @@ function ScheduleActions({ schedule, onChange, setError }) {
 }
 
 export function SchedulesPage() {
-  const [after, setAfter] = useState([null]);
-  const { data, error, loading, reload } = useQuery(SCHEDULES, { first: 50, after: after[after.length - 1] });
+  const pager = usePager();
+  const { data, error, loading, reload } = useQuery(SCHEDULES, { first: 50, after: pager.after });
   const [actionError, setActionError] = useState(null);
   const page = data?.schedules;
   return (
@@ -90,18 +90,7 @@ export function SchedulesPage() {
           <Empty>No schedules yet. Create one to run a proc on a timetable.</Empty>
         )
       ) : null}
-      <div className="actions">
-        {after.length > 1 ? (
-          <button type="button" className="secondary" onClick={() => setAfter((a) => a.slice(0, -1))}>
-            ← Newer
-          </button>
-        ) : null}
-        {page?.pageInfo.hasNextPage ? (
-          <button type="button" className="secondary" onClick={() => setAfter((a) => [...a, page.pageInfo.endCursor])}>
-            Older →
-          </button>
-        ) : null}
-      </div>
+      <Pager pager={pager} pageInfo={page?.pageInfo} />
     </section>
   );
 }
