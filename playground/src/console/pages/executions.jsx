@@ -1,7 +1,7 @@
 // The executions the caller may see, newest first: filters (proc, status, user, trigger, time
 // range) kept in the address so a view can be shared, cursor paging, a duration column, and rows
 // kept current by the executionEvents subscription.
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { call, subscribe } from "../api.js";
 import { EVENTS, EXECUTIONS } from "../ops.js";
 import { Duration, Empty, ErrorMessage, Loading, STATUSES, StatusBadge, TRIGGERS, Table, Time, go, href } from "../ui.jsx";
@@ -65,9 +65,23 @@ export function ExecutionRows({ rows, showProc = true }) {
   );
 }
 
+/** The state after a page arrived: its rows appended (those already shown, live, skipped). */
+const withPage = (executions) => (s) => {
+  const seen = new Set(s.rows.map((r) => r.id));
+  return {
+    rows: [...s.rows, ...executions.nodes.filter((n) => !seen.has(n.id))],
+    cursor: executions.pageInfo.endCursor,
+    more: executions.pageInfo.hasNextPage,
+    loading: false,
+    error: null,
+  };
+};
+
 /** Loads pages of executions matching `filter` and keeps them live. */
 export function useExecutions(filter, first = PAGE) {
   const key = JSON.stringify(filter);
+  const keyRef = useRef(key);
+  keyRef.current = key;
   const [state, setState] = useState({ rows: [], cursor: null, more: false, loading: true, error: null });
   useEffect(() => {
     const current = JSON.parse(key);
@@ -85,16 +99,7 @@ export function useExecutions(filter, first = PAGE) {
     call(EXECUTIONS, { first, filter: current }).then(
       ({ executions }) =>
         alive &&
-        setState((s) => {
-          const seen = new Set(s.rows.map((r) => r.id));
-          return {
-            rows: [...s.rows, ...executions.nodes.filter((n) => !seen.has(n.id))],
-            cursor: executions.pageInfo.endCursor,
-            more: executions.pageInfo.hasNextPage,
-            loading: false,
-            error: null,
-          };
-        }),
+        setState(withPage(executions)),
       (error) => alive && setState((s) => ({ ...s, loading: false, error })),
     );
     return () => {
@@ -106,16 +111,8 @@ export function useExecutions(filter, first = PAGE) {
     setState((s) => ({ ...s, loading: true }));
     try {
       const { executions } = await call(EXECUTIONS, { first, after: state.cursor, filter: JSON.parse(key) });
-      setState((s) => {
-        const seen = new Set(s.rows.map((r) => r.id));
-        return {
-          rows: [...s.rows, ...executions.nodes.filter((n) => !seen.has(n.id))],
-          cursor: executions.pageInfo.endCursor,
-          more: executions.pageInfo.hasNextPage,
-          loading: false,
-          error: null,
-        };
-      });
+      // A page asked for under another filter is dropped.
+      if (keyRef.current === key) setState(withPage(executions));
     } catch (error) {
       setState((s) => ({ ...s, loading: false, error }));
     }
