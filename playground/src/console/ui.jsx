@@ -1,7 +1,7 @@
 // Small pieces every page uses: navigation by hash, data loading with readable errors, status
 // badges, times and durations. Log lines and every other server text are rendered as React text
 // nodes, never as HTML.
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useState } from "react";
 import { call } from "./api.js";
 import { ExecutionStatus, Trigger } from "../../generated/gql/graphql.ts";
 
@@ -72,14 +72,6 @@ export function useTicker(active, ms = 1000) {
     const timer = setInterval(() => setNow(Date.now()), ms);
     return () => clearInterval(timer);
   }, [active, ms]);
-}
-
-export function usePrevious(value) {
-  const ref = useRef();
-  useEffect(() => {
-    ref.current = value;
-  });
-  return ref.current;
 }
 
 // ---- display ---------------------------------------------------------------------------------

@@ -134,6 +134,21 @@ const TextFilter = ({ name, label, query, set }) => (
   </div>
 );
 
+/** A choice among an enum's values, or any. */
+const SelectFilter = ({ name, label, values, query, set }) => (
+  <div className="field">
+    <label htmlFor={`filter-${name}`}>{label}</label>
+    <select id={`filter-${name}`} value={query.get(name) || ""} onChange={(e) => set(name, e.target.value)}>
+      <option value="">any</option>
+      {values.map((v) => (
+        <option key={v} value={v}>
+          {v.toLowerCase()}
+        </option>
+      ))}
+    </select>
+  </div>
+);
+
 export function ExecutionsPage({ query }) {
   const filter = filterOf(query);
   const { rows, more, loading, error, loadMore } = useExecutions(filter);
@@ -150,29 +165,9 @@ export function ExecutionsPage({ query }) {
       <h1 id="executions-title">Executions</h1>
       <form className="filters" aria-label="Filter executions" onSubmit={(e) => e.preventDefault()}>
         <TextFilter name="proc" label="Proc" query={query} set={set} />
-        <div className="field">
-          <label htmlFor="filter-status">Status</label>
-          <select id="filter-status" value={query.get("status") || ""} onChange={(e) => set("status", e.target.value)}>
-            <option value="">any</option>
-            {STATUSES.map((s) => (
-              <option key={s} value={s}>
-                {s}
-              </option>
-            ))}
-          </select>
-        </div>
+        <SelectFilter name="status" label="Status" values={STATUSES} query={query} set={set} />
         <TextFilter name="user" label="User" query={query} set={set} />
-        <div className="field">
-          <label htmlFor="filter-trigger">Trigger</label>
-          <select id="filter-trigger" value={query.get("trigger") || ""} onChange={(e) => set("trigger", e.target.value)}>
-            <option value="">any</option>
-            {TRIGGERS.map((t) => (
-              <option key={t} value={t}>
-                {t.toLowerCase()}
-              </option>
-            ))}
-          </select>
-        </div>
+        <SelectFilter name="trigger" label="Trigger" values={TRIGGERS} query={query} set={set} />
         <div className="field">
           <label htmlFor="filter-from">Created from</label>
           <input id="filter-from" type="datetime-local" value={query.get("from") || ""} onChange={(e) => set("from", e.target.value)} />

@@ -205,6 +205,20 @@ export function SchedulePage({ id }) {
   );
 }
 
+/** A policy, each value described in words. */
+const PolicySelect = ({ id, label, choices, value, onChange }) => (
+  <div className="field">
+    <label htmlFor={id}>{label}</label>
+    <select id={id} value={value} onChange={onChange}>
+      {Object.entries(choices).map(([choice, text]) => (
+        <option key={choice} value={choice}>
+          {text}
+        </option>
+      ))}
+    </select>
+  </div>
+);
+
 /** The next slots of `cron` in `timezone`, asked as the user types (debounced). */
 function usePreview(cron, timezone) {
   const [state, setState] = useState({ times: [], error: null });
@@ -355,26 +369,8 @@ export function ScheduleForm({ id, query }) {
           </datalist>
           {fieldError("timezone")}
         </div>
-        <div className="field">
-          <label htmlFor="schedule-overlap">When a run is still going at the next slot</label>
-          <select id="schedule-overlap" value={form.overlapPolicy} onChange={set("overlapPolicy")}>
-            {Object.entries(OVERLAP).map(([value, text]) => (
-              <option key={value} value={value}>
-                {text}
-              </option>
-            ))}
-          </select>
-        </div>
-        <div className="field">
-          <label htmlFor="schedule-catchup">Slots missed while no scheduler ran</label>
-          <select id="schedule-catchup" value={form.catchUpPolicy} onChange={set("catchUpPolicy")}>
-            {Object.entries(CATCH_UP).map(([value, text]) => (
-              <option key={value} value={value}>
-                {text}
-              </option>
-            ))}
-          </select>
-        </div>
+        <PolicySelect id="schedule-overlap" label="When a run is still going at the next slot" choices={OVERLAP} value={form.overlapPolicy} onChange={set("overlapPolicy")} />
+        <PolicySelect id="schedule-catchup" label="Slots missed while no scheduler ran" choices={CATCH_UP} value={form.catchUpPolicy} onChange={set("catchUpPolicy")} />
         <div className="field">
           <label htmlFor="schedule-emails">Notify e-mails (comma-separated)</label>
           <input id="schedule-emails" value={form.notificationEmails} onChange={set("notificationEmails")} />
