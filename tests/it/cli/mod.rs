@@ -1,5 +1,7 @@
 //! The `proctor` CLI binary against a running server.
 
+mod v2;
+
 use tokio::process::Command;
 
 use proctor_tests::{TestApp, workspace_binary};
@@ -63,28 +65,28 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// What one `proctor` run printed and how it exited.
 #[derive(Debug)]
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Ran {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Ran {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self:?}"))
     }
 }
 
 /// The `proctor` binary with its own configuration directory and credentials.
-struct User {
-    config_dir: tempfile::TempDir,
+pub(crate) struct User {
+    pub(crate) config_dir: tempfile::TempDir,
     host: String,
     email: String,
     token: String,
 }
 
 impl User {
-    fn new(host: impl Into<String>, email: &str, token: &str) -> Self {
+    pub(crate) fn new(host: impl Into<String>, email: &str, token: &str) -> Self {
         Self {
             config_dir: tempfile::tempdir().expect("a config directory"),
             host: host.into(),
@@ -93,7 +95,7 @@ impl User {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(workspace_binary("proctor"));
         command
             .args(args)
@@ -107,11 +109,11 @@ impl User {
         command
     }
 
-    async fn run(&self, args: &[&str]) -> Ran {
+    pub(crate) async fn run(&self, args: &[&str]) -> Ran {
         self.run_with_input(args, None).await
     }
 
-    async fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Ran {
+    pub(crate) async fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Ran {
         let mut command = self.command(args);
         if input.is_some() {
             command.stdin(Stdio::piped());
