@@ -7,7 +7,7 @@
 //! the configuration directory and the version number are redacted. Output is not a terminal,
 //! so it holds no colour.
 
-use proctor_tests::TestApp;
+use proctor_tests::{Stack, TestApp};
 use proctor_tests::api::upsert_proc::ArgType;
 use proctor_tests::api::{arg, proc, required_arg, sh};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ fn entry(args: &[&str], ran: &Ran) -> String {
 #[tokio::test]
 async fn the_v2_spellings_print_byte_for_byte_what_they_printed_before() {
     let app = TestApp::builder()
+        .stack(Stack::Embedded)
         .with_args(&["--auth-enabled", "--scheduler-enabled=false"])
         .spawn()
         .await;
