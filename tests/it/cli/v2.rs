@@ -7,9 +7,9 @@
 //! the configuration directory and the version number are redacted. Output is not a terminal,
 //! so it holds no colour.
 
-use proctor_tests::{Stack, TestApp};
 use proctor_tests::api::upsert_proc::ArgType;
 use proctor_tests::api::{arg, proc, required_arg, sh};
+use proctor_tests::{Stack, TestApp};
 use std::time::{Duration, Instant};
 
 use super::{Ran, User};
