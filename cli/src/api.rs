@@ -23,215 +23,65 @@ use crate::error::CliError;
 /// The `DateTime` scalar, as the server writes it (RFC 3339).
 pub type DateTime = String;
 
-/// The `ServerInfo` operation of `cli/graphql/server_info.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/server_info.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
+/// The `JSON` scalar (audit details).
+#[allow(
+    clippy::upper_case_acronyms,
+    reason = "graphql_client looks the scalar's Rust type up by the scalar's SDL name, JSON"
 )]
-pub struct ServerInfo;
+pub type JSON = Value;
 
-/// The `Whoami` operation of `cli/graphql/auth.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/auth.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct Whoami;
+/// Declares one operation type per `(Name, "graphql/file.graphql")`: `graphql_client` generates
+/// its variables and response types (and a module named after it in snake case) from the
+/// operation of that name in the file, checked against the committed SDL.
+macro_rules! operations {
+    ($($name:ident => $path:tt),* $(,)?) => {$(
+        #[doc = concat!("The `", stringify!($name), "` operation of `cli/", $path, "`.")]
+        #[derive(GraphQLQuery)]
+        #[graphql(
+            schema_path = "../schema/schema.graphql",
+            query_path = $path,
+            response_derives = "Debug, Clone, Serialize",
+            variables_derives = "Debug"
+        )]
+        pub struct $name;
+    )*};
+}
 
-/// The `ListProcs` operation of `cli/graphql/procs.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/procs.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct ListProcs;
-
-/// The `DescribeProc` operation of `cli/graphql/procs.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/procs.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct DescribeProc;
-
-/// The `ExportProc` operation of `cli/graphql/procs.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/procs.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct ExportProc;
-
-/// The `ApplyProcFile` operation of `cli/graphql/procs.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/procs.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct ApplyProcFile;
-
-/// The `Execute` operation of `cli/graphql/executions.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/executions.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct Execute;
-
-/// The `GetExecution` operation of `cli/graphql/executions.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/executions.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct GetExecution;
-
-/// The `ExecutionLogPage` operation of `cli/graphql/executions.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/executions.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct ExecutionLogPage;
-
-/// The `ListExecutions` operation of `cli/graphql/executions.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/executions.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct ListExecutions;
-
-/// The `CancelExecution` operation of `cli/graphql/executions.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/executions.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct CancelExecution;
-
-/// The `FollowLogs` operation of `cli/graphql/executions.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/executions.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct FollowLogs;
-
-/// The `CreateSchedule` operation of `cli/graphql/schedules.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/schedules.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct CreateSchedule;
-
-/// The `UpdateSchedule` operation of `cli/graphql/schedules.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/schedules.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct UpdateSchedule;
-
-/// The `SetScheduleEnabled` operation of `cli/graphql/schedules.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/schedules.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct SetScheduleEnabled;
-
-/// The `DeleteSchedule` operation of `cli/graphql/schedules.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/schedules.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct DeleteSchedule;
-
-/// The `ListSchedules` operation of `cli/graphql/schedules.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/schedules.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct ListSchedules;
-
-/// The `GetSchedule` operation of `cli/graphql/schedules.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/schedules.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct GetSchedule;
-
-/// The `ScheduleRuns` operation of `cli/graphql/schedules.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/schedules.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct ScheduleRuns;
-
-/// The `SetSecret` operation of `cli/graphql/secrets.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/secrets.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct SetSecret;
-
-/// The `ListSecrets` operation of `cli/graphql/secrets.graphql`.
-#[derive(GraphQLQuery)]
-#[graphql(
-    schema_path = "../schema/schema.graphql",
-    query_path = "graphql/secrets.graphql",
-    response_derives = "Debug, Clone, Serialize",
-    variables_derives = "Debug"
-)]
-pub struct ListSecrets;
+operations! {
+    ServerInfo => "graphql/server_info.graphql",
+    Whoami => "graphql/auth.graphql",
+    CreateToken => "graphql/auth.graphql",
+    RevokeToken => "graphql/auth.graphql",
+    ListUsers => "graphql/auth.graphql",
+    AuditEvents => "graphql/audit.graphql",
+    ListProcs => "graphql/procs.graphql",
+    DescribeProc => "graphql/procs.graphql",
+    ExportProc => "graphql/procs.graphql",
+    ApplyProcFile => "graphql/procs.graphql",
+    DeleteProc => "graphql/procs.graphql",
+    ProcHistory => "graphql/procs.graphql",
+    RollbackProc => "graphql/procs.graphql",
+    Execute => "graphql/executions.graphql",
+    GetExecution => "graphql/executions.graphql",
+    ExecutionLogPage => "graphql/executions.graphql",
+    ListExecutions => "graphql/executions.graphql",
+    CancelExecution => "graphql/executions.graphql",
+    FollowLogs => "graphql/executions.graphql",
+    ValidateArgs => "graphql/executions.graphql",
+    FollowStatus => "graphql/executions.graphql",
+    CreateSchedule => "graphql/schedules.graphql",
+    UpdateSchedule => "graphql/schedules.graphql",
+    SetScheduleEnabled => "graphql/schedules.graphql",
+    DeleteSchedule => "graphql/schedules.graphql",
+    ListSchedules => "graphql/schedules.graphql",
+    GetSchedule => "graphql/schedules.graphql",
+    ScheduleRuns => "graphql/schedules.graphql",
+    TriggerSchedule => "graphql/schedules.graphql",
+    CronPreview => "graphql/schedules.graphql",
+    SetSecret => "graphql/secrets.graphql",
+    ListSecrets => "graphql/secrets.graphql",
+    DeleteSecret => "graphql/secrets.graphql",
+}
 
 /// How a subscription ended.
 #[derive(Debug)]
@@ -257,6 +107,11 @@ impl Api {
             .build()
             .map_err(|e| CliError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self { http, config })
+    }
+
+    /// The console's page of execution `id`.
+    pub fn console_url(&self, id: &str) -> String {
+        format!("{}/#/executions/{id}", self.config.base_url)
     }
 
     fn endpoint(&self) -> String {

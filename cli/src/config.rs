@@ -1,13 +1,33 @@
-//! The client configuration: `proctor.yaml` in `$LOCAL_CONFIG_DIR`, else `/tmp` when
-//! `ENVIRONMENT=test`, else `~/.proctor` (the Go CLI's places and keys), overridden by
-//! environment variables of the same names and by `--host`.
+//! Where the CLI finds its server and credentials.
+//!
+//! Two files:
+//! - **contexts** (`proctor context`, `proctor login`): `$PROCTOR_CONFIG`, else
+//!   `$XDG_CONFIG_HOME/proctor/config.yaml`, else `~/.config/proctor/config.yaml`; named
+//!   servers, each with its host, e-mail, token and timeout, and the current one;
+//! - **the v2 file** (`proctor config KEY=VALUE`): `proctor.yaml` in `$LOCAL_CONFIG_DIR`, else
+//!   `/tmp` when `ENVIRONMENT=test`, else `~/.proctor` (the Go CLI's places and keys).
+//!
+//! Each setting is taken from the first place that has it: the command line (`--host`), the
+//! environment (`PROCTOR_HOST`; `PROCTOR_EMAIL` or `EMAIL_ID`; `PROCTOR_TOKEN` or
+//! `ACCESS_TOKEN`; `PROCTOR_TIMEOUT_SECS` or `CONNECTION_TIMEOUT_SECS`), the selected context
+//! (`--context`, `PROCTOR_CONTEXT`, or the file's current one), the v2 file, and finally
+//! [`DEFAULT_HOST`], where `proctord` listens by default. Both files hold tokens: they are
+//! written readable by their owner only (0600).
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::CliError;
+
+/// Where `proctord` listens unless told otherwise (its `--listen` default).
+pub const DEFAULT_HOST: &str = "127.0.0.1:5001";
+
+/// The limit on each HTTP call when none is configured.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The keys `proctor config` accepts (`PROC_EXECUTION_STATUS_POLL_COUNT` is kept for old
 /// files; nothing polls any more).
@@ -30,9 +50,11 @@ pub struct Config {
     pub access_token: Option<String>,
     /// Limit on each HTTP call (not on log streams).
     pub timeout: Duration,
+    /// Whether the host was configured somewhere rather than [`DEFAULT_HOST`].
+    pub host_configured: bool,
 }
 
-/// The directory of `proctor.yaml`.
+/// The directory of the v2 `proctor.yaml`.
 pub fn dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LOCAL_CONFIG_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
@@ -40,29 +62,25 @@ pub fn dir() -> PathBuf {
     if std::env::var("ENVIRONMENT").is_ok_and(|e| e == "test") {
         return PathBuf::from("/tmp");
     }
+    home().join(".proctor")
+}
+
+fn home() -> PathBuf {
     std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
-        .join(".proctor")
 }
 
-/// The path of `proctor.yaml`.
+/// The path of the v2 `proctor.yaml`.
 pub fn path() -> PathBuf {
     dir().join("proctor.yaml")
 }
 
-/// The values in the file (none when it does not exist).
+/// The values in the v2 file (none when it does not exist).
 pub fn read_file() -> Result<BTreeMap<String, String>, CliError> {
     let path = path();
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(error) => {
-            return Err(CliError::Config(format!(
-                "cannot read {}: {error}",
-                path.display()
-            )));
-        }
+    let Some(text) = read_optional(&path)? else {
+        return Ok(BTreeMap::new());
     };
     if text.trim().is_empty() {
         return Ok(BTreeMap::new());
@@ -83,13 +101,20 @@ pub fn read_file() -> Result<BTreeMap<String, String>, CliError> {
         .collect())
 }
 
+fn read_optional(path: &Path) -> Result<Option<String>, CliError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(CliError::Config(format!(
+            "cannot read {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
 /// Writes `values` as `KEY: value` lines, readable only by the owner (it holds a token).
 pub fn write_file(values: &BTreeMap<String, String>) -> Result<PathBuf, CliError> {
-    let dir = dir();
     let path = path();
-    let failed =
-        |e: std::io::Error| CliError::Config(format!("cannot write {}: {e}", path.display()));
-    fs::create_dir_all(&dir).map_err(failed)?;
     let mut text = String::new();
     for key in KEYS {
         if let Some(value) = values.get(*key) {
@@ -98,12 +123,22 @@ pub fn write_file(values: &BTreeMap<String, String>) -> Result<PathBuf, CliError
             text.push_str(&format!("{key}: {}", quoted.trim_start_matches("---\n")));
         }
     }
-    write_private(&path, &text).map_err(failed)?;
+    write_private(&path, &text)?;
     Ok(path)
 }
 
+/// Writes `text` to `path` (creating its directory), readable and writable by the owner only.
+fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
+    let failed =
+        |e: std::io::Error| CliError::Config(format!("cannot write {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(failed)?;
+    }
+    write_private_file(path, text).map_err(failed)
+}
+
 #[cfg(unix)]
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = fs::OpenOptions::new()
@@ -117,7 +152,7 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
     fs::write(path, text)
 }
 
@@ -125,23 +160,28 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 pub fn check_value(key: &str, value: &str) -> Result<(), CliError> {
     match key {
         "PROCTOR_HOST" => base_url(value).map(|_| ()),
-        "CONNECTION_TIMEOUT_SECS" | "PROC_EXECUTION_STATUS_POLL_COUNT" => value
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(|_| ())
-            .ok_or_else(|| {
-                CliError::Usage(format!(
-                    "{key} must be a positive whole number, not {value:?}"
-                ))
-            }),
+        "CONNECTION_TIMEOUT_SECS" | "PROC_EXECUTION_STATUS_POLL_COUNT" => {
+            positive(key, value).map(|_| ())
+        }
         "EMAIL_ID" | "ACCESS_TOKEN" => Ok(()),
         other => Err(CliError::Usage(format!(
             "proctor doesn't support config key {other:?}; use one of {}",
             KEYS.join(", ")
         ))),
     }
+}
+
+fn positive(name: &str, value: &str) -> Result<u64, CliError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "{name} must be a positive whole number, not {value:?}"
+            ))
+        })
 }
 
 /// `host:port` or an http(s) URL as a base URL.
@@ -163,47 +203,166 @@ pub fn base_url(host: &str) -> Result<String, CliError> {
     }
 }
 
-/// The configuration for server calls: `--host`/`PROCTOR_HOST` (clap already merged the two),
-/// then the file; `EMAIL_ID`, `ACCESS_TOKEN` and `CONNECTION_TIMEOUT_SECS` from the
-/// environment, then the file.
-pub fn load(host_override: Option<&str>) -> Result<Config, CliError> {
-    let file = read_file()?;
-    let pick = |key: &str| {
-        std::env::var(key)
+/// One named server in the contexts file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Context {
+    /// `host:port` or an http(s) URL.
+    pub host: String,
+    /// The e-mail sent with the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The limit on each HTTP call, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The contexts file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Contexts {
+    /// The context used when none is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_context: Option<String>,
+    /// By name.
+    #[serde(default)]
+    pub contexts: BTreeMap<String, Context>,
+}
+
+/// The path of the contexts file.
+pub fn contexts_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("PROCTOR_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".config"))
+        .join("proctor")
+        .join("config.yaml")
+}
+
+impl Contexts {
+    /// The file's contents (empty when it does not exist).
+    pub fn load() -> Result<Self, CliError> {
+        let path = contexts_path();
+        match read_optional(&path)? {
+            None => Ok(Self::default()),
+            Some(text) if text.trim().is_empty() => Ok(Self::default()),
+            Some(text) => serde_yaml_ng::from_str(&text).map_err(|e| {
+                CliError::Config(format!(
+                    "{} is not a proctor contexts file: {e}",
+                    path.display()
+                ))
+            }),
+        }
+    }
+
+    /// Writes the file (0600) and returns its path.
+    pub fn save(&self) -> Result<PathBuf, CliError> {
+        let path = contexts_path();
+        let text = serde_yaml_ng::to_string(self).map_err(|e| CliError::Config(e.to_string()))?;
+        write_private(&path, &text)?;
+        Ok(path)
+    }
+
+    /// The context `name`, or an error listing the known ones.
+    pub fn get(&self, name: &str) -> Result<&Context, CliError> {
+        self.contexts.get(name).ok_or_else(|| {
+            let known = self.contexts.keys().cloned().collect::<Vec<_>>();
+            CliError::Config(if known.is_empty() {
+                format!(
+                    "there is no context {name:?}; add one with `proctor login --context {name}` \
+                     or `proctor context add {name} --host HOST`"
+                )
+            } else {
+                format!("there is no context {name:?}; known: {}", known.join(", "))
+            })
+        })
+    }
+}
+
+/// Checks a context's name: letters, digits, `.`, `_`, `-`, `@`, `:`; 1 to 100 characters.
+pub fn check_context_name(name: &str) -> Result<(), CliError> {
+    let fine = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@:".contains(c));
+    if fine {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "context name {name:?} must be 1 to 100 letters, digits, '.', '_', '-', '@' or ':'"
+        )))
+    }
+}
+
+/// Where the settings come from: the command line's `--host` and `--context`.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// `--host` (clap already merged `PROCTOR_HOST` into it).
+    pub host: Option<String>,
+    /// `--context` (or `PROCTOR_CONTEXT`).
+    pub context: Option<String>,
+}
+
+fn env(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| {
+        std::env::var(name)
             .ok()
-            .filter(|v| !v.trim().is_empty())
-            .or_else(|| file.get(key).cloned().filter(|v| !v.trim().is_empty()))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// The configuration for server calls (see the module documentation for the order).
+pub fn load(selection: &Selection) -> Result<Config, CliError> {
+    let contexts = Contexts::load()?;
+    let context = match selection
+        .context
+        .as_deref()
+        .or(contexts.current_context.as_deref())
+    {
+        Some(name) => Some(contexts.get(name)?.clone()),
+        None => None,
     };
-    let host = host_override
-        .map(str::to_owned)
-        .or_else(|| file.get("PROCTOR_HOST").cloned())
-        .ok_or_else(|| {
-            CliError::Config(format!(
-                "PROCTOR_HOST is not set. Point the CLI at proctord with\n  proctor config \
-                 PROCTOR_HOST=localhost:5001 EMAIL_ID=you@example.com ACCESS_TOKEN=<token>\n\
-                 (writes {}) or export PROCTOR_HOST.",
-                path().display()
-            ))
-        })?;
-    let timeout = match pick("CONNECTION_TIMEOUT_SECS") {
-        None => Duration::from_secs(10),
-        Some(raw) => Duration::from_secs(
-            raw.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    CliError::Config(format!(
-                        "CONNECTION_TIMEOUT_SECS must be a positive whole number, not {raw:?}"
-                    ))
-                })?,
+    let file = read_file()?;
+    let from_file = |key: &str| file.get(key).cloned().filter(|v| !v.trim().is_empty());
+    let host = selection
+        .host
+        .clone()
+        .or_else(|| context.as_ref().map(|c| c.host.clone()))
+        .or_else(|| from_file("PROCTOR_HOST"));
+    let host_configured = host.is_some();
+    let email = env(&["PROCTOR_EMAIL", "EMAIL_ID"])
+        .or_else(|| context.as_ref().and_then(|c| c.email.clone()))
+        .or_else(|| from_file("EMAIL_ID"));
+    let access_token = env(&["PROCTOR_TOKEN", "ACCESS_TOKEN"])
+        .or_else(|| context.as_ref().and_then(|c| c.token.clone()))
+        .or_else(|| from_file("ACCESS_TOKEN"));
+    let timeout = match env(&["PROCTOR_TIMEOUT_SECS", "CONNECTION_TIMEOUT_SECS"]) {
+        Some(raw) => Some(
+            positive("CONNECTION_TIMEOUT_SECS", &raw)
+                .map_err(|e| CliError::Config(e.to_string()))?,
         ),
+        None => match context.as_ref().and_then(|c| c.timeout_secs) {
+            Some(secs) => Some(secs),
+            None => from_file("CONNECTION_TIMEOUT_SECS")
+                .map(|raw| positive("CONNECTION_TIMEOUT_SECS", &raw))
+                .transpose()
+                .map_err(|e| CliError::Config(e.to_string()))?,
+        },
     };
     Ok(Config {
-        base_url: base_url(&host)?,
-        email: pick("EMAIL_ID").map(|v| v.trim().to_owned()),
-        access_token: pick("ACCESS_TOKEN").map(|v| v.trim().to_owned()),
-        timeout,
+        base_url: base_url(host.as_deref().unwrap_or(DEFAULT_HOST))?,
+        email: email.map(|v| v.trim().to_owned()),
+        access_token: access_token.map(|v| v.trim().to_owned()),
+        timeout: timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+        host_configured,
     })
 }
 
@@ -228,5 +387,38 @@ mod tests {
         assert!(check_value("CONNECTION_TIMEOUT_SECS", "0").is_err());
         assert!(check_value("CONNECTION_TIMEOUT_SECS", "30").is_ok());
         assert!(check_value("COLOR", "x").is_err());
+    }
+
+    #[test]
+    fn context_names_are_checked() {
+        assert!(check_context_name("prod-eu.1").is_ok());
+        assert!(check_context_name("").is_err());
+        assert!(check_context_name("a b").is_err());
+        assert!(check_context_name("../x").is_err());
+    }
+
+    #[test]
+    fn the_contexts_file_round_trips_and_refuses_unknown_keys() {
+        let mut contexts = Contexts {
+            current_context: Some("local".into()),
+            ..Contexts::default()
+        };
+        contexts.contexts.insert(
+            "local".into(),
+            Context {
+                host: DEFAULT_HOST.into(),
+                email: Some("ada@example.com".into()),
+                token: None,
+                timeout_secs: Some(5),
+            },
+        );
+        let text = serde_yaml_ng::to_string(&contexts).unwrap();
+        assert!(text.contains("current-context: local"), "{text}");
+        assert!(text.contains("timeout-secs: 5"), "{text}");
+        assert_eq!(
+            serde_yaml_ng::from_str::<Contexts>(&text).unwrap(),
+            contexts
+        );
+        assert!(serde_yaml_ng::from_str::<Contexts>("contexts: {a: {hots: x}}").is_err());
     }
 }

@@ -24,6 +24,9 @@ pub enum CliError {
     RunFailed(String),
     /// Local input or output failed (a file, the terminal).
     Io(String),
+    /// The command already said what happened; only the exit code is left (1 for a run that
+    /// did not succeed, 130 after Ctrl-C detached).
+    Reported(u8),
 }
 
 impl CliError {
@@ -31,6 +34,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::RunFailed(_) => 1,
+            Self::Reported(code) => *code,
             _ => 2,
         }
     }
@@ -44,10 +48,11 @@ impl fmt::Display for CliError {
             }
             Self::Unreachable(message) => write!(
                 f,
-                "{message}\nIs proctord running, and is PROCTOR_HOST right? (proctor config \
-                 PROCTOR_HOST=host:port)"
+                "{message}\nIs proctord running, and is the host right? (--host, PROCTOR_HOST, \
+                 `proctor context list`)"
             ),
             Self::RunFailed(message) => f.write_str(message),
+            Self::Reported(_) => Ok(()),
             Self::Server {
                 code,
                 message,
@@ -55,8 +60,8 @@ impl fmt::Display for CliError {
             } => match code.as_deref() {
                 Some("UNAUTHENTICATED") => write!(
                     f,
-                    "not authenticated: {message}\nCheck EMAIL_ID and ACCESS_TOKEN (proctor \
-                     config EMAIL_ID=you@example.com ACCESS_TOKEN=<token>)."
+                    "not authenticated: {message}\nSign in with `proctor login` (or set \
+                     PROCTOR_TOKEN and PROCTOR_EMAIL)."
                 ),
                 Some("FORBIDDEN") => write!(f, "access denied: {message}"),
                 Some("BAD_USER_INPUT") => match field {

@@ -1,4 +1,5 @@
-//! `list`, `describe`, `template`, `procs apply` and `procs export`.
+//! Procs: `procs list|describe|template|apply|export|delete|history|rollback`, and the v2
+//! spellings `list`, `describe` and `template`.
 
 use std::path::{Path, PathBuf};
 
@@ -6,15 +7,32 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use crate::api::{
-    Api, ApplyProcFile, DescribeProc, ExportProc, ListProcs, apply_proc_file, describe_proc,
-    export_proc, list_procs,
+    Api, ApplyProcFile, DeleteProc, DescribeProc, ExportProc, ListProcs, ProcHistory, RollbackProc,
+    apply_proc_file, delete_proc, describe_proc, export_proc, list_procs, proc_history,
+    rollback_proc,
 };
 use crate::error::CliError;
-use crate::output::{self, Format, green, magenta, pair};
+use crate::output::{Out, age, col, green, magenta, pair, wide};
 
 /// `proctor procs …`.
 #[derive(Subcommand, Debug)]
 pub enum ProcsAction {
+    /// List the procs you may run (v2: `list`)
+    List,
+    /// Show a proc: arguments, secrets, groups (v2: `describe`)
+    Describe {
+        /// The proc.
+        #[arg(add = crate::complete::procs())]
+        proc: String,
+    },
+    /// Write a YAML file of a proc's arguments, for `runs start -f` (v2: `template`)
+    Template {
+        /// The proc.
+        #[arg(add = crate::complete::procs())]
+        proc: String,
+        /// The YAML file to write.
+        file: PathBuf,
+    },
     /// Create or update procs from YAML proc files (administrators)
     Apply {
         /// Proc files (repeat for several).
@@ -24,7 +42,31 @@ pub enum ProcsAction {
     /// Print a proc as a YAML proc file
     Export {
         /// The proc.
+        #[arg(add = crate::complete::procs())]
         proc: String,
+    },
+    /// Delete a proc (administrators); its runs stay
+    Delete {
+        /// The proc.
+        #[arg(add = crate::complete::procs())]
+        proc: String,
+    },
+    /// A proc's versions, newest first
+    History {
+        /// The proc.
+        #[arg(add = crate::complete::procs())]
+        proc: String,
+        /// How many versions to show (at most 100).
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Make an earlier version current again, as a new version (administrators)
+    Rollback {
+        /// The proc.
+        #[arg(add = crate::complete::procs())]
+        proc: String,
+        /// The version to restore (see `procs history`).
+        version: i64,
     },
 }
 
@@ -42,10 +84,43 @@ fn not_supported(proc: &str) -> CliError {
     ))
 }
 
-/// `proctor list`.
-pub async fn list(api: &Api, format: Format) -> Result<(), CliError> {
+/// `proctor procs list`: a table with versions and ages.
+async fn list_modern(api: &Api, out: &Out) -> Result<(), CliError> {
     let procs = api.run::<ListProcs>(list_procs::Variables {}).await?.procs;
-    if output::structured(format, &procs)? {
+    type Row = list_procs::ListProcsProcs;
+    let columns: Vec<crate::output::Column<Row>> = vec![
+        col("NAME", |p: &Row| p.name.clone()),
+        col("VERSION", |p: &Row| p.version.to_string()),
+        col("ARGS", |p: &Row| {
+            p.args
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+        col("AGE", |p: &Row| age(&p.updated_at)),
+        col("DESCRIPTION", |p: &Row| {
+            p.description.clone().unwrap_or_default()
+        }),
+        wide("GROUPS", |p: &Row| p.authorized_groups.join(",")),
+        wide("IMAGE/COMMAND", |p: &Row| match (&p.image, &p.command) {
+            (Some(image), _) => image.clone(),
+            (None, Some(command)) => command.join(" "),
+            (None, None) => String::new(),
+        }),
+    ];
+    out.list(
+        &procs,
+        &columns,
+        |p| format!("proc/{}", p.name),
+        "No procs found",
+    )
+}
+
+/// `proctor list`.
+pub async fn list(api: &Api, out: &Out) -> Result<(), CliError> {
+    let procs = api.run::<ListProcs>(list_procs::Variables {}).await?.procs;
+    if out.structured(&procs)? {
         return Ok(());
     }
     anstream::println!("{}", green("List of Procs:\n"));
@@ -72,9 +147,13 @@ async fn find(api: &Api, proc: &str) -> Result<describe_proc::DescribeProcProc, 
 }
 
 /// `proctor describe PROC`.
-pub async fn describe(api: &Api, format: Format, proc: &str) -> Result<(), CliError> {
+pub async fn describe(api: &Api, out: &Out, proc: &str) -> Result<(), CliError> {
     let found = find(api, proc).await?;
-    if output::structured(format, &found)? {
+    if out.format == crate::output::Format::Name {
+        anstream::println!("proc/{}", found.name);
+        return Ok(());
+    }
+    if out.structured(&found)? {
         return Ok(());
     }
     let text = |value: &Option<String>| value.clone().unwrap_or_default();
@@ -131,12 +210,20 @@ pub async fn describe(api: &Api, format: Format, proc: &str) -> Result<(), CliEr
             );
         }
     }
-    anstream::println!(
-        "{}",
-        green(&format!(
-            "\nTo {proc}, run:\nproctor execute {proc} ARG_ONE=foo ARG_TWO=bar"
-        ))
-    );
+    let mut example = format!("proctor execute {proc}");
+    for arg in &found.args {
+        let kind = enum_name(&arg.type_).to_lowercase();
+        if arg.required {
+            example.push_str(&format!(" {}=<{kind}>", arg.name));
+        } else {
+            example.push_str(&format!(" [{}=<{kind}>]", arg.name));
+        }
+    }
+    // Names come from the server: their control characters are dropped, the layout's
+    // newlines stay.
+    let example = crate::output::strip_controls(&example);
+    let proc = crate::output::strip_controls(proc);
+    anstream::println!("{}", green(&format!("\nTo {proc}, run:\n{example}")));
     Ok(())
 }
 
@@ -162,7 +249,7 @@ pub async fn template(api: &Api, proc: &str, file: &Path) -> Result<(), CliError
     anstream::println!(
         "{}",
         green(&format!(
-            "\nTo {proc}, run:\nproctor execute {proc} -f {} ARG_ONE=foo ARG_TWO=bar",
+            "\nTo {proc}, run:\nproctor execute {proc} -f {}",
             file.display()
         ))
     );
@@ -170,8 +257,88 @@ pub async fn template(api: &Api, proc: &str, file: &Path) -> Result<(), CliError
 }
 
 /// `proctor procs …`.
-pub async fn act(api: &Api, action: ProcsAction) -> Result<(), CliError> {
+pub async fn act(api: &Api, out: &Out, action: ProcsAction) -> Result<(), CliError> {
     match action {
+        ProcsAction::List => list_modern(api, out).await,
+        ProcsAction::Describe { proc } => describe(api, out, &proc).await,
+        ProcsAction::Template { proc, file } => template(api, &proc, &file).await,
+        ProcsAction::Delete { proc } => {
+            let deleted = api
+                .run::<DeleteProc>(delete_proc::Variables { name: proc.clone() })
+                .await?
+                .delete_proc;
+            if !deleted {
+                return Err(not_supported(&proc));
+            }
+            out.one(
+                &serde_json::json!({ "name": proc, "deleted": true }),
+                |_| format!("proc/{proc}"),
+                |_| anstream::println!("{}", green(&format!("Deleted proc {proc}"))),
+            )
+        }
+        ProcsAction::History { proc, limit } => {
+            if !(1..=100).contains(&limit) {
+                return Err(CliError::Usage("--limit must be between 1 and 100".into()));
+            }
+            let found = api
+                .run::<ProcHistory>(proc_history::Variables {
+                    name: proc.clone(),
+                    first: Some(limit),
+                })
+                .await?
+                .proc
+                .ok_or_else(|| not_supported(&proc))?;
+            type Row = proc_history::ProcHistoryProcVersions;
+            let current = found.version;
+            let columns: Vec<crate::output::Column<Row>> = vec![
+                col("VERSION", move |v: &Row| {
+                    if v.number == current {
+                        format!("{} (current)", v.number)
+                    } else {
+                        v.number.to_string()
+                    }
+                }),
+                col("CHANGED BY", |v: &Row| {
+                    v.changed_by.clone().unwrap_or_default()
+                }),
+                col("AGE", |v: &Row| age(&v.changed_at)),
+                col("IMAGE/COMMAND", |v: &Row| match (&v.image, &v.command) {
+                    (Some(image), _) => image.clone(),
+                    (None, Some(command)) => command.join(" "),
+                    (None, None) => String::new(),
+                }),
+                wide("CHANGED AT", |v: &Row| v.changed_at.clone()),
+            ];
+            let name = found.name.clone();
+            out.list(
+                &found.versions,
+                &columns,
+                |v| format!("proc/{name}@{}", v.number),
+                "No versions found",
+            )
+        }
+        ProcsAction::Rollback { proc, version } => {
+            let restored = api
+                .run::<RollbackProc>(rollback_proc::Variables {
+                    name: proc.clone(),
+                    version,
+                })
+                .await?
+                .rollback_proc;
+            out.one(
+                &restored,
+                |p| format!("proc/{}", p.name),
+                |p| {
+                    anstream::println!(
+                        "{}",
+                        green(&format!(
+                            "Rolled {} back to version {version}: it is now version {}",
+                            p.name, p.version
+                        ))
+                    );
+                },
+            )
+        }
         ProcsAction::Apply { files } => {
             for file in files {
                 let content = std::fs::read_to_string(&file)

@@ -1,16 +1,143 @@
-//! `schedule PROC …` and `schedule list|describe|remove|pause|resume|update|runs`.
+//! Schedules: `schedules create|list|get|update|delete|pause|resume|runs|trigger|preview`,
+//! and the v2 spellings `schedule PROC …` and `schedule list|describe|remove|…`.
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::api::{
-    Api, CreateSchedule, DeleteSchedule, GetSchedule, ListSchedules, ScheduleRuns,
-    SetScheduleEnabled, UpdateSchedule, create_schedule, delete_schedule, get_schedule,
-    list_schedules, schedule_runs, set_schedule_enabled, update_schedule,
+    Api, CreateSchedule, CronPreview, DeleteSchedule, GetSchedule, ListSchedules, ScheduleRuns,
+    SetScheduleEnabled, TriggerSchedule, UpdateSchedule, create_schedule, cron_preview,
+    delete_schedule, get_schedule, list_schedules, schedule_runs, set_schedule_enabled,
+    trigger_schedule, update_schedule,
 };
 use crate::error::CliError;
-use crate::output::{self, Format, green, magenta, pair, red};
-use crate::runs::parse_enum;
+use crate::output::{self, Format, Out, age, col, green, magenta, pair, wide};
+use crate::runs::{FollowArgs, Spelling, graphql_enum};
+
+/// `proctor schedules …`.
+#[derive(Subcommand, Debug)]
+pub enum SchedulesAction {
+    /// Create a schedule (v2: `schedule PROC`)
+    #[command(after_help = "Example: proctor schedules create report REGION=eu -c '0 2 * * *' \
+                            --timezone Europe/Berlin --overlap forbid")]
+    Create {
+        /// The proc to schedule.
+        #[arg(add = crate::complete::procs())]
+        proc: String,
+        /// Arguments for every run, as KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE")]
+        args: Vec<String>,
+        #[command(flatten)]
+        fields: ScheduleFields,
+    },
+    /// List schedules
+    List(ListFilter),
+    /// Show one schedule (v2: `schedule describe`)
+    Get {
+        /// Schedule id.
+        #[arg(add = crate::complete::schedules())]
+        id: String,
+    },
+    /// Change a schedule; what is not given is kept (KEY=VALUE arguments replace all of them)
+    Update {
+        /// Schedule id.
+        #[arg(add = crate::complete::schedules())]
+        id: String,
+        /// New arguments, as KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE")]
+        args: Vec<String>,
+        #[command(flatten)]
+        fields: ScheduleFields,
+    },
+    /// Delete a schedule and its run history (its executions stay) (v2: `schedule remove`)
+    Delete {
+        /// Schedule id.
+        #[arg(add = crate::complete::schedules())]
+        id: String,
+    },
+    /// Stop a schedule from firing (it is kept)
+    Pause {
+        /// Schedule id.
+        #[arg(add = crate::complete::schedules())]
+        id: String,
+    },
+    /// Let a paused schedule fire again, from its next slot
+    Resume {
+        /// Schedule id.
+        #[arg(add = crate::complete::schedules())]
+        id: String,
+    },
+    /// The runs of a schedule, newest first
+    Runs {
+        /// Schedule id.
+        #[arg(add = crate::complete::schedules())]
+        id: String,
+        /// How many to show (at most 100).
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Run a schedule's proc now with its arguments (counted among its runs) and follow it
+    Trigger {
+        /// Schedule id.
+        #[arg(add = crate::complete::schedules())]
+        id: String,
+        #[command(flatten)]
+        follow: FollowArgs,
+    },
+    /// The next times a cron expression fires, to check it before saving it
+    Preview {
+        /// 5 fields (minute hour day month weekday), 6 with seconds first, or @daily, ….
+        cron: String,
+        /// IANA time zone the cron is read in (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// How many times to show (at most 100).
+        #[arg(long, default_value_t = 5)]
+        count: i64,
+    },
+}
+
+/// The filters of a schedule list.
+#[derive(Args, Debug)]
+pub struct ListFilter {
+    /// Only schedules of this proc.
+    #[arg(long, add = crate::complete::procs())]
+    proc: Option<String>,
+    /// Only schedules with this tag.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Only schedules with this group label.
+    #[arg(long)]
+    group: Option<String>,
+    /// How many to show (at most 100).
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    /// Continue after this cursor.
+    #[arg(long)]
+    after: Option<String>,
+}
+
+/// When the previous run of a schedule is unfinished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OverlapArg {
+    /// Start the next run anyway.
+    Allow,
+    /// Skip the slot.
+    Forbid,
+    /// Cancel the unfinished run, then start.
+    Replace,
+}
+
+/// Slots missed while no scheduler ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CatchUpArg {
+    /// Skip them.
+    Skip,
+    /// Run the latest one.
+    Last,
+    /// Run each of them.
+    All,
+}
 
 /// `proctor schedule`: create one, or manage them with a subcommand.
 #[derive(Args, Debug)]
@@ -34,7 +161,7 @@ pub struct ScheduleArgs {
 }
 
 /// The settings of a schedule (all optional on `update`).
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct ScheduleFields {
     /// Schedule cron: 5 fields (minute hour day month weekday), 6 with seconds first, or
     /// @hourly, @daily, …
@@ -52,12 +179,18 @@ pub struct ScheduleFields {
     /// IANA time zone the cron is read in (default UTC).
     #[arg(long)]
     timezone: Option<String>,
-    /// When the previous run is unfinished: allow, forbid or replace.
-    #[arg(long)]
-    overlap: Option<String>,
-    /// Slots missed while no scheduler ran: skip, last or all.
-    #[arg(long = "catch-up")]
-    catch_up: Option<String>,
+    /// When the previous run is unfinished.
+    #[arg(long, value_enum, ignore_case = true)]
+    overlap: Option<OverlapArg>,
+    /// Slots missed while no scheduler ran.
+    #[arg(long = "catch-up", value_enum, ignore_case = true)]
+    catch_up: Option<CatchUpArg>,
+    /// Slack incoming-webhook URL told of each run's end (write-only; "" removes it).
+    #[arg(long, value_name = "URL")]
+    slack_webhook_url: Option<String>,
+    /// URL that receives a JSON POST at each run's end ("" removes it).
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,12 +281,12 @@ fn check_limit(limit: i64) -> Result<(), CliError> {
 }
 
 /// `proctor schedule …`.
-pub async fn run(api: &Api, format: Format, args: ScheduleArgs) -> Result<(), CliError> {
+pub async fn run(api: &Api, out: &Out, args: ScheduleArgs) -> Result<(), CliError> {
     match args.action {
         None => {
             create(
                 api,
-                format,
+                out,
                 args.proc.unwrap_or_default(),
                 &args.args,
                 args.fields,
@@ -181,7 +314,7 @@ pub async fn run(api: &Api, format: Format, args: ScheduleArgs) -> Result<(), Cl
                 })
                 .await?
                 .schedules;
-            if output::structured(format, &page)? {
+            if out.structured(&page)? {
                 return Ok(());
             }
             let nodes = serde_json::to_value(&page.nodes).unwrap_or_default();
@@ -243,7 +376,7 @@ pub async fn run(api: &Api, format: Format, args: ScheduleArgs) -> Result<(), Cl
                 .await?
                 .schedule
                 .ok_or_else(|| not_found(&id))?;
-            if output::structured(format, &schedule)? {
+            if out.structured(&schedule)? {
                 return Ok(());
             }
             describe(&serde_json::to_value(&schedule).unwrap_or_default());
@@ -264,10 +397,10 @@ pub async fn run(api: &Api, format: Format, args: ScheduleArgs) -> Result<(), Cl
             );
             Ok(())
         }
-        Some(ScheduleAction::Pause { id }) => set_enabled(api, format, &id, false).await,
-        Some(ScheduleAction::Resume { id }) => set_enabled(api, format, &id, true).await,
+        Some(ScheduleAction::Pause { id }) => set_enabled(api, out, &id, false).await,
+        Some(ScheduleAction::Resume { id }) => set_enabled(api, out, &id, true).await,
         Some(ScheduleAction::Update { id, args, fields }) => {
-            update(api, format, &id, &args, fields).await
+            update(api, out, &id, &args, fields).await
         }
         Some(ScheduleAction::Runs { id, limit }) => {
             check_limit(limit)?;
@@ -281,7 +414,7 @@ pub async fn run(api: &Api, format: Format, args: ScheduleArgs) -> Result<(), Cl
                 .await?
                 .schedule
                 .ok_or_else(|| not_found(&id))?;
-            if output::structured(format, &schedule.runs)? {
+            if out.structured(&schedule.runs)? {
                 return Ok(());
             }
             let runs = serde_json::to_value(&schedule.runs.nodes).unwrap_or_default();
@@ -344,7 +477,7 @@ fn joined(value: &Value) -> String {
 
 fn print_args(args: &std::collections::BTreeMap<String, String>) {
     if args.is_empty() {
-        anstream::println!("{}", red("With No Variables"));
+        anstream::println!("With No Variables");
     } else {
         anstream::println!("{}", magenta("With Variables"));
         for (name, value) in args {
@@ -355,7 +488,7 @@ fn print_args(args: &std::collections::BTreeMap<String, String>) {
 
 async fn create(
     api: &Api,
-    format: Format,
+    out: &Out,
     proc: String,
     pairs: &[String],
     fields: ScheduleFields,
@@ -364,11 +497,8 @@ async fn create(
     let cron = fields.cron.clone().ok_or_else(|| {
         CliError::Usage("--cron (-c) is required, e.g. -c '0 2 * * *' (02:00 every day)".into())
     })?;
-    let quiet = format != Format::Table;
-    if !quiet {
-        anstream::println!("{}", pair("Creating Scheduled Job", &proc));
-        print_args(&args);
-    }
+    let shown_args = args.clone();
+    let shown_proc = proc.clone();
     let input = create_schedule::ScheduleInput {
         proc,
         args: Some(
@@ -382,18 +512,25 @@ async fn create(
         group: fields.group,
         notification_emails: list(&fields.notify),
         enabled: None,
-        overlap_policy: fields.overlap.as_deref().map(parse_enum).transpose()?,
-        catch_up_policy: fields.catch_up.as_deref().map(parse_enum).transpose()?,
-        slack_webhook_url: None,
-        webhook_url: None,
+        overlap_policy: fields.overlap.as_ref().map(graphql_enum).transpose()?,
+        catch_up_policy: fields.catch_up.as_ref().map(graphql_enum).transpose()?,
+        slack_webhook_url: fields.slack_webhook_url,
+        webhook_url: fields.webhook_url,
     };
     let created = api
         .run::<CreateSchedule>(create_schedule::Variables { input })
         .await?
         .create_schedule;
-    if output::structured(format, &created)? {
+    if out.format == Format::Name {
+        anstream::println!("schedule/{}", created.id);
         return Ok(());
     }
+    if out.structured(&created)? {
+        return Ok(());
+    }
+    // The Go CLI's banner, once the server took the schedule (never before a refusal).
+    anstream::println!("{}", pair("Creating Scheduled Job", &shown_proc));
+    print_args(&shown_args);
     let created = serde_json::to_value(&created).unwrap_or_default();
     anstream::println!(
         "{}",
@@ -403,7 +540,7 @@ async fn create(
     Ok(())
 }
 
-async fn set_enabled(api: &Api, format: Format, id: &str, enabled: bool) -> Result<(), CliError> {
+async fn set_enabled(api: &Api, out: &Out, id: &str, enabled: bool) -> Result<(), CliError> {
     let id = schedule_id(id)?;
     let schedule = api
         .run::<SetScheduleEnabled>(set_schedule_enabled::Variables {
@@ -412,7 +549,7 @@ async fn set_enabled(api: &Api, format: Format, id: &str, enabled: bool) -> Resu
         })
         .await?
         .set_schedule_enabled;
-    if output::structured(format, &schedule)? {
+    if out.structured(&schedule)? {
         return Ok(());
     }
     let schedule = serde_json::to_value(&schedule).unwrap_or_default();
@@ -432,7 +569,7 @@ async fn set_enabled(api: &Api, format: Format, id: &str, enabled: bool) -> Resu
 
 async fn update(
     api: &Api,
-    format: Format,
+    out: &Out,
     id: &str,
     pairs: &[String],
     fields: ScheduleFields,
@@ -458,10 +595,10 @@ async fn update(
         group: fields.group,
         notification_emails: list(&fields.notify),
         enabled: None,
-        overlap_policy: fields.overlap.as_deref().map(parse_enum).transpose()?,
-        catch_up_policy: fields.catch_up.as_deref().map(parse_enum).transpose()?,
-        slack_webhook_url: None,
-        webhook_url: None,
+        overlap_policy: fields.overlap.as_ref().map(graphql_enum).transpose()?,
+        catch_up_policy: fields.catch_up.as_ref().map(graphql_enum).transpose()?,
+        slack_webhook_url: fields.slack_webhook_url,
+        webhook_url: fields.webhook_url,
     };
     let updated = api
         .run::<UpdateSchedule>(update_schedule::Variables {
@@ -470,7 +607,7 @@ async fn update(
         })
         .await?
         .update_schedule;
-    if output::structured(format, &updated)? {
+    if out.structured(&updated)? {
         return Ok(());
     }
     anstream::println!("{}", green(&format!("Updated schedule {id}")));
@@ -502,5 +639,126 @@ fn describe(schedule: &Value) {
     anstream::println!("{}", magenta("\nArgs"));
     for arg in schedule["args"].as_array().into_iter().flatten() {
         anstream::println!("{}", pair(&text(&arg["name"]), text(&arg["value"])));
+    }
+}
+
+/// `proctor schedules list`: a table with ages and next runs.
+async fn list_modern(api: &Api, out: &Out, filter: ListFilter) -> Result<(), CliError> {
+    check_limit(filter.limit)?;
+    let page = api
+        .run::<ListSchedules>(list_schedules::Variables {
+            first: Some(filter.limit),
+            after: filter.after,
+            filter: Some(list_schedules::ScheduleFilter {
+                proc: filter.proc,
+                tag: filter.tag,
+                group: filter.group,
+                enabled: None,
+            }),
+        })
+        .await?
+        .schedules;
+    let rows: Vec<Value> = page
+        .nodes
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap_or_default())
+        .collect();
+    let columns: Vec<output::Column<Value>> = vec![
+        col("ID", |s: &Value| text(&s["id"])),
+        col("PROC", |s: &Value| text(&s["procName"])),
+        col("CRON", |s: &Value| text(&s["cron"])),
+        col("TIMEZONE", |s: &Value| text(&s["timezone"])),
+        col("ENABLED", |s: &Value| {
+            if s["enabled"] == true {
+                "yes"
+            } else {
+                "paused"
+            }
+            .to_owned()
+        }),
+        col("NEXT RUN", |s: &Value| text(&s["nextFireAt"])),
+        col("AGE", |s: &Value| age(&text(&s["createdAt"]))),
+        wide("GROUP", |s: &Value| text(&s["group"])),
+        wide("TAGS", |s: &Value| joined(&s["tags"])),
+        wide("OVERLAP", |s: &Value| text(&s["overlapPolicy"])),
+        wide("OWNER", |s: &Value| text(&s["createdBy"])),
+    ];
+    out.list(
+        &rows,
+        &columns,
+        |s| format!("schedule/{}", text(&s["id"])),
+        "No schedules found",
+    )?;
+    if let Some(cursor) = page
+        .page_info
+        .end_cursor
+        .filter(|_| page.page_info.has_next_page && out.human())
+    {
+        anstream::eprintln!("more: proctor schedules list --after {cursor}");
+    }
+    Ok(())
+}
+
+/// `proctor schedules …`: the same work as the v2 spellings, with kubectl-like lists.
+pub async fn act(api: &Api, out: &Out, action: SchedulesAction) -> Result<(), CliError> {
+    let v2 = |action| ScheduleArgs {
+        action: Some(action),
+        proc: None,
+        args: Vec::new(),
+        fields: ScheduleFields::default(),
+    };
+    match action {
+        SchedulesAction::Create { proc, args, fields } => {
+            create(api, out, proc, &args, fields).await
+        }
+        SchedulesAction::List(filter) => list_modern(api, out, filter).await,
+        SchedulesAction::Get { id } => run(api, out, v2(ScheduleAction::Describe { id })).await,
+        SchedulesAction::Update { id, args, fields } => update(api, out, &id, &args, fields).await,
+        SchedulesAction::Delete { id } => run(api, out, v2(ScheduleAction::Remove { id })).await,
+        SchedulesAction::Pause { id } => set_enabled(api, out, &id, false).await,
+        SchedulesAction::Resume { id } => set_enabled(api, out, &id, true).await,
+        SchedulesAction::Runs { id, limit } => {
+            run(api, out, v2(ScheduleAction::Runs { id, limit })).await
+        }
+        SchedulesAction::Trigger { id, follow } => {
+            let id = schedule_id(&id)?;
+            let started = api
+                .run::<TriggerSchedule>(trigger_schedule::Variables { id })
+                .await?
+                .trigger_schedule;
+            crate::runs::follow_created(
+                api,
+                out,
+                &started.id,
+                &started.proc_name,
+                follow,
+                Spelling::Noun,
+            )
+            .await
+        }
+        SchedulesAction::Preview {
+            cron,
+            timezone,
+            count,
+        } => {
+            if !(1..=100).contains(&count) {
+                return Err(CliError::Usage("--count must be between 1 and 100".into()));
+            }
+            let times = api
+                .run::<CronPreview>(cron_preview::Variables {
+                    cron,
+                    timezone,
+                    count: Some(count),
+                })
+                .await?
+                .cron_preview;
+            if out.structured(&times)? {
+                return Ok(());
+            }
+            for time in &times {
+                anstream::println!("{time}");
+            }
+            Ok(())
+        }
     }
 }

@@ -1,13 +1,15 @@
-//! `secrets set PROC KEY` and `secrets list PROC`. A value is read from standard input (when
+//! `secrets set PROC KEY`, `secrets list PROC` and `secrets delete PROC KEY`. A value is read from standard input (when
 //! it is not a terminal) or from a prompt that does not echo; it is never printed.
 
 use std::io::{IsTerminal, Read};
 
 use clap::Subcommand;
 
-use crate::api::{Api, ListSecrets, SetSecret, list_secrets, set_secret};
+use crate::api::{
+    Api, DeleteSecret, ListSecrets, SetSecret, delete_secret, list_secrets, set_secret,
+};
 use crate::error::CliError;
-use crate::output::{self, Format, green};
+use crate::output::{Out, age, col, green, wide};
 
 /// `proctor secrets …`.
 #[derive(Subcommand, Debug)]
@@ -18,6 +20,7 @@ pub enum SecretsAction {
                             deploy API_TOKEN")]
     Set {
         /// The proc.
+        #[arg(add = crate::complete::procs())]
         proc: String,
         /// The secret's name (as the proc declares it).
         key: String,
@@ -25,7 +28,16 @@ pub enum SecretsAction {
     /// List a proc's secrets: names, whether each is set, when (never values)
     List {
         /// The proc.
+        #[arg(add = crate::complete::procs())]
         proc: String,
+    },
+    /// Remove a secret's value (administrators); runs of the proc fail until it is set again
+    Delete {
+        /// The proc.
+        #[arg(add = crate::complete::procs())]
+        proc: String,
+        /// The secret's name.
+        key: String,
     },
 }
 
@@ -56,7 +68,7 @@ fn read_value(key: &str) -> Result<String, CliError> {
 }
 
 /// `proctor secrets …`.
-pub async fn act(api: &Api, format: Format, action: SecretsAction) -> Result<(), CliError> {
+pub async fn act(api: &Api, out: &Out, action: SecretsAction) -> Result<(), CliError> {
     match action {
         SecretsAction::Set { proc, key } => {
             let value = read_value(&key)?;
@@ -70,11 +82,11 @@ pub async fn act(api: &Api, format: Format, action: SecretsAction) -> Result<(),
                 })
                 .await?
                 .set_secrets;
-            if output::structured(format, &infos)? {
-                return Ok(());
-            }
-            anstream::println!("{}", green(&format!("Secret {key} of {proc} set.")));
-            Ok(())
+            out.one(
+                &infos,
+                |_| format!("secret/{proc}/{key}"),
+                |_| anstream::println!("{}", green(&format!("Secret {key} of {proc} set."))),
+            )
         }
         SecretsAction::List { proc } => {
             let found = api
@@ -86,26 +98,47 @@ pub async fn act(api: &Api, format: Format, action: SecretsAction) -> Result<(),
                     message: format!("proc {proc:?} not found"),
                     field: None,
                 })?;
-            if output::structured(format, &found.secrets)? {
-                return Ok(());
-            }
-            let rows = found
-                .secrets
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.key.clone(),
-                        if s.is_set { "yes" } else { "NO" }.to_owned(),
-                        s.updated_at.clone().unwrap_or_default(),
-                        s.description.clone().unwrap_or_default(),
-                    ]
+            type Row = list_secrets::ListSecretsProcSecrets;
+            let columns: Vec<crate::output::Column<Row>> = vec![
+                col("KEY", |s: &Row| s.key.clone()),
+                col("SET", |s: &Row| {
+                    if s.is_set { "yes" } else { "NO" }.to_owned()
+                }),
+                col("UPDATED", |s: &Row| {
+                    s.updated_at.clone().unwrap_or_default()
+                }),
+                col("DESCRIPTION", |s: &Row| {
+                    s.description.clone().unwrap_or_default()
+                }),
+                wide("AGE", |s: &Row| {
+                    s.updated_at.as_deref().map(age).unwrap_or_default()
+                }),
+            ];
+            out.list(
+                &found.secrets,
+                &columns,
+                |s| format!("secret/{proc}/{}", s.key),
+                "The proc declares no secrets",
+            )
+        }
+        SecretsAction::Delete { proc, key } => {
+            let removed = api
+                .run::<DeleteSecret>(delete_secret::Variables {
+                    proc: proc.clone(),
+                    key: key.clone(),
                 })
-                .collect();
-            anstream::println!(
-                "{}",
-                output::table(&["KEY", "SET", "UPDATED", "DESCRIPTION"], rows)
-            );
-            Ok(())
+                .await?
+                .delete_secret;
+            let message = if removed {
+                format!("Secret {key} of {proc} deleted.")
+            } else {
+                format!("Secret {key} of {proc} had no value; nothing to delete.")
+            };
+            out.one(
+                &serde_json::json!({ "proc": proc, "key": key, "deleted": removed }),
+                |_| format!("secret/{proc}/{key}"),
+                |_| anstream::println!("{}", green(&message)),
+            )
         }
     }
 }

@@ -4,8 +4,14 @@
 //! every spelling, compared byte for byte with `snapshots/…__v2_spellings.snap`.
 //!
 //! The transcript runs on the embedded stack, where ids are deterministic (1, 2, …); only times,
-//! the configuration directory and the version number are redacted. Output is not a terminal,
-//! so it holds no colour.
+//! ages, durations, the configuration directory and the version number are redacted. Output is
+//! not a terminal, so it holds no colour.
+//!
+//! The snapshot was first recorded before the noun-verb commands (commit d92ce95). Its later
+//! changes are the bugs issue 20 names, fixed on purpose and visible in the snapshot's history:
+//! `describe` and `template` print the proc's real arguments instead of `ARG_ONE=foo
+//! ARG_TWO=bar`; `execute` and `schedule` validate before printing their banner, so a refused
+//! call prints only its error; the run table shows AGE and DURATION instead of CREATED.
 
 use proctor_tests::api::upsert_proc::ArgType;
 use proctor_tests::api::{arg, proc, required_arg, sh};
@@ -167,6 +173,9 @@ async fn the_v2_spellings_print_byte_for_byte_what_they_printed_before() {
     let times = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
         .expect("a valid pattern");
     let transcript = times.replace_all(&transcript, "<TIME>");
+    // The AGE and DURATION columns of run tables (under 100 s here, so widths stay put).
+    let ages = regex::Regex::new(r"(?m) \d+s( +)\d+\.\ds$").expect("a valid pattern");
+    let transcript = ages.replace_all(&transcript, " <AGE>${1}<DURATION>");
     let transcript = transcript
         .replace(&config_dir, "<CONFIG_DIR>")
         .replace(&app.address.to_string(), "<HOST>")
