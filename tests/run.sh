@@ -43,6 +43,8 @@ cargo nextest --version >/dev/null 2>&1 || { log "installing cargo-nextest"; car
 # drives Debian's Chromium.
 command -v npm >/dev/null 2>&1 || { log "installing nodejs and npm"; apt_install nodejs npm; }
 command -v chromium >/dev/null 2>&1 || { log "installing chromium"; apt_install chromium; }
+command -v tmux >/dev/null 2>&1 || { log "installing tmux (the CLI's terminal test)"; apt_install tmux; }
+command -v script >/dev/null 2>&1 || { log "installing bsdutils (script, for terminal tests)"; apt_install bsdutils; }
 # `promtool check metrics` lints /metrics (tests/it/metrics.rs); Debian ships it in prometheus.
 command -v promtool >/dev/null 2>&1 || { log "installing prometheus (for promtool)"; apt_install prometheus; }
 # kubernetes-validate (PyPI, Kubernetes schemas offline) checks deploy/ (tests/it/deploy.rs).

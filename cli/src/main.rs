@@ -255,12 +255,13 @@ enum ConfigAction {
 }
 
 fn main() -> ExitCode {
+    // reqwest and the websocket client use rustls without a provider of their own; ring is
+    // installed process-wide first (completions call the server too). An error only means one
+    // is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // A shell asking for completions (`COMPLETE=bash proctor -- …`) is answered here, before
     // anything else; otherwise this returns at once.
     CompleteEnv::with_factory(Cli::command).complete();
-    // reqwest and the websocket client use rustls without a provider of their own; ring is
-    // installed process-wide first. An error only means one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

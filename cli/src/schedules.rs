@@ -12,6 +12,7 @@ use crate::api::{
 };
 use crate::error::CliError;
 use crate::output::{self, Format, Out, age, col, green, magenta, pair, wide};
+use crate::procs::enum_name;
 use crate::runs::{FollowArgs, Spelling, graphql_enum};
 
 /// `proctor schedules …`.
@@ -414,39 +415,27 @@ pub async fn run(api: &Api, out: &Out, args: ScheduleArgs) -> Result<(), CliErro
                 .await?
                 .schedule
                 .ok_or_else(|| not_found(&id))?;
-            if out.structured(&schedule.runs)? {
-                return Ok(());
-            }
-            let runs = serde_json::to_value(&schedule.runs.nodes).unwrap_or_default();
-            let rows = runs
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|run| {
-                    vec![
-                        text(&run["slot"]),
-                        text(&run["firedAt"]),
-                        text(&run["outcome"]),
-                        text(&run["execution"]["id"]),
-                        text(&run["execution"]["status"]),
-                        text(&run["detail"]),
-                    ]
-                })
-                .collect();
-            anstream::println!(
-                "{}",
-                output::table(
-                    &[
-                        "SLOT",
-                        "FIRED AT",
-                        "OUTCOME",
-                        "EXECUTION",
-                        "STATUS",
-                        "DETAIL"
-                    ],
-                    rows
-                )
-            );
+            type Row = schedule_runs::ScheduleRunsScheduleRunsNodes;
+            let execution = |r: &Row| r.execution.as_ref().map(|e| e.id.clone());
+            let columns = vec![
+                col("SLOT", |r: &Row| r.slot.clone()),
+                col("FIRED AT", |r: &Row| r.fired_at.clone()),
+                col("OUTCOME", |r: &Row| enum_name(&r.outcome)),
+                col("EXECUTION", move |r: &Row| execution(r).unwrap_or_default()),
+                col("STATUS", |r: &Row| {
+                    r.execution
+                        .as_ref()
+                        .map(|e| enum_name(&e.status))
+                        .unwrap_or_default()
+                }),
+                col("DETAIL", |r: &Row| r.detail.clone().unwrap_or_default()),
+            ];
+            out.list(
+                &schedule.runs.nodes,
+                &columns,
+                |r| format!("execution/{}", execution(r).unwrap_or_default()),
+                "No runs of this schedule yet",
+            )?;
             Ok(())
         }
     }
@@ -635,6 +624,13 @@ fn describe(schedule: &Value) {
     anstream::println!("{}", pair("Enabled", enabled));
     anstream::println!("{}", pair("Overlap", text(&schedule["overlapPolicy"])));
     anstream::println!("{}", pair("Catch-up", text(&schedule["catchUpPolicy"])));
+    // Shown only when set, so a schedule without them prints what the Go CLI printed.
+    if schedule["slackWebhookConfigured"] == true {
+        anstream::println!("{}", pair("Slack", "set (the URL is never shown)"));
+    }
+    if let Some(url) = schedule["webhookUrl"].as_str() {
+        anstream::println!("{}", pair("Webhook", url));
+    }
     anstream::println!("{}", pair("Next Run", text(&schedule["nextFireAt"])));
     anstream::println!("{}", magenta("\nArgs"));
     for arg in schedule["args"].as_array().into_iter().flatten() {

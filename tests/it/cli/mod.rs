@@ -1,5 +1,10 @@
 //! The `proctor` CLI binary against a running server.
 
+mod completion;
+mod identity;
+mod manage;
+mod runs;
+mod terminal;
 mod v2;
 
 use tokio::process::Command;
@@ -100,6 +105,11 @@ impl User {
         command
             .args(args)
             .env("LOCAL_CONFIG_DIR", self.config_dir.path())
+            .env("XDG_CONFIG_HOME", self.config_dir.path())
+            .env_remove("PROCTOR_CONTEXT")
+            .env_remove("PROCTOR_TOKEN")
+            .env_remove("PROCTOR_EMAIL")
+            .env_remove("PROCTOR_ON_INTERRUPT")
             .env("PROCTOR_HOST", &self.host)
             .env("EMAIL_ID", &self.email)
             .env("ACCESS_TOKEN", &self.token)
@@ -114,32 +124,36 @@ impl User {
     }
 
     pub(crate) async fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Ran {
-        let mut command = self.command(args);
-        if input.is_some() {
-            command.stdin(Stdio::piped());
-        }
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().expect("proctor starts");
-        if let Some(input) = input {
-            let mut stdin = child.stdin.take().expect("piped stdin");
-            stdin
-                .write_all(input.as_bytes())
-                .await
-                .expect("write stdin");
-        }
-        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("proctor {args:?} did not finish"))
-            .expect("proctor runs");
-        Ran {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        run_command(self.command(args), input).await
     }
 }
 
-async fn auth_app() -> (TestApp, String) {
+/// Runs a prepared `proctor` command, feeding it `input` on stdin when given.
+pub(crate) async fn run_command(mut command: Command, input: Option<&str>) -> Ran {
+    if input.is_some() {
+        command.stdin(Stdio::piped());
+    }
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().expect("proctor starts");
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .expect("write stdin");
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("proctor {command:?} did not finish"))
+        .expect("proctor runs");
+    Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+pub(crate) async fn auth_app() -> (TestApp, String) {
     let app = TestApp::builder()
         .with_args(&["--auth-enabled", "--scheduler-enabled=false"])
         .spawn()
@@ -501,8 +515,8 @@ async fn schedules_are_managed_from_the_cli() {
             .run(&["schedule", "runs", &id, "-o", "json"])
             .await
             .json();
-        if runs["nodes"][0]["execution"]["status"] == "SUCCEEDED" {
-            assert_eq!(runs["nodes"][0]["outcome"], "TRIGGERED");
+        if runs[0]["execution"]["status"] == "SUCCEEDED" {
+            assert_eq!(runs[0]["outcome"], "TRIGGERED");
             break;
         }
         assert!(Instant::now() < deadline, "{runs}");
@@ -808,6 +822,7 @@ async fn run_on_a_terminal(user: &User, args: &[&str]) -> String {
     command
         .args(["-qec", &line.join(" "), "/dev/null"])
         .env("LOCAL_CONFIG_DIR", user.config_dir.path())
+        .env("XDG_CONFIG_HOME", user.config_dir.path())
         .env("PROCTOR_HOST", &user.host)
         .env("EMAIL_ID", &user.email)
         .env("ACCESS_TOKEN", &user.token)
