@@ -13,7 +13,7 @@ use crate::api::{
 };
 use crate::config::{self, Context, Contexts, Selection};
 use crate::error::CliError;
-use crate::output::{Out, age, col, green, pair, red, wide};
+use crate::output::{Out, age, col, green, pair, red, strip_controls, wide};
 use crate::procs::enum_name;
 
 /// The first line of `proctor version`, kept from the Go CLI.
@@ -69,7 +69,12 @@ pub fn config_show() -> Result<(), CliError> {
 /// `proctor whoami`.
 pub async fn whoami(api: &Api, out: &Out) -> Result<(), CliError> {
     let me = api.run::<Whoami>(whoami::Variables {}).await?.me;
-    if out.structured(&me)? {
+    let named = |me: &Option<_>| {
+        me.iter()
+            .map(|m: &whoami::WhoamiMe| format!("user/{}", m.email.clone().unwrap_or_default()))
+            .collect()
+    };
+    if out.shown(&me, named)? {
         return Ok(());
     }
     let Some(me) = me else {
@@ -105,7 +110,7 @@ pub async fn version(selection: &Selection) -> Result<(), CliError> {
     match answer {
         Ok(data) => {
             let info = data.server_info;
-            println!(
+            let line = format!(
                 "Server: proctord v{} (storage {}, event bus {}, executor {}, auth {})",
                 info.version,
                 enum_name(&info.storage).to_lowercase(),
@@ -113,8 +118,12 @@ pub async fn version(selection: &Selection) -> Result<(), CliError> {
                 enum_name(&info.executor).to_lowercase(),
                 if info.auth_enabled { "on" } else { "off" }
             );
+            println!("{}", strip_controls(&line));
         }
-        Err(error) => eprintln!("Server: {error}"),
+        Err(error) => eprintln!(
+            "{}",
+            crate::output::strip_controls_keep_lines(&format!("Server: {error}"))
+        ),
     }
     Ok(())
 }
@@ -265,9 +274,9 @@ pub async fn login(selection: &Selection, out: &Out, args: LoginArgs) -> Result<
         |_| {
             anstream::println!(
                 "{}",
-                green(&format!(
+                green(&strip_controls(&format!(
                     "Logged in to {base_url} as {who}; context {name:?} is current."
-                ))
+                )))
             );
             anstream::println!("{}", pair("Config file", path.display()));
         },
@@ -309,15 +318,13 @@ pub fn context(out: &Out, action: ContextAction) -> Result<(), CliError> {
                 contexts.current_context = Some(name.clone());
             }
             contexts.save()?;
-            anstream::println!("{}", green(&format!("Context {name:?} saved.")));
-            Ok(())
+            context_done(out, &name, "saved")
         }
         ContextAction::Use { name } => {
             contexts.get(&name)?;
             contexts.current_context = Some(name.clone());
             contexts.save()?;
-            anstream::println!("{}", green(&format!("Context {name:?} is current.")));
-            Ok(())
+            context_done(out, &name, "current")
         }
         ContextAction::Delete { name } => {
             contexts.get(&name)?;
@@ -326,8 +333,7 @@ pub fn context(out: &Out, action: ContextAction) -> Result<(), CliError> {
                 contexts.current_context = None;
             }
             contexts.save()?;
-            anstream::println!("{}", green(&format!("Context {name:?} deleted.")));
-            Ok(())
+            context_done(out, &name, "deleted")
         }
         ContextAction::List => {
             let rows: Vec<ContextRow> = contexts
@@ -397,6 +403,21 @@ pub enum TokensAction {
     },
 }
 
+/// Reports a change to context `name` (`saved`, `current`, `deleted`) in the chosen format.
+fn context_done(out: &Out, name: &str, what: &str) -> Result<(), CliError> {
+    out.one(
+        &serde_json::json!({ "context": name, "result": what }),
+        |_| format!("context/{name}"),
+        |_| {
+            let text = match what {
+                "current" => format!("Context {name:?} is current."),
+                other => format!("Context {name:?} {other}."),
+            };
+            anstream::println!("{}", green(&text));
+        },
+    )
+}
+
 /// `proctor tokens …`.
 pub async fn tokens(api: &Api, out: &Out, action: TokensAction) -> Result<(), CliError> {
     match action {
@@ -413,7 +434,12 @@ pub async fn tokens(api: &Api, out: &Out, action: TokensAction) -> Result<(), Cl
                 })
                 .await?
                 .create_api_token;
-            if out.structured(&serde_json::json!({ "email": email, "token": token }))? {
+            let created = serde_json::json!({ "email": email, "token": token });
+            if out.format == crate::output::Format::Name {
+                anstream::println!("{}", strip_controls(&format!("user/{email}")));
+                return Ok(());
+            }
+            if out.structured(&created)? {
                 return Ok(());
             }
             // Only the token on stdout, so it can be piped; the advice goes to stderr.
@@ -487,7 +513,10 @@ pub async fn tokens(api: &Api, out: &Out, action: TokensAction) -> Result<(), Cl
 
 fn more(out: &Out, cursor: &Option<String>, has_next: bool, command: &str) {
     if let Some(cursor) = cursor.as_ref().filter(|_| has_next && out.human()) {
-        anstream::eprintln!("more: proctor {command} --after {cursor}");
+        anstream::eprintln!(
+            "{}",
+            strip_controls(&format!("more: proctor {command} --after {cursor}"))
+        );
     }
 }
 

@@ -92,6 +92,11 @@ pub enum StreamEnd {
     Dropped(String),
 }
 
+/// How often a quiet subscription pings the server.
+const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+/// Unanswered pings after which the connection counts as dropped (and is resumed).
+const KEEP_ALIVE_RETRIES: usize = 2;
+
 /// A connection to proctord.
 pub struct Api {
     http: reqwest::Client,
@@ -104,6 +109,9 @@ impl Api {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(concat!("proctor/", env!("CARGO_PKG_VERSION")))
+            // Credentials travel in custom headers, which reqwest keeps on a redirect to
+            // another host: redirects are not followed (a 3xx is reported below).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CliError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self { http, config })
@@ -149,6 +157,22 @@ impl Api {
             }
         })?;
         let status = response.status();
+        if status.is_redirection() {
+            let to = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("elsewhere");
+            return Err(CliError::Server {
+                code: None,
+                message: format!(
+                    "{endpoint} redirects to {to}; the CLI does not follow redirects (they \
+                     could carry the token to another host): use the final address as the \
+                     server"
+                ),
+                field: None,
+            });
+        }
         let text = response.text().await.map_err(|e| {
             CliError::Unreachable(format!("proctord at {endpoint} broke off its answer: {e}"))
         })?;
@@ -197,9 +221,18 @@ impl Api {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("graphql-transport-ws"),
         );
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| CliError::Unreachable(format!("cannot open {url}: {e}")))?;
+        let (socket, _) = tokio::time::timeout(
+            self.config.timeout,
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        .map_err(|_| {
+            CliError::Unreachable(format!(
+                "{url} did not answer within {:?}",
+                self.config.timeout
+            ))
+        })?
+        .map_err(|e| CliError::Unreachable(format!("cannot open {url}: {e}")))?;
         let mut payload = serde_json::Map::new();
         if let Some(email) = &self.config.email {
             payload.insert("Email-Id".into(), json!(email));
@@ -212,7 +245,10 @@ impl Api {
             inner: socket,
             ending: Arc::clone(&ending),
         };
+        // Pings find a half-open connection (a vanished host) instead of waiting forever.
         let builder = graphql_ws_client::Client::build(connection)
+            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_retries(KEEP_ALIVE_RETRIES)
             .payload(payload)
             .map_err(|e| CliError::Config(format!("cannot send the credentials: {e}")))?;
         let mut events = match builder

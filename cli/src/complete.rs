@@ -53,15 +53,25 @@ where
     else {
         return Vec::new();
     };
-    runtime
+    let found = runtime
         .block_on(async { tokio::time::timeout(LOOKUP_LIMIT, fetch(api)).await })
         .ok()
         .and_then(Result::ok)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    // Dropping a runtime waits for its blocking tasks (a slow DNS lookup); the shell must not.
+    runtime.shutdown_background();
+    found
 }
 
-fn candidate(value: String, help: String) -> CompletionCandidate {
-    CompletionCandidate::new(value).help(Some(help.into()))
+/// One candidate; `None` for a value a shell could not take as one word (whitespace or
+/// control characters would split it or reach the terminal). The help loses its control
+/// characters (a newline in a description would make a bogus zsh or fish entry).
+fn candidate(value: String, help: String) -> Option<CompletionCandidate> {
+    if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    let help = crate::output::strip_controls(&help).replace('\t', " ");
+    Some(CompletionCandidate::new(value).help(Some(help.into())))
 }
 
 /// Proc names, with their descriptions.
@@ -71,7 +81,7 @@ pub fn procs() -> ArgValueCandidates {
             let procs = api.run::<ListProcs>(list_procs::Variables {}).await?.procs;
             Ok(procs
                 .into_iter()
-                .map(|p| candidate(p.name, p.description.unwrap_or_default()))
+                .filter_map(|p| candidate(p.name, p.description.unwrap_or_default()))
                 .collect())
         })
     })
@@ -92,7 +102,7 @@ pub fn executions() -> ArgValueCandidates {
                 .nodes;
             Ok(runs
                 .into_iter()
-                .map(|run| {
+                .filter_map(|run| {
                     let help = format!(
                         "{} {} {}",
                         run.proc_name,
@@ -121,7 +131,7 @@ pub fn schedules() -> ArgValueCandidates {
                 .nodes;
             Ok(schedules
                 .into_iter()
-                .map(|s| candidate(s.id, format!("{} {}", s.proc_name, s.cron)))
+                .filter_map(|s| candidate(s.id, format!("{} {}", s.proc_name, s.cron)))
                 .collect())
         })
     })
@@ -135,7 +145,7 @@ pub fn contexts() -> ArgValueCandidates {
                 contexts
                     .contexts
                     .into_iter()
-                    .map(|(name, context)| candidate(name, context.host))
+                    .filter_map(|(name, context)| candidate(name, context.host))
                     .collect()
             })
             .unwrap_or_default()

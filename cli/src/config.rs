@@ -127,28 +127,54 @@ pub fn write_file(values: &BTreeMap<String, String>) -> Result<PathBuf, CliError
     Ok(path)
 }
 
-/// Writes `text` to `path` (creating its directory), readable and writable by the owner only.
+/// Writes `text` to `path` (creating its directory, private to its owner), readable and
+/// writable by the owner only. The text goes to a new file beside it that is then renamed over
+/// it, so a crash or a full disk leaves the old file whole, never a truncated one.
 fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
     let failed =
         |e: std::io::Error| CliError::Config(format!("cannot write {}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(failed)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(failed)?;
     }
-    write_private_file(path, text).map_err(failed)
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = write_private_file(&temporary, text).and_then(|()| fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    written.map_err(failed)
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)
 }
 
 #[cfg(unix)]
 fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
+    // create_new: a file left by a crashed run (or planted) is never written through.
+    let _ = fs::remove_file(path);
     let mut file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)?;
-    file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    file.write_all(text.as_bytes())
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 #[cfg(not(unix))]
@@ -276,7 +302,7 @@ impl Contexts {
             CliError::Config(if known.is_empty() {
                 format!(
                     "there is no context {name:?}; add one with `proctor login --context {name}` \
-                     or `proctor context add {name} --host HOST`"
+                     or `proctor context add {name} --server HOST`"
                 )
             } else {
                 format!("there is no context {name:?}; known: {}", known.join(", "))
@@ -319,6 +345,14 @@ fn env(names: &[&str]) -> Option<String> {
     })
 }
 
+/// Whether two server spellings (`host:port`, URLs) name the same server.
+fn same_server(a: &str, b: &str) -> bool {
+    match (base_url(a), base_url(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// The configuration for server calls (see the module documentation for the order).
 pub fn load(selection: &Selection) -> Result<Config, CliError> {
     let contexts = Contexts::load()?;
@@ -338,6 +372,22 @@ pub fn load(selection: &Selection) -> Result<Config, CliError> {
         .or_else(|| context.as_ref().map(|c| c.host.clone()))
         .or_else(|| from_file("PROCTOR_HOST"));
     let host_configured = host.is_some();
+    // A context's credentials belong to its server: with --host (or PROCTOR_HOST) naming
+    // another one they are not sent there.
+    let context = match (&context, &selection.host) {
+        (Some(c), Some(chosen)) if !same_server(&c.host, chosen) => None,
+        _ => context,
+    };
+    if let Some(Context {
+        timeout_secs: Some(0),
+        ..
+    }) = &context
+    {
+        return Err(CliError::Config(format!(
+            "timeout-secs of the context in {} must be a positive number of seconds",
+            contexts_path().display()
+        )));
+    }
     let email = env(&["PROCTOR_EMAIL", "EMAIL_ID"])
         .or_else(|| context.as_ref().and_then(|c| c.email.clone()))
         .or_else(|| from_file("EMAIL_ID"));

@@ -277,7 +277,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Reported(code)) => ExitCode::from(code),
         Err(error) => {
-            anstream::eprintln!("{}", output::red(&format!("Error: {error}")));
+            // Errors carry server text (GraphQL messages, close reasons, a run's reason).
+            let message = output::strip_controls_keep_lines(&format!("Error: {error}"));
+            anstream::eprintln!("{}", output::red(&message));
             ExitCode::from(error.exit_code())
         }
     }

@@ -125,6 +125,23 @@ impl Out {
         Ok(true)
     }
 
+    /// For output meant for programs: `name(value)` lines for `-o name` (one per item when
+    /// `value` is a list the caller names item by item), else as [`Out::structured`]; returns
+    /// `false` when the caller prints for people.
+    pub fn shown<T: Serialize>(
+        &self,
+        value: &T,
+        names: impl FnOnce(&T) -> Vec<String>,
+    ) -> Result<bool, CliError> {
+        if self.format == Format::Name {
+            for name in names(value) {
+                anstream::println!("{}", strip_controls(&name));
+            }
+            return Ok(true);
+        }
+        self.structured(value)
+    }
+
     /// Prints one object: structured as [`Out::structured`], `name(value)` for `-o name`,
     /// else through `human`.
     pub fn one<T: Serialize>(
@@ -399,9 +416,26 @@ pub fn strip_controls(text: &str) -> String {
     out
 }
 
+/// [`strip_controls`] line by line: the newlines of a multi-line text (an error with its
+/// hint, an exported YAML file) stay.
+pub fn strip_controls_keep_lines(text: &str) -> String {
+    text.split('\n')
+        .map(strip_controls)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod line_tests {
-    use super::strip_controls;
+    use super::{strip_controls, strip_controls_keep_lines};
+
+    #[test]
+    fn multi_line_text_keeps_its_lines_and_loses_its_escapes() {
+        assert_eq!(
+            strip_controls_keep_lines("Error: \u{1b}[2Jbad\nhint\u{7}\n"),
+            "Error: bad\nhint\n"
+        );
+    }
 
     #[test]
     fn control_sequences_are_removed_and_text_kept() {

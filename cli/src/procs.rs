@@ -120,7 +120,9 @@ async fn list_modern(api: &Api, out: &Out) -> Result<(), CliError> {
 /// `proctor list`.
 pub async fn list(api: &Api, out: &Out) -> Result<(), CliError> {
     let procs = api.run::<ListProcs>(list_procs::Variables {}).await?.procs;
-    if out.structured(&procs)? {
+    if out.shown(&procs, |ps| {
+        ps.iter().map(|p| format!("proc/{}", p.name)).collect()
+    })? {
         return Ok(());
     }
     anstream::println!("{}", green("List of Procs:\n"));
@@ -359,25 +361,39 @@ pub async fn act(api: &Api, out: &Out, action: ProcsAction) -> Result<(), CliErr
                         other => other,
                     })?
                     .apply_proc_file;
-                anstream::println!(
-                    "{}",
-                    green(&format!(
-                        "Applied proc {} (version {}) from {}",
-                        applied.name,
-                        applied.version,
-                        file.display()
-                    ))
-                );
+                out.one(
+                    &applied,
+                    |p| format!("proc/{}", p.name),
+                    |p| {
+                        anstream::println!(
+                            "{}",
+                            green(&crate::output::strip_controls(&format!(
+                                "Applied proc {} (version {}) from {}",
+                                p.name,
+                                p.version,
+                                file.display()
+                            )))
+                        );
+                    },
+                )?;
             }
             Ok(())
         }
         ProcsAction::Export { proc } => {
+            if out.format != crate::output::Format::Table {
+                return Err(CliError::Usage(
+                    "procs export prints a YAML proc file; -o does not apply (use `procs \
+                     describe -o json|yaml` for the proc as data)"
+                        .into(),
+                ));
+            }
             let found = api
                 .run::<ExportProc>(export_proc::Variables { name: proc.clone() })
                 .await?
                 .proc
                 .ok_or_else(|| not_supported(&proc))?;
-            print!("{}", found.yaml);
+            // serde_yaml escapes control characters inside strings; what is left is layout.
+            print!("{}", crate::output::strip_controls_keep_lines(&found.yaml));
             Ok(())
         }
     }

@@ -342,7 +342,7 @@ pub async fn start(
             })
             .await?
             .validate_args;
-        if out.structured(&checked)? {
+        if out.shown(&checked, |_| vec![format!("proc/{}", args.proc)])? {
             return Ok(());
         }
         anstream::println!(
@@ -459,7 +459,9 @@ pub async fn follow_created(
     }
     if out.format == output::Format::Name {
         anstream::println!("execution/{id}");
-    } else if out.structured(&finished)? {
+        return verdict(&finished);
+    }
+    if out.structured(&finished)? {
         return verdict(&finished);
     }
     match spelling {
@@ -707,7 +709,7 @@ async fn follow(api: &Api, id: &str, sink: &LogSink, line: &StatusLine) -> Resul
         if line.drawn() {
             line.trouble(output::strip_controls(&text));
         } else if !outage.replace(true) {
-            anstream::eprintln!("{}", output::yellow(&text));
+            anstream::eprintln!("{}", output::yellow(&output::strip_controls(&text)));
         }
     };
     loop {
@@ -846,6 +848,9 @@ pub async fn get(api: &Api, out: &Out, id: &str, spelling: Spelling) -> Result<(
 pub async fn wait(api: &Api, out: &Out, args: WaitArgs) -> Result<(), CliError> {
     let id = execution_id(&args.id)?;
     let until_final = async {
+        // Between rounds (a subscription refused or dropped at once, e.g. websockets blocked
+        // by a proxy) the pause grows, with jitter, up to RECONNECT_LONGEST_PAUSE.
+        let mut pauses = backoff().without_max_times().build();
         loop {
             let current = fetch(api, &id).await?;
             if current.finished_at.is_some() {
@@ -859,7 +864,7 @@ pub async fn wait(api: &Api, out: &Out, args: WaitArgs) -> Result<(), CliError> 
             if current.finished_at.is_some() {
                 return Ok(current);
             }
-            tokio::time::sleep(RECONNECT_FIRST_PAUSE).await;
+            tokio::time::sleep(pauses.next().unwrap_or(RECONNECT_LONGEST_PAUSE)).await;
         }
     };
     let finished = match args.timeout {
@@ -949,7 +954,10 @@ pub async fn list(
             Spelling::V2 => "executions",
             Spelling::Noun => "runs list",
         };
-        anstream::eprintln!("more: proctor {command} --after {cursor}");
+        anstream::eprintln!(
+            "{}",
+            output::strip_controls(&format!("more: proctor {command} --after {cursor}"))
+        );
     }
     Ok(())
 }
@@ -988,7 +996,7 @@ pub async fn cancel(api: &Api, out: &Out, id: &str) -> Result<(), CliError> {
             if let Some(reason) = &cancelled.reason {
                 message.push_str(&format!(": {reason}"));
             }
-            anstream::println!("{}", green(&message));
+            anstream::println!("{}", green(&output::strip_controls(&message)));
         },
     )
 }

@@ -186,7 +186,8 @@ pub struct ScheduleFields {
     /// Slots missed while no scheduler ran.
     #[arg(long = "catch-up", value_enum, ignore_case = true)]
     catch_up: Option<CatchUpArg>,
-    /// Slack incoming-webhook URL told of each run's end (write-only; "" removes it).
+    /// Slack incoming-webhook URL told of each run's end (write-only; "" removes it; "-" reads
+    /// it from stdin or a hidden prompt, keeping it out of `ps` and shell history)
     #[arg(long, value_name = "URL")]
     slack_webhook_url: Option<String>,
     /// URL that receives a JSON POST at each run's end ("" removes it).
@@ -315,7 +316,10 @@ pub async fn run(api: &Api, out: &Out, args: ScheduleArgs) -> Result<(), CliErro
                 })
                 .await?
                 .schedules;
-            if out.structured(&page)? {
+            // Programs get a plain array (or `schedule/ID` lines); people the Go CLI's table.
+            if out.shown(&page.nodes, |nodes| {
+                nodes.iter().map(|s| format!("schedule/{}", s.id)).collect()
+            })? {
                 return Ok(());
             }
             let nodes = serde_json::to_value(&page.nodes).unwrap_or_default();
@@ -345,28 +349,36 @@ pub async fn run(api: &Api, out: &Out, args: ScheduleArgs) -> Result<(), CliErro
                     ]
                 })
                 .collect();
-            anstream::println!(
-                "{}",
-                output::table(
-                    &[
-                        "ID",
-                        "PROC NAME",
-                        "GROUP NAME",
-                        "TAGS",
-                        "CRON",
-                        "TIMEZONE",
-                        "ENABLED",
-                        "NEXT RUN"
-                    ],
-                    rows
-                )
+            let table = output::table(
+                &[
+                    "ID",
+                    "PROC NAME",
+                    "GROUP NAME",
+                    "TAGS",
+                    "CRON",
+                    "TIMEZONE",
+                    "ENABLED",
+                    "NEXT RUN",
+                ],
+                rows,
             );
+            let table = if out.no_headers {
+                table.split_once('\n').map_or("", |(_, rest)| rest)
+            } else {
+                table.as_str()
+            };
+            anstream::println!("{table}");
             if let Some(cursor) = page
                 .page_info
                 .end_cursor
                 .filter(|_| page.page_info.has_next_page)
             {
-                anstream::eprintln!("more: proctor schedule list --after {cursor}");
+                anstream::eprintln!(
+                    "{}",
+                    output::strip_controls(&format!(
+                        "more: proctor schedule list --after {cursor}"
+                    ))
+                );
             }
             Ok(())
         }
@@ -377,7 +389,7 @@ pub async fn run(api: &Api, out: &Out, args: ScheduleArgs) -> Result<(), CliErro
                 .await?
                 .schedule
                 .ok_or_else(|| not_found(&id))?;
-            if out.structured(&schedule)? {
+            if out.shown(&schedule, |s| vec![format!("schedule/{}", s.id)])? {
                 return Ok(());
             }
             describe(&serde_json::to_value(&schedule).unwrap_or_default());
@@ -392,10 +404,16 @@ pub async fn run(api: &Api, out: &Out, args: ScheduleArgs) -> Result<(), CliErro
             if !removed {
                 return Err(not_found(&id));
             }
-            anstream::println!(
-                "{}",
-                green(&format!("Successfully removed the scheduled job ID: {id}"))
-            );
+            out.one(
+                &serde_json::json!({ "id": id, "deleted": true }),
+                |_| format!("schedule/{id}"),
+                |_| {
+                    anstream::println!(
+                        "{}",
+                        green(&format!("Successfully removed the scheduled job ID: {id}"))
+                    );
+                },
+            )?;
             Ok(())
         }
         Some(ScheduleAction::Pause { id }) => set_enabled(api, out, &id, false).await,
@@ -439,6 +457,27 @@ pub async fn run(api: &Api, out: &Out, args: ScheduleArgs) -> Result<(), CliErro
             Ok(())
         }
     }
+}
+
+/// `--slack-webhook-url`, read from stdin (or a hidden prompt) when given as `-`: the URL is
+/// a credential.
+fn slack_url(given: Option<String>) -> Result<Option<String>, CliError> {
+    use std::io::{IsTerminal as _, Read as _};
+    if given.as_deref() != Some("-") {
+        return Ok(given);
+    }
+    let url = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Slack webhook URL (input hidden): ")
+            .map_err(|e| CliError::Io(format!("cannot read the Slack webhook URL: {e}")))?
+    } else {
+        let mut text = String::new();
+        std::io::stdin()
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .map_err(|e| CliError::Io(format!("cannot read the Slack webhook URL: {e}")))?;
+        text
+    };
+    Ok(Some(url.trim().to_owned()))
 }
 
 fn not_found(id: &str) -> CliError {
@@ -503,7 +542,7 @@ async fn create(
         enabled: None,
         overlap_policy: fields.overlap.as_ref().map(graphql_enum).transpose()?,
         catch_up_policy: fields.catch_up.as_ref().map(graphql_enum).transpose()?,
-        slack_webhook_url: fields.slack_webhook_url,
+        slack_webhook_url: slack_url(fields.slack_webhook_url)?,
         webhook_url: fields.webhook_url,
     };
     let created = api
@@ -538,7 +577,7 @@ async fn set_enabled(api: &Api, out: &Out, id: &str, enabled: bool) -> Result<()
         })
         .await?
         .set_schedule_enabled;
-    if out.structured(&schedule)? {
+    if out.shown(&schedule, |s| vec![format!("schedule/{}", s.id)])? {
         return Ok(());
     }
     let schedule = serde_json::to_value(&schedule).unwrap_or_default();
@@ -586,7 +625,7 @@ async fn update(
         enabled: None,
         overlap_policy: fields.overlap.as_ref().map(graphql_enum).transpose()?,
         catch_up_policy: fields.catch_up.as_ref().map(graphql_enum).transpose()?,
-        slack_webhook_url: fields.slack_webhook_url,
+        slack_webhook_url: slack_url(fields.slack_webhook_url)?,
         webhook_url: fields.webhook_url,
     };
     let updated = api
@@ -596,7 +635,7 @@ async fn update(
         })
         .await?
         .update_schedule;
-    if out.structured(&updated)? {
+    if out.shown(&updated, |s| vec![format!("schedule/{}", s.id)])? {
         return Ok(());
     }
     anstream::println!("{}", green(&format!("Updated schedule {id}")));
@@ -690,7 +729,10 @@ async fn list_modern(api: &Api, out: &Out, filter: ListFilter) -> Result<(), Cli
         .end_cursor
         .filter(|_| page.page_info.has_next_page && out.human())
     {
-        anstream::eprintln!("more: proctor schedules list --after {cursor}");
+        anstream::eprintln!(
+            "{}",
+            output::strip_controls(&format!("more: proctor schedules list --after {cursor}"))
+        );
     }
     Ok(())
 }

@@ -101,8 +101,29 @@ async fn login_stores_a_private_context_and_contexts_switch_servers() {
     run_bare(&user, &["context", "use", "default"], None).await;
     let back = run_bare(&user, &["whoami", "-o", "jsonpath={.email}"], None).await;
     assert_eq!(back.stdout, "admin@example.com\n", "{back:?}");
-    let deleted = run_bare(&user, &["context", "delete", "elsewhere"], None).await;
+    let deleted = run_bare(
+        &user,
+        &["context", "delete", "elsewhere", "-o", "name"],
+        None,
+    )
+    .await;
     assert_eq!(deleted.code, 0, "{deleted:?}");
+    assert_eq!(deleted.stdout, "context/elsewhere\n");
+    let dir = std::fs::metadata(user.config_dir.path().join("proctor")).unwrap();
+    assert_eq!(
+        dir.permissions().mode() & 0o777,
+        0o700,
+        "a private directory"
+    );
+    let strays: Vec<_> = std::fs::read_dir(user.config_dir.path().join("proctor"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        strays,
+        ["config.yaml"],
+        "atomic writes leave no temporary files"
+    );
     let names = run_bare(&user, &["context", "list", "-o", "name"], None).await;
     assert_eq!(names.stdout, "context/default\n");
 

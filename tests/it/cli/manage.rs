@@ -264,9 +264,21 @@ async fn schedules_preview_trigger_and_carry_slack_and_webhook_settings() {
     let resumed = admin.run(&["schedules", "resume", &id]).await;
     assert_eq!(resumed.code, 0, "{resumed:?}");
     let listed = admin.run(&["schedules", "list", "--no-headers"]).await;
-    assert!(listed.stdout.contains(" yes "), "{listed:?}");
-    let deleted = admin.run(&["schedules", "delete", &id]).await;
+    assert!(
+        listed.stdout.starts_with(&format!("{id} ")) && listed.stdout.contains(" yes "),
+        "no header, the schedule enabled again: {listed:?}"
+    );
+    let v2 = admin.run(&["schedule", "list", "-o", "json"]).await.json();
+    assert_eq!(
+        v2[0]["id"],
+        id.as_str(),
+        "a plain array in v2 spelling too: {v2}"
+    );
+    let v2 = admin.run(&["schedule", "list", "--no-headers"]).await;
+    assert!(v2.stdout.starts_with(&format!("{id} ")), "{v2:?}");
+    let deleted = admin.run(&["schedules", "delete", &id, "-o", "name"]).await;
     assert_eq!(deleted.code, 0, "{deleted:?}");
+    assert_eq!(deleted.stdout, format!("schedule/{id}\n"));
     let gone = admin.run(&["schedules", "get", &id]).await;
     assert_eq!(gone.code, 2, "{gone:?}");
 }

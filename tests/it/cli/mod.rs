@@ -1,6 +1,7 @@
 //! The `proctor` CLI binary against a running server.
 
 mod completion;
+mod hostile;
 mod identity;
 mod manage;
 mod runs;
