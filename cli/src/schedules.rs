@@ -198,23 +198,7 @@ pub struct ScheduleFields {
 #[derive(Subcommand, Debug)]
 enum ScheduleAction {
     /// List scheduled jobs
-    List {
-        /// Only schedules of this proc.
-        #[arg(long)]
-        proc: Option<String>,
-        /// Only schedules with this tag.
-        #[arg(long)]
-        tag: Option<String>,
-        /// Only schedules with this group label.
-        #[arg(long)]
-        group: Option<String>,
-        /// How many to show (at most 100).
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-        /// Continue after this cursor.
-        #[arg(long)]
-        after: Option<String>,
-    },
+    List(ListFilter),
     /// Describe scheduled job
     Describe {
         /// Schedule id.
@@ -295,13 +279,13 @@ pub async fn run(api: &Api, out: &Out, args: ScheduleArgs) -> Result<(), CliErro
             )
             .await
         }
-        Some(ScheduleAction::List {
+        Some(ScheduleAction::List(ListFilter {
             proc,
             tag,
             group,
             limit,
             after,
-        }) => {
+        })) => {
             check_limit(limit)?;
             let page = api
                 .run::<ListSchedules>(list_schedules::Variables {

@@ -1,6 +1,6 @@
 //! `proctor runs start` on a real terminal (a tmux pane): the live status line with its
 //! elapsed time, the final line with the console URL, and what Ctrl-C does (once: detach, the
-//! run goes on, exit 130; twice: cancel).
+//! run goes on, exit 130; twice: cancel; with `--on-interrupt cancel`, once cancels).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -190,6 +190,20 @@ async fn the_status_line_counts_up_and_ctrl_c_detaches_or_cancels() {
     );
     app.api_as(&admin)
         .wait_for_status("3", ExecutionStatus::Cancelled)
+        .await;
+    drop(pane);
+
+    // --on-interrupt cancel: the first Ctrl-C cancels.
+    let pane = Pane::start(&format!("{} --on-interrupt cancel", command("long")), &env).await;
+    pane.until("the run start", |s| s.contains("started")).await;
+    pane.ctrl_c().await;
+    let cancelled = pane.until("the cancel exit", |s| s.contains("EXIT=")).await;
+    assert!(
+        !cancelled.contains("Detached") && cancelled.contains("Run 4 CANCELLED"),
+        "{cancelled}"
+    );
+    app.api_as(&admin)
+        .wait_for_status("4", ExecutionStatus::Cancelled)
         .await;
     assert_eq!(
         app.api_as(&admin).status("2").await,
