@@ -240,6 +240,7 @@ pub async fn login(selection: &Selection, out: &Out, args: LoginArgs) -> Result<
         access_token: Some(token.clone()),
         timeout: std::time::Duration::from_secs(existing.timeout_secs.unwrap_or(10)),
         host_configured: true,
+        withheld: None,
     })?;
     let me = api.run::<Whoami>(whoami::Variables {}).await?.me;
     let info = api
@@ -426,6 +427,14 @@ pub async fn tokens(api: &Api, out: &Out, action: TokensAction) -> Result<(), Cl
             groups,
             admin,
         } => {
+            // Checked before the token exists: it is shown only once.
+            if out.format == crate::output::Format::Name {
+                return Err(CliError::Usage(
+                    "tokens create prints the new token once: use the default output (the token \
+                     alone on stdout) or -o json"
+                        .into(),
+                ));
+            }
             let token = api
                 .run::<CreateToken>(create_token::Variables {
                     email: email.clone(),
@@ -435,10 +444,6 @@ pub async fn tokens(api: &Api, out: &Out, action: TokensAction) -> Result<(), Cl
                 .await?
                 .create_api_token;
             let created = serde_json::json!({ "email": email, "token": token });
-            if out.format == crate::output::Format::Name {
-                anstream::println!("{}", strip_controls(&format!("user/{email}")));
-                return Ok(());
-            }
             if out.structured(&created)? {
                 return Ok(());
             }

@@ -70,7 +70,7 @@ fn candidate(value: String, help: String) -> Option<CompletionCandidate> {
     if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return None;
     }
-    let help = crate::output::strip_controls(&help).replace('\t', " ");
+    let help = crate::output::strip_controls(&help.replace(['\n', '\r', '\t'], " "));
     Some(CompletionCandidate::new(value).help(Some(help.into())))
 }
 

@@ -52,6 +52,9 @@ pub struct Config {
     pub timeout: Duration,
     /// Whether the host was configured somewhere rather than [`DEFAULT_HOST`].
     pub host_configured: bool,
+    /// Why stored credentials were left out (a context's or the v2 file's, for another
+    /// server), for a note on stderr.
+    pub withheld: Option<String>,
 }
 
 /// The directory of the v2 `proctor.yaml`.
@@ -347,8 +350,19 @@ fn env(names: &[&str]) -> Option<String> {
 
 /// Whether two server spellings (`host:port`, URLs) name the same server.
 fn same_server(a: &str, b: &str) -> bool {
-    match (base_url(a), base_url(b)) {
-        (Ok(a), Ok(b)) => a == b,
+    let parse = |spelling: &str| {
+        base_url(spelling)
+            .ok()
+            .and_then(|url| reqwest::Url::parse(&url).ok())
+    };
+    match (parse(a), parse(b)) {
+        // Url lower-cases hosts; the default port counts as written.
+        (Some(a), Some(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+                && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
+        }
         _ => false,
     }
 }
@@ -373,11 +387,30 @@ pub fn load(selection: &Selection) -> Result<Config, CliError> {
         .or_else(|| from_file("PROCTOR_HOST"));
     let host_configured = host.is_some();
     // A context's credentials belong to its server: with --host (or PROCTOR_HOST) naming
-    // another one they are not sent there.
+    // another one they are not sent there, and neither are the v2 file's when that file
+    // names a third server. (Without contexts the v2 file's token follows PROCTOR_HOST, as
+    // the Go CLI's did.)
+    let mut withheld = None;
+    let mut file_credentials = true;
     let context = match (&context, &selection.host) {
-        (Some(c), Some(chosen)) if !same_server(&c.host, chosen) => None,
+        (Some(c), Some(chosen)) if !same_server(&c.host, chosen) => {
+            let name = selection
+                .context
+                .as_deref()
+                .or(contexts.current_context.as_deref())
+                .unwrap_or_default();
+            let file_host = from_file("PROCTOR_HOST").unwrap_or_else(|| DEFAULT_HOST.to_owned());
+            file_credentials = same_server(&file_host, chosen);
+            withheld = Some(format!(
+                "note: {chosen} is not the server of context {name:?} ({}); its credentials \
+                 are not sent there (PROCTOR_HOST or --host chose it)",
+                c.host
+            ));
+            None
+        }
         _ => context,
     };
+    let from_file_credentials = |key: &str| from_file(key).filter(|_| file_credentials);
     if let Some(Context {
         timeout_secs: Some(0),
         ..
@@ -390,10 +423,10 @@ pub fn load(selection: &Selection) -> Result<Config, CliError> {
     }
     let email = env(&["PROCTOR_EMAIL", "EMAIL_ID"])
         .or_else(|| context.as_ref().and_then(|c| c.email.clone()))
-        .or_else(|| from_file("EMAIL_ID"));
+        .or_else(|| from_file_credentials("EMAIL_ID"));
     let access_token = env(&["PROCTOR_TOKEN", "ACCESS_TOKEN"])
         .or_else(|| context.as_ref().and_then(|c| c.token.clone()))
-        .or_else(|| from_file("ACCESS_TOKEN"));
+        .or_else(|| from_file_credentials("ACCESS_TOKEN"));
     let timeout = match env(&["PROCTOR_TIMEOUT_SECS", "CONNECTION_TIMEOUT_SECS"]) {
         Some(raw) => Some(
             positive("CONNECTION_TIMEOUT_SECS", &raw)
@@ -413,6 +446,7 @@ pub fn load(selection: &Selection) -> Result<Config, CliError> {
         access_token: access_token.map(|v| v.trim().to_owned()),
         timeout: timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
         host_configured,
+        withheld,
     })
 }
 

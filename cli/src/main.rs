@@ -27,7 +27,8 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use clap_complete::env::{CompleteEnv, EnvCompleter};
 
@@ -41,7 +42,7 @@ const AFTER_HELP: &str = "\
 The Go CLI's (v2) commands work as before, with the same output:
   list, describe, template, execute, logs, status, executions, cancel, schedule, config
 
-Server and identity (first match wins):
+Server and identity (first match wins; a --context typed on the line beats PROCTOR_HOST):
   --host / PROCTOR_HOST, --context / PROCTOR_CONTEXT, the current context of
   $XDG_CONFIG_HOME/proctor/config.yaml (`proctor login`, `proctor context`), the v2 file
   ~/.proctor/proctor.yaml (`proctor config`), else 127.0.0.1:5001.
@@ -262,7 +263,18 @@ fn main() -> ExitCode {
     // A shell asking for completions (`COMPLETE=bash proctor -- …`) is answered here, before
     // anything else; otherwise this returns at once.
     CompleteEnv::with_factory(Cli::command).complete();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    // A --context typed on the command line beats a PROCTOR_HOST left in the environment
+    // (otherwise the context's server and credentials would be dropped for that host).
+    if matches.value_source("host") == Some(ValueSource::EnvVariable)
+        && matches.value_source("context") == Some(ValueSource::CommandLine)
+    {
+        cli.host = None;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -321,7 +333,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         no_headers: cli.no_headers,
     };
     let out = &out;
-    let api = || -> Result<api::Api, CliError> { api::Api::new(config::load(&selection)?) };
+    let api = || -> Result<api::Api, CliError> {
+        let config = config::load(&selection)?;
+        if let Some(note) = &config.withheld {
+            anstream::eprintln!("{}", output::yellow(&output::strip_controls(note)));
+        }
+        api::Api::new(config)
+    };
     match cli.command {
         Command::Procs { action } => procs::act(&api()?, out, action).await,
         Command::Runs { action } => runs::act(&api()?, out, action).await,

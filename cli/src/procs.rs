@@ -342,6 +342,10 @@ pub async fn act(api: &Api, out: &Out, action: ProcsAction) -> Result<(), CliErr
             )
         }
         ProcsAction::Apply { files } => {
+            // JSON, YAML and jsonpath get one document: an array of what was applied.
+            use crate::output::Format;
+            let per_file = matches!(out.format, Format::Table | Format::Wide | Format::Name);
+            let mut applied_all = Vec::new();
             for file in files {
                 let content = std::fs::read_to_string(&file)
                     .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
@@ -361,6 +365,10 @@ pub async fn act(api: &Api, out: &Out, action: ProcsAction) -> Result<(), CliErr
                         other => other,
                     })?
                     .apply_proc_file;
+                if !per_file {
+                    applied_all.push(applied);
+                    continue;
+                }
                 out.one(
                     &applied,
                     |p| format!("proc/{}", p.name),
@@ -376,6 +384,9 @@ pub async fn act(api: &Api, out: &Out, action: ProcsAction) -> Result<(), CliErr
                         );
                     },
                 )?;
+            }
+            if !per_file {
+                out.structured(&applied_all)?;
             }
             Ok(())
         }

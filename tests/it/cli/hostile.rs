@@ -91,22 +91,36 @@ async fn a_contexts_token_is_not_sent_to_another_host_nor_through_a_redirect() {
     let logged_in = run_command(login, Some(&admin)).await;
     assert_eq!(logged_in.code, 0, "{logged_in:?}");
 
-    // --host naming another server: the context's token stays home.
+    // A v2 file for a third server, with its own token.
+    std::fs::write(
+        user.config_dir.path().join("proctor.yaml"),
+        "PROCTOR_HOST: 127.0.0.1:9\nEMAIL_ID: v2@example.com\nACCESS_TOKEN: v2-token-x\n",
+    )
+    .unwrap();
+
+    // --host naming another server: neither the context's token nor the v2 file's goes.
     let elsewhere = Recorder::start(json_response(r#"{"data":{"me":null}}"#)).await;
     let mut command = user.command(&["--host", &elsewhere.address, "whoami"]);
     command.env_remove("EMAIL_ID").env_remove("ACCESS_TOKEN");
     let ran = run_command(command, None).await;
     let requests = elsewhere.requests();
     assert_eq!(requests.len(), 1, "{ran:?}");
+    for credential in [
+        admin.as_str(),
+        "admin@example.com",
+        "v2-token-x",
+        "v2@example.com",
+    ] {
+        assert!(!requests[0].contains(credential), "{}", requests[0]);
+    }
     assert!(
-        !requests[0].contains(&admin) && !requests[0].contains("admin@example.com"),
-        "{}",
-        requests[0]
+        ran.stderr.contains("its credentials are not sent there"),
+        "the user is told: {ran:?}"
     );
     // The same server spelled as a URL is the same server: the token goes.
     let mut command = user.command(&[
         "--host",
-        &format!("http://{}", app.address),
+        &format!("http://{}/", app.address),
         "whoami",
         "-o",
         "jsonpath={.email}",
@@ -157,7 +171,7 @@ async fn server_text_cannot_drive_the_terminal() {
 
     // A proc description with a newline and escapes does not break completion candidates.
     let body = serde_json::json!({ "data": { "procs": [
-        { "name": "good", "description": format!("line one\nline{evil} two"), "args": [],
+        { "name": "good", "description": format!("line{evil} one\nline two"), "args": [],
           "image": null, "command": ["true"], "authorizedGroups": [],
           "version": 1, "updatedAt": "2026-01-01T00:00:00Z" },
         { "name": "bad name", "description": "x", "args": [],
@@ -181,7 +195,9 @@ async fn server_text_cannot_drive_the_terminal() {
     );
     let lines: Vec<&str> = ran.stdout.lines().collect();
     assert!(
-        lines.iter().any(|l| l.starts_with("good\tline one")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("good\tline one line two")),
         "one line per candidate: {ran:?}"
     );
     assert!(

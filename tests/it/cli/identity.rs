@@ -145,6 +145,14 @@ async fn login_stores_a_private_context_and_contexts_switch_servers() {
         .env("PROCTOR_HOST", &nowhere);
     let env = super::run_command(command, None).await;
     assert!(env.stderr.contains(&nowhere), "{env:?}");
+    // ...but a --context typed on the line beats a PROCTOR_HOST left in the environment.
+    let mut command = user.command(&["--context", "default", "whoami", "-o", "jsonpath={.email}"]);
+    command
+        .env_remove("EMAIL_ID")
+        .env_remove("ACCESS_TOKEN")
+        .env("PROCTOR_HOST", &nowhere);
+    let typed = super::run_command(command, None).await;
+    assert_eq!(typed.stdout, "admin@example.com\n", "{typed:?}");
 }
 
 #[tokio::test]

@@ -87,7 +87,17 @@ async fn secrets_tokens_and_the_audit_log_are_managed_from_the_cli() {
     let again = admin.run(&["secrets", "delete", "uses", "NOPE"]).await;
     assert_eq!(again.code, 2, "{again:?}");
 
-    // tokens: create prints the token once, on stdout; it works; revoke ends it.
+    // tokens: create prints the token once, on stdout; it works; revoke ends it. `-o name`
+    // would hide it, so it is refused before any token exists.
+    let refused = admin
+        .run(&["tokens", "create", "carl@example.com", "-o", "name"])
+        .await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    let users = admin.run(&["tokens", "list", "-o", "name"]).await;
+    assert!(
+        !users.stdout.contains("carl@"),
+        "no token was made: {users:?}"
+    );
     let created = admin
         .run(&[
             "tokens",

@@ -199,7 +199,9 @@ async fn the_status_line_counts_up_and_ctrl_c_detaches_or_cancels() {
     pane.ctrl_c().await;
     let cancelled = pane.until("the cancel exit", |s| s.contains("EXIT=")).await;
     assert!(
-        !cancelled.contains("Detached") && cancelled.contains("Run 4 CANCELLED"),
+        !cancelled.contains("Detached")
+            && cancelled.contains("Run 4 CANCELLED")
+            && cancelled.contains("EXIT=1"),
         "{cancelled}"
     );
     app.api_as(&admin)
