@@ -109,6 +109,17 @@ pub struct StartArgs {
     follow: FollowArgs,
 }
 
+/// Argument values as the `Execute` operation takes them (start and rerun).
+fn execute_args(values: &std::collections::BTreeMap<String, String>) -> Vec<execute::ArgInput> {
+    values
+        .iter()
+        .map(|(name, value)| execute::ArgInput {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
 /// `proctor runs rerun`.
 #[derive(Args, Debug)]
 pub struct RerunArgs {
@@ -317,15 +328,6 @@ pub async fn start(
     spelling: Spelling,
 ) -> Result<(), CliError> {
     let values = crate::args::collect(&args.args, args.file.as_deref())?;
-    let arg_input = |values: &std::collections::BTreeMap<String, String>| {
-        values
-            .iter()
-            .map(|(name, value)| execute::ArgInput {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect::<Vec<_>>()
-    };
     if args.dry_run {
         let checked = api
             .run::<ValidateArgs>(validate_args::Variables {
@@ -360,7 +362,7 @@ pub async fn start(
     let created = api
         .run::<Execute>(execute::Variables {
             proc: args.proc.clone(),
-            args: Some(arg_input(&values)),
+            args: Some(execute_args(&values)),
         })
         .await?
         .execute;
@@ -1015,12 +1017,7 @@ pub async fn rerun(api: &Api, out: &Out, args: RerunArgs) -> Result<(), CliError
     let created = api
         .run::<Execute>(execute::Variables {
             proc: earlier.proc_name.clone(),
-            args: Some(
-                values
-                    .into_iter()
-                    .map(|(name, value)| execute::ArgInput { name, value })
-                    .collect(),
-            ),
+            args: Some(execute_args(&values)),
         })
         .await?
         .execute;
