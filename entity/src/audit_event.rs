@@ -21,6 +21,12 @@ pub struct Model {
     pub detail: Option<Json>,
     /// When it happened.
     pub created_at: DateTimeUtc,
+    /// Position in the hash chain (1, 2, …); absent until the sealer has chained the row.
+    pub chain_seq: Option<i64>,
+    /// Hash of the previous event in the chain (hex SHA-256; 64 zeros for the first).
+    pub prev_hash: Option<String>,
+    /// Hash of this event's canonical encoding, including `prev_hash` (hex SHA-256).
+    pub hash: Option<String>,
 }
 
 /// Audit events stand alone: they outlive the objects they mention.

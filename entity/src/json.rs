@@ -112,3 +112,41 @@ pub struct NotificationPolicy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<String>,
 }
+
+/// A proc's per-run identity token request (`procs.identity`): each run gets a signed JWT for
+/// these audiences in `PROCTOR_ID_TOKEN`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, FromJsonQueryResult)]
+pub struct IdentitySpec {
+    /// The `aud` claim: who the token is for (e.g. `sts.amazonaws.com`).
+    pub audience: Vec<String>,
+}
+
+/// One live log alert rule of a proc.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRule {
+    /// Regular expression searched in each stored (masked) line.
+    pub pattern: String,
+    /// Who hears: e-mail addresses, `slack`, `webhook` (the proc's notification URLs, or the
+    /// server-wide channel when the proc has none).
+    pub notify: Vec<String>,
+    /// Fire at most once per run (default); otherwise at most `MAX_ALERTS_PER_RULE` times.
+    pub once: bool,
+}
+
+/// A proc's live log alert rules (`procs.alerts`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, FromJsonQueryResult)]
+#[serde(transparent)]
+pub struct AlertRules(pub Vec<AlertRule>);
+
+/// What a live log alert matched (`notifications.alert`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, FromJsonQueryResult)]
+pub struct AlertMatch {
+    /// Index of the rule in the proc's `alerts`.
+    pub rule: usize,
+    /// The rule's pattern.
+    pub pattern: String,
+    /// The matching line, as stored (masked).
+    pub line: String,
+    /// Its sequence number in the run's log.
+    pub seq: i64,
+}

@@ -35,6 +35,8 @@ pub struct Model {
     pub claim_expires_at: Option<DateTimeUtc>,
     /// When it was written.
     pub created_at: DateTimeUtc,
+    /// What a live log alert matched; absent for notifications about a run's end.
+    pub alert: Option<crate::json::AlertMatch>,
 }
 
 /// A notification belongs to its execution.

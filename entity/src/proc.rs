@@ -2,7 +2,9 @@
 
 use sea_orm::entity::prelude::*;
 
-use crate::json::{ArgSpecs, NotificationPolicy, Resources, SecretSpecs, StringList};
+use crate::json::{
+    AlertRules, ArgSpecs, IdentitySpec, NotificationPolicy, Resources, SecretSpecs, StringList,
+};
 
 /// A proc: an image or command with typed arguments, declared secrets and an access policy.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -46,6 +48,10 @@ pub struct Model {
     pub notifications: Option<NotificationPolicy>,
     /// CPU and memory of its Kubernetes runs (requests and limits).
     pub resources: Option<Resources>,
+    /// The per-run identity token it asks for.
+    pub identity: Option<IdentitySpec>,
+    /// Its live log alert rules.
+    pub alerts: Option<AlertRules>,
 }
 
 /// Tables that point at a proc.

@@ -26,6 +26,7 @@ mod m20261201_000017_create_proc_versions;
 mod m20261201_000018_create_notifications;
 mod m20261201_000019_add_log_since;
 mod m20261201_000020_add_proc_resources;
+mod m20261202_000021_add_trust;
 
 /// Applies Proctor's migrations in order.
 pub struct Migrator;
@@ -54,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000018_create_notifications::Migration),
             Box::new(m20261201_000019_add_log_since::Migration),
             Box::new(m20261201_000020_add_proc_resources::Migration),
+            Box::new(m20261202_000021_add_trust::Migration),
         ]
     }
 }
@@ -72,4 +74,7 @@ pub const TABLES: &[&str] = &[
     "audit_events",
     "proc_versions",
     "notifications",
+    "signing_keys",
+    "execution_receipts",
+    "v2_imports",
 ];

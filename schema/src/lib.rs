@@ -17,11 +17,13 @@
 //! rights; the few that work below the server, before any `AppState` exists (`proctord users
 //! add`), take a database connection instead.
 
+pub mod alerts;
 pub mod auth;
 pub mod db;
 pub mod error;
 pub mod executions;
 pub mod group_commit;
+pub mod import_v2;
 pub mod limits;
 pub mod loaders;
 pub mod metrics;
@@ -31,6 +33,7 @@ pub mod ports;
 pub mod procs;
 pub mod schedules;
 pub mod secrets;
+pub mod signing;
 pub mod state;
 pub mod system;
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
+use crate::error::ApiError;
 use crate::executions::runner::Runner;
 use crate::group_commit::GroupCommit;
 use crate::metrics::Metrics;
@@ -66,6 +67,8 @@ pub struct AppState {
     log_reads: Arc<Semaphore>,
     outbox_wakeup: Arc<Notify>,
     writes: GroupCommit,
+    signer: Arc<crate::signing::Signer>,
+    audit_wakeup: Arc<Notify>,
 }
 
 impl AppState {
@@ -81,9 +84,21 @@ impl AppState {
         Self {
             log_reads: Arc::new(Semaphore::new(parts.log_readers.max(1))),
             outbox_wakeup: Arc::new(Notify::new()),
+            signer: Arc::default(),
+            audit_wakeup: Arc::new(Notify::new()),
             writes: GroupCommit::start(parts.db.clone(), writers),
             inner: Arc::new(parts),
         }
+    }
+
+    /// The server's signing keys (identity tokens, receipts), read lazily and refreshed.
+    pub async fn signing_keys(&self) -> Result<Arc<crate::signing::Keys>, ApiError> {
+        self.signer.keys(self.db(), self.keyring()).await
+    }
+
+    /// Wakes the audit sealer (an audited change just committed).
+    pub fn audit_wakeup(&self) -> &Notify {
+        &self.audit_wakeup
     }
 
     /// The group-committed writes of the execution core (submissions, state moves, output):

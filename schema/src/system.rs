@@ -44,6 +44,9 @@ pub struct ServerInfo {
     pub executor: ExecutorKind,
     /// Whether callers must authenticate.
     pub auth_enabled: bool,
+    /// The URL clients reach this server at (`PROCTOR_PUBLIC_URL`): the issuer (`iss`) of
+    /// per-run identity tokens.
+    pub public_url: String,
 }
 
 /// Queries about the server itself.

@@ -61,6 +61,7 @@ pub fn state(db: DatabaseConnection, runner: Arc<Runner>) -> AppState {
         metrics: Arc::new(Metrics::new()),
         notifiers: Vec::new(),
         server_info: ServerInfo {
+            public_url: "http://proctor.test".to_owned(),
             version: "test".to_owned(),
             storage: StorageBackend::Sqlite,
             event_bus: EventBusKind::Memory,

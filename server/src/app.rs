@@ -130,6 +130,7 @@ impl Server {
             event_bus: event_bus.kind(),
             executor: settings.runs.executor,
             auth_enabled: settings.auth_enabled(),
+            public_url: settings.http.public_url(listener.local_addr().ok()),
         };
         let runner = Runner::new(
             executor,
@@ -152,10 +153,19 @@ impl Server {
             credentials_recheck: settings.http.ws_revalidate,
             notification_defaults: settings.notify.defaults.clone(),
         });
+        // The signing keys (the first one made now, not inside a run's transaction).
+        state.signing_keys().await.map_err(|e| match e {
+            proctor_schema::ApiError::Internal(cause) => cause.context("reading the signing keys"),
+            other => anyhow::anyhow!("reading the signing keys: {other}"),
+        })?;
         // With the in-memory bus this is the only replica: everything unfinished is ours at once.
         let single_replica = settings.redis.is_none();
         tokio::spawn(Arc::clone(&runner).maintain_leases(state.clone(), single_replica));
         tokio::spawn(runner.serve_cancel_requests(state.clone()));
+        tokio::spawn(proctor_schema::auth::audit::seal_forever(
+            state.clone(),
+            std::time::Duration::from_millis(500),
+        ));
         tokio::spawn(proctor_schema::notifications::deliver_forever(
             state.clone(),
             single_replica,

@@ -55,6 +55,70 @@ pub enum Command {
         #[command(subcommand)]
         action: SecretsAction,
     },
+    /// Manage the key that signs identity tokens and run receipts.
+    Signing {
+        /// Which signing action.
+        #[command(subcommand)]
+        action: SigningAction,
+    },
+    /// Check the audit log's hash chain.
+    Audit {
+        /// Which audit action.
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Check signed run receipts.
+    Receipts {
+        /// Which receipts action.
+        #[command(subcommand)]
+        action: ReceiptsAction,
+    },
+    /// Import procs, secrets, schedules and execution history from a Proctor v2 deployment
+    /// (its Redis and Postgres) into this server's database. Safe to run again: what was
+    /// imported is not written twice.
+    #[command(name = "import-v2")]
+    ImportV2 {
+        /// v2's Redis (procs and secrets), e.g. `redis://v2-redis:6379/0`.
+        #[arg(long = "v2-redis-url", env = "PROCTOR_V2_REDIS_URL")]
+        v2_redis_url: Option<String>,
+        /// v2's Postgres (schedules and execution history), e.g.
+        /// `postgres://proctor@v2-db/proctord`.
+        #[arg(long = "v2-postgres-url", env = "PROCTOR_V2_POSTGRES_URL")]
+        v2_postgres_url: Option<String>,
+        /// The IANA zone v2's server ran in: its timestamps and crons are local times there.
+        #[arg(long = "v2-timezone", default_value = "UTC")]
+        v2_timezone: String,
+        /// Read and check everything, print what would change, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `proctord signing …` actions.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum SigningAction {
+    /// Make a new signing key; new tokens and receipts use it within a minute on every
+    /// replica, and the old key stays published so what it signed still verifies.
+    RotateKey,
+}
+
+/// `proctord audit …` actions.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum AuditAction {
+    /// Walk the hash chain from the first event; name the first broken link (exit 1).
+    Verify,
+}
+
+/// `proctord receipts …` actions.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptsAction {
+    /// Check receipts' signatures and that each execution's stored output still hashes to
+    /// what was signed (every stored receipt, or those given); exit 1 if one fails.
+    Verify {
+        /// Execution ids (repeat); default: every stored receipt.
+        #[arg(long = "execution")]
+        executions: Vec<i64>,
+    },
 }
 
 /// `proctord users …` actions.
@@ -169,6 +233,30 @@ pub fn main() -> ExitCode {
             Command::Secrets {
                 action: SecretsAction::RotateKey,
             } => rotate_key(settings).await,
+            Command::Signing {
+                action: SigningAction::RotateKey,
+            } => rotate_signing_key(settings).await,
+            Command::Audit {
+                action: AuditAction::Verify,
+            } => verify_audit(settings).await,
+            Command::Receipts {
+                action: ReceiptsAction::Verify { executions },
+            } => verify_receipts(settings, executions).await,
+            Command::ImportV2 {
+                v2_redis_url,
+                v2_postgres_url,
+                v2_timezone,
+                dry_run,
+            } => {
+                import_v2(
+                    settings,
+                    v2_redis_url,
+                    v2_postgres_url,
+                    v2_timezone,
+                    dry_run,
+                )
+                .await
+            }
             Command::Schema => unreachable!("handled before the runtime starts"),
         }
     });
@@ -383,11 +471,180 @@ async fn rotate_key(settings: Settings) -> Result<(), StartError> {
             proctor_schema::ApiError::Internal(cause) => anyhow::anyhow!("{cause:#}"),
             other => anyhow::anyhow!("{other}"),
         })?;
+    let resealed = proctor_schema::signing::reseal_all(&db, &keyring)
+        .await
+        .map_err(|e| anyhow::anyhow!("re-sealing the signing keys: {e}"))?;
     println!(
-        "re-encrypted {rewritten} secret value(s) with key {}",
+        "re-encrypted {rewritten} secret value(s) and {resealed} signing key(s) with key {}",
         keyring.current_key_id()
     );
     db.close().await.context("closing the database")?;
+    Ok(())
+}
+
+/// A failure of this command: exit status 1 with `message` (already reported).
+fn failed(message: String) -> StartError {
+    StartError::Runtime(anyhow::anyhow!(message))
+}
+
+fn api(error: proctor_schema::ApiError) -> anyhow::Error {
+    match error {
+        proctor_schema::ApiError::Internal(cause) => cause,
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+/// `proctord signing rotate-key`.
+async fn rotate_signing_key(settings: Settings) -> Result<(), StartError> {
+    check_sqlite_directory(&settings)?;
+    let keyring = open_keyring(&settings)?;
+    let (db, _) = open_database(&settings).await?;
+    // The first key, when none exists yet, then the new one.
+    proctor_schema::signing::load(&db, &keyring)
+        .await
+        .map_err(api)?;
+    let kid = proctor_schema::signing::create_key(&db, &keyring)
+        .await
+        .map_err(api)?;
+    proctor_schema::auth::audit::record(
+        &db,
+        &Caller::system("proctord signing rotate-key"),
+        "signing.rotate-key",
+        "signing-key",
+        &kid,
+        None,
+    )
+    .await
+    .map_err(api)?;
+    println!(
+        "new signing key {kid}; replicas sign with it within a minute, and older keys stay          published in /.well-known/jwks.json"
+    );
+    db.close().await.context("closing the database")?;
+    Ok(())
+}
+
+/// `proctord audit verify`.
+async fn verify_audit(settings: Settings) -> Result<(), StartError> {
+    check_sqlite_directory(&settings)?;
+    let (db, _) = open_database(&settings).await?;
+    let report = proctor_schema::auth::audit::verify(&db)
+        .await
+        .map_err(api)?;
+    db.close().await.context("closing the database")?;
+    if let Some(broken) = &report.broken {
+        println!(
+            "audit chain BROKEN at event #{}: {}",
+            broken.chain_seq, broken.reason
+        );
+        println!("{} event(s) before it verified", report.verified);
+        return Err(failed(format!(
+            "the audit chain is broken at event #{}",
+            broken.chain_seq
+        )));
+    }
+    match &report.head {
+        Some((seq, hash)) => println!(
+            "audit chain intact: {} event(s); head #{seq} {hash} (record it to detect a later              truncation)",
+            report.verified
+        ),
+        None => println!("audit chain intact: no chained events yet"),
+    }
+    if report.unsealed > 0 {
+        println!(
+            "{} newer event(s) are not chained yet (a running server chains them within a              second)",
+            report.unsealed
+        );
+    }
+    Ok(())
+}
+
+/// `proctord receipts verify`.
+async fn verify_receipts(settings: Settings, executions: Vec<i64>) -> Result<(), StartError> {
+    use proctor_entity::execution_receipt;
+    use proctor_schema::executions::receipts::{self, Receipt};
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
+    check_sqlite_directory(&settings)?;
+    let keyring = open_keyring(&settings)?;
+    let (db, _) = open_database(&settings).await?;
+    let keys = proctor_schema::signing::load(&db, &keyring)
+        .await
+        .map_err(api)?;
+    let mut query =
+        execution_receipt::Entity::find().order_by_asc(execution_receipt::Column::ExecutionId);
+    if !executions.is_empty() {
+        query = query.filter(execution_receipt::Column::ExecutionId.is_in(executions.clone()));
+    }
+    let rows = query.all(&db).await.context("reading receipts")?;
+    let missing: Vec<i64> = executions
+        .iter()
+        .copied()
+        .filter(|id| !rows.iter().any(|row| row.execution_id == *id))
+        .collect();
+    let mut bad = 0;
+    for row in rows {
+        let id = row.execution_id;
+        match receipts::verify(&keys, &Receipt::from(row), Some(&db)).await {
+            Ok(()) => println!("ok        execution {id}"),
+            Err(error) => {
+                bad += 1;
+                println!("FAILED    execution {id}: {error}");
+            }
+        }
+    }
+    for id in &missing {
+        bad += 1;
+        println!("FAILED    execution {id}: has no receipt (not finished, or not found)");
+    }
+    db.close().await.context("closing the database")?;
+    if bad > 0 {
+        return Err(failed(format!("{bad} receipt(s) did not verify")));
+    }
+    Ok(())
+}
+
+/// `proctord import-v2`.
+async fn import_v2(
+    settings: Settings,
+    redis_url: Option<String>,
+    postgres_url: Option<String>,
+    timezone: String,
+    dry_run: bool,
+) -> Result<(), StartError> {
+    use crate::config::ConfigError;
+    if redis_url.is_none() && postgres_url.is_none() {
+        return Err(ConfigError::new(
+            "--v2-redis-url / --v2-postgres-url",
+            "give v2's Redis (procs, secrets), its Postgres (schedules, history), or both",
+        )
+        .into());
+    }
+    let zone: chrono_tz::Tz = timezone.parse().map_err(|_| {
+        ConfigError::new(
+            "--v2-timezone",
+            format!("{timezone:?} is not an IANA time zone (e.g. UTC, Asia/Jakarta)"),
+        )
+    })?;
+    check_sqlite_directory(&settings)?;
+    let keyring = open_keyring(&settings)?;
+    let (db, _) = open_database(&settings).await?;
+    let report = crate::import_v2::run(
+        &db,
+        &keyring,
+        &crate::import_v2::Sources {
+            redis_url,
+            postgres_url,
+            timezone: zone,
+            dry_run,
+        },
+    )
+    .await?;
+    db.close().await.context("closing the database")?;
+    if !report.skipped.is_empty() {
+        return Err(failed(format!(
+            "{} record(s) were skipped (listed above); fix them in v2 and run the import again",
+            report.skipped.len()
+        )));
+    }
     Ok(())
 }
 
@@ -406,5 +663,25 @@ mod tests {
             })
         );
         assert_eq!(cli.options.http.port, 7, "settings may follow a subcommand");
+        let cli = parse([
+            "proctord",
+            "import-v2",
+            "--v2-redis-url=redis://v2:6379",
+            "--redis-url=redis://ours:6379",
+            "--dry-run",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::ImportV2 { v2_redis_url: Some(ref url), dry_run: true, .. })
+                if url == "redis://v2:6379"
+        ));
+        assert!(
+            Settings::from_options(&cli.options)
+                .unwrap()
+                .redis
+                .is_some(),
+            "v2's Redis is not ours"
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod egress;
 pub mod graphql_http;
 pub mod graphql_ws;
 pub mod guard;
+pub mod import_v2;
 pub mod kube_executor;
 pub mod kube_logs;
 pub mod local_executor;

@@ -111,6 +111,15 @@ pub fn email_text(notification: &Notification) -> (String, String) {
     } else {
         "execution"
     };
+    if let Some(alert) = &notification.alert {
+        let subject = format!("{} | alert: {}", notification.proc_name, alert.pattern);
+        let body = format!(
+            "Proc execution alert:\n\nName:\t{}\nID:\t{}\nStatus:\t{status}\nPattern:\t{}\n\
+             Line {}:\t{}\n\n\nThis is an auto-generated email\n",
+            notification.proc_name, notification.execution_id, alert.pattern, alert.seq, alert.line
+        );
+        return (subject, body);
+    }
     let subject = format!("{} | {kind} {status}", notification.proc_name);
     let args: Vec<String> = notification
         .args
@@ -237,7 +246,13 @@ pub fn webhook_body(notification: &Notification) -> serde_json::Value {
         .map(|(name, value)| (name.clone(), json!(value)))
         .collect();
     json!({
-        "event": "execution.finished",
+        "event": notification.event(),
+        "alert": notification.alert.as_ref().map(|alert| json!({
+            "rule": alert.rule,
+            "pattern": alert.pattern,
+            "seq": alert.seq,
+            "line": alert.line,
+        })),
         "execution": {
             "id": notification.execution_id.to_string(),
             "proc": notification.proc_name,
@@ -284,7 +299,7 @@ impl Notifier for WebhookNotifier {
             .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("X-Proctor-Event", "execution.finished")
+            .header("X-Proctor-Event", notification.event())
             .header(IDEMPOTENCY_HEADER, &notification.idempotency_key)
             .header(TIMESTAMP_HEADER, timestamp.to_string());
         if let Some(secret) = &self.secret {
@@ -347,6 +362,7 @@ mod tests {
             emails: vec!["ops@example.com".into()],
             slack_webhook_url: None,
             webhook_url: None,
+            alert: None,
         }
     }
 

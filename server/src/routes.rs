@@ -69,6 +69,11 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
                 .route_layer(axum::middleware::from_fn(crate::guard::require_json)),
         )
         .route("/graphql/ws", get(graphql_ws))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route("/.well-known/jwks.json", get(jwks))
         .with_state(HttpState {
             app: state.clone(),
             schema,
@@ -114,6 +119,43 @@ pub fn router(state: AppState, schema: ProctorSchema, settings: &Settings) -> Ro
                 )
             }),
         )
+}
+
+/// The `OpenID` Connect discovery document of the per-run identity tokens: what a cloud's
+/// workload identity federation reads to trust them (issuer, where the keys are, ES256).
+async fn openid_configuration(State(http): State<HttpState>) -> Response {
+    let issuer = &http.app.server_info().public_url;
+    let document = serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [proctor_schema::signing::ALGORITHM],
+        "claims_supported": [
+            "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "proc", "proc_version",
+            "execution_id", "trigger", "triggered_by", "schedule_id"
+        ],
+    });
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(document),
+    )
+        .into_response()
+}
+
+/// The public signing keys (JWK Set): every key that signed a token or receipt still valid.
+async fn jwks(State(http): State<HttpState>) -> Response {
+    match proctor_schema::signing::published(http.app.db()).await {
+        Ok(keys) => ([(header::CACHE_CONTROL, "public, max-age=60")], Json(keys)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot read the signing keys");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the signing keys cannot be read right now",
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Runs one GraphQL request with the caller's header credentials attached, answering in the

@@ -37,9 +37,15 @@ async fn a_run_becomes_a_labelled_job_with_its_secrets_referenced(stack: Stack) 
     let mut deploy = image_proc(
         "deploy",
         "ghcr.io/acme/deploy:1.2",
-        &sh("echo \"hello $NAME\"; echo \"token=$TOKEN\"; echo \"job=$EXECUTION_NAME\""),
+        &sh(
+            "echo \"hello $NAME\"; echo \"token=$TOKEN\"; echo \"job=$EXECUTION_NAME\"; \
+             echo \"id=$PROCTOR_ID_TOKEN\"",
+        ),
     );
     deploy.args = Some(vec![required_arg("NAME")]);
+    deploy.identity = Some(proctor_tests::api::upsert_proc::IdentityInput {
+        audience: vec!["sts.amazonaws.com".to_owned()],
+    });
     deploy.secrets = Some(vec![secret("TOKEN")]);
     deploy.timeout_seconds = Some(120);
     deploy.retries = Some(2);
@@ -58,7 +64,12 @@ async fn a_run_becomes_a_labelled_job_with_its_secrets_referenced(stack: Stack) 
     let received = app.api().log_lines(&id).await;
     assert_eq!(
         received,
-        ["hello Ada", "token=***", &format!("job={job_name}")]
+        [
+            "hello Ada",
+            "token=***",
+            &format!("job={job_name}"),
+            "id=***"
+        ]
     );
     let done = app.api().await_final(&id).await;
     assert_eq!(done.status, Succeeded, "{done:?}");
@@ -112,6 +123,11 @@ async fn a_run_becomes_a_labelled_job_with_its_secrets_referenced(stack: Stack) 
     assert_eq!(
         var("TOKEN")["valueFrom"],
         json!({ "secretKeyRef": { "name": job_name, "key": "TOKEN" } })
+    );
+    assert_eq!(
+        var("PROCTOR_ID_TOKEN")["valueFrom"],
+        json!({ "secretKeyRef": { "name": job_name, "key": "PROCTOR_ID_TOKEN" } }),
+        "the identity token is kept in the run's Secret"
     );
 
     let secrets = fake.objects(Kind::Secret, "default");

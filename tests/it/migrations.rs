@@ -176,6 +176,16 @@ async fn data_model_holds(db: &DatabaseConnection) {
             cpu: Some("500m".into()),
             memory: Some("256Mi".into()),
         })),
+        identity: Set(Some(proctor_entity::json::IdentitySpec {
+            audience: vec!["sts.amazonaws.com".into()],
+        })),
+        alerts: Set(Some(proctor_entity::json::AlertRules(vec![
+            proctor_entity::json::AlertRule {
+                pattern: "^ERROR".into(),
+                notify: vec!["webhook".into()],
+                once: true,
+            },
+        ]))),
         version: Set(1),
         created_at: Set(t),
         updated_at: Set(t),
@@ -369,6 +379,9 @@ async fn data_model_holds(db: &DatabaseConnection) {
         object_id: Set("echo".into()),
         detail: Set(Some(serde_json::json!({ "version": 1 }))),
         created_at: Set(t),
+        chain_seq: Set(Some(1)),
+        prev_hash: Set(Some("0".repeat(64))),
+        hash: Set(Some("ab".repeat(32))),
     }
     .insert(db)
     .await
@@ -379,6 +392,60 @@ async fn data_model_holds(db: &DatabaseConnection) {
             .await
             .unwrap(),
         Some(audit)
+    );
+
+    let key = proctor_entity::signing_key::ActiveModel {
+        kid: Set("k1".into()),
+        key_id: Set("0011223344556677".into()),
+        sealed: Set(vec![1, 2, 3]),
+        public_jwk: Set("{}".into()),
+        created_at: Set(t),
+    }
+    .insert(db)
+    .await
+    .expect("insert a signing key");
+    assert_eq!(
+        proctor_entity::signing_key::Entity::find_by_id("k1".to_owned())
+            .one(db)
+            .await
+            .unwrap(),
+        Some(key)
+    );
+    let receipt = proctor_entity::execution_receipt::ActiveModel {
+        execution_id: Set(run.id),
+        payload: Set("{}".into()),
+        signature: Set("sig".into()),
+        kid: Set("k1".into()),
+        created_at: Set(t),
+    }
+    .insert(db)
+    .await
+    .expect("insert a receipt");
+    assert_eq!(
+        proctor_entity::execution_receipt::Entity::find_by_id(run.id)
+            .one(db)
+            .await
+            .unwrap(),
+        Some(receipt)
+    );
+    let imported = proctor_entity::v2_import::ActiveModel {
+        kind: Set("execution".into()),
+        source_key: Set("1357924680000000001".into()),
+        target_id: Set(run.id.to_string()),
+        created_at: Set(t),
+    }
+    .insert(db)
+    .await
+    .expect("insert an import record");
+    assert_eq!(
+        proctor_entity::v2_import::Entity::find_by_id((
+            "execution".to_owned(),
+            "1357924680000000001".to_owned()
+        ))
+        .one(db)
+        .await
+        .unwrap(),
+        Some(imported)
     );
 
     let first_version = proc_version::ActiveModel {

@@ -87,6 +87,8 @@ pub mod operations {
         ListExecutions,
         WatchEvents,
         ExecutionNotifications,
+        ExecutionReceipt,
+        LogMatches,
     );
     operations!("graphql/system.graphql": ServerInfo);
     operations!("graphql/secrets.graphql": SetSecrets, DeleteSecret);
@@ -242,6 +244,8 @@ pub fn proc(name: &str, command: &[&str]) -> ProcInput {
         retries: None,
         notifications: None,
         resources: None,
+        identity: None,
+        alerts: None,
     }
 }
 

@@ -1,5 +1,15 @@
 //! The audit log: every mutation records who did what to which object, and when. Details
 //! never include secret values.
+//!
+//! The log is tamper-evident: a hash chain. Rows are written unchained (in the transaction of
+//! the change they describe, so audited writes never wait for one another); the sealer
+//! ([`seal_pending`], run by every replica, one at a time under a lock) then gives each
+//! committed row the next `chain_seq`, the previous row's hash and its own hash: SHA-256 over
+//! a canonical encoding ([`canonical`]) of every column and `prev_hash`. [`verify`] walks the
+//! chain and names the first row whose hash no longer matches (edited), whose `prev_hash`
+//! does not match its predecessor, or that follows a gap (deleted). Deleting the newest rows
+//! leaves a shorter valid chain: `proctord audit verify` prints the head (seq and hash) so an
+//! auditor can record it elsewhere and compare later.
 
 use async_graphql::connection::Connection;
 use async_graphql::{Json, SimpleObject};
@@ -32,6 +42,9 @@ pub async fn record<C: ConnectionTrait>(
         object_id: Set(object_id.to_owned()),
         detail: Set(detail),
         created_at: Set(Utc::now()),
+        chain_seq: Set(None),
+        prev_hash: Set(None),
+        hash: Set(None),
     }
     .insert(db)
     .await?;
@@ -87,4 +100,196 @@ pub async fn list(
             .map(|model| (model.id, AuditEvent::from(model)))
             .collect(),
     ))
+}
+
+/// The `prev_hash` of the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Rows chained per transaction of the sealer.
+const SEAL_BATCH: u64 = 500;
+/// Rows read per page while verifying.
+const VERIFY_PAGE: u64 = 1000;
+/// Key of the Postgres advisory lock that makes one sealer at a time chain rows.
+const SEAL_LOCK_KEY: i64 = 0x7072_6f63_6175_6474; // "procaudt"
+
+/// The canonical encoding of an event at `chain_seq` after `prev_hash`: a versioned JSON array
+/// of every column (the detail with sorted keys, the time in microseconds since the epoch).
+pub fn canonical(event: &audit_event::Model, chain_seq: i64, prev_hash: &str) -> String {
+    serde_json::json!([
+        "proctor-audit-v1",
+        chain_seq,
+        prev_hash,
+        event.id,
+        event.actor,
+        event.action,
+        event.object_kind,
+        event.object_id,
+        event.detail.as_ref().map(crate::signing::sorted),
+        event.created_at.timestamp_micros(),
+    ])
+    .to_string()
+}
+
+/// The hash of an event at `chain_seq` after `prev_hash` (hex SHA-256 of [`canonical`]).
+pub fn event_hash(event: &audit_event::Model, chain_seq: i64, prev_hash: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(
+        canonical(event, chain_seq, prev_hash).as_bytes(),
+    ))
+}
+
+/// Chains committed rows that are not chained yet (oldest id first), at most [`SEAL_BATCH`];
+/// returns how many. One sealer at a time: a Postgres advisory lock (SQLite's write lock).
+pub async fn seal_pending(db: &sea_orm::DatabaseConnection) -> Result<usize, ApiError> {
+    let txn = crate::db::begin_write(db).await?;
+    if crate::db::locks_rows(db) {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({SEAL_LOCK_KEY})"))
+            .await?;
+    }
+    let pending = audit_event::Entity::find()
+        .filter(audit_event::Column::ChainSeq.is_null())
+        .order_by_asc(audit_event::Column::Id)
+        .limit(SEAL_BATCH)
+        .all(&txn)
+        .await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let head = audit_event::Entity::find()
+        .filter(audit_event::Column::ChainSeq.is_not_null())
+        .order_by_desc(audit_event::Column::ChainSeq)
+        .one(&txn)
+        .await?;
+    let (mut seq, mut prev) = match head {
+        Some(head) => (
+            head.chain_seq.unwrap_or(0),
+            head.hash.unwrap_or_else(|| GENESIS.to_owned()),
+        ),
+        None => (0, GENESIS.to_owned()),
+    };
+    for event in &pending {
+        seq += 1;
+        let hash = event_hash(event, seq, &prev);
+        audit_event::Entity::update_many()
+            .filter(audit_event::Column::Id.eq(event.id))
+            .col_expr(audit_event::Column::ChainSeq, seq.into())
+            .col_expr(audit_event::Column::PrevHash, prev.clone().into())
+            .col_expr(audit_event::Column::Hash, hash.clone().into())
+            .exec(&txn)
+            .await?;
+        prev = hash;
+    }
+    txn.commit().await?;
+    Ok(pending.len())
+}
+
+/// Chains new audit rows forever: every `interval`, and at once after a full batch.
+pub async fn seal_forever(state: AppState, interval: std::time::Duration) {
+    loop {
+        match seal_pending(state.db()).await {
+            Ok(count) if count as u64 == SEAL_BATCH => continue,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot chain new audit events yet"),
+        }
+        let _ = tokio::time::timeout(interval, state.audit_wakeup().notified()).await;
+    }
+}
+
+/// Where the chain first breaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokenLink {
+    /// The chain position of the first event that does not verify.
+    pub chain_seq: i64,
+    /// That row's id (absent when the row itself is missing).
+    pub id: Option<i64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// What [`verify`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Events whose link verified.
+    pub verified: u64,
+    /// Events not chained yet (written in the last moments).
+    pub unsealed: u64,
+    /// The last verified event: its chain position and hash.
+    pub head: Option<(i64, String)>,
+    /// The first broken link, if any.
+    pub broken: Option<BrokenLink>,
+}
+
+/// Walks the chain from the first event and reports the first broken link.
+pub async fn verify<C: ConnectionTrait>(db: &C) -> Result<ChainReport, ApiError> {
+    let unsealed = {
+        use sea_orm::PaginatorTrait as _;
+        audit_event::Entity::find()
+            .filter(audit_event::Column::ChainSeq.is_null())
+            .count(db)
+            .await?
+    };
+    let mut report = ChainReport {
+        verified: 0,
+        unsealed,
+        head: None,
+        broken: None,
+    };
+    let (mut expected_seq, mut prev) = (1_i64, GENESIS.to_owned());
+    loop {
+        let page = audit_event::Entity::find()
+            .filter(audit_event::Column::ChainSeq.gte(expected_seq))
+            .order_by_asc(audit_event::Column::ChainSeq)
+            .limit(VERIFY_PAGE)
+            .all(db)
+            .await?;
+        if page.is_empty() {
+            return Ok(report);
+        }
+        for event in &page {
+            let seq = event.chain_seq.unwrap_or_default();
+            let broken = |reason: String, id: Option<i64>, at: i64| BrokenLink {
+                chain_seq: at,
+                id,
+                reason,
+            };
+            if seq != expected_seq {
+                report.broken = Some(broken(
+                    format!(
+                        "event #{expected_seq} is missing (deleted): the chain goes on at #{seq}"
+                    ),
+                    None,
+                    expected_seq,
+                ));
+                return Ok(report);
+            }
+            if event.prev_hash.as_deref() != Some(prev.as_str()) {
+                report.broken = Some(broken(
+                    format!(
+                        "event #{seq} (id {}) does not follow event #{}: its previous hash \
+                         differs (an event before it was replaced)",
+                        event.id,
+                        seq - 1
+                    ),
+                    Some(event.id),
+                    seq,
+                ));
+                return Ok(report);
+            }
+            let hash = event_hash(event, seq, &prev);
+            if event.hash.as_deref() != Some(hash.as_str()) {
+                report.broken = Some(broken(
+                    format!(
+                        "event #{seq} (id {}, {} {} {}) was altered after it was recorded",
+                        event.id, event.action, event.object_kind, event.object_id
+                    ),
+                    Some(event.id),
+                    seq,
+                ));
+                return Ok(report);
+            }
+            report.verified += 1;
+            report.head = Some((seq, hash.clone()));
+            prev = hash;
+            expected_seq += 1;
+        }
+    }
 }

@@ -148,6 +148,32 @@ impl From<execution_log::Model> for LogLine {
     }
 }
 
+/// A signed run receipt.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(name = "Receipt")]
+pub struct ReceiptView {
+    /// Canonical JSON: proc, version, definition hash, arguments, secret names, trigger,
+    /// caller, image, times, status, exit code, output line count and hash.
+    pub payload: String,
+    /// Signature of the payload's UTF-8 bytes (JWS ES256 form: base64url of r ‖ s).
+    pub signature: String,
+    /// The signing key's `kid` in `/.well-known/jwks.json`.
+    pub key_id: String,
+    /// `ES256`.
+    pub algorithm: &'static str,
+}
+
+/// A stored line that matched a `logMatches` pattern.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct LogMatch {
+    /// The execution that printed it.
+    pub execution_id: ID,
+    /// Its proc.
+    pub proc: String,
+    /// The line.
+    pub line: LogLine,
+}
+
 /// Consecutive output lines delivered together by `executionLogBatches`.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct LogBatch {
@@ -278,6 +304,21 @@ impl Execution {
             .into_iter()
             .map(|delivery| NotificationDelivery::shown(delivery, admin))
             .collect())
+    }
+    /// What it was and did, signed with the server's key (see `/.well-known/jwks.json` and
+    /// `proctord receipts verify`); null until it has finished.
+    async fn receipt(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ReceiptView>> {
+        if !self.0.status.is_final() {
+            return Ok(None);
+        }
+        let state = app_state(ctx).gql()?;
+        let receipt = super::receipts::issue(state, self.0.id).await.gql()?;
+        Ok(receipt.map(|receipt| ReceiptView {
+            payload: receipt.payload,
+            signature: receipt.signature,
+            key_id: receipt.key_id,
+            algorithm: crate::signing::ALGORITHM,
+        }))
     }
     /// The version of its proc it ran (see `Proc.definitionAt`); null for runs stored before
     /// versions were kept.
@@ -555,6 +596,49 @@ impl ExecutionsSubscription {
         Ok(rows.map(|row| row.map(Execution::from).gql()).boxed())
     }
 
+    /// Every stored output line matching `pattern` (a regular expression, as in proc alerts) of
+    /// every run the caller may see (of `proc`, when given), live from now on.
+    async fn log_matches(
+        &self,
+        ctx: &Context<'_>,
+        proc: Option<String>,
+        pattern: String,
+    ) -> async_graphql::Result<BoxStream<'static, LogMatch>> {
+        let (state, caller) = request(ctx).await.gql()?;
+        let regex = crate::alerts::compile(&pattern)
+            .map_err(|message| ApiError::bad_input("pattern", message))
+            .gql()?;
+        let state = state.clone();
+        let deliveries = state.event_bus().subscribe(Topic::AllLogs);
+        let counted = state.metrics().subscription("logMatches");
+        let watch = MatchWatch {
+            visibility: Visibility::new(state, caller),
+            proc,
+            regex,
+            executions: HashMap::new(),
+            pending: std::collections::VecDeque::new(),
+        };
+        Ok(futures::stream::unfold(
+            (deliveries, watch, counted),
+            |(mut deliveries, mut watch, counted)| async move {
+                loop {
+                    if let Some(found) = watch.pending.pop_front() {
+                        return Some((found, (deliveries, watch, counted)));
+                    }
+                    let Delivery::Event(Event::ExecutionLogs {
+                        execution_id,
+                        lines,
+                    }) = deliveries.next().await?
+                    else {
+                        continue;
+                    };
+                    watch.offer(execution_id, lines).await;
+                }
+            },
+        )
+        .boxed())
+    }
+
     /// Every state change of every execution the caller may see (of `proc`, when given).
     async fn execution_events(
         &self,
@@ -591,6 +675,75 @@ impl ExecutionsSubscription {
             },
         )
         .boxed())
+    }
+}
+
+/// Executions whose visibility a `logMatches` subscriber remembers (cleared when full).
+const MATCH_CACHE: usize = 1024;
+
+/// What one `logMatches` subscriber is waiting for.
+struct MatchWatch {
+    visibility: Visibility,
+    proc: Option<String>,
+    regex: regex::Regex,
+    /// Per execution: its proc's name when the caller may see it, `None` when not.
+    executions: HashMap<i64, (Instant, Option<String>)>,
+    pending: std::collections::VecDeque<LogMatch>,
+}
+
+impl MatchWatch {
+    /// Queues the lines of `execution_id` that match, when the caller may see that run.
+    async fn offer(&mut self, execution_id: i64, lines: Vec<crate::ports::event_bus::LogRecord>) {
+        if !lines.iter().any(|line| self.regex.is_match(&line.line)) {
+            return;
+        }
+        let cached = self
+            .executions
+            .get(&execution_id)
+            .filter(|(read_at, _)| read_at.elapsed() < VISIBILITY_TTL)
+            .map(|(_, proc)| proc.clone());
+        let proc = match cached {
+            Some(proc) => proc,
+            None => {
+                let execution = service::execution_row(&self.visibility.state, execution_id)
+                    .await
+                    .ok()
+                    .flatten();
+                let proc = match execution {
+                    Some(execution) if self.visibility.allows(&execution).await => {
+                        Some(execution.proc_name)
+                    }
+                    _ => None,
+                };
+                if self.executions.len() >= MATCH_CACHE {
+                    self.executions.clear();
+                }
+                self.executions
+                    .insert(execution_id, (Instant::now(), proc.clone()));
+                proc
+            }
+        };
+        let Some(proc) = proc else {
+            return;
+        };
+        if self.proc.as_ref().is_some_and(|wanted| *wanted != proc) {
+            return;
+        }
+        for line in lines {
+            if self.regex.is_match(&line.line) {
+                self.pending.push_back(LogMatch {
+                    execution_id: ID(execution_id.to_string()),
+                    proc: proc.clone(),
+                    line: LogLine {
+                        seq: line.seq,
+                        stream: line.stream.into(),
+                        line: line.line,
+                        timestamp: line.logged_at,
+                        replaced: line.replaced,
+                    },
+                });
+            }
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //! - [`shaping`]: secret masking and splitting of over-long lines.
 
 mod graphql;
+pub mod identity;
+pub mod receipts;
 pub mod runner;
 pub mod service;
 pub mod shaping;

@@ -399,3 +399,12 @@ pub async fn stored_logs(
         .all(state.db())
         .await?)
 }
+
+/// The stored row of execution `id`, if any. Checks no rights: the caller decides what to show
+/// (e.g. `logMatches` asks [`may_read`] next).
+pub async fn execution_row(
+    state: &AppState,
+    id: i64,
+) -> Result<Option<execution::Model>, ApiError> {
+    Ok(execution::Entity::find_by_id(id).one(state.db()).await?)
+}

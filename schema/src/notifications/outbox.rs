@@ -262,6 +262,7 @@ pub async fn enqueue<C: ConnectionTrait>(
             claimed_by: Set(None),
             claim_expires_at: Set(None),
             created_at: Set(now),
+            alert: Set(None),
         };
         notification::Entity::insert(pending)
             .on_conflict(
@@ -559,6 +560,7 @@ fn notification_for(execution: &execution::Model, row: &notification::Model) -> 
         slack_webhook_url: url(SLACK),
         webhook_url: url(WEBHOOK),
         idempotency_key: row.idempotency_key.clone(),
+        alert: row.alert.clone(),
     }
 }
 
@@ -830,6 +832,7 @@ mod tests {
             claimed_by: None,
             claim_expires_at: None,
             created_at: now,
+            alert: None,
         };
         assert_eq!(shown(row).target, "hooks.slack.com");
     }

@@ -79,6 +79,8 @@ pub enum Event {
 pub enum Topic {
     /// Status and logs of one execution.
     Execution(i64),
+    /// Output lines of every execution (`logMatches`).
+    AllLogs,
     /// Status changes of every execution.
     AllExecutions,
     /// Changes to any schedule (the scheduler loop listens here).
@@ -96,7 +98,9 @@ impl Event {
             Self::ExecutionStatus { execution } => {
                 vec![Topic::Execution(execution.id), Topic::AllExecutions]
             }
-            Self::ExecutionLogs { execution_id, .. } => vec![Topic::Execution(*execution_id)],
+            Self::ExecutionLogs { execution_id, .. } => {
+                vec![Topic::Execution(*execution_id), Topic::AllLogs]
+            }
             Self::ScheduleChanged { .. } => vec![Topic::Schedules],
             Self::CancelRequested { .. } => vec![Topic::Control],
             Self::CredentialsChanged { .. } => vec![Topic::Credentials],

@@ -35,6 +35,20 @@ pub struct Notification {
     /// The same for every attempt of this notification: receivers drop duplicates by it
     /// (`Idempotency-Key` header, the e-mail's `Message-ID`).
     pub idempotency_key: String,
+    /// Set when this is a live log alert (the run is still going; `status` is its state when
+    /// the alert was sent) rather than the news of its end.
+    pub alert: Option<proctor_entity::json::AlertMatch>,
+}
+
+impl Notification {
+    /// The event name receivers see: `execution.alert` or `execution.finished`.
+    pub fn event(&self) -> &'static str {
+        if self.alert.is_some() {
+            "execution.alert"
+        } else {
+            "execution.finished"
+        }
+    }
 }
 
 /// Why a notification was not delivered.
@@ -64,6 +78,12 @@ pub trait Notifier: Send + Sync {
 /// One plain-text summary for every channel: what ran, how it ended, with which arguments.
 pub fn summary(notification: &Notification) -> String {
     let status = notification.status.name();
+    if let Some(alert) = &notification.alert {
+        return format!(
+            "Proctor alert: {} (execution {}, {status}) printed a line matching {:?}\nline {}: {}",
+            notification.proc_name, notification.execution_id, alert.pattern, alert.seq, alert.line
+        );
+    }
     let mut text = format!(
         "Proctor: {} finished {status} (execution {})",
         notification.proc_name, notification.execution_id

@@ -83,6 +83,8 @@ mod tests {
             retries: None,
             notifications: None,
             resources: None,
+            identity: None,
+            alerts: None,
             version: 1,
             created_at: Utc::now(),
             updated_at: Utc::now(),

@@ -10,7 +10,8 @@ use std::sync::LazyLock;
 
 use async_graphql::{Enum, InputObject};
 use proctor_entity::json::{
-    ArgSpec, ArgType as StoredArgType, NotificationPolicy, Resources, SecretSpec,
+    AlertRule, AlertRules, ArgSpec, ArgType as StoredArgType, IdentitySpec, NotificationPolicy,
+    Resources, SecretSpec,
 };
 use proctor_entity::proc;
 use regex::Regex;
@@ -167,6 +168,34 @@ fn quantity(text: &str, suffixes: &[&str]) -> bool {
     number_ok && (suffix.is_empty() || suffixes.contains(&suffix))
 }
 
+/// A per-run identity token: each run gets `PROCTOR_ID_TOKEN`, a short-lived JWT signed by the
+/// server, for these audiences (what a cloud's workload identity federation trusts).
+#[derive(InputObject, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[graphql(name = "IdentityInput")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentityDefinition {
+    /// The token's `aud` claim, e.g. `sts.amazonaws.com` (1 to 10 entries).
+    pub audience: Vec<String>,
+}
+
+/// A live log alert: when a stored (masked) line matches `pattern`, `notify` hears about it
+/// while the run is still going.
+#[derive(InputObject, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[graphql(name = "AlertInput")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertDefinition {
+    /// Regular expression searched in each line (Rust `regex` syntax, linear time; at most
+    /// 512 characters).
+    pub pattern: String,
+    /// Who hears: e-mail addresses, `slack` or `webhook` (the proc's notification URLs, or the
+    /// server-wide channel when the proc sets none).
+    pub notify: Vec<String>,
+    /// Fire at most once per run (the default); `false`: once per matching line, at most
+    /// 20 times per run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub once: Option<bool>,
+}
+
 /// What a stored credential is shown as; sent back, it keeps the stored value.
 pub const KEPT_SECRET: &str = "***";
 
@@ -216,6 +245,12 @@ pub struct ProcDefinition {
     /// CPU and memory of its Kubernetes runs (requests and limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesDefinition>,
+    /// A per-run identity token (`PROCTOR_ID_TOKEN`) for these audiences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityDefinition>,
+    /// Live log alert rules, evaluated on each stored line while a run goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Vec<AlertDefinition>>,
 }
 
 /// A definition that passed validation, in the shape it is stored in.
@@ -249,6 +284,10 @@ pub struct ValidProc {
     pub notifications: Option<NotificationPolicy>,
     /// CPU and memory of its Kubernetes runs.
     pub resources: Option<Resources>,
+    /// The identity token it asks for.
+    pub identity: Option<IdentitySpec>,
+    /// Its live log alert rules.
+    pub alerts: Option<AlertRules>,
 }
 
 /// Collects field errors so a user sees which field is wrong.
@@ -647,7 +686,60 @@ impl ProcDefinition {
             }
         };
 
+        let identity = match &self.identity {
+            None => None,
+            Some(given) => {
+                if given.audience.is_empty() || given.audience.len() > 10 {
+                    return Err(check.error("identity.audience", "give 1 to 10 audiences"));
+                }
+                for (index, audience) in given.audience.iter().enumerate() {
+                    if audience.trim().is_empty()
+                        || audience.len() > 255
+                        || audience.chars().any(char::is_control)
+                    {
+                        return Err(check.error(
+                            &format!("identity.audience[{index}]"),
+                            "an audience is 1 to 255 characters without control characters",
+                        ));
+                    }
+                }
+                Some(IdentitySpec {
+                    audience: given.audience.clone(),
+                })
+            }
+        };
+        let alerts = match &self.alerts {
+            None => None,
+            Some(rules) if rules.is_empty() => None,
+            Some(rules) => {
+                if rules.len() > crate::alerts::MAX_RULES {
+                    return Err(check.error(
+                        "alerts",
+                        format!("at most {} rules", crate::alerts::MAX_RULES),
+                    ));
+                }
+                let mut valid = Vec::with_capacity(rules.len());
+                for (index, rule) in rules.iter().enumerate() {
+                    let at = |field: &str| format!("alerts[{index}].{field}");
+                    crate::alerts::compile(&rule.pattern)
+                        .map_err(|message| check.error(&at("pattern"), message))?;
+                    let notify = crate::alerts::check_notify(
+                        &format!("{prefix}{}", at("notify")),
+                        &rule.notify,
+                    )?;
+                    valid.push(AlertRule {
+                        pattern: rule.pattern.clone(),
+                        notify,
+                        once: rule.once.unwrap_or(true),
+                    });
+                }
+                Some(AlertRules(valid))
+            }
+        };
+
         Ok(ValidProc {
+            identity,
+            alerts,
             name: self.name.clone(),
             description: check.text("description", &self.description, 4096)?,
             image,
@@ -722,6 +814,20 @@ impl ProcDefinition {
                     cpu: resources.cpu.clone(),
                     memory: resources.memory.clone(),
                 }),
+            identity: model.identity.as_ref().map(|spec| IdentityDefinition {
+                audience: spec.audience.clone(),
+            }),
+            alerts: model.alerts.as_ref().map(|rules| {
+                rules
+                    .0
+                    .iter()
+                    .map(|rule| AlertDefinition {
+                        pattern: rule.pattern.clone(),
+                        notify: rule.notify.clone(),
+                        once: Some(rule.once),
+                    })
+                    .collect()
+            }),
         }
     }
 

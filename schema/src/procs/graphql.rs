@@ -105,6 +105,26 @@ impl Proc {
     async fn resources(&self) -> Option<ResourcesView> {
         self.view.model.resources.as_ref().map(ResourcesView::of)
     }
+    /// The per-run identity token its runs get (`PROCTOR_ID_TOKEN`); null: none.
+    async fn identity(&self) -> Option<IdentityView> {
+        self.view.model.identity.as_ref().map(|spec| IdentityView {
+            audience: spec.audience.clone(),
+        })
+    }
+    /// Its live log alert rules.
+    async fn alerts(&self) -> Vec<AlertView> {
+        self.view
+            .model
+            .alerts
+            .iter()
+            .flat_map(|rules| rules.0.iter())
+            .map(|rule| AlertView {
+                pattern: rule.pattern.clone(),
+                notify: rule.notify.clone(),
+                once: rule.once,
+            })
+            .collect()
+    }
     /// Incremented by every update.
     async fn version(&self) -> i32 {
         self.view.model.version
@@ -295,6 +315,26 @@ pub struct ResourcesView {
     pub cpu: Option<String>,
     /// Memory, e.g. `256Mi`.
     pub memory: Option<String>,
+}
+
+/// The identity token a proc's runs get.
+#[derive(SimpleObject, Clone, Debug, PartialEq, Eq)]
+#[graphql(name = "Identity")]
+pub struct IdentityView {
+    /// The token's `aud` claim.
+    pub audience: Vec<String>,
+}
+
+/// A live log alert rule.
+#[derive(SimpleObject, Clone, Debug, PartialEq, Eq)]
+#[graphql(name = "Alert")]
+pub struct AlertView {
+    /// The regular expression searched in each stored line.
+    pub pattern: String,
+    /// Who hears: e-mail addresses, `slack`, `webhook`.
+    pub notify: Vec<String>,
+    /// At most once per run.
+    pub once: bool,
 }
 
 impl ResourcesView {

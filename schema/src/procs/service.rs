@@ -124,7 +124,8 @@ pub async fn upsert_proc(
 ) -> Result<ProcView, ApiError> {
     caller.require_admin(state, "create or change procs")?;
     let valid = definition.validate(field_prefix)?;
-    let model = crate::db::retry_on_conflict(|| store_proc(state, caller, &valid, None)).await?;
+    let model =
+        crate::db::retry_on_conflict(|| store_proc(state.db(), caller, &valid, None)).await?;
     Ok(with_secrets(state.db(), vec![model]).await?.remove(0))
 }
 
@@ -150,7 +151,9 @@ pub async fn upsert_procs(
     }
     let mut stored = Vec::with_capacity(checked.len());
     for valid in &checked {
-        stored.push(crate::db::retry_on_conflict(|| store_proc(state, caller, valid, None)).await?);
+        stored.push(
+            crate::db::retry_on_conflict(|| store_proc(state.db(), caller, valid, None)).await?,
+        );
     }
     with_secrets(state.db(), stored).await
 }
@@ -158,16 +161,16 @@ pub async fn upsert_procs(
 /// Inserts or updates the proc in one transaction, recording the new version; the row is
 /// locked while it is read, so concurrent updates bump the version one after another.
 /// `rolled_back_to`: the version whose definition this is again (audited).
-pub(super) async fn store_proc(
-    state: &AppState,
+pub(crate) async fn store_proc(
+    db: &sea_orm::DatabaseConnection,
     caller: &Caller,
     valid: &ValidProc,
     rolled_back_to: Option<i32>,
 ) -> Result<proc::Model, ApiError> {
     let now = Utc::now();
-    let txn = crate::db::begin_write(state.db()).await?;
+    let txn = crate::db::begin_write(db).await?;
     let mut lookup = proc::Entity::find().filter(proc::Column::Name.eq(valid.name.as_str()));
-    if crate::db::locks_rows(state.db()) {
+    if crate::db::locks_rows(db) {
         lookup = lookup.lock_exclusive();
     }
     let existing = lookup.one(&txn).await?;
@@ -278,6 +281,8 @@ pub fn model_of(valid: &ValidProc) -> proc::Model {
         retries: valid.retries,
         notifications: valid.notifications.clone(),
         resources: valid.resources.clone(),
+        identity: valid.identity.clone(),
+        alerts: valid.alerts.clone(),
         version: 0,
         created_at: epoch,
         updated_at: epoch,

@@ -12,7 +12,9 @@ use sea_orm::{
     QuerySelect, Set,
 };
 
-use proctor_entity::json::{ArgSpec, NotificationPolicy, Resources, SecretSpec};
+use proctor_entity::json::{
+    AlertRule, AlertRules, ArgSpec, IdentitySpec, NotificationPolicy, Resources, SecretSpec,
+};
 
 use super::definition::{ProcDefinition, ValidProc};
 use super::service::{ProcView, find_proc, store_proc};
@@ -150,6 +152,21 @@ fn as_stored(definition: &ProcDefinition) -> ValidProc {
             cpu: given.cpu.clone(),
             memory: given.memory.clone(),
         }),
+        identity: definition.identity.as_ref().map(|given| IdentitySpec {
+            audience: given.audience.clone(),
+        }),
+        alerts: definition.alerts.as_ref().map(|rules| {
+            AlertRules(
+                rules
+                    .iter()
+                    .map(|rule| AlertRule {
+                        pattern: rule.pattern.clone(),
+                        notify: rule.notify.clone(),
+                        once: rule.once.unwrap_or(true),
+                    })
+                    .collect(),
+            )
+        }),
     }
 }
 
@@ -227,6 +244,7 @@ pub async fn rollback(
     let definition = ProcDefinition::from_model(&version.snapshot);
     let valid = definition.validate(&format!("version {number}: "))?;
     let stored =
-        crate::db::retry_on_conflict(|| store_proc(state, caller, &valid, Some(number))).await?;
+        crate::db::retry_on_conflict(|| store_proc(state.db(), caller, &valid, Some(number)))
+            .await?;
     super::service::get_proc(state, caller, &stored.name).await
 }

@@ -701,6 +701,60 @@ fn check_group(group: &str) -> Result<Option<String>, ApiError> {
     Ok((!group.is_empty()).then(|| group.to_owned()))
 }
 
+/// Stores a schedule taken from another system (`proctord import-v2`): checked like a new one
+/// (arguments against the proc, cron, time zone, e-mails), created by `created_by` at
+/// `created_at`, in one transaction with its audit event; returns its id. Checks no rights: the
+/// operator running the import acts for the system.
+pub async fn import_schedule(
+    db: &sea_orm::DatabaseConnection,
+    caller: &Caller,
+    proc: &proc::Model,
+    spec: ScheduleSpec,
+    created_by: Option<String>,
+    created_at: DateTime<Utc>,
+) -> Result<i64, ApiError> {
+    let fields = Fields::check(proc, &spec, None)?;
+    let next_fire_at = fields.next_fire_at(Utc::now());
+    let txn = crate::db::begin_write(db).await?;
+    let model = schedule::ActiveModel {
+        id: NotSet,
+        proc_id: Set(proc.id),
+        args: Set(ArgValues(fields.args)),
+        cron: Set(fields.cron),
+        timezone: Set(fields.timezone),
+        tags: Set(StringList(fields.tags)),
+        group_name: Set(fields.group),
+        notification_emails: Set(StringList(fields.emails)),
+        enabled: Set(fields.enabled),
+        overlap_policy: Set(fields.overlap),
+        catch_up_policy: Set(fields.catch_up),
+        next_fire_at: Set(next_fire_at),
+        created_by: Set(created_by),
+        slack_webhook_url: Set(fields.slack_webhook_url),
+        webhook_url: Set(fields.webhook_url),
+        created_at: Set(created_at),
+        updated_at: Set(Utc::now()),
+    }
+    .insert(&txn)
+    .await?;
+    audit::record(
+        &txn,
+        caller,
+        "schedule.import",
+        "schedule",
+        &model.id.to_string(),
+        Some(json!({ "proc": proc.name, "cron": model.cron, "timezone": model.timezone })),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(model.id)
+}
+
+/// Checks `spec` for `proc` as [`import_schedule`] would, storing nothing (a dry run).
+pub fn check_import(proc: &proc::Model, spec: &ScheduleSpec) -> Result<(), ApiError> {
+    Fields::check(proc, spec, None).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

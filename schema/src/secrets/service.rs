@@ -133,23 +133,26 @@ pub async fn set_secrets(
         }
     }
 
-    crate::db::retry_on_conflict(|| store_values(state, caller, &proc, values)).await?;
+    crate::db::retry_on_conflict(|| {
+        store_values(state.db(), state.keyring(), caller, &proc, values)
+    })
+    .await?;
     let mut infos = secret_infos(state.db(), std::slice::from_ref(&proc)).await?;
     Ok(infos.remove(&proc.id).unwrap_or_default())
 }
 
 /// Encrypts and stores the values in one transaction (the caller checked them).
-async fn store_values(
-    state: &AppState,
+pub(crate) async fn store_values(
+    db: &DatabaseConnection,
+    keyring: &Keyring,
     caller: &Caller,
     proc: &proc::Model,
     values: &[(String, String)],
 ) -> Result<(), ApiError> {
     let now = Utc::now();
-    let txn = crate::db::begin_write(state.db()).await?;
+    let txn = crate::db::begin_write(db).await?;
     for (key, value) in values {
-        let sealed = state
-            .keyring()
+        let sealed = keyring
             .seal(&context(proc.id, key), value.as_bytes())
             .map_err(key_error)?;
         let existing = secret::Entity::find()

@@ -68,9 +68,38 @@ pub struct Http {
     #[arg(long = "ws-init-timeout-seconds", env = "PROCTOR_WS_INIT_TIMEOUT_SECONDS")]
     #[arg(default_value = "10", value_parser = seconds)]
     pub ws_init_timeout: Duration,
+    /// The URL clients reach this server at (`scheme://host[:port][/path]`): the issuer of
+    /// per-run identity tokens, which clouds fetch `/.well-known/jwks.json` under. Default:
+    /// `http://<bind address>:<port>`, right only for local use.
+    #[arg(long, env = "PROCTOR_PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<String>,
+}
+
+/// An `http(s)` URL with a host and no query, user or fragment; the trailing `/` dropped.
+fn public_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err("must be an http:// or https:// URL with a host, without a query,                     fragment, user or password"
+            .to_owned());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 impl Http {
+    /// The configured public URL, or `http://<address>` of where the server listens.
+    pub fn public_url(&self, bound: Option<SocketAddr>) -> String {
+        match &self.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", bound.unwrap_or_else(|| self.listen())),
+        }
+    }
+
     /// Checks the playground directory (a directory given explicitly must hold a build; the
     /// default may be missing, and the page then says how to build it).
     pub fn validate(&self) -> Result<Self, ConfigError> {

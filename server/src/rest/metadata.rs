@@ -103,6 +103,8 @@ impl LegacyMetadata {
             retries: kept.retries,
             notifications: kept.notifications,
             resources: kept.resources,
+            identity: kept.identity,
+            alerts: kept.alerts,
         }
     }
 

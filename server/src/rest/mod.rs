@@ -8,7 +8,7 @@
 //! v2 on purpose, the README's table of differences says so.
 
 mod executions;
-mod metadata;
+pub mod metadata;
 mod procs;
 mod schedules;
 pub mod version;

@@ -15,7 +15,7 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
 
 use tokio_util::sync::CancellationToken;
 
-use super::submit::prepare_run;
+use super::submit::{prepare_run, reseal_run_mask};
 use super::transition::{Fence, Outcome, finish};
 use super::{LET_GO_REASON, Runner};
 use crate::error::ApiError;
@@ -154,6 +154,14 @@ impl Runner {
         let prepared = prepare_run(state, &execution).await;
         match (execution.status, prepared) {
             (ExecutionStatus::Pending, Ok((spec, masker))) => {
+                // What it starts with now (current secrets, a new identity token) is what a
+                // later supervisor must mask.
+                if let Err(error) = reseal_run_mask(state, &execution, &spec).await {
+                    let outcome =
+                        Outcome::creation_failed(format!("cannot be started again: {error}"));
+                    finish(state, id, outcome, Fence::Owner(&self.replica)).await;
+                    return;
+                }
                 // It runs the proc as it is now: that is the version it records.
                 let execution = record_current_version(state, execution).await;
                 self.supervise_in_background(state.clone(), execution, Some(spec), masker);

@@ -12,6 +12,7 @@ use chrono::Utc;
 use proctor_entity::values::LogStream;
 
 use super::RunSettings;
+use crate::alerts::AlertWatch;
 use crate::error::ApiError;
 use crate::executions::shaping::{Masker, split_long};
 use crate::ports::event_bus::{Event, LogRecord};
@@ -60,6 +61,8 @@ pub(super) struct LogPipeline {
     failures: u32,
     /// Lines lost since the execution row last counted them.
     pub(super) unrecorded_lost: i64,
+    /// The proc's live log alert rules: `None` until the first stored batch reads them.
+    alerts: Option<Option<AlertWatch>>,
 }
 
 /// How an executor delivered a piece of output.
@@ -100,6 +103,7 @@ impl LogPipeline {
             carry: HashMap::new(),
             failures: 0,
             unrecorded_lost: 0,
+            alerts: None,
         }
     }
 
@@ -206,6 +210,7 @@ impl LogPipeline {
         let lines = std::mem::take(&mut self.buffer);
         self.oldest = None;
         self.last_flush = Some(Instant::now());
+        self.raise_alerts(&lines).await;
         self.state.metrics().log_lines_stored(lines.len() as u64);
         publish(
             &self.state,
@@ -216,6 +221,28 @@ impl LogPipeline {
         )
         .await;
         Flushed::Done
+    }
+
+    /// Evaluates the proc's alert rules on `lines` (just stored) and sends what they raise. A
+    /// failure is logged here and never holds up the output.
+    async fn raise_alerts(&mut self, lines: &[LogRecord]) {
+        if self.alerts.is_none() {
+            let loaded = match AlertWatch::load(&self.state, self.execution_id).await {
+                Ok(watch) => watch,
+                Err(error) => {
+                    tracing::warn!(execution.id = self.execution_id, %error, "cannot read the proc's alert rules; trying again with the next lines");
+                    return;
+                }
+            };
+            self.alerts = Some(loaded);
+        }
+        let Some(Some(watch)) = &mut self.alerts else {
+            return;
+        };
+        let raised = watch.evaluate(lines);
+        if let Err(error) = watch.send(&self.state, self.execution_id, raised).await {
+            tracing::warn!(execution.id = self.execution_id, %error, "cannot queue a live log alert");
+        }
     }
 
     /// Stores what is left, retrying for a while if the database is away.

@@ -12,11 +12,15 @@ use chrono::{DateTime, Utc};
 use proctor_entity::json::{ArgValue, ArgValues};
 use proctor_entity::values::{ExecutionStatus, Trigger};
 use proctor_entity::{execution, proc};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, NotSet, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait as _, ConnectionTrait, EntityTrait, IntoActiveModel as _, NotSet,
+    QueryFilter as _, Set,
+};
 
 use super::transition::announce;
 use super::{Runner, run_name};
 use crate::error::ApiError;
+use crate::executions::identity;
 use crate::executions::shaping::Masker;
 use crate::ports::executor::{EnvValue, RunSpec};
 use crate::secrets::service::{open_run_mask, seal_run_mask, secret_values};
@@ -95,15 +99,26 @@ impl Runner {
         let lease = chrono::Duration::from_std(self.settings.lease)
             .unwrap_or(chrono::Duration::seconds(15));
         let mut row = new_row(&run.proc, ArgValues(run.args.clone()), new, now);
-        if !run.secrets.is_empty() {
-            let sealed = seal_run_mask(state.keyring(), run.proc.id, &run.secrets)?;
+        let mut secrets = run.secrets.clone();
+        if !secrets.is_empty() {
+            let sealed = seal_run_mask(state.keyring(), run.proc.id, &secrets)?;
             row.mask_key_id = Set(Some(sealed.key_id));
             row.mask_sealed = Set(Some(sealed.ciphertext));
         }
         row.owner = Set(Some(self.replica.clone()));
         row.lease_expires_at = Set(Some(now + lease));
-        let execution = row.insert(txn).await?;
-        let (spec, masker) = run_spec(&run.proc, &execution, run.secrets.clone());
+        let mut execution = row.insert(txn).await?;
+        // The identity token names the execution, so it is made once the id exists; it joins
+        // the sealed mask, so whoever supervises the run later masks it too.
+        if let Some(token) = identity::token_for(state, &run.proc, &execution).await? {
+            secrets.push((identity::TOKEN_VARIABLE.to_owned(), token));
+            let sealed = seal_run_mask(state.keyring(), run.proc.id, &secrets)?;
+            let mut masked = execution.into_active_model();
+            masked.mask_key_id = Set(Some(sealed.key_id));
+            masked.mask_sealed = Set(Some(sealed.ciphertext));
+            execution = masked.update(txn).await?;
+        }
+        let (spec, masker) = run_spec(&run.proc, &execution, secrets);
         Ok(Submitted {
             execution,
             spec,
@@ -174,7 +189,10 @@ pub async fn prepare_run(
         kind: "proc",
         key: execution.proc_name.clone(),
     })?;
-    let secrets = secret_values(state, &proc).await?;
+    let mut secrets = secret_values(state, &proc).await?;
+    if let Some(token) = identity::token_for(state, &proc, execution).await? {
+        secrets.push((identity::TOKEN_VARIABLE.to_owned(), token));
+    }
     // Mask what the run started with too: a value changed since is still in its output.
     let started_with = open_run_mask(state.keyring(), proc.id, execution)?;
     let (spec, _) = run_spec(&proc, execution, secrets.clone());
@@ -185,6 +203,37 @@ pub async fn prepare_run(
             .chain(started_with.iter().map(String::as_str)),
     );
     Ok((spec, masker))
+}
+
+/// Seals the secret values of `spec` (current secrets, identity token) as the mask of
+/// `execution`, a `PENDING` run about to start under a new supervisor.
+pub(super) async fn reseal_run_mask(
+    state: &AppState,
+    execution: &execution::Model,
+    spec: &RunSpec,
+) -> Result<(), ApiError> {
+    let Some(proc_id) = execution.proc_id else {
+        return Ok(());
+    };
+    let values: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .filter_map(|(name, value)| match value {
+            EnvValue::Secret(secret) => Some((name.clone(), secret.clone())),
+            EnvValue::Plain(_) => None,
+        })
+        .collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    let sealed = seal_run_mask(state.keyring(), proc_id, &values)?;
+    execution::Entity::update_many()
+        .filter(execution::Column::Id.eq(execution.id))
+        .col_expr(execution::Column::MaskKeyId, sealed.key_id.into())
+        .col_expr(execution::Column::MaskSealed, sealed.ciphertext.into())
+        .exec(state.db())
+        .await?;
+    Ok(())
 }
 
 /// The environment is `args ⊕ secrets ⊕ context`: secrets override arguments of the same

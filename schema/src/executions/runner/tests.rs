@@ -56,6 +56,8 @@ async fn core(settings: RunSettings) -> Core {
         retries: Set(None),
         notifications: Set(None),
         resources: Set(None),
+        identity: Set(None),
+        alerts: Set(None),
         version: Set(1),
         created_at: Set(now),
         updated_at: Set(now),

@@ -362,6 +362,13 @@ async fn in_final_txn<C: ConnectionTrait>(
 async fn after_commit(state: &AppState, row: &execution::Model) {
     announce(state, row).await;
     if row.status.is_final() {
+        // Signed off the hot path; a receipt lost to a crash is made when first asked for.
+        let (receipt_state, id) = (state.clone(), row.id);
+        tokio::spawn(async move {
+            if let Err(error) = crate::executions::receipts::issue(&receipt_state, id).await {
+                tracing::warn!(execution.id = id, %error, "cannot sign the run's receipt yet; it is made when asked for");
+            }
+        });
         let ran_for = row
             .started_at
             .zip(row.finished_at)

@@ -1,0 +1,247 @@
+//! Signed run receipts: what a finished execution was and did — proc name and version, the
+//! hash of the definition it ran, its argument values (secrets by name only), trigger and
+//! caller, image, start and end, exit code, and the hash of its stored output — as canonical
+//! JSON signed with the server's ES256 key ([`crate::signing`]).
+//!
+//! Invariants: a receipt is made once per execution, after its final state is stored (every
+//! output line is stored by then), and never changes; a receipt missing after a crash is made
+//! when it is first asked for. [`verify`] checks the signature against the published key and
+//! recomputes the output hash from the stored lines, so an altered, added or removed line fails
+//! it. `imageDigest` is null: no executor reports the pulled image's digest yet.
+
+use chrono::Utc;
+use proctor_entity::{execution, execution_log, execution_receipt, proc, proc_version};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::error::ApiError;
+use crate::procs::ProcDefinition;
+use crate::signing::{Keys, sorted};
+use crate::state::AppState;
+
+/// Lines hashed per database read.
+const PAGE: u64 = 5000;
+
+/// A stored receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The signed canonical JSON.
+    pub payload: String,
+    /// ES256 signature of the payload's UTF-8 bytes (base64url r ‖ s).
+    pub signature: String,
+    /// The key that signed it (`kid` in `/.well-known/jwks.json`).
+    pub key_id: String,
+}
+
+impl From<execution_receipt::Model> for Receipt {
+    fn from(row: execution_receipt::Model) -> Self {
+        Self {
+            payload: row.payload,
+            signature: row.signature,
+            key_id: row.kid,
+        }
+    }
+}
+
+/// `(lines, hex SHA-256)` of an execution's stored output: each line as the JSON array
+/// `[seq, stream, text]` followed by a newline, in `seq` order.
+pub async fn output_digest<C: ConnectionTrait>(
+    db: &C,
+    execution_id: i64,
+) -> Result<(u64, String), ApiError> {
+    let mut digest = sha2::Sha256::new();
+    let (mut count, mut after) = (0_u64, 0_i64);
+    loop {
+        let page = execution_log::Entity::find()
+            .filter(execution_log::Column::ExecutionId.eq(execution_id))
+            .filter(execution_log::Column::Seq.gt(after))
+            .order_by_asc(execution_log::Column::Seq)
+            .limit(PAGE)
+            .all(db)
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok((count, hex::encode(digest.finalize())));
+        };
+        after = last.seq;
+        for line in &page {
+            digest.update(
+                json!([line.seq, line.stream, line.line])
+                    .to_string()
+                    .as_bytes(),
+            );
+            digest.update(b"\n");
+            count += 1;
+        }
+    }
+}
+
+/// Hex SHA-256 of the canonical JSON of the definition `execution` ran, when it is known.
+async fn definition_digest<C: ConnectionTrait>(
+    db: &C,
+    execution: &execution::Model,
+) -> Result<Option<String>, ApiError> {
+    let (Some(proc_id), Some(version)) = (execution.proc_id, execution.proc_version) else {
+        return Ok(None);
+    };
+    let stored = proc_version::Entity::find()
+        .filter(proc_version::Column::ProcId.eq(proc_id))
+        .filter(proc_version::Column::Version.eq(version))
+        .one(db)
+        .await?;
+    let definition = match stored {
+        Some(row) => row.definition,
+        None => match proc::Entity::find_by_id(proc_id).one(db).await? {
+            Some(proc) if proc.version == version => {
+                serde_json::to_value(ProcDefinition::from_model(&proc)).unwrap_or(Value::Null)
+            }
+            _ => return Ok(None),
+        },
+    };
+    Ok(Some(hex::encode(sha2::Sha256::digest(
+        sorted(&definition).to_string().as_bytes(),
+    ))))
+}
+
+/// The receipt payload of a finished execution.
+async fn payload<C: ConnectionTrait>(
+    db: &C,
+    issuer: &str,
+    execution: &execution::Model,
+) -> Result<Value, ApiError> {
+    let (lines, output) = output_digest(db, execution.id).await?;
+    let secrets: Vec<String> = match execution.proc_id {
+        Some(id) => proc::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .map(|proc| proc.secret_specs.0.into_iter().map(|s| s.name).collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let args: serde_json::Map<String, Value> = execution
+        .args
+        .0
+        .iter()
+        .map(|arg| (arg.name.clone(), json!(arg.value)))
+        .collect();
+    Ok(sorted(&json!({
+        "receiptVersion": 1,
+        "issuer": issuer,
+        "execution": execution.id.to_string(),
+        "proc": execution.proc_name,
+        "procVersion": execution.proc_version,
+        "definitionSha256": definition_digest(db, execution).await?,
+        "args": args,
+        "secrets": secrets,
+        "trigger": execution.trigger,
+        "triggeredBy": execution.user_email,
+        "scheduleId": execution.schedule_id.map(|id| id.to_string()),
+        "image": execution.image,
+        "imageDigest": Value::Null,
+        "status": execution.status.name(),
+        "exitCode": execution.exit_code,
+        "reason": execution.reason,
+        "createdAt": execution.created_at.to_rfc3339(),
+        "startedAt": execution.started_at.map(|at| at.to_rfc3339()),
+        "finishedAt": execution.finished_at.map(|at| at.to_rfc3339()),
+        "output": { "lines": lines, "sha256": output },
+    })))
+}
+
+/// Makes and stores the receipt of `execution_id` unless it has one or has not finished;
+/// returns the stored receipt.
+pub async fn issue(state: &AppState, execution_id: i64) -> Result<Option<Receipt>, ApiError> {
+    let db = state.db();
+    if let Some(row) = execution_receipt::Entity::find_by_id(execution_id)
+        .one(db)
+        .await?
+    {
+        return Ok(Some(row.into()));
+    }
+    let Some(execution) = execution::Entity::find_by_id(execution_id).one(db).await? else {
+        return Ok(None);
+    };
+    if !execution.status.is_final() {
+        return Ok(None);
+    }
+    let payload = payload(db, &state.server_info().public_url, &execution)
+        .await?
+        .to_string();
+    let keys = state.signing_keys().await?;
+    let (signature, kid) = keys.sign(payload.as_bytes())?;
+    execution_receipt::Entity::insert(execution_receipt::ActiveModel {
+        execution_id: Set(execution_id),
+        payload: Set(payload),
+        signature: Set(signature),
+        kid: Set(kid),
+        created_at: Set(Utc::now()),
+    })
+    .on_conflict(
+        OnConflict::column(execution_receipt::Column::ExecutionId)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(execution_receipt::Entity::find_by_id(execution_id)
+        .one(db)
+        .await?
+        .map(Receipt::from))
+}
+
+/// Why a receipt does not verify.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// No published key has that id.
+    #[error("signed with key {0:?}, which is not one of this server's keys")]
+    UnknownKey(String),
+    /// The signature does not match the payload.
+    #[error("the signature does not match the payload (the receipt was altered)")]
+    BadSignature,
+    /// The payload is not a receipt.
+    #[error("the payload is not a receipt: {0}")]
+    Malformed(String),
+    /// The stored output differs from what was signed.
+    #[error("the stored output differs from the signed one ({0})")]
+    OutputChanged(String),
+}
+
+/// Checks a receipt's signature with `keys`, then (when `db` is given) that the stored output
+/// of its execution still hashes to what it signed.
+pub async fn verify<C: ConnectionTrait>(
+    keys: &Keys,
+    receipt: &Receipt,
+    db: Option<&C>,
+) -> Result<(), ReceiptError> {
+    let key = keys
+        .public_key(&receipt.key_id)
+        .ok_or_else(|| ReceiptError::UnknownKey(receipt.key_id.clone()))?;
+    if !key.verifies(receipt.payload.as_bytes(), &receipt.signature) {
+        return Err(ReceiptError::BadSignature);
+    }
+    let Some(db) = db else {
+        return Ok(());
+    };
+    let payload: Value = serde_json::from_str(&receipt.payload)
+        .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+    let execution_id: i64 = payload["execution"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| ReceiptError::Malformed("no execution id".to_owned()))?;
+    let (lines, digest) = output_digest(db, execution_id)
+        .await
+        .map_err(|e| ReceiptError::Malformed(format!("cannot read the output: {e}")))?;
+    let signed_lines = payload["output"]["lines"].as_u64();
+    let signed_digest = payload["output"]["sha256"].as_str();
+    if signed_lines != Some(lines) || signed_digest != Some(digest.as_str()) {
+        return Err(ReceiptError::OutputChanged(format!(
+            "signed {} lines hashing to {}, stored {lines} hashing to {digest}",
+            signed_lines.map_or("?".to_owned(), |n| n.to_string()),
+            signed_digest.unwrap_or("?"),
+        )));
+    }
+    Ok(())
+}
