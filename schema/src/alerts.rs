@@ -6,9 +6,11 @@
 //! - patterns are compiled by the `regex` crate (no backreferences or look-around: matching is
 //!   linear in the line's length) with bounded compiled size, and are at most
 //!   [`MAX_PATTERN_CHARS`] characters; a proc has at most [`MAX_RULES`] rules;
-//! - a `once` rule fires at most once per run and a repeating one at most
-//!   [`MAX_ALERTS_PER_RULE`] times, also across a change of supervising replica: each firing's
-//!   outbox row has a unique idempotency key (`…-alert<rule>-once`, or the line's `seq`);
+//! - a `once` rule fires at most once per run, also across a change of supervising replica: its
+//!   outbox row has a unique idempotency key (`…-alert<rule>-<channel>-once-…`); a repeating
+//!   one fires at most [`MAX_ALERTS_PER_RULE`] times per supervisor (keyed by the line's `seq`,
+//!   so a line never alerts twice);
+//! - the rules are the proc's as the run was submitted (read again only on a re-attach);
 //! - alerts are sent only for stored lines, after they are stored.
 
 use std::collections::HashMap;
@@ -26,6 +28,8 @@ use crate::ports::event_bus::LogRecord;
 use crate::ports::notifier::{EMAIL, SLACK, WEBHOOK};
 use crate::state::AppState;
 
+/// Whether a rule fires only once per run when it does not say.
+pub const ONCE_BY_DEFAULT: bool = true;
 /// Most rules one proc may have.
 pub const MAX_RULES: usize = 20;
 /// Longest pattern, in characters.
@@ -98,20 +102,46 @@ struct Watched {
 /// The alert rules of one run, as its log pipeline evaluates them.
 pub struct AlertWatch {
     proc_id: i64,
+    /// Part of every idempotency key: two installations reuse execution ids, not ids with
+    /// their creation time.
+    salt: i64,
     rules: Vec<Watched>,
 }
 
 impl AlertWatch {
-    /// The rules of the proc `execution_id` runs, read once when the run's output starts; none
-    /// when the proc has no rules (or is gone).
+    /// A watch of `rules` over `execution`'s output; none without rules (or a proc).
+    pub fn of(execution: &execution::Model, rules: &AlertRules) -> Option<Self> {
+        let proc_id = execution.proc_id?;
+        let rules: Vec<Watched> = rules
+            .0
+            .iter()
+            .filter_map(|rule| {
+                // Stored rules were validated; one that no longer compiles is skipped.
+                compile(&rule.pattern).ok().map(|regex| Watched {
+                    regex,
+                    notify: rule.notify.clone(),
+                    once: rule.once,
+                    fired: 0,
+                })
+            })
+            .collect();
+        (!rules.is_empty()).then(|| Self {
+            proc_id,
+            salt: execution.created_at.timestamp_micros(),
+            rules,
+        })
+    }
+
+    /// The rules of the proc `execution_id` runs, read when a supervisor re-attaches to a run
+    /// (a new run gets them with its spec); none when the proc has no rules (or is gone).
     pub async fn load(state: &AppState, execution_id: i64) -> Result<Option<Self>, ApiError> {
-        let Some(Some(proc_id)) = execution::Entity::find_by_id(execution_id)
-            .select_only()
-            .column(execution::Column::ProcId)
-            .into_tuple::<Option<i64>>()
+        let Some(execution) = execution::Entity::find_by_id(execution_id)
             .one(state.db())
             .await?
         else {
+            return Ok(None);
+        };
+        let Some(proc_id) = execution.proc_id else {
             return Ok(None);
         };
         let rules: Option<Option<AlertRules>> = proc::Entity::find_by_id(proc_id)
@@ -120,23 +150,9 @@ impl AlertWatch {
             .into_tuple()
             .one(state.db())
             .await?;
-        let Some(Some(rules)) = rules else {
-            return Ok(None);
-        };
-        let rules: Vec<Watched> = rules
-            .0
-            .into_iter()
-            .filter_map(|rule| {
-                // Stored rules were validated; one that no longer compiles is skipped.
-                compile(&rule.pattern).ok().map(|regex| Watched {
-                    regex,
-                    notify: rule.notify,
-                    once: rule.once,
-                    fired: 0,
-                })
-            })
-            .collect();
-        Ok((!rules.is_empty()).then_some(Self { proc_id, rules }))
+        Ok(rules
+            .flatten()
+            .and_then(|rules| Self::of(&execution, &rules)))
     }
 
     /// The alerts `lines` (just stored) raise, counting them as fired.
@@ -195,8 +211,8 @@ impl AlertWatch {
                     channel: Set(channel.to_owned()),
                     target: Set(target),
                     idempotency_key: Set(format!(
-                        "proctor-{execution_id}-alert{}-{channel}-{occurrence}",
-                        alert.rule
+                        "proctor-{execution_id}-alert{}-{channel}-{occurrence}-{:x}",
+                        alert.rule, self.salt
                     )),
                     state: Set(DeliveryState::Pending.name().to_owned()),
                     attempts: Set(0),
@@ -297,6 +313,7 @@ mod tests {
     fn a_once_rule_fires_once_and_a_repeating_one_is_capped() {
         let mut watch = AlertWatch {
             proc_id: 1,
+            salt: 0,
             rules: vec![
                 Watched {
                     regex: compile("ERROR").unwrap(),

@@ -20,13 +20,13 @@ use proctor_entity::json::{ArgValue, ArgValues};
 use proctor_entity::values::{ExecutionStatus, LogStream, Trigger};
 use proctor_entity::{execution, execution_log, proc, secret, v2_import};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, NotSet,
-    QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    NotSet, QueryFilter, Set, Statement,
 };
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::executions::shaping::split_long;
+use crate::executions::shaping::{Masker, split_long};
 use crate::procs::ProcDefinition;
 use crate::procs::service::model_of;
 use crate::schedules::service::ScheduleSpec;
@@ -180,7 +180,7 @@ pub fn map_status(status: &str) -> Result<(ExecutionStatus, String), String> {
 /// Output lines from v2's log text: split at `\n` (the trailing one ends the last line), bytes
 /// that are not UTF-8 and NUL characters replaced by U+FFFD (such lines are marked), over-long
 /// lines split as live output is.
-fn output_lines(output: &[u8]) -> Vec<(String, bool)> {
+fn output_lines(output: &[u8], masker: &Masker) -> Vec<(String, bool)> {
     let mut lines = Vec::new();
     let text = output.strip_suffix(b"\n").unwrap_or(output);
     if text.is_empty() {
@@ -195,6 +195,7 @@ fn output_lines(output: &[u8]) -> Vec<(String, bool)> {
             replaced = true;
         }
         let line = line.strip_suffix('\r').map(str::to_owned).unwrap_or(line);
+        let line = masker.mask(&line);
         lines.extend(split_long(line).into_iter().map(|part| (part, replaced)));
     }
     lines
@@ -206,22 +207,77 @@ pub struct Importer<'a> {
     keyring: &'a Keyring,
     caller: Caller,
     dry_run: bool,
+    pause_schedules: bool,
+    /// The v2 secret values seen per proc name (the imported output is masked with them).
+    seen_secrets: std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+    /// Per proc name, the masker of its runs' imported output.
+    maskers: std::sync::Mutex<BTreeMap<String, std::sync::Arc<Masker>>>,
 }
 
 impl<'a> Importer<'a> {
-    /// An importer acting as `caller` (recorded in the audit log).
+    /// An importer acting as `caller` (recorded in the audit log). `pause_schedules`: store
+    /// every schedule disabled (v2 still fires them).
     pub fn new(
         db: &'a DatabaseConnection,
         keyring: &'a Keyring,
         caller: Caller,
         dry_run: bool,
+        pause_schedules: bool,
     ) -> Self {
         Self {
             db,
             keyring,
             caller,
             dry_run,
+            pause_schedules,
+            seen_secrets: std::sync::Mutex::default(),
+            maskers: std::sync::Mutex::default(),
         }
+    }
+
+    fn remember(&self, proc_name: &str, values: impl Iterator<Item = String>) {
+        // A poisoned lock holds a whole map (single inserts): safe to reuse.
+        self.seen_secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(proc_name.to_owned())
+            .or_default()
+            .extend(values);
+    }
+
+    /// The masker of imported output of runs of `proc_name`: every v2 value seen for that
+    /// name and every value stored here for the proc.
+    async fn masker(&self, proc_name: &str) -> Result<std::sync::Arc<Masker>, ApiError> {
+        if let Some(masker) = self
+            .maskers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(proc_name)
+        {
+            return Ok(std::sync::Arc::clone(masker));
+        }
+        let mut values = self
+            .seen_secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(proc_name)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(proc) = self.proc_named(proc_name).await? {
+            for row in secret::Entity::find()
+                .filter(secret::Column::ProcId.eq(proc.id))
+                .all(self.db)
+                .await?
+            {
+                values.push(crate::secrets::service::decrypt(self.keyring, &row)?);
+            }
+        }
+        let masker = std::sync::Arc::new(Masker::new(values.iter().map(String::as_str)));
+        self.maskers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(proc_name.to_owned(), std::sync::Arc::clone(&masker));
+        Ok(masker)
     }
 
     /// What `key` of `kind` became here, when it was imported before.
@@ -307,16 +363,10 @@ impl<'a> Importer<'a> {
         proc_name: &str,
         values: &BTreeMap<String, String>,
     ) -> Result<Outcome, ApiError> {
+        // Masked in the imported output of runs of this name, whatever becomes of them here.
+        self.remember(proc_name, values.values().cloned());
         for (name, value) in values {
-            if value.is_empty() || value.len() > crate::secrets::service::MAX_SECRET_BYTES {
-                return Err(ApiError::bad_input(
-                    name.clone(),
-                    format!(
-                        "a secret value must be 1 to {} bytes",
-                        crate::secrets::service::MAX_SECRET_BYTES
-                    ),
-                ));
-            }
+            crate::secrets::service::check_value(name, value)?;
         }
         let Some(proc) = self.proc_named(proc_name).await? else {
             if self.dry_run {
@@ -418,7 +468,7 @@ impl<'a> Importer<'a> {
             tags: Some(list(&row.tags)),
             group: row.group.clone().filter(|group| !group.trim().is_empty()),
             notification_emails: Some(list(&row.notification_emails)),
-            enabled: Some(row.enabled.unwrap_or(false)),
+            enabled: Some(row.enabled.unwrap_or(false) && !self.pause_schedules),
             overlap_policy: None,
             catch_up_policy: None,
             slack_webhook_url: None,
@@ -428,8 +478,9 @@ impl<'a> Importer<'a> {
             crate::schedules::service::check_import(&proc, &spec)?;
             return Ok(Outcome::Created);
         }
+        let txn = crate::db::begin_write(self.db).await?;
         let id = crate::schedules::service::import_schedule(
-            self.db,
+            &txn,
             &self.caller,
             &proc,
             spec,
@@ -437,7 +488,8 @@ impl<'a> Importer<'a> {
             row.created_at.unwrap_or_else(Utc::now),
         )
         .await?;
-        Self::record(self.db, SCHEDULE, &key, &id.to_string()).await?;
+        Self::record(&txn, SCHEDULE, &key, &id.to_string()).await?;
+        txn.commit().await?;
         Ok(Outcome::Created)
     }
 
@@ -474,13 +526,25 @@ impl<'a> Importer<'a> {
             status,
             ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Lost
         );
-        let id_free = row.id > 0
-            && execution::Entity::find_by_id(row.id)
-                .one(self.db)
-                .await?
-                .is_none();
+        let masker = self.masker(&row.job_name).await?;
         let requirement_not_met = row.status.trim() == "REQUIREMENT_NOT_MET";
         let txn = crate::db::begin_write(self.db).await?;
+        if row.id > 0 && crate::db::locks_rows(self.db) {
+            // New runs are numbered after the imported ones from now on, even while a server
+            // runs beside the import (SQLite numbers after the highest id by itself).
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT setval(pg_get_serial_sequence('executions', 'id'), \
+                 GREATEST(nextval(pg_get_serial_sequence('executions', 'id')), $1))",
+                [row.id.into()],
+            ))
+            .await?;
+        }
+        let id_free = row.id > 0
+            && execution::Entity::find_by_id(row.id)
+                .one(&txn)
+                .await?
+                .is_none();
         let stored = execution::ActiveModel {
             id: if id_free { Set(row.id) } else { NotSet },
             proc_id: Set(proc.as_ref().map(|proc| proc.id)),
@@ -515,7 +579,7 @@ impl<'a> Importer<'a> {
         }
         .insert(&txn)
         .await?;
-        let mut lines = output_lines(output);
+        let mut lines = output_lines(output, &masker);
         if lines.len() > MAX_IMPORTED_LINES {
             let more = lines.len() - MAX_IMPORTED_LINES;
             lines.truncate(MAX_IMPORTED_LINES);
@@ -551,33 +615,20 @@ impl<'a> Importer<'a> {
         Ok((Outcome::Created, Some(stored.id)))
     }
 
-    /// After the executions: new ones are numbered after the highest id (Postgres keeps a
-    /// sequence; SQLite numbers after the highest row by itself), and one audit event sums the
-    /// import up.
+    /// One audit event sums the import up.
     pub async fn finish(&self, summary: serde_json::Value) -> Result<(), ApiError> {
         if self.dry_run {
             return Ok(());
         }
-        let txn = self.db.begin().await?;
-        if crate::db::locks_rows(self.db) {
-            txn.execute_unprepared(
-                "SELECT setval(pg_get_serial_sequence('executions', 'id'), \
-                 GREATEST((SELECT COALESCE(MAX(id), 1) FROM executions), \
-                 (SELECT last_value FROM executions_id_seq)))",
-            )
-            .await?;
-        }
         crate::auth::audit::record(
-            &txn,
+            self.db,
             &self.caller,
             "import.v2",
             "import",
             "v2",
             Some(summary),
         )
-        .await?;
-        txn.commit().await?;
-        Ok(())
+        .await
     }
 }
 
@@ -630,7 +681,7 @@ mod tests {
 
     #[test]
     fn output_keeps_lines_and_marks_replaced_bytes() {
-        let lines = output_lines(b"one\ntw\0o\n\xff\n");
+        let lines = output_lines(b"one\ntw\0o\n\xff\n", &Masker::new([]));
         assert_eq!(
             lines,
             [
@@ -639,6 +690,11 @@ mod tests {
                 ("\u{FFFD}".to_owned(), true)
             ]
         );
-        assert!(output_lines(b"").is_empty());
+        assert!(output_lines(b"", &Masker::new([])).is_empty());
+        assert_eq!(
+            output_lines(b"token=s3cret\n", &Masker::new(["s3cret"])),
+            [("token=***".to_owned(), false)],
+            "v2 never masked output; the import does"
+        );
     }
 }

@@ -4,12 +4,15 @@
 //! Invariants:
 //! - private keys are stored only sealed with the secret keyring (`signing_keys.sealed`, bound
 //!   to the key id), so a database dump without the secret key cannot sign;
-//! - the newest key signs; every key stays published in the JWKS, so what an older key signed
-//!   (a receipt, a token still within its lifetime) keeps verifying after a rotation;
-//! - the first replica to need a key makes one; two replicas racing both insert theirs, both are
-//!   published, and each signs with the newest it has read (a verifier accepts either);
-//! - a replica re-reads the keys at most every [`RELOAD`], so a rotation by `proctord signing
-//!   rotate-key` reaches every replica within that time without a restart.
+//! - every key is published in the JWKS from the moment it is stored, and stays published, so
+//!   what an older key signed (a receipt, a token within its lifetime) keeps verifying;
+//! - a new key signs only once it is [`ACTIVATION`] old (clouds cache JWKS for minutes): the
+//!   newest key of that age signs, or the oldest of all when none is that old (the first key);
+//! - the first start makes the first key (two replicas racing both insert theirs; both are
+//!   published); a running server re-reads the keys every [`RELOAD`] in the background, so a
+//!   run's transaction never waits on a key read;
+//! - the JWKS answer is read from the database at most once per [`PUBLISHED_TTL`], however
+//!   often it is asked for without credentials.
 //!
 //! ring does the cryptography (it is already built for rustls); the JWS compact form
 //! (`header.payload.signature`, base64url without padding) is assembled here.
@@ -34,8 +37,12 @@ use tokio::sync::Mutex;
 use crate::error::ApiError;
 use crate::secrets::keyring::{Keyring, Sealed};
 
-/// How long a replica trusts the keys it read.
-const RELOAD: Duration = Duration::from_secs(60);
+/// How often a running server re-reads the keys.
+pub const RELOAD: Duration = Duration::from_secs(60);
+/// How old a key must be before it signs (so every cached JWKS holds it by then).
+pub const ACTIVATION: Duration = Duration::from_secs(5 * 60);
+/// How long the served JWKS is reused.
+const PUBLISHED_TTL: Duration = Duration::from_secs(1);
 /// The JWS algorithm.
 pub const ALGORITHM: &str = "ES256";
 
@@ -218,8 +225,12 @@ pub async fn load<C: ConnectionTrait>(db: &C, keyring: &Keyring) -> Result<Keys,
         create_key(db, keyring).await?;
         stored = rows(db).await?;
     }
+    let active_before =
+        Utc::now() - chrono::Duration::from_std(ACTIVATION).unwrap_or(chrono::Duration::minutes(5));
     let newest = stored
-        .first()
+        .iter()
+        .find(|row| row.created_at <= active_before)
+        .or_else(|| stored.last())
         .ok_or_else(|| internal("reading signing keys")("none was stored".to_owned()))?;
     let pkcs8 = keyring
         .open(
@@ -277,28 +288,70 @@ pub async fn reseal_all<C: ConnectionTrait>(db: &C, keyring: &Keyring) -> Result
     Ok(count)
 }
 
-/// The keys of one replica, read lazily and again every [`RELOAD`].
+/// Every stored public key (no private key is opened: what verifiers need).
+pub async fn public_keys<C: ConnectionTrait>(db: &C) -> Result<Vec<PublicKey>, ApiError> {
+    rows(db).await?.iter().map(PublicKey::from_row).collect()
+}
+
+/// The public key `kid` among `keys`.
+pub fn find<'k>(keys: &'k [PublicKey], kid: &str) -> Option<&'k PublicKey> {
+    keys.iter().find(|key| key.kid == kid)
+}
+
+/// The keys of one replica: read at start, then again every [`RELOAD`] by
+/// [`crate::state::AppState::refresh_signing_keys_forever`]; the JWKS answer, cached for [`PUBLISHED_TTL`].
 #[derive(Default)]
 pub struct Signer {
-    loaded: Mutex<Option<(Instant, Arc<Keys>)>>,
+    loaded: std::sync::RwLock<Option<Arc<Keys>>>,
+    published: Mutex<Option<(Instant, Value)>>,
 }
 
 impl Signer {
-    /// The current keys (reading them when they are older than [`RELOAD`]).
+    /// The keys read last; read now (making the first key if needed) when none were yet.
     pub async fn keys<C: ConnectionTrait>(
         &self,
         db: &C,
         keyring: &Keyring,
     ) -> Result<Arc<Keys>, ApiError> {
-        let mut loaded = self.loaded.lock().await;
-        if let Some((read_at, keys)) = loaded.as_ref()
-            && read_at.elapsed() < RELOAD
-        {
-            return Ok(Arc::clone(keys));
+        if let Some(keys) = self.cached() {
+            return Ok(keys);
         }
+        self.reload(db, keyring).await
+    }
+
+    fn cached(&self) -> Option<Arc<Keys>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the keys again.
+    pub async fn reload<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        keyring: &Keyring,
+    ) -> Result<Arc<Keys>, ApiError> {
         let keys = Arc::new(load(db, keyring).await?);
-        *loaded = Some((Instant::now(), Arc::clone(&keys)));
+        // A poisoned lock holds a whole `Option<Arc>` (one assignment): safe to reuse.
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&keys));
         Ok(keys)
+    }
+
+    /// The JWK Set to serve: every stored key, read at most once per [`PUBLISHED_TTL`].
+    pub async fn published<C: ConnectionTrait>(&self, db: &C) -> Result<Value, ApiError> {
+        let mut cached = self.published.lock().await;
+        if let Some((read_at, set)) = cached.as_ref()
+            && read_at.elapsed() < PUBLISHED_TTL
+        {
+            return Ok(set.clone());
+        }
+        let set = published(db).await?;
+        *cached = Some((Instant::now(), set.clone()));
+        Ok(set)
     }
 }
 
@@ -339,8 +392,32 @@ mod tests {
         let (signature, old_kid) = first.sign(b"receipt").unwrap();
         let new_kid = create_key(&db, &keyring).await.unwrap();
         let second = load(&db, &keyring).await.unwrap();
+        assert_eq!(
+            second.current_kid(),
+            old_kid,
+            "a new key waits before it signs"
+        );
+        assert_eq!(second.public.len(), 2, "but is published at once");
+        // Older than the activation delay, the new key signs; the old one stays published.
+        let mut aged: signing_key::ActiveModel = signing_key::Entity::find_by_id(new_kid.clone())
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap()
+            .into();
+        aged.created_at = Set(Utc::now() - chrono::Duration::minutes(6));
+        aged.update(&db).await.unwrap();
+        let mut first_row: signing_key::ActiveModel =
+            signing_key::Entity::find_by_id(old_kid.clone())
+                .one(&db)
+                .await
+                .unwrap()
+                .unwrap()
+                .into();
+        first_row.created_at = Set(Utc::now() - chrono::Duration::minutes(60));
+        first_row.update(&db).await.unwrap();
+        let second = load(&db, &keyring).await.unwrap();
         assert_eq!(second.current_kid(), new_kid);
-        assert_eq!(second.public.len(), 2);
         assert!(
             second
                 .public_key(&old_kid)

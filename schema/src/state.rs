@@ -68,7 +68,6 @@ pub struct AppState {
     outbox_wakeup: Arc<Notify>,
     writes: GroupCommit,
     signer: Arc<crate::signing::Signer>,
-    audit_wakeup: Arc<Notify>,
 }
 
 impl AppState {
@@ -85,7 +84,6 @@ impl AppState {
             log_reads: Arc::new(Semaphore::new(parts.log_readers.max(1))),
             outbox_wakeup: Arc::new(Notify::new()),
             signer: Arc::default(),
-            audit_wakeup: Arc::new(Notify::new()),
             writes: GroupCommit::start(parts.db.clone(), writers),
             inner: Arc::new(parts),
         }
@@ -96,9 +94,20 @@ impl AppState {
         self.signer.keys(self.db(), self.keyring()).await
     }
 
-    /// Wakes the audit sealer (an audited change just committed).
-    pub fn audit_wakeup(&self) -> &Notify {
-        &self.audit_wakeup
+    /// The JWK Set served at `/.well-known/jwks.json` (cached for a second).
+    pub async fn published_keys(&self) -> Result<serde_json::Value, ApiError> {
+        self.signer.published(self.db()).await
+    }
+
+    /// Re-reads the signing keys every [`crate::signing::RELOAD`], so a rotation reaches this
+    /// replica without a restart and no run waits on a key read.
+    pub async fn refresh_signing_keys_forever(self) {
+        loop {
+            tokio::time::sleep(crate::signing::RELOAD).await;
+            if let Err(error) = self.signer.reload(self.db(), self.keyring()).await {
+                tracing::warn!(%error, "cannot re-read the signing keys; signing with the ones read before");
+            }
+        }
     }
 
     /// The group-committed writes of the execution core (submissions, state moves, output):

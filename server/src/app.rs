@@ -153,15 +153,20 @@ impl Server {
             credentials_recheck: settings.http.ws_revalidate,
             notification_defaults: settings.notify.defaults.clone(),
         });
-        // The signing keys (the first one made now, not inside a run's transaction).
-        state.signing_keys().await.map_err(|e| match e {
-            proctor_schema::ApiError::Internal(cause) => cause.context("reading the signing keys"),
-            other => anyhow::anyhow!("reading the signing keys: {other}"),
-        })?;
+        // The signing keys (the first one made now, not inside a run's transaction). A key
+        // sealed with another secret key fails only identity tokens and receipts, not the server.
+        if let Err(error) = state.signing_keys().await {
+            tracing::error!(
+                %error,
+                "cannot open the signing key (every replica needs the same PROCTOR_SECRET_KEY); \
+                 procs with an identity token cannot run and receipts are not signed until then"
+            );
+        }
         // With the in-memory bus this is the only replica: everything unfinished is ours at once.
         let single_replica = settings.redis.is_none();
         tokio::spawn(Arc::clone(&runner).maintain_leases(state.clone(), single_replica));
         tokio::spawn(runner.serve_cancel_requests(state.clone()));
+        tokio::spawn(state.clone().refresh_signing_keys_forever());
         tokio::spawn(proctor_schema::auth::audit::seal_forever(
             state.clone(),
             std::time::Duration::from_millis(500),

@@ -91,6 +91,10 @@ pub enum Command {
         /// Read and check everything, print what would change, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Store every schedule disabled, whatever v2 says (while v2's scheduler still runs,
+        /// both would fire them); enable them once v2's are off.
+        #[arg(long)]
+        pause_schedules: bool,
     },
 }
 
@@ -106,7 +110,27 @@ pub enum SigningAction {
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum AuditAction {
     /// Walk the hash chain from the first event; name the first broken link (exit 1).
-    Verify,
+    Verify {
+        /// A head printed by an earlier run (`SEQ:HASH`): the chain must still hold it, which
+        /// catches events deleted from the end.
+        #[arg(long, value_parser = head)]
+        expect_head: Option<(i64, String)>,
+    },
+}
+
+/// `SEQ:HASH` of `--expect-head`.
+fn head(text: &str) -> Result<(i64, String), String> {
+    let (seq, hash) = text
+        .split_once(':')
+        .ok_or_else(|| "expected SEQ:HASH, as `audit verify` prints the head".to_owned())?;
+    let seq: i64 = seq
+        .trim_start_matches('#')
+        .parse()
+        .map_err(|_| format!("{seq:?} is not an event number"))?;
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the hash is 64 hexadecimal characters".to_owned());
+    }
+    Ok((seq, hash.to_ascii_lowercase()))
 }
 
 /// `proctord receipts …` actions.
@@ -237,8 +261,8 @@ pub fn main() -> ExitCode {
                 action: SigningAction::RotateKey,
             } => rotate_signing_key(settings).await,
             Command::Audit {
-                action: AuditAction::Verify,
-            } => verify_audit(settings).await,
+                action: AuditAction::Verify { expect_head },
+            } => verify_audit(settings, expect_head).await,
             Command::Receipts {
                 action: ReceiptsAction::Verify { executions },
             } => verify_receipts(settings, executions).await,
@@ -247,15 +271,10 @@ pub fn main() -> ExitCode {
                 v2_postgres_url,
                 v2_timezone,
                 dry_run,
+                pause_schedules,
             } => {
-                import_v2(
-                    settings,
-                    v2_redis_url,
-                    v2_postgres_url,
-                    v2_timezone,
-                    dry_run,
-                )
-                .await
+                let sources = (v2_redis_url, v2_postgres_url, v2_timezone);
+                import_v2(settings, sources, dry_run, pause_schedules).await
             }
             Command::Schema => unreachable!("handled before the runtime starts"),
         }
@@ -517,17 +536,22 @@ async fn rotate_signing_key(settings: Settings) -> Result<(), StartError> {
     .await
     .map_err(api)?;
     println!(
-        "new signing key {kid}; replicas sign with it within a minute, and older keys stay          published in /.well-known/jwks.json"
+        "new signing key {kid}: published in /.well-known/jwks.json now; it signs from 5 \
+         minutes on (every replica, every cached key set holds it by then); older keys stay \
+         published, so what they signed still verifies"
     );
     db.close().await.context("closing the database")?;
     Ok(())
 }
 
 /// `proctord audit verify`.
-async fn verify_audit(settings: Settings) -> Result<(), StartError> {
+async fn verify_audit(
+    settings: Settings,
+    expect_head: Option<(i64, String)>,
+) -> Result<(), StartError> {
     check_sqlite_directory(&settings)?;
     let (db, _) = open_database(&settings).await?;
-    let report = proctor_schema::auth::audit::verify(&db)
+    let report = proctor_schema::auth::audit::verify(&db, expect_head)
         .await
         .map_err(api)?;
     db.close().await.context("closing the database")?;
@@ -544,14 +568,16 @@ async fn verify_audit(settings: Settings) -> Result<(), StartError> {
     }
     match &report.head {
         Some((seq, hash)) => println!(
-            "audit chain intact: {} event(s); head #{seq} {hash} (record it to detect a later              truncation)",
+            "audit chain intact: {} event(s); head {seq}:{hash} (keep it, and pass it as \
+             --expect-head later to detect events deleted from the end)",
             report.verified
         ),
         None => println!("audit chain intact: no chained events yet"),
     }
     if report.unsealed > 0 {
         println!(
-            "{} newer event(s) are not chained yet (a running server chains them within a              second)",
+            "{} newer event(s) are not chained yet (a running server chains them within a \
+             second)",
             report.unsealed
         );
     }
@@ -562,38 +588,52 @@ async fn verify_audit(settings: Settings) -> Result<(), StartError> {
 async fn verify_receipts(settings: Settings, executions: Vec<i64>) -> Result<(), StartError> {
     use proctor_entity::execution_receipt;
     use proctor_schema::executions::receipts::{self, Receipt};
-    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
+    use sea_orm::{
+        ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
+    };
     check_sqlite_directory(&settings)?;
-    let keyring = open_keyring(&settings)?;
     let (db, _) = open_database(&settings).await?;
-    let keys = proctor_schema::signing::load(&db, &keyring)
+    // Public keys only: checking needs no secret key.
+    let keys = proctor_schema::signing::public_keys(&db)
         .await
         .map_err(api)?;
-    let mut query =
-        execution_receipt::Entity::find().order_by_asc(execution_receipt::Column::ExecutionId);
-    if !executions.is_empty() {
-        query = query.filter(execution_receipt::Column::ExecutionId.is_in(executions.clone()));
-    }
-    let rows = query.all(&db).await.context("reading receipts")?;
-    let missing: Vec<i64> = executions
-        .iter()
-        .copied()
-        .filter(|id| !rows.iter().any(|row| row.execution_id == *id))
-        .collect();
-    let mut bad = 0;
-    for row in rows {
-        let id = row.execution_id;
-        match receipts::verify(&keys, &Receipt::from(row), Some(&db)).await {
-            Ok(()) => println!("ok        execution {id}"),
-            Err(error) => {
-                bad += 1;
-                println!("FAILED    execution {id}: {error}");
+    let (mut bad, mut seen, mut after) = (0_u64, Vec::new(), i64::MIN);
+    loop {
+        let mut query = execution_receipt::Entity::find()
+            .filter(execution_receipt::Column::ExecutionId.gt(after))
+            .order_by_asc(execution_receipt::Column::ExecutionId)
+            .limit(500);
+        if !executions.is_empty() {
+            query = query.filter(execution_receipt::Column::ExecutionId.is_in(executions.clone()));
+        }
+        let rows = query.all(&db).await.context("reading receipts")?;
+        let Some(last) = rows.last() else { break };
+        after = last.execution_id;
+        for row in rows {
+            let id = row.execution_id;
+            seen.push(id);
+            match receipts::verify(&keys, &Receipt::from(row), Some(&db)).await {
+                Ok(()) => println!("ok        execution {id}"),
+                Err(error) => {
+                    bad += 1;
+                    println!("FAILED    execution {id}: {error}");
+                }
             }
         }
     }
-    for id in &missing {
+    for id in executions.iter().filter(|id| !seen.contains(id)) {
         bad += 1;
         println!("FAILED    execution {id}: has no receipt (not finished, or not found)");
+    }
+    if executions.is_empty() {
+        let unsigned = finished_without_receipt(&db).await?;
+        if unsigned > 0 {
+            println!(
+                "note: {unsigned} finished execution(s) have no receipt (they ended before \
+                 receipts existed, were imported from v2, or their receipt was not made within \
+                 15 minutes of their end)"
+            );
+        }
     }
     db.close().await.context("closing the database")?;
     if bad > 0 {
@@ -602,13 +642,29 @@ async fn verify_receipts(settings: Settings, executions: Vec<i64>) -> Result<(),
     Ok(())
 }
 
+/// How many finished executions have no receipt.
+async fn finished_without_receipt(db: &sea_orm::DatabaseConnection) -> anyhow::Result<u64> {
+    use proctor_entity::{execution, execution_receipt};
+    use sea_orm::sea_query::{Expr, ExprTrait as _, Query};
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
+    let signed = Query::select()
+        .column(execution_receipt::Column::ExecutionId)
+        .from(execution_receipt::Entity)
+        .to_owned();
+    execution::Entity::find()
+        .filter(execution::Column::FinishedAt.is_not_null())
+        .filter(Expr::col(execution::Column::Id).not_in_subquery(signed))
+        .count(db)
+        .await
+        .context("counting executions without a receipt")
+}
+
 /// `proctord import-v2`.
 async fn import_v2(
     settings: Settings,
-    redis_url: Option<String>,
-    postgres_url: Option<String>,
-    timezone: String,
+    (redis_url, postgres_url, timezone): (Option<String>, Option<String>, String),
     dry_run: bool,
+    pause_schedules: bool,
 ) -> Result<(), StartError> {
     use crate::config::ConfigError;
     if redis_url.is_none() && postgres_url.is_none() {
@@ -635,6 +691,7 @@ async fn import_v2(
             postgres_url,
             timezone: zone,
             dry_run,
+            pause_schedules,
         },
     )
     .await?;

@@ -25,10 +25,10 @@ use sea_orm::{ConnectionTrait as _, DatabaseConnection, DbBackend, QueryResult, 
 
 use crate::rest::metadata::LegacyMetadata;
 
-/// Executions read from v2's Postgres per query.
-const PAGE: i64 = 500;
+/// Executions read from v2's Postgres per query (each holds its gzipped output).
+const PAGE: i64 = 50;
 /// Largest v2 output (gunzipped) read per execution; more is refused as a bad record.
-const MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
+const MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Where the v2 data is and how to treat it.
 #[derive(Clone, Debug)]
@@ -41,6 +41,8 @@ pub struct Sources {
     pub timezone: chrono_tz::Tz,
     /// Check and report only.
     pub dry_run: bool,
+    /// Store every schedule disabled (v2 still fires them; enable them once v2's are off).
+    pub pause_schedules: bool,
 }
 
 /// Counts of one kind of record.
@@ -144,6 +146,7 @@ pub async fn run(
         keyring,
         Caller::system("proctord import-v2"),
         sources.dry_run,
+        sources.pause_schedules,
     );
     let mut report = Report::default();
     if let Some(url) = &sources.redis_url {
@@ -200,7 +203,9 @@ async fn import_redis(
     let secret_keys = keys(&client, "*-secret").await?;
     let mut secrets: BTreeMap<String, Result<BTreeMap<String, String>, String>> = BTreeMap::new();
     for key in &secret_keys {
-        let name = key.trim_end_matches("-secret").to_owned();
+        let Some(name) = key.strip_suffix("-secret").map(str::to_owned) else {
+            continue;
+        };
         let value: Option<String> = client
             .get(key.as_str())
             .await
@@ -238,7 +243,7 @@ async fn import_redis(
             }
         };
         let name = if metadata.name.is_empty() {
-            key.trim_end_matches("-metadata").to_owned()
+            key.strip_suffix("-metadata").unwrap_or(key).to_owned()
         } else {
             metadata.name.clone()
         };
@@ -314,11 +319,16 @@ fn kind_of(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// A v2 timestamp (local time in `zone`, no offset) in UTC.
+/// A v2 timestamp (local time in `zone`, no offset) in UTC; a time in a daylight-saving gap
+/// (which the clock skipped) is read an hour later.
 fn in_zone(zone: chrono_tz::Tz, naive: Option<NaiveDateTime>) -> Option<DateTime<Utc>> {
     naive.and_then(|naive| {
         zone.from_local_datetime(&naive)
             .earliest()
+            .or_else(|| {
+                zone.from_local_datetime(&(naive + chrono::Duration::hours(1)))
+                    .earliest()
+            })
             .map(|local| local.with_timezone(&Utc))
     })
 }

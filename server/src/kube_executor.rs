@@ -966,6 +966,8 @@ mod tests {
             timeout: None,
             retries: Some(2),
             resources: None,
+            identity_audience: None,
+            alerts: None,
         }
     }
 

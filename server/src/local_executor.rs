@@ -542,6 +542,8 @@ mod tests {
                     timeout: None,
                     retries: None,
                     resources: None,
+                    identity_audience: None,
+                    alerts: None,
                 },
                 CancellationToken::new(),
             )

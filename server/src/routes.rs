@@ -145,7 +145,7 @@ async fn openid_configuration(State(http): State<HttpState>) -> Response {
 
 /// The public signing keys (JWK Set): every key that signed a token or receipt still valid.
 async fn jwks(State(http): State<HttpState>) -> Response {
-    match proctor_schema::signing::published(http.app.db()).await {
+    match http.app.published_keys().await {
         Ok(keys) => ([(header::CACHE_CONTROL, "public, max-age=60")], Json(keys)).into_response(),
         Err(error) => {
             tracing::error!(%error, "cannot read the signing keys");

@@ -211,6 +211,13 @@ async fn seed_postgres(url: &str) {
         }
         let (status, name, args, output): (&str, &str, String, Vec<u8>) = match n % 10 {
             _ if n == 51 => ("FINISHED", "proctor-x", b64("{}"), b"not gzip".to_vec()),
+            // v2 never masked output: a run of echo-worker printed its secret.
+            _ if n == 6 => (
+                "FINISHED",
+                "proctor-leaky",
+                b64("{}"),
+                gzip(b"using echo-s3cret-1\n"),
+            ),
             0 => ("REQUIREMENT_NOT_MET", "", "bnVsbA==".to_owned(), gzip(b"")),
             1 => ("CREATED", "proctor-stuck", "bnVsbA==".to_owned(), gzip(b"")),
             2 => ("POD_FAILED", "proctor-failed", b64("{}"), gzip(b"boom\n")),
@@ -395,6 +402,11 @@ async fn a_v2_deployment_imports_once_and_completely(stack: Stack) {
     assert_eq!(
         api.stored_text(&(BASE + 4).to_string()).await,
         ["hello 4", "world"]
+    );
+    assert_eq!(
+        api.stored_text(&(BASE + 6).to_string()).await,
+        ["using ***"],
+        "imported output is masked with the proc's secrets"
     );
     let odd = api.stored_lines(&(BASE + 7).to_string()).await;
     assert_eq!(odd.len(), 2);

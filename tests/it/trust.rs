@@ -144,6 +144,8 @@ async fn a_run_gets_an_identity_token_that_verifies_against_the_served_keys(stac
     // A rotated key signs new runs; the old one stays published.
     let rotated = proctord(&app, &["signing", "rotate-key"]);
     assert!(rotated.status.success(), "{}", stdout(&rotated));
+    // The served set is reused for a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let keys: JwkSet =
         serde_json::from_value(app.get_json("/.well-known/jwks.json").await).unwrap();
     assert!(keys.find(header.kid.as_deref().unwrap()).is_some());
@@ -153,7 +155,7 @@ async fn a_run_gets_an_identity_token_that_verifies_against_the_served_keys(stac
 /// Waits until every audit event of `app` is chained.
 async fn chained(app: &TestApp) -> u64 {
     for _ in 0..100 {
-        let report = proctor_schema::auth::audit::verify(app.state.db())
+        let report = proctor_schema::auth::audit::verify(app.state.db(), None)
             .await
             .unwrap();
         if report.unsealed == 0 && report.verified > 0 {
@@ -186,10 +188,16 @@ async fn the_audit_chain_verifies_and_names_an_edited_or_deleted_event(stack: St
     assert!(verified.status.success(), "{text}");
     assert!(
         text.contains(&format!(
-            "audit chain intact: {events} event(s); head #{events} "
+            "audit chain intact: {events} event(s); head {events}:"
         )),
         "{text}"
     );
+    let head: String = text
+        .split("head ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
     assert!(!text.contains("t0ken-value"));
 
     // Someone with database access rewrites who did the second event.
@@ -212,15 +220,30 @@ async fn the_audit_chain_verifies_and_names_an_edited_or_deleted_event(stack: St
     db.execute_unprepared("UPDATE audit_events SET actor = NULL WHERE chain_seq = 2")
         .await
         .unwrap();
-    let restored = proctord(&app, &["audit", "verify"]);
+    let restored = proctord(&app, &["audit", "verify", "--expect-head", &head]);
     assert!(restored.status.success(), "{}", stdout(&restored));
-    db.execute_unprepared("DELETE FROM audit_events WHERE chain_seq = 3")
+
+    // Deleting the newest event leaves a shorter valid chain; the recorded head catches it.
+    db.execute_unprepared(&format!(
+        "DELETE FROM audit_events WHERE chain_seq = {events}"
+    ))
+    .await
+    .unwrap();
+    let shorter = proctord(&app, &["audit", "verify"]);
+    assert!(shorter.status.success(), "{}", stdout(&shorter));
+    let truncated = proctord(&app, &["audit", "verify", "--expect-head", &head]);
+    let text = stdout(&truncated);
+    assert!(!truncated.status.success(), "{text}");
+    assert!(text.contains("deleted from the end"), "{text}");
+
+    // An event in the middle goes.
+    db.execute_unprepared("DELETE FROM audit_events WHERE chain_seq = 2")
         .await
         .unwrap();
     let deleted = proctord(&app, &["audit", "verify"]);
     let text = stdout(&deleted);
     assert!(!deleted.status.success(), "{text}");
-    assert!(text.contains("event #3 is missing (deleted)"), "{text}");
+    assert!(text.contains("event #2 is missing (deleted)"), "{text}");
 }
 
 async fn a_receipt_verifies_and_fails_once_a_stored_line_is_altered(stack: Stack) {

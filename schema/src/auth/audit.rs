@@ -140,6 +140,18 @@ pub fn event_hash(event: &audit_event::Model, chain_seq: i64, prev_hash: &str) -
 /// Chains committed rows that are not chained yet (oldest id first), at most [`SEAL_BATCH`];
 /// returns how many. One sealer at a time: a Postgres advisory lock (SQLite's write lock).
 pub async fn seal_pending(db: &sea_orm::DatabaseConnection) -> Result<usize, ApiError> {
+    // A plain read first: an idle server takes no write lock (SQLite's is the only one).
+    let waiting = audit_event::Entity::find()
+        .select_only()
+        .column(audit_event::Column::Id)
+        .filter(audit_event::Column::ChainSeq.is_null())
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?;
+    if waiting.is_none() {
+        return Ok(0);
+    }
     let txn = crate::db::begin_write(db).await?;
     if crate::db::locks_rows(db) {
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({SEAL_LOCK_KEY})"))
@@ -152,6 +164,8 @@ pub async fn seal_pending(db: &sea_orm::DatabaseConnection) -> Result<usize, Api
         .all(&txn)
         .await?;
     if pending.is_empty() {
+        // Another replica chained them meanwhile.
+        txn.rollback().await?;
         return Ok(0);
     }
     let head = audit_event::Entity::find()
@@ -190,7 +204,7 @@ pub async fn seal_forever(state: AppState, interval: std::time::Duration) {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot chain new audit events yet"),
         }
-        let _ = tokio::time::timeout(interval, state.audit_wakeup().notified()).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -218,8 +232,13 @@ pub struct ChainReport {
     pub broken: Option<BrokenLink>,
 }
 
-/// Walks the chain from the first event and reports the first broken link.
-pub async fn verify<C: ConnectionTrait>(db: &C) -> Result<ChainReport, ApiError> {
+/// Walks the chain from the first event and reports the first broken link. `expected`: a head
+/// recorded earlier (`seq`, `hash`): the chain must still hold that event with that hash, which
+/// catches events deleted from the end.
+pub async fn verify<C: ConnectionTrait>(
+    db: &C,
+    expected: Option<(i64, String)>,
+) -> Result<ChainReport, ApiError> {
     let unsealed = {
         use sea_orm::PaginatorTrait as _;
         audit_event::Entity::find()
@@ -242,6 +261,19 @@ pub async fn verify<C: ConnectionTrait>(db: &C) -> Result<ChainReport, ApiError>
             .all(db)
             .await?;
         if page.is_empty() {
+            if let Some((seq, _)) = &expected
+                && *seq >= expected_seq
+            {
+                report.broken = Some(BrokenLink {
+                    chain_seq: expected_seq,
+                    id: None,
+                    reason: format!(
+                        "the chain ends at event #{} but event #{seq} was recorded as its head \
+                         (events were deleted from the end)",
+                        expected_seq - 1
+                    ),
+                });
+            }
             return Ok(report);
         }
         for event in &page {
@@ -280,6 +312,21 @@ pub async fn verify<C: ConnectionTrait>(db: &C) -> Result<ChainReport, ApiError>
                     format!(
                         "event #{seq} (id {}, {} {} {}) was altered after it was recorded",
                         event.id, event.action, event.object_kind, event.object_id
+                    ),
+                    Some(event.id),
+                    seq,
+                ));
+                return Ok(report);
+            }
+            if let Some((at, recorded)) = &expected
+                && *at == seq
+                && *recorded != hash
+            {
+                report.broken = Some(broken(
+                    format!(
+                        "event #{seq} (id {}) hashes to {hash}, not to the recorded head \
+                         {recorded} (the chain was rebuilt up to here)",
+                        event.id
                     ),
                     Some(event.id),
                     seq,

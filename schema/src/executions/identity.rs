@@ -3,14 +3,16 @@
 //! cloud's workload identity federation (AWS, GCP, Azure, Vault) can trust the way it trusts
 //! CI jobs, through `/.well-known/openid-configuration` and `/.well-known/jwks.json`.
 //!
-//! Invariants: the token is handed to the run as a secret (masked in its output like one, and
-//! on Kubernetes kept in the run's Secret); it expires at the run's deadline plus
-//! [`EXPIRY_MARGIN`]; its claims name the run exactly (`sub` is `proc:<name>`).
+//! Invariants: the token is made when the run starts (not when it is queued), so it is valid
+//! for the run's deadline plus [`EXPIRY_MARGIN`], at most [`MAX_LIFETIME`] in all; it is handed
+//! to the run as a secret (masked in its output like one, added to the run's sealed mask so a
+//! later supervisor masks it too, and on Kubernetes kept in the run's Secret); its claims name
+//! the run exactly (`sub` is `proc:<name>`).
 
 use std::time::Duration;
 
 use chrono::Utc;
-use proctor_entity::{execution, proc};
+use proctor_entity::execution;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -21,16 +23,20 @@ pub const TOKEN_VARIABLE: &str = "PROCTOR_ID_TOKEN";
 /// How long a token outlives the run's deadline (clock skew, a final upload).
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5 * 60);
 
-/// The claims of `execution`'s token, valid from `now` until `deadline` plus the margin.
+/// The longest a token lives, however long the run may take.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// The claims of `execution`'s token, made as it starts: valid from now until its deadline
+/// (`timeout` from now, at most [`MAX_LIFETIME`]) plus [`EXPIRY_MARGIN`].
 pub fn claims(
     issuer: &str,
-    proc: &proc::Model,
     execution: &execution::Model,
     audience: &[String],
-    deadline: Duration,
+    timeout: Duration,
 ) -> Value {
     let now = Utc::now().timestamp();
-    let lifetime = i64::try_from((deadline + EXPIRY_MARGIN).as_secs()).unwrap_or(i64::MAX / 2);
+    let lifetime = timeout.min(MAX_LIFETIME) + EXPIRY_MARGIN;
+    let lifetime = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2);
     let mut jti = [0_u8; 16];
     // Uniqueness, not secrecy: a failed read leaves zeros and the execution id still differs.
     let _ = getrandom::fill(&mut jti);
@@ -40,13 +46,13 @@ pub fn claims(
     };
     json!({
         "iss": issuer,
-        "sub": format!("proc:{}", proc.name),
+        "sub": format!("proc:{}", execution.proc_name),
         "aud": audience,
         "iat": now,
         "nbf": now,
         "exp": now.saturating_add(lifetime),
         "jti": hex::encode(jti),
-        "proc": proc.name,
+        "proc": execution.proc_name,
         "proc_version": execution.proc_version,
         "execution_id": execution.id.to_string(),
         "trigger": execution.trigger,
@@ -55,29 +61,18 @@ pub fn claims(
     })
 }
 
-/// The token for `execution` when its proc asks for one.
+/// A signed token for `execution`, starting now, for `audience`.
 pub async fn token_for(
     state: &AppState,
-    proc: &proc::Model,
     execution: &execution::Model,
-) -> Result<Option<String>, ApiError> {
-    let Some(identity) = &proc.identity else {
-        return Ok(None);
-    };
-    let deadline = proc
-        .timeout_seconds
-        .and_then(|seconds| u64::try_from(seconds).ok())
-        .map_or(
-            state.runner().settings().default_timeout,
-            Duration::from_secs,
-        );
+    audience: &[String],
+    timeout: Duration,
+) -> Result<String, ApiError> {
     let keys = state.signing_keys().await?;
-    let claims = claims(
+    keys.jwt(&claims(
         &state.server_info().public_url,
-        proc,
         execution,
-        &identity.audience,
-        deadline,
-    );
-    keys.jwt(&claims).map(Some)
+        audience,
+        timeout,
+    ))
 }

@@ -3,11 +3,13 @@
 //! caller, image, start and end, exit code, and the hash of its stored output — as canonical
 //! JSON signed with the server's ES256 key ([`crate::signing`]).
 //!
-//! Invariants: a receipt is made once per execution, after its final state is stored (every
-//! output line is stored by then), and never changes; a receipt missing after a crash is made
-//! when it is first asked for. [`verify`] checks the signature against the published key and
-//! recomputes the output hash from the stored lines, so an altered, added or removed line fails
-//! it. `imageDigest` is null: no executor reports the pulled image's digest yet.
+//! Invariants: a receipt is made once per execution, right after its final state is stored
+//! (every output line is stored by then), and never changes; one missing after a crash is made
+//! when it is first asked for, but only within [`GRACE`] of the run's end, so the server never
+//! signs output that sat in the database for long (an altered history, imported v2 runs).
+//! [`verify`] checks the signature against the published key, that the receipt is the
+//! execution's, and recomputes the output hash from the stored lines, so an altered, added or
+//! removed line fails it. `imageDigest` is null: no executor reports the pulled image's digest.
 
 use chrono::Utc;
 use proctor_entity::{execution, execution_log, execution_receipt, proc, proc_version};
@@ -20,15 +22,20 @@ use sha2::Digest as _;
 
 use crate::error::ApiError;
 use crate::procs::ProcDefinition;
-use crate::signing::{Keys, sorted};
+use crate::signing::{PublicKey, sorted};
 use crate::state::AppState;
 
 /// Lines hashed per database read.
 const PAGE: u64 = 5000;
+/// How long after a run's end its receipt may still be made (a crash between the end and the
+/// signature).
+pub const GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// A stored receipt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
+    /// The execution it is about.
+    pub execution_id: i64,
     /// The signed canonical JSON.
     pub payload: String,
     /// ES256 signature of the payload's UTF-8 bytes (base64url r ‖ s).
@@ -40,6 +47,7 @@ pub struct Receipt {
 impl From<execution_receipt::Model> for Receipt {
     fn from(row: execution_receipt::Model) -> Self {
         Self {
+            execution_id: row.execution_id,
             payload: row.payload,
             signature: row.signature,
             key_id: row.kid,
@@ -164,7 +172,11 @@ pub async fn issue(state: &AppState, execution_id: i64) -> Result<Option<Receipt
     let Some(execution) = execution::Entity::find_by_id(execution_id).one(db).await? else {
         return Ok(None);
     };
-    if !execution.status.is_final() {
+    let grace = chrono::Duration::from_std(GRACE).unwrap_or(chrono::Duration::minutes(15));
+    let recent = execution
+        .finished_at
+        .is_some_and(|finished| Utc::now() - finished <= grace);
+    if !execution.status.is_final() || !recent {
         return Ok(None);
     }
     let payload = payload(db, &state.server_info().public_url, &execution)
@@ -201,6 +213,9 @@ pub enum ReceiptError {
     /// The signature does not match the payload.
     #[error("the signature does not match the payload (the receipt was altered)")]
     BadSignature,
+    /// The receipt names another execution.
+    #[error("the receipt is execution {0}'s, not this one's")]
+    OtherExecution(String),
     /// The payload is not a receipt.
     #[error("the payload is not a receipt: {0}")]
     Malformed(String),
@@ -212,25 +227,25 @@ pub enum ReceiptError {
 /// Checks a receipt's signature with `keys`, then (when `db` is given) that the stored output
 /// of its execution still hashes to what it signed.
 pub async fn verify<C: ConnectionTrait>(
-    keys: &Keys,
+    keys: &[PublicKey],
     receipt: &Receipt,
     db: Option<&C>,
 ) -> Result<(), ReceiptError> {
-    let key = keys
-        .public_key(&receipt.key_id)
+    let key = crate::signing::find(keys, &receipt.key_id)
         .ok_or_else(|| ReceiptError::UnknownKey(receipt.key_id.clone()))?;
     if !key.verifies(receipt.payload.as_bytes(), &receipt.signature) {
         return Err(ReceiptError::BadSignature);
     }
+    let payload: Value = serde_json::from_str(&receipt.payload)
+        .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+    let named = payload["execution"].as_str().unwrap_or_default();
+    if named != receipt.execution_id.to_string() {
+        return Err(ReceiptError::OtherExecution(named.to_owned()));
+    }
     let Some(db) = db else {
         return Ok(());
     };
-    let payload: Value = serde_json::from_str(&receipt.payload)
-        .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-    let execution_id: i64 = payload["execution"]
-        .as_str()
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| ReceiptError::Malformed("no execution id".to_owned()))?;
+    let execution_id = receipt.execution_id;
     let (lines, digest) = output_digest(db, execution_id)
         .await
         .map_err(|e| ReceiptError::Malformed(format!("cannot read the output: {e}")))?;

@@ -59,6 +59,22 @@ impl Masker {
                 add(encoded);
             }
         }
+        Self::of_needles(needles)
+    }
+
+    /// This masker, masking `secret` too (a value made for the run after it was submitted,
+    /// such as its identity token).
+    pub fn and(&self, secret: &str) -> Self {
+        let mut needles = self.needles.clone();
+        for needle in Self::new([secret]).needles {
+            if !needles.contains(&needle) {
+                needles.push(needle);
+            }
+        }
+        Self::of_needles(needles)
+    }
+
+    fn of_needles(mut needles: Vec<String>) -> Self {
         needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
         let automaton = (!needles.is_empty())
             .then(|| {

@@ -81,6 +81,11 @@ pub struct RunSpec {
     pub retries: Option<u32>,
     /// CPU and memory (Kubernetes requests and limits); local runs ignore them.
     pub resources: Option<proctor_entity::json::Resources>,
+    /// For the runner, executors ignore it: the audience of the identity token the runner
+    /// adds to `env` when the run starts.
+    pub identity_audience: Option<Vec<String>>,
+    /// For the runner, executors ignore it: the proc's live log alert rules.
+    pub alerts: Option<proctor_entity::json::AlertRules>,
 }
 
 /// What happens to a run, in order.
@@ -235,6 +240,8 @@ mod tests {
             timeout: Some(Duration::from_secs(60)),
             retries: None,
             resources: None,
+            identity_audience: None,
+            alerts: None,
         };
         let printed = format!("{spec:?}");
         assert!(printed.contains("staging"), "{printed}");

@@ -730,7 +730,7 @@ impl ProcDefinition {
                     valid.push(AlertRule {
                         pattern: rule.pattern.clone(),
                         notify,
-                        once: rule.once.unwrap_or(true),
+                        once: rule.once.unwrap_or(crate::alerts::ONCE_BY_DEFAULT),
                     });
                 }
                 Some(AlertRules(valid))

@@ -162,7 +162,7 @@ fn as_stored(definition: &ProcDefinition) -> ValidProc {
                     .map(|rule| AlertRule {
                         pattern: rule.pattern.clone(),
                         notify: rule.notify.clone(),
-                        once: rule.once.unwrap_or(true),
+                        once: rule.once.unwrap_or(crate::alerts::ONCE_BY_DEFAULT),
                     })
                     .collect(),
             )

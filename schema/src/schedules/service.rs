@@ -701,12 +701,12 @@ fn check_group(group: &str) -> Result<Option<String>, ApiError> {
     Ok((!group.is_empty()).then(|| group.to_owned()))
 }
 
-/// Stores a schedule taken from another system (`proctord import-v2`): checked like a new one
-/// (arguments against the proc, cron, time zone, e-mails), created by `created_by` at
-/// `created_at`, in one transaction with its audit event; returns its id. Checks no rights: the
-/// operator running the import acts for the system.
-pub async fn import_schedule(
-    db: &sea_orm::DatabaseConnection,
+/// Stores a schedule taken from another system (`proctord import-v2`) in `txn`, with its audit
+/// event: checked like a new one (arguments against the proc, cron, time zone, e-mails),
+/// created by `created_by` at `created_at`; returns its id. Checks no rights: the operator
+/// running the import acts for the system.
+pub async fn import_schedule<C: ConnectionTrait>(
+    txn: &C,
     caller: &Caller,
     proc: &proc::Model,
     spec: ScheduleSpec,
@@ -715,7 +715,6 @@ pub async fn import_schedule(
 ) -> Result<i64, ApiError> {
     let fields = Fields::check(proc, &spec, None)?;
     let next_fire_at = fields.next_fire_at(Utc::now());
-    let txn = crate::db::begin_write(db).await?;
     let model = schedule::ActiveModel {
         id: NotSet,
         proc_id: Set(proc.id),
@@ -735,10 +734,10 @@ pub async fn import_schedule(
         created_at: Set(created_at),
         updated_at: Set(Utc::now()),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
     audit::record(
-        &txn,
+        txn,
         caller,
         "schedule.import",
         "schedule",
@@ -746,7 +745,6 @@ pub async fn import_schedule(
         Some(json!({ "proc": proc.name, "cron": model.cron, "timezone": model.timezone })),
     )
     .await?;
-    txn.commit().await?;
     Ok(model.id)
 }
 

@@ -125,12 +125,7 @@ pub async fn set_secrets(
                 format!("{key} is given more than once"),
             ));
         }
-        if value.is_empty() || value.len() > MAX_SECRET_BYTES {
-            return Err(ApiError::bad_input(
-                format!("secrets[{index}].value"),
-                format!("must be 1 to {MAX_SECRET_BYTES} bytes (use deleteSecret to remove one)"),
-            ));
-        }
+        check_value(&format!("secrets[{index}].value"), value)?;
     }
 
     crate::db::retry_on_conflict(|| {
@@ -139,6 +134,17 @@ pub async fn set_secrets(
     .await?;
     let mut infos = secret_infos(state.db(), std::slice::from_ref(&proc)).await?;
     Ok(infos.remove(&proc.id).unwrap_or_default())
+}
+
+/// A secret value is 1 to [`MAX_SECRET_BYTES`] bytes.
+pub(crate) fn check_value(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > MAX_SECRET_BYTES {
+        return Err(ApiError::bad_input(
+            field,
+            format!("must be 1 to {MAX_SECRET_BYTES} bytes (use deleteSecret to remove one)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Encrypts and stores the values in one transaction (the caller checked them).

@@ -85,8 +85,11 @@ fn public_url(text: &str) -> Result<String, String> {
         || !url.username().is_empty()
         || url.password().is_some()
     {
-        return Err("must be an http:// or https:// URL with a host, without a query,                     fragment, user or password"
-            .to_owned());
+        return Err(
+            "must be an http:// or https:// URL with a host, without a query, \
+             fragment, user or password"
+                .to_owned(),
+        );
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }

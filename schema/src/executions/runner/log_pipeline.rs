@@ -223,6 +223,15 @@ impl LogPipeline {
         Flushed::Done
     }
 
+    /// Watches `rules` (the proc's, as the run was submitted) instead of reading them.
+    pub(super) fn watch_alerts(
+        &mut self,
+        rules: Option<&proctor_entity::json::AlertRules>,
+        execution: &proctor_entity::execution::Model,
+    ) {
+        self.alerts = Some(rules.and_then(|rules| AlertWatch::of(execution, rules)));
+    }
+
     /// Evaluates the proc's alert rules on `lines` (just stored) and sends what they raise. A
     /// failure is logged here and never holds up the output.
     async fn raise_alerts(&mut self, lines: &[LogRecord]) {

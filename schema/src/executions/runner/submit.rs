@@ -13,8 +13,7 @@ use proctor_entity::json::{ArgValue, ArgValues};
 use proctor_entity::values::{ExecutionStatus, Trigger};
 use proctor_entity::{execution, proc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait as _, ConnectionTrait, EntityTrait, IntoActiveModel as _, NotSet,
-    QueryFilter as _, Set,
+    ActiveModelTrait, ColumnTrait as _, ConnectionTrait, EntityTrait, NotSet, QueryFilter as _, Set,
 };
 
 use super::transition::announce;
@@ -99,26 +98,15 @@ impl Runner {
         let lease = chrono::Duration::from_std(self.settings.lease)
             .unwrap_or(chrono::Duration::seconds(15));
         let mut row = new_row(&run.proc, ArgValues(run.args.clone()), new, now);
-        let mut secrets = run.secrets.clone();
-        if !secrets.is_empty() {
-            let sealed = seal_run_mask(state.keyring(), run.proc.id, &secrets)?;
+        if !run.secrets.is_empty() {
+            let sealed = seal_run_mask(state.keyring(), run.proc.id, &run.secrets)?;
             row.mask_key_id = Set(Some(sealed.key_id));
             row.mask_sealed = Set(Some(sealed.ciphertext));
         }
         row.owner = Set(Some(self.replica.clone()));
         row.lease_expires_at = Set(Some(now + lease));
-        let mut execution = row.insert(txn).await?;
-        // The identity token names the execution, so it is made once the id exists; it joins
-        // the sealed mask, so whoever supervises the run later masks it too.
-        if let Some(token) = identity::token_for(state, &run.proc, &execution).await? {
-            secrets.push((identity::TOKEN_VARIABLE.to_owned(), token));
-            let sealed = seal_run_mask(state.keyring(), run.proc.id, &secrets)?;
-            let mut masked = execution.into_active_model();
-            masked.mask_key_id = Set(Some(sealed.key_id));
-            masked.mask_sealed = Set(Some(sealed.ciphertext));
-            execution = masked.update(txn).await?;
-        }
-        let (spec, masker) = run_spec(&run.proc, &execution, secrets);
+        let execution = row.insert(txn).await?;
+        let (spec, masker) = run_spec(&run.proc, &execution, run.secrets.clone());
         Ok(Submitted {
             execution,
             spec,
@@ -189,10 +177,7 @@ pub async fn prepare_run(
         kind: "proc",
         key: execution.proc_name.clone(),
     })?;
-    let mut secrets = secret_values(state, &proc).await?;
-    if let Some(token) = identity::token_for(state, &proc, execution).await? {
-        secrets.push((identity::TOKEN_VARIABLE.to_owned(), token));
-    }
+    let secrets = secret_values(state, &proc).await?;
     // Mask what the run started with too: a value changed since is still in its output.
     let started_with = open_run_mask(state.keyring(), proc.id, execution)?;
     let (spec, _) = run_spec(&proc, execution, secrets.clone());
@@ -205,8 +190,36 @@ pub async fn prepare_run(
     Ok((spec, masker))
 }
 
-/// Seals the secret values of `spec` (current secrets, identity token) as the mask of
-/// `execution`, a `PENDING` run about to start under a new supervisor.
+/// Adds `value` (the run's identity token) to the sealed mask of execution `id`, so whoever
+/// supervises the run later masks it too.
+pub(super) async fn add_to_run_mask(
+    state: &AppState,
+    id: i64,
+    value: &str,
+) -> Result<(), ApiError> {
+    let Some(execution) = execution::Entity::find_by_id(id).one(state.db()).await? else {
+        return Ok(());
+    };
+    let Some(proc_id) = execution.proc_id else {
+        return Ok(());
+    };
+    let mut values: Vec<(String, String)> = open_run_mask(state.keyring(), proc_id, &execution)?
+        .into_iter()
+        .map(|value| (String::new(), value))
+        .collect();
+    values.push((identity::TOKEN_VARIABLE.to_owned(), value.to_owned()));
+    let sealed = seal_run_mask(state.keyring(), proc_id, &values)?;
+    execution::Entity::update_many()
+        .filter(execution::Column::Id.eq(id))
+        .col_expr(execution::Column::MaskKeyId, sealed.key_id.into())
+        .col_expr(execution::Column::MaskSealed, sealed.ciphertext.into())
+        .exec(state.db())
+        .await?;
+    Ok(())
+}
+
+/// Seals the current secret values of `spec` as the mask of `execution`, a `PENDING` run about
+/// to start under a new supervisor (its identity token is added when it starts).
 pub(super) async fn reseal_run_mask(
     state: &AppState,
     execution: &execution::Model,
@@ -282,6 +295,8 @@ fn run_spec(
             .map(Duration::from_secs),
         retries: proc.retries.and_then(|retries| u32::try_from(retries).ok()),
         resources: proc.resources.clone(),
+        identity_audience: proc.identity.as_ref().map(|spec| spec.audience.clone()),
+        alerts: proc.alerts.clone(),
     };
     (spec, masker)
 }

@@ -18,11 +18,13 @@ use proctor_entity::{execution, execution_log};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::log_pipeline::{Flushed, LogPipeline, Piece};
+use super::submit::add_to_run_mask;
 use super::transition::{Change, Fence, Outcome, finish, record_attempt, transition};
 use super::{ActiveRun, CANCELLED_REASON, Runner, SHUTDOWN_REASON, StopRequest};
 use crate::error::ApiError;
+use crate::executions::identity;
 use crate::executions::shaping::Masker;
-use crate::ports::executor::{LogCursor, RunEvent, RunEvents, RunRef, RunSpec};
+use crate::ports::executor::{EnvValue, LogCursor, RunEvent, RunEvents, RunRef, RunSpec};
 use crate::state::AppState;
 
 /// The marker line that opens attempt `number` of a run.
@@ -149,6 +151,14 @@ impl Runner {
         };
         let timeout = spec.timeout.unwrap_or(self.settings.default_timeout);
         let deadline = Instant::now() + timeout;
+        let (spec, masker) = match with_identity(state, &execution, spec, masker, timeout).await {
+            Ok(ready) => ready,
+            Err(error) => {
+                let reason = format!("cannot sign its identity token: {error}");
+                finish(state, id, Outcome::creation_failed(reason), fence).await;
+                return;
+            }
+        };
         let mut logs = LogPipeline::new(
             state.clone(),
             id,
@@ -157,6 +167,7 @@ impl Runner {
             0,
             self.replica.clone(),
         );
+        logs.watch_alerts(spec.alerts.as_ref(), &execution);
         let mut clock = RunClock::default();
         let mut attempt: u32 = 1;
         let outcome = loop {
@@ -379,6 +390,28 @@ impl Runner {
         };
         Followed::Ended(outcome)
     }
+}
+
+/// `spec` and `masker` with the run's identity token, when its proc asks for one: made now (the
+/// run starts), added to the run's sealed mask, masked, and passed as a secret.
+async fn with_identity(
+    state: &AppState,
+    execution: &execution::Model,
+    mut spec: RunSpec,
+    masker: Masker,
+    timeout: std::time::Duration,
+) -> Result<(RunSpec, Masker), ApiError> {
+    let Some(audience) = spec.identity_audience.clone() else {
+        return Ok((spec, masker));
+    };
+    let token = identity::token_for(state, execution, &audience, timeout).await?;
+    add_to_run_mask(state, execution.id, &token).await?;
+    let masker = masker.and(&token);
+    spec.env
+        .retain(|(name, _)| name != identity::TOKEN_VARIABLE);
+    spec.env
+        .push((identity::TOKEN_VARIABLE.to_owned(), EnvValue::Secret(token)));
+    Ok((spec, masker))
 }
 
 async fn max_seq(state: &AppState, id: i64) -> Result<i64, ApiError> {
