@@ -87,13 +87,14 @@ pub async fn output_digest<C: ConnectionTrait>(
     }
 }
 
-/// Hex SHA-256 of the canonical JSON of the definition `execution` ran, when it is known.
-async fn definition_digest<C: ConnectionTrait>(
+/// The definition `execution` ran, when it is known: the hex SHA-256 of its canonical JSON,
+/// and the names of the secrets it declared.
+async fn definition<C: ConnectionTrait>(
     db: &C,
     execution: &execution::Model,
-) -> Result<Option<String>, ApiError> {
+) -> Result<(Option<String>, Vec<String>), ApiError> {
     let (Some(proc_id), Some(version)) = (execution.proc_id, execution.proc_version) else {
-        return Ok(None);
+        return Ok((None, Vec::new()));
     };
     let stored = proc_version::Entity::find()
         .filter(proc_version::Column::ProcId.eq(proc_id))
@@ -106,12 +107,22 @@ async fn definition_digest<C: ConnectionTrait>(
             Some(proc) if proc.version == version => {
                 serde_json::to_value(ProcDefinition::from_model(&proc)).unwrap_or(Value::Null)
             }
-            _ => return Ok(None),
+            _ => return Ok((None, Vec::new())),
         },
     };
-    Ok(Some(hex::encode(sha2::Sha256::digest(
+    let secrets = definition["secrets"]
+        .as_array()
+        .map(|secrets| {
+            secrets
+                .iter()
+                .filter_map(|secret| secret["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let digest = hex::encode(sha2::Sha256::digest(
         sorted(&definition).to_string().as_bytes(),
-    ))))
+    ));
+    Ok((Some(digest), secrets))
 }
 
 /// The receipt payload of a finished execution.
@@ -121,14 +132,7 @@ async fn payload<C: ConnectionTrait>(
     execution: &execution::Model,
 ) -> Result<Value, ApiError> {
     let (lines, output) = output_digest(db, execution.id).await?;
-    let secrets: Vec<String> = match execution.proc_id {
-        Some(id) => proc::Entity::find_by_id(id)
-            .one(db)
-            .await?
-            .map(|proc| proc.secret_specs.0.into_iter().map(|s| s.name).collect())
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let (definition_digest, secrets) = definition(db, execution).await?;
     let args: serde_json::Map<String, Value> = execution
         .args
         .0
@@ -141,7 +145,7 @@ async fn payload<C: ConnectionTrait>(
         "execution": execution.id.to_string(),
         "proc": execution.proc_name,
         "procVersion": execution.proc_version,
-        "definitionSha256": definition_digest(db, execution).await?,
+        "definitionSha256": definition_digest,
         "args": args,
         "secrets": secrets,
         "trigger": execution.trigger,
@@ -159,8 +163,42 @@ async fn payload<C: ConnectionTrait>(
     })))
 }
 
-/// Makes and stores the receipt of `execution_id` unless it has one or has not finished;
-/// returns the stored receipt.
+/// Makes and stores the receipt of `execution`, which has just reached its final state (the
+/// stored row); the row is written through the group commit, with other runs' writes.
+pub async fn issue_for(state: &AppState, execution: &execution::Model) -> Result<(), ApiError> {
+    let payload = payload(state.db(), &state.server_info().public_url, execution)
+        .await?
+        .to_string();
+    let keys = state.signing_keys().await?;
+    let (signature, kid) = keys.sign(payload.as_bytes())?;
+    let row = execution_receipt::ActiveModel {
+        execution_id: Set(execution.id),
+        payload: Set(payload),
+        signature: Set(signature),
+        kid: Set(kid),
+        created_at: Set(Utc::now()),
+    };
+    state
+        .writes()
+        .run(move |txn| {
+            let row = row.clone();
+            Box::pin(async move {
+                execution_receipt::Entity::insert(row)
+                    .on_conflict(
+                        OnConflict::column(execution_receipt::Column::ExecutionId)
+                            .do_nothing()
+                            .to_owned(),
+                    )
+                    .exec_without_returning(txn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+}
+
+/// The receipt of `execution_id`; one that is missing (lost to a crash) is made now when the
+/// run ended less than [`GRACE`] ago.
 pub async fn issue(state: &AppState, execution_id: i64) -> Result<Option<Receipt>, ApiError> {
     let db = state.db();
     if let Some(row) = execution_receipt::Entity::find_by_id(execution_id)
@@ -179,25 +217,7 @@ pub async fn issue(state: &AppState, execution_id: i64) -> Result<Option<Receipt
     if !execution.status.is_final() || !recent {
         return Ok(None);
     }
-    let payload = payload(db, &state.server_info().public_url, &execution)
-        .await?
-        .to_string();
-    let keys = state.signing_keys().await?;
-    let (signature, kid) = keys.sign(payload.as_bytes())?;
-    execution_receipt::Entity::insert(execution_receipt::ActiveModel {
-        execution_id: Set(execution_id),
-        payload: Set(payload),
-        signature: Set(signature),
-        kid: Set(kid),
-        created_at: Set(Utc::now()),
-    })
-    .on_conflict(
-        OnConflict::column(execution_receipt::Column::ExecutionId)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
+    issue_for(state, &execution).await?;
     Ok(execution_receipt::Entity::find_by_id(execution_id)
         .one(db)
         .await?

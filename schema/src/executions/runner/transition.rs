@@ -363,9 +363,12 @@ async fn after_commit(state: &AppState, row: &execution::Model) {
     announce(state, row).await;
     if row.status.is_final() {
         // Signed off the hot path; a receipt lost to a crash is made when first asked for.
-        let (receipt_state, id) = (state.clone(), row.id);
+        let (receipt_state, finished) = (state.clone(), row.clone());
         tokio::spawn(async move {
-            if let Err(error) = crate::executions::receipts::issue(&receipt_state, id).await {
+            let id = finished.id;
+            if let Err(error) =
+                crate::executions::receipts::issue_for(&receipt_state, &finished).await
+            {
                 tracing::warn!(execution.id = id, %error, "cannot sign the run's receipt yet; it is made when asked for");
             }
         });
