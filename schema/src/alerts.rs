@@ -17,13 +17,11 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use proctor_entity::json::{AlertMatch, AlertRules, NotificationPolicy};
-use proctor_entity::{execution, notification, proc};
+use proctor_entity::{execution, proc};
 use regex::{Regex, RegexBuilder};
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{EntityTrait, QuerySelect, Set};
+use sea_orm::{EntityTrait, QuerySelect};
 
 use crate::error::ApiError;
-use crate::notifications::outbox::DeliveryState;
 use crate::ports::event_bus::LogRecord;
 use crate::ports::notifier::{EMAIL, SLACK, WEBHOOK};
 use crate::state::AppState;
@@ -205,33 +203,20 @@ impl AlertWatch {
                 alert.seq.to_string()
             };
             for (channel, target) in targets(&notify, policy.as_ref()) {
-                let row = notification::ActiveModel {
-                    id: sea_orm::NotSet,
-                    execution_id: Set(execution_id),
-                    channel: Set(channel.to_owned()),
-                    target: Set(target),
-                    idempotency_key: Set(format!(
-                        "proctor-{execution_id}-alert{}-{channel}-{occurrence}-{:x}",
-                        alert.rule, self.salt
-                    )),
-                    state: Set(DeliveryState::Pending.name().to_owned()),
-                    attempts: Set(0),
-                    next_attempt_at: Set(now),
-                    last_error: Set(None),
-                    delivered_at: Set(None),
-                    claimed_by: Set(None),
-                    claim_expires_at: Set(None),
-                    created_at: Set(now),
-                    alert: Set(Some(alert.clone())),
-                };
-                notification::Entity::insert(row)
-                    .on_conflict(
-                        OnConflict::column(notification::Column::IdempotencyKey)
-                            .do_nothing()
-                            .to_owned(),
-                    )
-                    .exec_without_returning(state.db())
-                    .await?;
+                let key = format!(
+                    "proctor-{execution_id}-alert{}-{channel}-{occurrence}-{:x}",
+                    alert.rule, self.salt
+                );
+                crate::notifications::outbox::insert_pending(
+                    state.db(),
+                    execution_id,
+                    channel,
+                    target,
+                    key,
+                    Some(alert.clone()),
+                    now,
+                )
+                .await?;
             }
         }
         state.outbox_wakeup().notify_one();

@@ -232,15 +232,7 @@ pub async fn load<C: ConnectionTrait>(db: &C, keyring: &Keyring) -> Result<Keys,
         .find(|row| row.created_at <= active_before)
         .or_else(|| stored.last())
         .ok_or_else(|| internal("reading signing keys")("none was stored".to_owned()))?;
-    let pkcs8 = keyring
-        .open(
-            &context(&newest.kid),
-            &Sealed {
-                key_id: newest.key_id.clone(),
-                ciphertext: newest.sealed.clone(),
-            },
-        )
-        .map_err(|e| internal("opening the signing key")(e.to_string()))?;
+    let pkcs8 = unseal(keyring, newest)?;
     let current = EcdsaKeyPair::from_pkcs8(
         &ECDSA_P256_SHA256_FIXED_SIGNING,
         &pkcs8,
@@ -258,6 +250,19 @@ pub async fn load<C: ConnectionTrait>(db: &C, keyring: &Keyring) -> Result<Keys,
     })
 }
 
+/// The PKCS#8 private key of `row`, opened with the keyring.
+fn unseal(keyring: &Keyring, row: &signing_key::Model) -> Result<Vec<u8>, ApiError> {
+    keyring
+        .open(
+            &context(&row.kid),
+            &Sealed {
+                key_id: row.key_id.clone(),
+                ciphertext: row.sealed.clone(),
+            },
+        )
+        .map_err(|e| internal("opening a signing key")(e.to_string()))
+}
+
 /// Re-seals every private key not under the keyring's current key (after a secret key
 /// rotation); returns how many.
 pub async fn reseal_all<C: ConnectionTrait>(db: &C, keyring: &Keyring) -> Result<usize, ApiError> {
@@ -267,15 +272,7 @@ pub async fn reseal_all<C: ConnectionTrait>(db: &C, keyring: &Keyring) -> Result
         if row.key_id == current {
             continue;
         }
-        let plain = keyring
-            .open(
-                &context(&row.kid),
-                &Sealed {
-                    key_id: row.key_id.clone(),
-                    ciphertext: row.sealed.clone(),
-                },
-            )
-            .map_err(|e| internal("opening a signing key")(e.to_string()))?;
+        let plain = unseal(keyring, &row)?;
         let sealed = keyring
             .seal(&context(&row.kid), &plain)
             .map_err(|e| internal("sealing a signing key")(e.to_string()))?;

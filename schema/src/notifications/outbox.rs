@@ -1,9 +1,10 @@
 //! The notification outbox: written with the final state, delivered by any replica.
 //!
 //! Invariants:
-//! - rows are written only by [`enqueue`], inside the transaction that stores the final state
-//!   (so they exist exactly when the final state does), at most once per
-//!   `(execution, channel, target)` (the idempotency key is unique);
+//! - rows about a run's end are written only by [`enqueue`], inside the transaction that stores
+//!   the final state (so they exist exactly when the final state does), at most once per
+//!   `(execution, channel, target)` (the idempotency key is unique); live log alerts write
+//!   theirs while the run goes (`crate::alerts`), through the same [`insert_pending`];
 //! - a row is delivered only by the replica that claimed it (a conditional update); a claim
 //!   lapses after [`CLAIM`], so a replica dying mid-delivery only delays it (at least once);
 //! - a failed attempt is retried after an exponential backoff (2 s doubling, at most 10 min,
@@ -248,32 +249,47 @@ pub async fn enqueue<C: ConnectionTrait>(
     let written = targets.len();
     for target in targets {
         let key = idempotency_key(row, &target);
-        let pending = notification::ActiveModel {
-            id: sea_orm::NotSet,
-            execution_id: Set(row.id),
-            channel: Set(target.channel.to_owned()),
-            target: Set(target.target),
-            idempotency_key: Set(key),
-            state: Set(DeliveryState::Pending.name().to_owned()),
-            attempts: Set(0),
-            next_attempt_at: Set(now),
-            last_error: Set(None),
-            delivered_at: Set(None),
-            claimed_by: Set(None),
-            claim_expires_at: Set(None),
-            created_at: Set(now),
-            alert: Set(None),
-        };
-        notification::Entity::insert(pending)
-            .on_conflict(
-                OnConflict::column(notification::Column::IdempotencyKey)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
+        insert_pending(txn, row.id, target.channel, target.target, key, None, now).await?;
     }
     Ok(written)
+}
+
+/// Writes one notification to deliver, unless one with its idempotency key exists (the only
+/// place outbox rows are made: the end of a run above, live log alerts in `crate::alerts`).
+pub(crate) async fn insert_pending<C: ConnectionTrait>(
+    db: &C,
+    execution_id: i64,
+    channel: &str,
+    target: Option<String>,
+    idempotency_key: String,
+    alert: Option<proctor_entity::json::AlertMatch>,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let pending = notification::ActiveModel {
+        id: sea_orm::NotSet,
+        execution_id: Set(execution_id),
+        channel: Set(channel.to_owned()),
+        target: Set(target),
+        idempotency_key: Set(idempotency_key),
+        state: Set(DeliveryState::Pending.name().to_owned()),
+        attempts: Set(0),
+        next_attempt_at: Set(now),
+        last_error: Set(None),
+        delivered_at: Set(None),
+        claimed_by: Set(None),
+        claim_expires_at: Set(None),
+        created_at: Set(now),
+        alert: Set(alert),
+    };
+    notification::Entity::insert(pending)
+        .on_conflict(
+            OnConflict::column(notification::Column::IdempotencyKey)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
 }
 
 /// Notifications waiting to be delivered (the outbox's depth, for `/metrics`).

@@ -280,27 +280,10 @@ pub async fn create_schedule(
     check_min_interval(state, caller, &fields.timing, now)?;
     let next_fire_at = fields.next_fire_at(now);
     let txn = crate::db::begin_write(state.db()).await?;
-    let model = schedule::ActiveModel {
-        id: NotSet,
-        proc_id: Set(proc.id),
-        args: Set(ArgValues(fields.args)),
-        cron: Set(fields.cron),
-        timezone: Set(fields.timezone),
-        tags: Set(StringList(fields.tags)),
-        group_name: Set(fields.group),
-        notification_emails: Set(StringList(fields.emails)),
-        enabled: Set(fields.enabled),
-        overlap_policy: Set(fields.overlap),
-        catch_up_policy: Set(fields.catch_up),
-        next_fire_at: Set(next_fire_at),
-        created_by: Set(caller.email.clone()),
-        slack_webhook_url: Set(fields.slack_webhook_url),
-        webhook_url: Set(fields.webhook_url),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
+    let model = fields
+        .into_new_row(proc.id, next_fire_at, caller.email.clone(), now)
+        .insert(&txn)
+        .await?;
     audit::record(
         &txn,
         caller,
@@ -661,6 +644,35 @@ impl Fields {
     }
 
     /// The first slot after `now`, when enabled.
+    /// The row of a new schedule of these fields.
+    fn into_new_row(
+        self,
+        proc_id: i64,
+        next_fire_at: Option<DateTime<Utc>>,
+        created_by: Option<String>,
+        created_at: DateTime<Utc>,
+    ) -> schedule::ActiveModel {
+        schedule::ActiveModel {
+            id: NotSet,
+            proc_id: Set(proc_id),
+            args: Set(ArgValues(self.args)),
+            cron: Set(self.cron),
+            timezone: Set(self.timezone),
+            tags: Set(StringList(self.tags)),
+            group_name: Set(self.group),
+            notification_emails: Set(StringList(self.emails)),
+            enabled: Set(self.enabled),
+            overlap_policy: Set(self.overlap),
+            catch_up_policy: Set(self.catch_up),
+            next_fire_at: Set(next_fire_at),
+            created_by: Set(created_by),
+            slack_webhook_url: Set(self.slack_webhook_url),
+            webhook_url: Set(self.webhook_url),
+            created_at: Set(created_at),
+            updated_at: Set(created_at),
+        }
+    }
+
     fn next_fire_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.enabled.then(|| self.timing.next_after(now)).flatten()
     }
@@ -715,27 +727,10 @@ pub async fn import_schedule<C: ConnectionTrait>(
 ) -> Result<i64, ApiError> {
     let fields = Fields::check(proc, &spec, None)?;
     let next_fire_at = fields.next_fire_at(Utc::now());
-    let model = schedule::ActiveModel {
-        id: NotSet,
-        proc_id: Set(proc.id),
-        args: Set(ArgValues(fields.args)),
-        cron: Set(fields.cron),
-        timezone: Set(fields.timezone),
-        tags: Set(StringList(fields.tags)),
-        group_name: Set(fields.group),
-        notification_emails: Set(StringList(fields.emails)),
-        enabled: Set(fields.enabled),
-        overlap_policy: Set(fields.overlap),
-        catch_up_policy: Set(fields.catch_up),
-        next_fire_at: Set(next_fire_at),
-        created_by: Set(created_by),
-        slack_webhook_url: Set(fields.slack_webhook_url),
-        webhook_url: Set(fields.webhook_url),
-        created_at: Set(created_at),
-        updated_at: Set(Utc::now()),
-    }
-    .insert(txn)
-    .await?;
+    let model = fields
+        .into_new_row(proc.id, next_fire_at, created_by, created_at)
+        .insert(txn)
+        .await?;
     audit::record(
         txn,
         caller,
