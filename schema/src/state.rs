@@ -68,6 +68,7 @@ pub struct AppState {
     outbox_wakeup: Arc<Notify>,
     writes: GroupCommit,
     signer: Arc<crate::signing::Signer>,
+    receipt_definitions: Arc<crate::executions::receipts::DefinitionCache>,
 }
 
 impl AppState {
@@ -84,6 +85,7 @@ impl AppState {
             log_reads: Arc::new(Semaphore::new(parts.log_readers.max(1))),
             outbox_wakeup: Arc::new(Notify::new()),
             signer: Arc::default(),
+            receipt_definitions: Arc::default(),
             writes: GroupCommit::start(parts.db.clone(), writers),
             inner: Arc::new(parts),
         }
@@ -92,6 +94,11 @@ impl AppState {
     /// The server's signing keys (identity tokens, receipts), read lazily and refreshed.
     pub async fn signing_keys(&self) -> Result<Arc<crate::signing::Keys>, ApiError> {
         self.signer.keys(self.db(), self.keyring()).await
+    }
+
+    /// What receipts remember of proc versions (definitions never change once stored).
+    pub fn receipt_definitions(&self) -> &crate::executions::receipts::DefinitionCache {
+        &self.receipt_definitions
     }
 
     /// The JWK Set served at `/.well-known/jwks.json` (cached for a second).

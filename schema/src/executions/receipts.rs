@@ -11,6 +11,8 @@
 //! execution's, and recomputes the output hash from the stored lines, so an altered, added or
 //! removed line fails it. `imageDigest` is null: no executor reports the pulled image's digest.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 use proctor_entity::{execution, execution_log, execution_receipt, proc, proc_version};
 use sea_orm::sea_query::OnConflict;
@@ -87,8 +89,59 @@ pub async fn output_digest<C: ConnectionTrait>(
     }
 }
 
+/// What a proc version's definition contributes to a receipt: its digest and secret names.
+type DefinitionFacts = (Option<String>, Vec<String>);
+
+/// Most proc versions [`DefinitionCache`] remembers before it starts over.
+const CACHED_DEFINITIONS: usize = 1024;
+
+/// The facts of the proc versions runs ran lately, by proc id, name and version (a stored
+/// version never changes), so a receipt of a busy proc reads no definition.
+#[derive(Default)]
+pub struct DefinitionCache(std::sync::Mutex<HashMap<(i64, String, i32), DefinitionFacts>>);
+
+impl DefinitionCache {
+    fn get(&self, key: &(i64, String, i32)) -> Option<DefinitionFacts> {
+        // A poisoned lock holds a whole map (single inserts): safe to reuse.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn put(&self, key: (i64, String, i32), facts: DefinitionFacts) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= CACHED_DEFINITIONS {
+            map.clear();
+        }
+        map.insert(key, facts);
+    }
+}
+
 /// The definition `execution` ran, when it is known: the hex SHA-256 of its canonical JSON,
 /// and the names of the secrets it declared.
+async fn cached_definition(
+    state: &AppState,
+    execution: &execution::Model,
+) -> Result<DefinitionFacts, ApiError> {
+    let (Some(proc_id), Some(version)) = (execution.proc_id, execution.proc_version) else {
+        return Ok((None, Vec::new()));
+    };
+    let key = (proc_id, execution.proc_name.clone(), version);
+    if let Some(facts) = state.receipt_definitions().get(&key) {
+        return Ok(facts);
+    }
+    let facts = definition(state.db(), execution).await?;
+    if facts.0.is_some() {
+        state.receipt_definitions().put(key, facts.clone());
+    }
+    Ok(facts)
+}
+
 async fn definition<C: ConnectionTrait>(
     db: &C,
     execution: &execution::Model,
@@ -126,13 +179,10 @@ async fn definition<C: ConnectionTrait>(
 }
 
 /// The receipt payload of a finished execution.
-async fn payload<C: ConnectionTrait>(
-    db: &C,
-    issuer: &str,
-    execution: &execution::Model,
-) -> Result<Value, ApiError> {
-    let (lines, output) = output_digest(db, execution.id).await?;
-    let (definition_digest, secrets) = definition(db, execution).await?;
+async fn payload(state: &AppState, execution: &execution::Model) -> Result<Value, ApiError> {
+    let issuer = &state.server_info().public_url;
+    let (lines, output) = output_digest(state.db(), execution.id).await?;
+    let (definition_digest, secrets) = cached_definition(state, execution).await?;
     let args: serde_json::Map<String, Value> = execution
         .args
         .0
@@ -166,9 +216,7 @@ async fn payload<C: ConnectionTrait>(
 /// Makes and stores the receipt of `execution`, which has just reached its final state (the
 /// stored row); the row is written through the group commit, with other runs' writes.
 pub async fn issue_for(state: &AppState, execution: &execution::Model) -> Result<(), ApiError> {
-    let payload = payload(state.db(), &state.server_info().public_url, execution)
-        .await?
-        .to_string();
+    let payload = payload(state, execution).await?.to_string();
     let keys = state.signing_keys().await?;
     let (signature, kid) = keys.sign(payload.as_bytes())?;
     let row = execution_receipt::ActiveModel {
