@@ -101,8 +101,8 @@ pub enum Command {
 /// `proctord signing …` actions.
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum SigningAction {
-    /// Make a new signing key; new tokens and receipts use it within a minute on every
-    /// replica, and the old key stays published so what it signed still verifies.
+    /// Make a new signing key: published in the JWKS at once, signing new tokens and receipts
+    /// from five minutes on; older keys stay published so what they signed still verifies.
     RotateKey,
 }
 
