@@ -19,6 +19,9 @@ mod config;
 mod error;
 mod output;
 mod procs;
+// Only its drift test writes the page (see the module docs).
+#[cfg(test)]
+mod reference;
 mod runs;
 mod schedules;
 mod secrets;
@@ -375,5 +378,42 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    fn built() -> clap::Command {
+        let mut command = Cli::command();
+        command.build();
+        command
+    }
+
+    #[test]
+    fn the_cli_reference_is_current() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/src/reference/cli.md");
+        let generated = reference::cli(&built());
+        let updating = std::env::var_os("PROCTOR_UPDATE_DOCS").is_some()
+            && std::env::var("CI").map_or(true, |ci| ci != "true");
+        if updating {
+            std::fs::write(&path, &generated).expect("write the CLI reference");
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/src/reference/cli.md is out of date (a command or option changed); \
+             regenerate it with\n  {}\nand commit it",
+            reference::REGENERATE
+        );
+    }
+
+    #[test]
+    fn a_new_command_changes_the_cli_reference() {
+        let page = reference::cli(&built());
+        assert!(page.contains("### `proctor runs start`"), "{page}");
+        let mut grown = Cli::command()
+            .subcommand(clap::Command::new("brand-new").about("A command nobody documented yet"));
+        grown.build();
+        let regenerated = reference::cli(&grown);
+        assert!(regenerated.contains("### `proctor brand-new`\n\nA command nobody documented yet"));
+        assert_ne!(regenerated, page);
     }
 }

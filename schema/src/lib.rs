@@ -31,6 +31,7 @@ pub mod notifications;
 pub mod pagination;
 pub mod ports;
 pub mod procs;
+pub mod reference;
 pub mod schedules;
 pub mod secrets;
 pub mod signing;

@@ -25,6 +25,7 @@ pub mod notifiers;
 pub mod orphans;
 pub mod playground;
 pub mod redis_bus;
+pub mod reference;
 pub mod rest;
 mod routes;
 pub mod sandbox;
