@@ -14,8 +14,8 @@ use async_graphql::parser::{Positioned, parse_schema};
 pub const REGENERATE: &str =
     "PROCTOR_UPDATE_DOCS=1 cargo nextest run -p proctor-schema --test api_reference";
 
-/// `text` fit for one Markdown table cell.
-fn cell(text: &str) -> String {
+/// `text` fit for one Markdown table cell (also the configuration reference's).
+pub fn cell(text: &str) -> String {
     text.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")

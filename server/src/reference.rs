@@ -13,13 +13,7 @@ use crate::cli::Cli;
 pub const REGENERATE: &str =
     "PROCTOR_UPDATE_DOCS=1 cargo nextest run -p proctor-server the_configuration_reference";
 
-/// `text` fit for one Markdown table cell.
-fn cell(text: &str) -> String {
-    text.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .replace('|', "\\|")
-}
+use proctor_schema::reference::cell;
 
 /// The settings of `command` (visible ones), by help heading, as Markdown tables.
 fn settings(command: &clap::Command, out: &mut String) {
