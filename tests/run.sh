@@ -2,7 +2,7 @@
 # Runs Proctor's whole test suite against real Postgres and Redis.
 #
 # On a fresh Debian machine it installs what is missing (redis-server, PostgreSQL 15, Chromium,
-# Node.js and npm from Debian packages), starts a throwaway Postgres cluster and a Redis on free loopback ports,
+# Node.js and npm from Debian packages; mdBook from crates.io), starts a throwaway Postgres cluster and a Redis on free loopback ports,
 # runs `cargo nextest run --workspace` against them with CI=true (so no test can skip for lack
 # of infrastructure), stops both on every exit path, and exits with the suite's status.
 #
@@ -54,6 +54,16 @@ if [ ! -x target/tools/venv/bin/kubernetes-validate ]; then
     || { apt_install python3-venv && python3 -m venv target/tools/venv; } || exit 1
   target/tools/venv/bin/pip install -q kubernetes-validate || exit 1
 fi
+# mdBook builds the book under docs/ (tests/it/docs.rs); Debian has no package, so it is built
+# once from crates.io into target/tools (about a minute on two cores), without its `serve` and
+# `watch` features, which the suite does not use.
+MDBOOK_VERSION=0.5.4
+if [ "$(target/tools/bin/mdbook --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
+  log "installing mdbook $MDBOOK_VERSION into target/tools/bin"
+  cargo install --quiet --locked mdbook --version "$MDBOOK_VERSION" --no-default-features \
+    --features search --root target/tools || exit 1
+fi
+export PROCTOR_MDBOOK="$PWD/target/tools/bin/mdbook"
 
 # A loopback port nobody listens on (bash's /dev/tcp fails to connect to a free port).
 free_port() {

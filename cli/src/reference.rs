@@ -9,9 +9,23 @@ use std::fmt::Write as _;
 pub const REGENERATE: &str =
     "PROCTOR_UPDATE_DOCS=1 cargo nextest run -p proctor-cli the_cli_reference";
 
-/// `text` fit for one Markdown line.
+/// `text` fit for one Markdown line: one line, and a `<` outside code spans written `&lt;` so
+/// that `<name>` stays text rather than an unclosed HTML tag.
 fn line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 0 {
+                part.replace('<', "&lt;")
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("`")
 }
 
 fn options<'a>(args: impl Iterator<Item = &'a clap::Arg>, out: &mut String) {
@@ -38,10 +52,11 @@ fn options<'a>(args: impl Iterator<Item = &'a clap::Arg>, out: &mut String) {
             .map(|value| value.to_string_lossy().into_owned())
             .filter(|value| !value.is_empty())
             .collect();
-        let default = if defaults.is_empty() {
+        // A switch's default (off) says nothing.
+        let default = if defaults.is_empty() || !arg.get_action().takes_values() {
             String::new()
         } else {
-            format!(" Default: `{}`.", defaults.join(","))
+            format!(" (default: `{}`)", defaults.join(","))
         };
         let help = arg
             .get_help()

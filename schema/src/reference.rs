@@ -22,8 +22,26 @@ pub fn cell(text: &str) -> String {
         .replace('|', "\\|")
 }
 
+/// Prose (a description or a help text) for one Markdown table cell or paragraph: as [`cell`],
+/// and a `<` outside code spans becomes `&lt;`, so `DateTime<Utc>` or `Bearer <token>` is text
+/// rather than an unclosed HTML tag (also the configuration reference's).
+pub fn prose(text: &str) -> String {
+    cell(text)
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 0 {
+                part.replace('<', "&lt;")
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
 fn description(text: Option<&Positioned<String>>) -> String {
-    text.map(|text| cell(&text.node)).unwrap_or_default()
+    text.map(|text| prose(&text.node)).unwrap_or_default()
 }
 
 /// `name(arg: Type = default, …)` of a field.
@@ -174,4 +192,17 @@ pub fn api(sdl: &str) -> String {
         section(definition, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prose;
+
+    #[test]
+    fn prose_escapes_angle_brackets_outside_code_only() {
+        assert_eq!(
+            prose("A DateTime<Utc>, `Vec<u8>` and a | bar\n  split"),
+            "A DateTime&lt;Utc>, `Vec<u8>` and a \\| bar split"
+        );
+    }
 }

@@ -1,8 +1,8 @@
 //! The local-process executor: runs a proc's `command` on this machine.
 //!
-//! - The process gets a clean environment: the run's variables plus `PATH`, `HOME`, `LANG`,
-//!   `LC_ALL`, `TZ` and `TMPDIR` from `proctord`, never `proctord`'s own settings (database
-//!   URLs, keys).
+//! - The process gets a clean environment: the run's variables plus `PATH`, `LANG`, `LC_ALL`
+//!   and `TZ` from `proctord`, and `HOME` and `TMPDIR` pointing at the run's scratch
+//!   directory; never `proctord`'s own settings (database URLs, keys).
 //! - It runs in its own process group, so a timeout or a cancel reaches everything it started:
 //!   SIGTERM to the group, SIGKILL after the grace period. When the main process ends, anything
 //!   left in its group is killed too, as a container's end would.

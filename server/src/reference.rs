@@ -1,6 +1,7 @@
 //! The book's configuration reference (`docs/src/reference/configuration.md`), generated from
 //! `proctord`'s clap definitions so it cannot drift from what the server reads: every setting
-//! with its variable, flag, default and description, by section, then every subcommand. The
+//! with its variable, flag, default and description, by section, then every subcommand, then
+//! the retired v2 settings (`config::retired`). The
 //! test `the_configuration_reference_is_current` fails when the committed page differs.
 
 use std::fmt::Write as _;
@@ -13,7 +14,7 @@ use crate::cli::Cli;
 pub const REGENERATE: &str =
     "PROCTOR_UPDATE_DOCS=1 cargo nextest run -p proctor-server the_configuration_reference";
 
-use proctor_schema::reference::cell;
+use proctor_schema::reference::prose;
 
 /// The settings of `command` (visible ones), by help heading, as Markdown tables.
 fn settings(command: &clap::Command, out: &mut String) {
@@ -45,7 +46,7 @@ fn settings(command: &clap::Command, out: &mut String) {
         let help = arg
             .get_long_help()
             .or_else(|| arg.get_help())
-            .map(|help| cell(&help.to_string()))
+            .map(|help| prose(&help.to_string()))
             .unwrap_or_default();
         rows.push((
             heading,
@@ -77,7 +78,7 @@ fn commands(command: &clap::Command, prefix: &str, out: &mut String) {
         let about = sub
             .get_long_about()
             .or_else(|| sub.get_about())
-            .map(|about| cell(&about.to_string()))
+            .map(|about| prose(&about.to_string()))
             .unwrap_or_default();
         let _ = write!(out, "\n### `{name}`\n\n{about}\n");
         let own: Vec<String> = sub
@@ -95,7 +96,7 @@ fn commands(command: &clap::Command, prefix: &str, out: &mut String) {
                     .unwrap_or_default();
                 let help = arg
                     .get_help()
-                    .map(|help| cell(&help.to_string()))
+                    .map(|help| prose(&help.to_string()))
                     .unwrap_or_default();
                 format!("- `{spelled}`{env}: {help}\n")
             })
@@ -123,6 +124,14 @@ pub fn configuration() -> String {
     settings(&command, &mut out);
     out.push_str("\n## Commands\n");
     commands(&command, "proctord", &mut out);
+    out.push_str(
+        "\n## Retired v2 settings\n\nProctor v2 settings that no longer apply. A server started \
+         with one set logs one WARN line for it, naming what replaces it (never its value).\n\n\
+         | v2 setting | Instead |\n|---|---|\n",
+    );
+    for retired in crate::config::retired::RETIRED {
+        let _ = writeln!(out, "| `{}` | {} |", retired.name, prose(retired.instead));
+    }
     out
 }
 

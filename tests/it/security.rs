@@ -1,4 +1,4 @@
-//! The security model (README, "Security model"): what a page on another origin, a stale
+//! The security model (the book, `docs/src/security.md`): what a page on another origin, a stale
 //! credential, a greedy query or a hostile input can no longer do. Each test names the attack
 //! it stops and fails on the code before the defence existed.
 
@@ -1129,7 +1129,7 @@ async fn local_procs_cannot_read_the_data_directory_and_run_in_a_scratch_directo
     let (output, secrets) = try_to_read_the_data_dir(&app).await;
     if !rustix::process::geteuid().is_root() && !proctor_server::sandbox::landlock_available() {
         eprintln!(
-            "SKIPPED: not root and no Landlock here; the README says what protects the data directory then"
+            "SKIPPED: not root and no Landlock here; docs/src/security.md says what protects the data directory then"
         );
         return;
     }
@@ -1162,7 +1162,7 @@ async fn local_procs_cannot_read_the_data_directory_and_run_in_a_scratch_directo
 async fn landlock_keeps_the_data_directory_from_runs_of_the_same_user() {
     if !proctor_server::sandbox::landlock_available() {
         eprintln!(
-            "SKIPPED: this kernel has no Landlock; the README says what protects the data directory then"
+            "SKIPPED: this kernel has no Landlock; docs/src/security.md says what protects the data directory then"
         );
         return;
     }
@@ -1365,7 +1365,9 @@ on_both_stacks!(a_run_taken_over_masks_the_values_it_started_with);
 #[tokio::test]
 async fn a_run_cannot_read_another_runs_environment() {
     if !proctor_server::sandbox::landlock_available() {
-        eprintln!("SKIPPED: without Landlock, runs of one account can see each other (README)");
+        eprintln!(
+            "SKIPPED: without Landlock, runs of one account can see each other (docs/src/security.md)"
+        );
         return;
     }
     let app = TestApp::builder().stack(Stack::Embedded).spawn().await;

@@ -5,7 +5,7 @@
 //! A secret is masked as written and in the encodings a script most often prints it in:
 //! base64 (standard and URL-safe, with and without padding), URL-encoding (`%XX`, and `+`
 //! for spaces) and JSON string escaping. Masking cannot help with values a proc splits,
-//! reverses, hashes or encodes otherwise (README, security model).
+//! reverses, hashes or encodes otherwise (the book's security model, `docs/src/security.md`).
 //!
 //! When an executor cuts an over-long line (it reads at most 1 MiB at a time), the pieces are
 //! masked as one stream ([`Masker::mask_piece`]): the end of each piece that could be the

@@ -330,7 +330,7 @@ impl Checker<'_> {
                 field,
                 format!(
                     "{name} is reserved: {rule}, so an argument or secret may not set it (see \
-                     the README's security model for the list)"
+                     docs/src/security.md for the list)"
                 ),
             ));
         }

@@ -119,7 +119,7 @@ enum Started {
 /// fire where Proctor keeps users (built-in authentication): the owner must still exist,
 /// hold an active token and be allowed to run the proc. With auth off everybody may; with
 /// webhook authentication the identity service is asked only while somebody calls, so the
-/// owner cannot be checked then (README, security model).
+/// owner cannot be checked then (the book's security model, `docs/src/security.md`).
 async fn owner_refusal(
     state: &AppState,
     schedule: &schedule::Model,

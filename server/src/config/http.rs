@@ -1,4 +1,4 @@
-//! Listening, request limits and the browser defences (the README's security model).
+//! Listening, request limits and the browser defences (the book's security model, `docs/src/security.md`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! Proctor v2 settings whose meaning carries over: they compose the Postgres and Redis URLs
-//! when the URL settings are unset (the README's "Legacy settings" table).
+//! when the URL settings are unset (the book's "Settings from v2" table, `docs/src/rest-and-v2.md`).
 
 use clap::Args;
 use url::Url;

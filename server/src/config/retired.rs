@@ -1,6 +1,6 @@
 //! Proctor v2 settings that no longer apply, each with what replaces it. A server started with
-//! one set says so in one WARN line per setting (never silently ignores it), and the README's
-//! legacy table lists the same entries.
+//! one set says so in one WARN line per setting (never silently ignores it); the book's
+//! configuration reference lists them (generated from this list).
 
 /// A v2 setting (an exact name, or a prefix ending in `_*`) and what replaces it.
 pub struct Retired {

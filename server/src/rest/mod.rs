@@ -5,7 +5,7 @@
 //! Handlers translate between the v2 wire format and the domain services the GraphQL resolvers
 //! call; rules live in the services. Errors are plain text, as v2 wrote them, because the Go CLI
 //! prints the bodies of 400 and 500 answers verbatim. Where this shim answers differently from
-//! v2 on purpose, the README's table of differences says so.
+//! v2 on purpose, the book's REST chapter (`docs/src/rest-and-v2.md`) lists the differences.
 
 mod executions;
 pub mod metadata;
