@@ -409,6 +409,17 @@ mod tests {
     fn a_new_command_changes_the_cli_reference() {
         let page = reference::cli(&built());
         assert!(page.contains("### `proctor runs start`"), "{page}");
+        // An argument named like clap's own flags is still documented.
+        let rollback = page
+            .split("### `proctor procs rollback`")
+            .nth(1)
+            .and_then(|rest| rest.split("### ").next())
+            .expect("procs rollback is documented");
+        assert!(rollback.contains("- `<VERSION>`"), "{rollback}");
+        assert!(
+            !page.contains("`--version`"),
+            "clap's own --version is not a command's option"
+        );
         let mut grown = Cli::command()
             .subcommand(clap::Command::new("brand-new").about("A command nobody documented yet"));
         grown.build();

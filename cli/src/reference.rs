@@ -28,11 +28,23 @@ fn line(text: &str) -> String {
         .join("`")
 }
 
+/// clap's own `--help` and `--version` (an argument the CLI declares, such as `procs rollback`'s
+/// `<VERSION>`, is documented whatever its name).
+fn is_builtin(arg: &clap::Arg) -> bool {
+    matches!(
+        arg.get_action(),
+        clap::ArgAction::Help
+            | clap::ArgAction::HelpShort
+            | clap::ArgAction::HelpLong
+            | clap::ArgAction::Version
+    )
+}
+
 fn options<'a>(args: impl Iterator<Item = &'a clap::Arg>, out: &mut String) {
     let mut any = false;
     for arg in args {
         let id = arg.get_id().as_str();
-        if arg.is_hide_set() || matches!(id, "help" | "version") {
+        if arg.is_hide_set() || is_builtin(arg) {
             continue;
         }
         any = true;

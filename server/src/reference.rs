@@ -16,13 +16,25 @@ pub const REGENERATE: &str =
 
 use proctor_schema::reference::prose;
 
+/// clap's own `--help` and `--version` (an argument `proctord` declares is documented whatever
+/// its name).
+fn is_builtin(arg: &clap::Arg) -> bool {
+    matches!(
+        arg.get_action(),
+        clap::ArgAction::Help
+            | clap::ArgAction::HelpShort
+            | clap::ArgAction::HelpLong
+            | clap::ArgAction::Version
+    )
+}
+
 /// The settings of `command` (visible ones), by help heading, as Markdown tables.
 fn settings(command: &clap::Command, out: &mut String) {
     let mut headings: Vec<String> = Vec::new();
     let mut rows: Vec<(String, String)> = Vec::new();
     for arg in command.get_arguments() {
         let id = arg.get_id().as_str();
-        if arg.is_hide_set() || id == "help" || id == "version" || arg.get_long().is_none() {
+        if arg.is_hide_set() || is_builtin(arg) || arg.get_long().is_none() {
             continue;
         }
         let heading = arg.get_help_heading().unwrap_or("General").to_owned();
@@ -84,7 +96,7 @@ fn commands(command: &clap::Command, prefix: &str, out: &mut String) {
         let own: Vec<String> = sub
             .get_arguments()
             .filter(|arg| !arg.is_global_set() && !arg.is_hide_set())
-            .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))
+            .filter(|arg| !is_builtin(arg))
             .map(|arg| {
                 let spelled = match arg.get_long() {
                     Some(long) => format!("--{long}"),

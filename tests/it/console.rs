@@ -6,7 +6,6 @@
 //! away (local runs stop with their server).
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use proctor_tests::fake_kube::FakeKube;
@@ -15,7 +14,7 @@ use proctor_tests::{Proctord, proctord_command};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::playground::{browser_ready, playground_dir};
+use crate::playground::{browser_ready, browser_script, playground_dir};
 
 const ADMIN: &str = "admin@example.com";
 
@@ -138,20 +137,16 @@ async fn the_console_walks_every_main_journey_in_chromium_accessibly_and_same_or
     .await;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
 
-    let mut node = tokio::process::Command::new("node")
-        .arg("test/console.mjs")
-        .arg(&base)
-        .arg(&shots)
-        .env("PROCTOR_TEST_TOKEN", &token)
-        .env("PROCTOR_TEST_CLUSTER", &cluster_base)
-        .env("PROCTOR_TEST_CLUSTER_TOKEN", &cluster_token)
-        .current_dir(playground_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
+    let mut node = browser_script(
+        "console.mjs",
+        &base,
+        &shots,
+        &[
+            ("PROCTOR_TEST_TOKEN", &token),
+            ("PROCTOR_TEST_CLUSTER", &cluster_base),
+            ("PROCTOR_TEST_CLUSTER_TOKEN", &cluster_token),
+        ],
+    );
     let mut stdin = node.stdin.take().expect("piped stdin");
     let mut lines = BufReader::new(node.stdout.take().expect("piped stdout")).lines();
     let mut report = None;

@@ -13,6 +13,28 @@ pub(crate) fn playground_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../playground")
 }
 
+/// `node test/<script> <base> <shots>` in `playground/`, started with stdin and stdout piped
+/// (the script's conversation with its test) and stderr shown; killed when dropped.
+pub(crate) fn browser_script(
+    script: &str,
+    base: &str,
+    shots: &Path,
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
+    Command::new("node")
+        .arg(format!("test/{script}"))
+        .arg(base)
+        .arg(shots)
+        .envs(env.iter().copied())
+        .current_dir(playground_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs")
+}
+
 /// The browser, the driver and the built assets, or why they are missing (a failure under
 /// `CI=true`, a skip with a notice otherwise).
 pub(crate) fn browser_ready() -> bool {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
-use crate::playground::{browser_ready, playground_dir};
+use crate::playground::{browser_ready, browser_script};
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -189,17 +189,7 @@ async fn the_readme_tour_works_as_written() {
     let home = tempfile::tempdir().expect("a home directory");
 
     let shots = repository().join("target/tour-screenshots");
-    let mut browser = Command::new("node")
-        .arg("test/tour.mjs")
-        .arg(&base)
-        .arg(&shots)
-        .current_dir(playground_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
+    let mut browser = browser_script("tour.mjs", &base, &shots, &[]);
     let mut to_browser = browser.stdin.take().expect("piped stdin");
     let mut from_browser = BufReader::new(browser.stdout.take().expect("piped stdout")).lines();
 
