@@ -66,6 +66,8 @@ try {
   const watch = (await nextInput()).match(/^WATCH (\d+)$/);
   if (!watch) throw new Error("expected WATCH <id> on stdin");
   await page.goto(`${base}/#/executions/${watch[1]}`);
+  // The page shows this execution (not the previous one) before anything is read off it.
+  await page.locator("#execution-title .mono", { hasText: new RegExp(`^${watch[1]}$`) }).waitFor();
   await page.locator("#logs .line").first().waitFor();
   const statusAtFirstLine = await statusOf();
   const linesAtFirstLine = (await lineTexts()).length;

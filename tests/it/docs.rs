@@ -78,7 +78,8 @@ struct Ids {
 impl Ids {
     fn new() -> Self {
         Self {
-            pattern: Regex::new(r#"\bid="([^"]+)""#).expect("a valid pattern"),
+            // `id=` as an attribute of its own, not the end of `data-id=`.
+            pattern: Regex::new(r#"\sid=["']([^"']+)["']"#).expect("a valid pattern"),
             cache: HashMap::new(),
         }
     }
@@ -96,6 +97,13 @@ impl Ids {
             })
             .contains(id)
     }
+}
+
+/// `text` with its %-escapes decoded (an anchor of a heading with non-ASCII letters).
+fn decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Whether `target` leaves the site (another scheme) rather than naming one of its files.
@@ -127,7 +135,8 @@ fn build(mdbook: &Path, book: &Path, out: &Path) {
 /// The links of the built book at `out` that name no file or no anchor, and how many links
 /// were checked.
 fn broken_links(out: &Path, ids: &mut Ids) -> (usize, Vec<String>) {
-    let link = Regex::new(r#"\b(?:href|src)="([^"]*)""#).expect("a valid pattern");
+    // Quoted either way (mdBook quotes with ", raw HTML in a chapter may not).
+    let link = Regex::new(r#"\s(?:href|src)=(?:"([^"]*)"|'([^']*)')"#).expect("a valid pattern");
     let mut broken = Vec::new();
     let mut checked = 0;
     let mut pages = files(out);
@@ -139,7 +148,11 @@ fn broken_links(out: &Path, ids: &mut Ids) -> (usize, Vec<String>) {
             continue;
         }
         let html = std::fs::read_to_string(&page).expect("read a page");
-        for target in link.captures_iter(&html).map(|c| c[1].to_owned()) {
+        for target in link.captures_iter(&html).filter_map(|c| {
+            c.get(1)
+                .or_else(|| c.get(2))
+                .map(|m| decode(m.as_str()).replace("&amp;", "&"))
+        }) {
             if target.is_empty() || is_external(&target) {
                 continue;
             }
@@ -166,6 +179,21 @@ fn broken_links(out: &Path, ids: &mut Ids) -> (usize, Vec<String>) {
     (checked, broken)
 }
 
+/// The anchor GitHub gives a heading: lower case, spaces as hyphens, punctuation but `-` and
+/// `_` dropped.
+fn github_slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn the_book_builds_and_its_links_resolve() {
     let Some(mdbook) = mdbook() else { return };
@@ -177,7 +205,13 @@ fn the_book_builds_and_its_links_resolve() {
 
     // The README's links into the repository and the book.
     let readme = std::fs::read_to_string(repository().join("README.md")).expect("the README");
-    let markdown = Regex::new(r"\]\(([^)\s]+)\)").expect("a valid pattern");
+    // `[text](target)` or `[text](target "title")`.
+    let markdown = Regex::new(r#"\]\(([^)\s]+)(?:\s+"[^"]*")?\)"#).expect("a valid pattern");
+    let headings: BTreeSet<String> = readme
+        .lines()
+        .filter(|line| line.starts_with('#'))
+        .map(|line| github_slug(line.trim_start_matches('#')))
+        .collect();
     let mut from_readme = 0;
     for target in markdown.captures_iter(&readme).map(|c| c[1].to_owned()) {
         if is_external(&target) {
@@ -185,6 +219,12 @@ fn the_book_builds_and_its_links_resolve() {
         }
         from_readme += 1;
         let (path, fragment) = target.split_once('#').unwrap_or((&target, ""));
+        if path.is_empty() {
+            if !headings.contains(fragment) {
+                broken.push(format!("README.md: {target} (no such heading)"));
+            }
+            continue;
+        }
         if !repository().join(path).exists() {
             broken.push(format!("README.md: {target} (no such file)"));
             continue;
@@ -241,6 +281,31 @@ fn a_broken_link_or_a_warning_is_caught() {
         ],
         "{broken:#?}"
     );
+
+    // A chapter SUMMARY.md lists but src/ lacks fails the build (book.toml's create-missing).
+    let missing_chapter = tempfile::tempdir().expect("a book");
+    std::fs::create_dir_all(missing_chapter.path().join("src")).expect("src");
+    std::fs::copy(
+        repository().join("docs/book.toml"),
+        missing_chapter.path().join("book.toml"),
+    )
+    .expect("book.toml");
+    std::fs::write(
+        missing_chapter.path().join("src/SUMMARY.md"),
+        "# S\n\n- [Typo](tpyo.md)\n",
+    )
+    .expect("summary");
+    let output = std::process::Command::new(&mdbook)
+        .arg("build")
+        .arg(missing_chapter.path())
+        .output()
+        .expect("mdbook runs");
+    assert!(
+        !output.status.success(),
+        "a missing chapter fails the build"
+    );
+    assert_eq!(github_slug("The two commands"), "the-two-commands");
+    assert_eq!(github_slug("A five-minute tour!"), "a-five-minute-tour");
 
     // An unclosed tag (a bare <token> in prose) is a warning, and fails the build.
     std::fs::write(src.join("b.md"), "# B heading\n\nSend <token> here.\n").expect("b.md");

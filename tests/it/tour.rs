@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use chrono::Timelike as _;
 use proctor_tests::infra::free_port;
 use proctor_tests::{Proctord, proctord_command, workspace_binary};
 use serde_json::Value;
@@ -21,31 +22,73 @@ fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The `proctor` command lines in the ` ```sh ` blocks of `file`'s section headed `heading`
-/// (up to the next heading of the same level), without their comments.
-fn tour_commands(file: &str, heading: &str) -> Vec<String> {
+/// The one line of the tour's `sh` blocks that is not a `proctor` command: the test puts the
+/// built CLI on `PATH` itself.
+const PATH_SETUP: &str = "export PATH=\"$PWD/target/release:$PATH\"";
+
+/// A `proctor` command of the tour: the line as typed (what `sh` runs) and without its comment
+/// (what [`EXPECTED`] lists).
+#[derive(Debug)]
+struct TourCommand {
+    typed: String,
+    command: String,
+}
+
+/// The `proctor` commands in the ` ```sh ` blocks of `file`'s section headed `heading`, up to
+/// the next heading of the same or a higher level outside a code block.
+///
+/// # Panics
+/// On anything in the section the test would otherwise skip silently: a code block that is
+/// neither `sh` nor `text`, or a line of an `sh` block that is not a `proctor` command (or the
+/// `PATH` set-up), including a continued line.
+fn tour_commands(file: &str, heading: &str) -> Vec<TourCommand> {
     let text = std::fs::read_to_string(repository().join(file)).expect("read the file");
-    let start = text
-        .find(&format!("\n{heading}\n"))
-        .unwrap_or_else(|| panic!("{file} has a section {heading:?}"));
-    let level = heading.split(' ').next().expect("a heading has a level");
-    let section = &text[start + heading.len() + 2..];
-    let section = section
-        .find(&format!("\n{level} "))
-        .map_or(section, |end| &section[..end]);
+    let level = heading
+        .split(' ')
+        .next()
+        .expect("a heading has a level")
+        .len();
+    let mut lines = text.lines().skip_while(|line| *line != heading);
+    assert!(lines.next().is_some(), "{file} has a section {heading:?}");
     let mut commands = Vec::new();
-    let mut in_sh = false;
-    for line in section.lines() {
-        match line.trim() {
-            "```sh" => in_sh = true,
-            "```" => in_sh = false,
-            command if in_sh && command.starts_with("proctor ") => {
-                let without_comment = command.split(" # ").next().unwrap_or(command);
-                commands.push(without_comment.trim().to_owned());
+    let mut fence: Option<&str> = None;
+    for line in lines {
+        let trimmed = line.trim();
+        match fence {
+            None if trimmed.starts_with("```") || trimmed.starts_with("~~~") => {
+                let info = &trimmed[3..];
+                assert!(
+                    matches!(info, "sh" | "text"),
+                    "{file}: the tour has a {trimmed:?} block; use sh (run by the test) or text"
+                );
+                fence = Some(info);
             }
-            _ => {}
+            None => {
+                let hashes = line.len() - line.trim_start_matches('#').len();
+                if (1..=level).contains(&hashes) && line[hashes..].starts_with(' ') {
+                    break;
+                }
+            }
+            Some(_) if trimmed.starts_with("```") || trimmed.starts_with("~~~") => fence = None,
+            Some("sh") if trimmed.is_empty() || trimmed == PATH_SETUP => {}
+            Some("sh") => {
+                assert!(
+                    trimmed.starts_with("proctor ") && !trimmed.ends_with('\\'),
+                    "{file}: the tour's line {trimmed:?} is not one `proctor` command the test can run"
+                );
+                let command = trimmed.split(" # ").next().unwrap_or(trimmed).trim();
+                commands.push(TourCommand {
+                    typed: trimmed.to_owned(),
+                    command: command.to_owned(),
+                });
+            }
+            Some(_) => {}
         }
     }
+    assert!(
+        fence.is_none(),
+        "{file}: a code block of the tour is not closed"
+    );
     commands
 }
 
@@ -74,6 +117,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "proctor runs logs -f 3",
         &["10\n9\n8\n7\n6\n5\n4\n3\n2\n1\nliftoff\n"],
     ),
+    // And five_minute_slots checks the times.
     ("proctor schedules preview '*/5 * * * *'", &[":00+00:00\n"]),
     (
         "proctor schedules create say-hello NAME=team -c '*/5 * * * *'",
@@ -160,8 +204,14 @@ async fn report(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> Valu
 
 #[test]
 fn the_getting_started_chapter_lists_the_readme_tour() {
-    let readme = tour_commands("README.md", "## A five-minute tour");
-    let chapter = tour_commands("docs/src/getting-started.md", "## A five-minute tour");
+    let names = |commands: Vec<TourCommand>| -> Vec<String> {
+        commands.into_iter().map(|c| c.command).collect()
+    };
+    let readme = names(tour_commands("README.md", "## A five-minute tour"));
+    let chapter = names(tour_commands(
+        "docs/src/getting-started.md",
+        "## A five-minute tour",
+    ));
     assert_eq!(chapter, readme);
     let listed: Vec<&str> = EXPECTED.iter().map(|(command, _)| *command).collect();
     assert_eq!(
@@ -201,32 +251,35 @@ async fn the_readme_tour_works_as_written() {
 
     // 2–4. The CLI, command by command.
     let mut watched = None;
-    for line in &commands {
+    for TourCommand { typed, command } in &commands {
         let expected = EXPECTED
             .iter()
-            .find(|(command, _)| command == line)
+            .find(|(listed, _)| listed == command)
             .map(|(_, fragments)| *fragments)
-            .unwrap_or_else(|| panic!("`{line}` is not in EXPECTED"));
-        let stdout = if line.starts_with("proctor runs logs -f ") {
+            .unwrap_or_else(|| panic!("`{command}` is not in EXPECTED"));
+        let shown = if command.starts_with("proctor runs logs -f ") {
             // The run started just before; the console opens it while the CLI follows it.
-            let id = line.rsplit(' ').next().expect("an id");
+            let id = command.rsplit(' ').next().expect("an id");
             to_browser
                 .write_all(format!("WATCH {id}\n").as_bytes())
                 .await
                 .expect("tell the browser");
-            let (stdout, arrivals) = follow(line, home.path(), &host).await;
+            let (shown, arrivals) = follow(typed, home.path(), &host).await;
             watched = Some((report(&mut from_browser, "WATCHED").await, arrivals));
-            stdout
+            shown
         } else {
-            run(line, home.path(), &host).await
+            run(typed, home.path(), &host).await
         };
         // What a newcomer saw, shown when the test fails.
-        println!("$ {line}\n{stdout}");
+        println!("$ {typed}\n{shown}");
         for fragment in expected {
             assert!(
-                stdout.contains(fragment),
-                "`{line}` printed no {fragment:?}:\n{stdout}"
+                shown.contains(fragment),
+                "`{typed}` printed no {fragment:?}:\n{shown}"
             );
+        }
+        if command.starts_with("proctor schedules preview '*/5 * * * *'") {
+            five_minute_slots(&shown);
         }
     }
 
@@ -237,10 +290,15 @@ async fn the_readme_tour_works_as_written() {
         spread >= Duration::from_secs(5),
         "the countdown's lines arrived within {spread:?}: not live"
     );
-    // And so was the console's: its first line was on the page before the run ended.
+    // And so was the console's: its first line was on the page before the run ended, with
+    // the others still to come.
     assert!(
         ["PENDING", "STARTING", "RUNNING"]
             .contains(&console["statusAtFirstLine"].as_str().unwrap_or_default()),
+        "{console}"
+    );
+    assert!(
+        console["linesAtFirstLine"].as_u64().is_some_and(|n| n < 11),
         "{console}"
     );
     let countdown: Vec<String> = (1..=10)
@@ -291,4 +349,32 @@ async fn follow(line: &str, home: &Path, host: &str) -> (String, Vec<Instant>) {
         output.status
     );
     (stdout, arrivals)
+}
+
+/// The preview of `*/5 * * * *`: five RFC 3339 times, increasing, each on a minute divisible by
+/// five with no seconds, the first within five minutes from now.
+fn five_minute_slots(shown: &str) {
+    let slots: Vec<chrono::DateTime<chrono::FixedOffset>> = shown
+        .lines()
+        .map(|line| {
+            chrono::DateTime::parse_from_rfc3339(line.trim())
+                .unwrap_or_else(|e| panic!("{line:?} is not an RFC 3339 time ({e}):\n{shown}"))
+        })
+        .collect();
+    assert_eq!(slots.len(), 5, "{shown}");
+    assert!(
+        slots.windows(2).all(|w| (w[1] - w[0]).num_minutes() == 5),
+        "{shown}"
+    );
+    assert!(
+        slots
+            .iter()
+            .all(|slot| slot.minute() % 5 == 0 && slot.second() == 0),
+        "{shown}"
+    );
+    let wait = slots[0].with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        wait > chrono::TimeDelta::zero() && wait <= chrono::TimeDelta::minutes(5),
+        "{shown}"
+    );
 }

@@ -115,13 +115,15 @@ function Page({ route, me }) {
   switch (first) {
     case undefined:
     case "procs":
-      return second ? <ProcPage name={second} me={me} /> : <Catalogue query={route.query} />;
+      // Keyed by what they show: moving from one to another starts afresh rather than showing
+      // the previous one's data until the new one loads.
+      return second ? <ProcPage key={second} name={second} me={me} /> : <Catalogue query={route.query} />;
     case "executions":
-      return second ? <ExecutionPage id={second} /> : <ExecutionsPage query={route.query} />;
+      return second ? <ExecutionPage key={second} id={second} /> : <ExecutionsPage query={route.query} />;
     case "schedules":
       if (second === "new") return <ScheduleForm query={route.query} />;
       if (second && third === "edit") return <ScheduleForm id={second} query={route.query} />;
-      return second ? <SchedulePage id={second} /> : <SchedulesPage />;
+      return second ? <SchedulePage key={second} id={second} /> : <SchedulesPage />;
     case "secrets":
       return <SecretsPage me={me} />;
     case "audit":
