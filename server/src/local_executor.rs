@@ -44,8 +44,9 @@ const EVENT_BUFFER: usize = 1024;
 /// (a process that left the group can hold it open). Output already written is always
 /// delivered in full, however long a busy runner takes to accept it.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
-/// Variables passed through from `proctord`'s own environment.
-const INHERITED: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+/// Variables passed through from `proctord`'s own environment (`HOME` and `TMPDIR` are the
+/// run's scratch directory instead).
+const INHERITED: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ"];
 /// `PATH` when `proctord` has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
