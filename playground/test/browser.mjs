@@ -4,7 +4,7 @@
 // test/console.mjs).
 // Every request the pages make is recorded; the run fails if one leaves the server's origin.
 // Prints one JSON line with what it saw; exits non-zero on any failure.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import { mkdirSync } from "node:fs";
 
 const [base, shots] = process.argv.slice(2);
@@ -17,13 +17,7 @@ const origin = new URL(base);
 const requests = [];
 const timeout = 30_000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 const result = { requests, graphiql: null };
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });

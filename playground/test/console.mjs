@@ -7,7 +7,7 @@
 // log; and the server going away and coming back (this prints `STOP_SERVER`, and waits for
 // `RESTARTED` on stdin). Every page gets an axe-core scan. Every request is recorded.
 // Prints one JSON line with what it saw as its last line; exits non-zero when a step fails.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { createInterface } from "node:readline";
@@ -32,13 +32,7 @@ const step = (name) => {
   console.log(`step: ${name}`);
 };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 
 async function newPage({ width = 1400, height = 900, colorScheme = "light", signedIn = true } = {}) {
   const context = await browser.newContext({ viewport: { width, height }, colorScheme, acceptDownloads: true, deviceScaleFactor: 1 });

@@ -8,7 +8,7 @@
 //    it runs and records the state when its first line appeared and the lines at the end; prints
 //    `WATCHED <json>`.
 // Prints `FAILED <message>` and exits 1 when a step fails (a screenshot is kept).
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import { mkdirSync } from "node:fs";
 import { createInterface } from "node:readline";
 
@@ -32,13 +32,7 @@ const record = (url) => {
   }
 };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
 context.on("request", (request) => record(request.url()));
 const page = await context.newPage();

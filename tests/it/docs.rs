@@ -12,7 +12,8 @@ use std::path::{Component, Path, PathBuf};
 use proctor_tests::infra::is_ci;
 use regex::Regex;
 
-fn repository() -> PathBuf {
+/// The repository's root (also the tour's, `tests/it/tour.rs`).
+pub(crate) fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .canonicalize()

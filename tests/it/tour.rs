@@ -5,7 +5,7 @@
 //! `PROCTOR_HOST`. The ids the README prints (`execution/3`, schedule 1) must be the ones a fresh
 //! server gives, and the getting-started chapter must list the same commands.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -16,11 +16,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 
+use crate::docs::repository;
 use crate::playground::{browser_ready, browser_script};
-
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The one line of the tour's `sh` blocks that is not a `proctor` command: the test puts the
 /// built CLI on `PATH` itself.
@@ -164,25 +161,6 @@ fn cli(line: &str, home: &Path, host: &str) -> Command {
     command
 }
 
-async fn run(line: &str, home: &Path, host: &str) -> String {
-    let output = tokio::time::timeout(Duration::from_secs(60), cli(line, home, host).output())
-        .await
-        .unwrap_or_else(|_| panic!("`{line}` ends within a minute"))
-        .expect("sh runs");
-    // What the terminal shows: the log on stdout, the final state on stderr.
-    let shown = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "`{line}` failed ({}):\n{shown}",
-        output.status
-    );
-    shown
-}
-
 /// The browser script's next line that starts with `prefix`, as JSON.
 async fn report(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> Value {
     loop {
@@ -228,7 +206,8 @@ async fn the_readme_tour_works_as_written() {
     let commands = tour_commands("README.md", "## A five-minute tour");
     assert!(commands.len() >= 6, "the tour has commands: {commands:?}");
 
-    // `cargo run --release --bin proctord` in a fresh checkout: nothing configured but the port.
+    // The README's `./target/release/proctord` in a fresh checkout: nothing configured but the
+    // port.
     let checkout = tempfile::tempdir().expect("a working directory");
     let port = free_port();
     let mut command = proctord_command(checkout.path());
@@ -264,11 +243,11 @@ async fn the_readme_tour_works_as_written() {
                 .write_all(format!("WATCH {id}\n").as_bytes())
                 .await
                 .expect("tell the browser");
-            let (shown, arrivals) = follow(typed, home.path(), &host).await;
+            let (shown, arrivals) = run(typed, home.path(), &host).await;
             watched = Some((report(&mut from_browser, "WATCHED").await, arrivals));
             shown
         } else {
-            run(typed, home.path(), &host).await
+            run(typed, home.path(), &host).await.0
         };
         // What a newcomer saw, shown when the test fails.
         println!("$ {typed}\n{shown}");
@@ -322,33 +301,34 @@ async fn the_readme_tour_works_as_written() {
     server.terminate();
 }
 
-/// Runs `proctor runs logs -f`, noting when each line arrived.
-async fn follow(line: &str, home: &Path, host: &str) -> (String, Vec<Instant>) {
+/// Runs one tour command (within a minute) and returns what the terminal showed: the log on
+/// stdout, then the final state on stderr; and when each stdout line arrived.
+async fn run(line: &str, home: &Path, host: &str) -> (String, Vec<Instant>) {
     let mut child = cli(line, home, host)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("sh runs");
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let mut stdout = String::new();
+    let mut shown = String::new();
     let mut arrivals = Vec::new();
-    while let Some(text) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .unwrap_or_else(|_| panic!("`{line}` makes progress"))
-        .expect("read the CLI's output")
-    {
-        arrivals.push(Instant::now());
-        stdout.push_str(&text);
-        stdout.push('\n');
-    }
-    let output = child.wait_with_output().await.expect("the CLI exits");
-    stdout.push_str(&String::from_utf8_lossy(&output.stderr));
+    let output = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(text) = lines.next_line().await.expect("read the CLI's output") {
+            arrivals.push(Instant::now());
+            shown.push_str(&text);
+            shown.push('\n');
+        }
+        child.wait_with_output().await.expect("the CLI exits")
+    })
+    .await
+    .unwrap_or_else(|_| panic!("`{line}` ends within a minute"));
+    shown.push_str(&String::from_utf8_lossy(&output.stderr));
     assert!(
         output.status.success(),
-        "`{line}` failed ({}):\n{stdout}",
+        "`{line}` failed ({}):\n{shown}",
         output.status
     );
-    (stdout, arrivals)
+    (shown, arrivals)
 }
 
 /// The preview of `*/5 * * * *`: five RFC 3339 times, increasing, each on a minute divisible by
