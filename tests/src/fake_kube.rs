@@ -1047,6 +1047,32 @@ fn container_status(state: Value) -> Value {
     json!([{ "name": "proc", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": state }])
 }
 
+/// A new pod's name for `job_name`, as the Job controller's `generateName` gives it: a random
+/// five-character suffix (so a later attempt may sort before an earlier one), never the name of
+/// a pod that exists (the API server retries a taken name). The suffix used to be a prefix of
+/// the process id and clock, which two attempts of one Job could share: the second pod then
+/// replaced the first, and the run looked like a single attempt.
+fn pod_name(cluster: &Cluster, ns: &str, job_name: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    loop {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write(crate::infra::unique_suffix().as_bytes());
+        let mut bits = hasher.finish();
+        let suffix: String = (0..5)
+            .map(|_| {
+                let pick = usize::try_from(bits % 27).expect("below 27");
+                bits /= 27;
+                char::from(ALPHABET[pick])
+            })
+            .collect();
+        let name = format!("{job_name}-{suffix}");
+        if cluster.get(Kind::Pod, ns, &name).is_none() {
+            return name;
+        }
+    }
+}
+
 async fn run_attempt(
     cluster: &Arc<Cluster>,
     ns: &str,
@@ -1055,10 +1081,7 @@ async fn run_attempt(
     deadline: Option<tokio::time::Instant>,
 ) -> Attempt {
     let template = &job["spec"]["template"];
-    let pod_name = format!(
-        "{job_name}-{}",
-        &crate::infra::unique_suffix().replace('_', "")[..8]
-    );
+    let pod_name = pod_name(cluster, ns, job_name);
     let mut labels = template["metadata"]["labels"].clone();
     labels["job-name"] = json!(job_name);
     labels["batch.kubernetes.io/job-name"] = json!(job_name);
@@ -1310,4 +1333,32 @@ fn resolve_env(cluster: &Cluster, ns: &str, env: &Value) -> Option<Vec<(String, 
         resolved.push((name, value));
     }
     Some(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_pods_never_share_a_name() {
+        let cluster = Cluster {
+            store: Mutex::new(Store::default()),
+            changed: watch::channel(0).0,
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for _ in 0..2_000 {
+            let name = pod_name(&cluster, "default", "proctor-1-flaky");
+            let suffix = name
+                .strip_prefix("proctor-1-flaky-")
+                .expect("the Job's name first");
+            assert_eq!(suffix.len(), 5, "{name}");
+            cluster.put(
+                Kind::Pod,
+                "default",
+                json!({ "metadata": { "name": name } }),
+                "ADDED",
+            );
+            assert!(names.insert(name), "a name was given twice");
+        }
+    }
 }
